@@ -1,0 +1,49 @@
+# Everything a fresh machine needs: `make demo` and `make test` install first, then run.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+BIN := $(VENV)/bin
+# Debian packages: PortAudio headers to build PyAudio, PulseAudio for the null-sink playback
+# tests, espeak-ng so the local server (and the demo) can speak real words.
+DEB_PACKAGES := portaudio19-dev pulseaudio pulseaudio-utils espeak-ng
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: install system-deps test demo lint bench clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: setup.cfg setup.py
+	@$(MAKE) --no-print-directory system-deps
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[play,server,dev]'
+	@touch $@
+
+system-deps:
+	@missing=""; \
+	for p in $(DEB_PACKAGES); do \
+	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "ok installed" || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  if command -v apt-get >/dev/null; then \
+	    echo "Installing Debian packages:$$missing"; \
+	    $(SUDO) apt-get update -qq && \
+	    DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	  else \
+	    echo "Please install with your package manager:$$missing (PortAudio headers, PulseAudio, espeak-ng)"; exit 1; \
+	  fi; \
+	fi
+
+test: install
+	$(PY) -m pytest
+
+demo: install
+	$(BIN)/basetts say --local "Hello! This is basetts, speaking through a local test server."
+
+lint: install
+	$(BIN)/ruff check basetts tests
+	$(BIN)/mypy basetts
+
+clean:
+	rm -rf $(VENV) *.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,160 @@
+"""`Audio`: PCM plus its format, as WAV bytes or a file, a notebook player, and chunks."""
+from __future__ import annotations
+
+import base64
+import dataclasses
+import io
+import os
+import wave
+from typing import Iterator, Optional, Union
+
+from .protocol import CHANNELS, SAMPLE_RATE, SAMPLE_WIDTH
+
+
+@dataclasses.dataclass
+class Stats:
+    """What one synthesis measured. Times are seconds from the start of the call; None if it never came."""
+
+    connect_time: Optional[float] = None
+    first_byte_time: Optional[float] = None
+    first_sound_time: Optional[float] = None
+    total_time: Optional[float] = None
+    bytes_received: int = 0
+    frames_received: int = 0
+    underruns: int = 0
+    encoding: Optional[str] = None
+
+    def real_time_factor(self, duration: float) -> Optional[float]:
+        """Wall time over audio time: below 1.0 means faster than real time."""
+        if not duration or self.total_time is None:
+            return None
+        return self.total_time / duration
+
+
+class Audio:
+    """Signed 16-bit little-endian PCM (24 kHz mono by default) and what is known about how it came."""
+
+    def __init__(
+        self,
+        pcm: bytes = b"",
+        sample_rate: int = SAMPLE_RATE,
+        channels: int = CHANNELS,
+        sample_width: int = SAMPLE_WIDTH,
+        stats: Optional[Stats] = None,
+    ) -> None:
+        self.pcm = bytes(pcm)
+        self.sample_rate = sample_rate
+        self.channels = channels
+        self.sample_width = sample_width
+        self.stats = stats if stats is not None else Stats()
+
+    @property
+    def samples(self) -> int:
+        """Number of sample frames (one per channel group)."""
+        return len(self.pcm) // (self.sample_width * self.channels)
+
+    @property
+    def duration(self) -> float:
+        """Length in seconds."""
+        return self.samples / self.sample_rate
+
+    def __len__(self) -> int:
+        """Length of the PCM in bytes, like `len(bytes(audio))`."""
+        return len(self.pcm)
+
+    def __bytes__(self) -> bytes:
+        return self.pcm
+
+    def __bool__(self) -> bool:
+        return bool(self.pcm)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Audio):
+            return NotImplemented
+        return (self.pcm, self.sample_rate, self.channels, self.sample_width) == (
+            other.pcm, other.sample_rate, other.channels, other.sample_width)
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        layout = "mono" if self.channels == 1 else f"{self.channels} channels"
+        return f"<Audio {self.duration:.2f} s, {self.sample_rate} Hz, {layout}, {8 * self.sample_width}-bit>"
+
+    def chunks(self, size: int = 4096) -> Iterator[bytes]:
+        """The PCM in pieces of `size` bytes (rounded down to whole samples)."""
+        frame = self.sample_width * self.channels
+        size = max(frame, size - size % frame)
+        for start in range(0, len(self.pcm), size):
+            yield self.pcm[start:start + size]
+
+    def wav(self) -> bytes:
+        """A complete WAV file (RIFF header + PCM) in memory."""
+        buffer = io.BytesIO()
+        self._write_wav(buffer)
+        return buffer.getvalue()
+
+    def save(self, path: Union[str, "os.PathLike[str]"]) -> None:
+        """Write a WAV file."""
+        with open(path, "wb") as file:
+            self._write_wav(file)
+
+    def _write_wav(self, file: "io.BufferedIOBase | io.BytesIO") -> None:
+        with wave.open(file, "wb") as writer:  # type: ignore[arg-type]
+            writer.setnchannels(self.channels)
+            writer.setsampwidth(self.sample_width)
+            writer.setframerate(self.sample_rate)
+            writer.writeframes(self.pcm)
+
+    @classmethod
+    def from_wav(cls, source: Union[bytes, str, "os.PathLike[str]"]) -> "Audio":
+        """Read a PCM WAV file (path or bytes)."""
+        file = io.BytesIO(source) if isinstance(source, bytes) else open(source, "rb")
+        with file, wave.open(file, "rb") as reader:
+            return cls(reader.readframes(reader.getnframes()), reader.getframerate(),
+                       reader.getnchannels(), reader.getsampwidth())
+
+    def _repr_html_(self) -> str:
+        """An HTML5 player for Jupyter, without importing IPython."""
+        data = base64.b64encode(self.wav()).decode("ascii")
+        return (f'<audio controls src="data:audio/wav;base64,{data}"></audio>'
+                f"<div><small>{self.duration:.2f} s, {self.sample_rate} Hz</small></div>")
+
+
+class Resampler:
+    """Streaming linear-interpolation resampler for mono 16-bit PCM.
+
+    Linear interpolation is enough for speech between 22.05/24/44.1/48 kHz and needs no dependency;
+    state carries across calls so chunk boundaries add no clicks.
+    """
+
+    def __init__(self, from_rate: int, to_rate: int) -> None:
+        self.step = from_rate / to_rate
+        self._position = 0.0  # position of the next output sample, in input samples from _last
+        self._last: Optional[int] = None  # the previous chunk's final sample
+
+    def feed(self, pcm: bytes) -> bytes:
+        import array
+
+        source = array.array("h")
+        source.frombytes(pcm[: len(pcm) - len(pcm) % 2])
+        if self._last is not None:
+            source.insert(0, self._last)
+        out = array.array("h")
+        position, step, limit = self._position, self.step, len(source) - 1
+        while position < limit:
+            index = int(position)
+            fraction = position - index
+            a = source[index]
+            out.append(int(a + (source[index + 1] - a) * fraction))
+            position += step
+        if len(source):
+            self._position = position - limit
+            self._last = source[-1]
+        return out.tobytes()
+
+
+def resample(pcm: bytes, from_rate: int, to_rate: int) -> bytes:
+    """Resample a whole mono 16-bit PCM buffer."""
+    if from_rate == to_rate:
+        return pcm
+    return Resampler(from_rate, to_rate).feed(pcm)

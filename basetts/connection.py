@@ -1,0 +1,323 @@
+"""One websocket conversation: connect, a writer thread, a reader thread, and a bounded queue between
+the reader and the caller. Only this module imports websocket-client."""
+from __future__ import annotations
+
+import logging
+import queue
+import select
+import socket
+import ssl
+import threading
+import time
+from typing import Iterable, Iterator, List, Optional, Union
+from urllib.parse import urlsplit
+
+import websocket
+
+from . import protocol
+from .audio import Stats
+from .errors import (
+    AuthenticationError, BasetenTTSError, ConnectError, ModelNotFoundError, ServerError,
+    StreamInterrupted, TimeoutError,
+)
+from .settings import Settings
+
+log = logging.getLogger("basetts")
+
+# How often idle threads look at their stop flag. Stops are also signalled by shutting the socket,
+# which wakes a blocked send or select at once; this only bounds the worst case.
+_POLL = 0.05
+# Time a thread gets to finish after being told to stop.
+_JOIN_TIMEOUT = 2.0
+# Queue of frames between the reader and the consumer: ~64 frames of 85 ms, about 5 s of audio. When
+# full, the reader stops reading, so the socket (not memory) absorbs a slow consumer.
+DEFAULT_QUEUE_FRAMES = 64
+
+
+class _End:
+    """Queue item: the stream is over, normally (error None) or not."""
+
+    __slots__ = ("error",)
+
+    def __init__(self, error: Optional[BaseException]) -> None:
+        self.error = error
+
+
+def connect(settings: Settings) -> websocket.WebSocket:
+    """Open the socket (connect_timeout), TLS and the upgrade (handshake_timeout); map every failure."""
+    parts = urlsplit(settings.url)
+    host = parts.hostname or ""
+    port = parts.port or (443 if parts.scheme == "wss" else 80)
+    try:
+        sock = socket.create_connection((host, port), timeout=settings.connect_timeout)
+    except socket.timeout:
+        raise TimeoutError(
+            f"Could not connect to {host}:{port} within connect_timeout={settings.connect_timeout:g} s."
+        ) from None
+    except OSError as exc:
+        raise ConnectError(f"Cannot reach {host}:{port}: {exc.strerror or exc}. Check the URL and network.") from None
+    try:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock.settimeout(settings.handshake_timeout)
+        if parts.scheme == "wss":
+            sock = ssl.create_default_context().wrap_socket(sock, server_hostname=host)
+        ws = websocket.WebSocket(enable_multithread=True, skip_utf8_validation=True)
+        # redirect_limit=0: the key is only ever sent to the configured host.
+        ws.connect(settings.url, socket=sock, timeout=settings.handshake_timeout, redirect_limit=0,
+                   header=[f"Authorization: Api-Key {settings.api_key}"], suppress_origin=True)
+        status = ws.getstatus()
+        if status != 101:
+            raise ConnectError(f"The server redirected the upgrade (HTTP {status}); not following it with your key.")
+        ws.sock.settimeout(settings.read_timeout)
+        return ws
+    except BaseException as exc:
+        sock.close()
+        if isinstance(exc, BasetenTTSError) or not isinstance(exc, Exception):
+            raise
+        raise _handshake_error(exc, settings) from None
+
+
+def _handshake_error(exc: Exception, settings: Settings) -> BasetenTTSError:
+    if isinstance(exc, websocket.WebSocketBadStatusException):
+        status = exc.status_code
+        headers = exc.resp_headers or {}
+        retry_after = _retry_after(headers.get("retry-after"))
+        if status in (401, 403):
+            return AuthenticationError(
+                f"The server refused the API key (HTTP {status}). Check BASETEN_API_KEY and that the key "
+                "may call this model.", status=status)
+        if status == 404:
+            return ModelNotFoundError(
+                f"Nothing at {settings.url} (HTTP 404). Check the model id and environment.", status=status)
+        return ServerError(
+            f"The server refused the connection with HTTP {status}"
+            + (" (overloaded)" if status in (429, 503) else "")
+            + ". Retry later; a deployment scaled to zero may be starting.",
+            status=status, retry_after=retry_after)
+    if isinstance(exc, (socket.timeout, websocket.WebSocketTimeoutException)):
+        return TimeoutError(
+            f"The server did not complete the websocket upgrade within handshake_timeout="
+            f"{settings.handshake_timeout:g} s.")
+    if isinstance(exc, ssl.SSLError):
+        return ConnectError(f"TLS failed: {exc.reason or exc}. Certificates are always verified.")
+    return ConnectError(f"The websocket upgrade failed: {exc}")
+
+
+def _retry_after(value: Optional[str]) -> Optional[float]:
+    try:
+        return max(0.0, float(value)) if value is not None else None
+    except ValueError:
+        return None
+
+
+class Conversation:
+    """One utterance over one connection. Owns its two threads and joins them in `close()`.
+
+    Use as a context manager; `chunks()` yields sample-aligned 16-bit PCM as it arrives and raises a
+    `BasetenTTSError` if the stream does not end with the server's normal close.
+    """
+
+    def __init__(self, settings: Settings, words: Iterable[str], *,
+                 queue_frames: int = DEFAULT_QUEUE_FRAMES, stats: Optional[Stats] = None) -> None:
+        self.settings = settings
+        self.stats = stats if stats is not None else Stats()
+        self._words = words
+        self._queue: "queue.Queue[Union[bytes, _End]]" = queue.Queue(maxsize=queue_frames)
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._deadlines = protocol.Deadlines(
+            settings.buffer_size, settings.first_audio_timeout, settings.read_timeout)
+        self._decoder = protocol.AudioDecoder(settings.encoding)
+        self._ws: Optional[websocket.WebSocket] = None
+        self._threads: List[threading.Thread] = []
+        self._started = time.monotonic()
+        self._finished = False
+        self.words_sent = 0
+
+    # lifecycle -------------------------------------------------------------------------------------
+    def open(self) -> "Conversation":
+        """Connect in the caller's thread (so its errors raise here), then start writer and reader."""
+        self._ws = connect(self.settings)
+        self.stats.connect_time = self._elapsed()
+        for name, target in (("writer", self._write), ("reader", self._read)):
+            thread = threading.Thread(target=target, name=f"basetts-{name}", daemon=True)
+            self._threads.append(thread)
+            thread.start()
+        return self
+
+    def close(self) -> None:
+        """Stop both threads, close the socket, join. Safe to call any number of times, from any path."""
+        self._stop.set()
+        ws = self._ws
+        if ws is not None and ws.sock is not None:
+            if not self._finished:
+                log.debug("closing the connection early")
+            try:
+                ws.sock.shutdown(socket.SHUT_RDWR)  # wakes a send or select blocked on it
+            except OSError:
+                pass
+        for thread in self._threads:
+            if thread is not threading.current_thread():
+                thread.join(_JOIN_TIMEOUT)
+                if thread.is_alive():
+                    log.warning("%s did not stop within %.0f s (blocked in the text iterable?)",
+                                thread.name, _JOIN_TIMEOUT)
+        if ws is not None:
+            ws.shutdown()
+        if self.stats.total_time is None:
+            self.stats.total_time = self._elapsed()
+
+    def __enter__(self) -> "Conversation":
+        return self.open()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        if not self._stop.is_set() and self._threads:
+            self.close()
+
+    # consumer --------------------------------------------------------------------------------------
+    def chunks(self) -> Iterator[bytes]:
+        """Audio chunks in order until the normal end; raises our error (or the text iterable's) if not."""
+        while True:
+            item = self._next_item()
+            if isinstance(item, _End):
+                self._finished = True
+                self.stats.total_time = self._elapsed()
+                if item.error is not None:
+                    raise item.error
+                return
+            yield item
+
+    def _next_item(self) -> Union[bytes, _End]:
+        while True:
+            try:
+                return self._queue.get(timeout=0.5)
+            except queue.Empty:
+                if not any(t.is_alive() for t in self._threads):
+                    # Both threads gone without an _End: only possible after close(); never wait forever.
+                    try:
+                        return self._queue.get_nowait()
+                    except queue.Empty:
+                        return _End(StreamInterrupted("The conversation was closed."))
+
+    def get_nowait(self) -> Union[bytes, None, _End]:
+        """Non-blocking: a chunk, None if nothing is queued, or the end marker (for audio callbacks)."""
+        try:
+            return self._queue.get_nowait()
+        except queue.Empty:
+            return None
+
+    # threads ---------------------------------------------------------------------------------------
+    def _elapsed(self) -> float:
+        return time.monotonic() - self._started
+
+    def _put(self, item: Union[bytes, _End]) -> bool:
+        """Queue an item, waiting while the consumer is behind (back-pressure), unless told to stop."""
+        while not self._stop.is_set():
+            try:
+                self._queue.put(item, timeout=_POLL)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _write(self) -> None:
+        """Send settings, one word per message, then the sentinel."""
+        assert self._ws is not None
+        try:
+            messages = protocol.outgoing(self.settings.session_message(), self._words)
+            for index, message in enumerate(messages):
+                if self._stop.is_set():
+                    return
+                if message == protocol.SENTINEL:
+                    # Marked before sending: the server's close may come before send() returns here.
+                    with self._lock:
+                        self._deadlines.end_sent(time.monotonic())
+                self._ws.send(message)
+                if index > 0 and message != protocol.SENTINEL:
+                    with self._lock:
+                        self.words_sent += 1
+                        self._deadlines.word_sent(time.monotonic())
+        except BaseException as exc:  # noqa: BLE001 - reported to the consumer, never lost
+            if self._stop.is_set():
+                return
+            if isinstance(exc, (OSError, websocket.WebSocketException)):
+                # The connection is gone; the reader sees why (close code or drop) and reports it.
+                log.debug("writer stopped: %s", exc)
+                return
+            self._put(_End(exc))  # the caller's text iterable failed: re-raise it in the caller
+
+    def _read(self) -> None:
+        """Receive frames until the close; queue aligned PCM; enforce the audio deadlines."""
+        ws = self._ws
+        assert ws is not None
+        error: Optional[BaseException] = None
+        try:
+            while not self._stop.is_set():
+                if not self._wait_readable(ws):
+                    with self._lock:
+                        deadline, why = self._deadlines.deadline(), self._deadlines.describe()
+                    if deadline is not None and time.monotonic() >= deadline:
+                        error = TimeoutError(f"The server stopped sending: {why}.")
+                        break
+                    continue
+                opcode, frame = ws.recv_data_frame(control_frame=True)
+                if opcode == websocket.ABNF.OPCODE_BINARY:
+                    self._on_audio(frame.data)
+                elif opcode == websocket.ABNF.OPCODE_CLOSE:
+                    error = self._on_close(frame.data)
+                    break
+                elif opcode == websocket.ABNF.OPCODE_TEXT:
+                    # The protocol has no text messages; an error page or message from a proxy, maybe.
+                    log.warning("ignoring an unexpected text message from the server: %.200r", frame.data)
+        except websocket.WebSocketTimeoutException:
+            error = TimeoutError(
+                f"A frame stalled halfway for read_timeout={self.settings.read_timeout:g} s.")
+        except (OSError, websocket.WebSocketException) as exc:
+            if self._stop.is_set():
+                return
+            log.debug("reader: connection lost: %s", exc)
+            error = protocol.close_error(None, "", self._deadlines.sentinel_sent)
+        if self._stop.is_set():
+            return
+        if error is None and self._decoder.pending:
+            log.warning("dropping %d trailing byte(s): the stream ended mid-sample", len(self._decoder.pending))
+        self._put(_End(error))
+
+    def _wait_readable(self, ws: websocket.WebSocket) -> bool:
+        sock = ws.sock
+        if isinstance(sock, ssl.SSLSocket) and sock.pending():
+            return True
+        try:
+            readable, _, _ = select.select([sock], [], [], _POLL)
+        except (OSError, ValueError):  # socket shut down or closed by close()
+            if self._stop.is_set():
+                return False
+            raise
+        return bool(readable)
+
+    def _on_audio(self, data: bytes) -> None:
+        now = time.monotonic()
+        stats = self.stats
+        if stats.first_byte_time is None:
+            stats.first_byte_time = now - self._started
+        stats.bytes_received += len(data)
+        stats.frames_received += 1
+        with self._lock:
+            self._deadlines.audio_received(now)
+        pcm = self._decoder.feed(data)
+        if self._decoder.fell_back and stats.encoding is None:
+            log.warning("asked for pcm_mulaw, but the server sent 16-bit PCM (an older server); decoding that")
+        stats.encoding = self._decoder.encoding
+        if pcm:
+            self._put(pcm)
+
+    def _on_close(self, payload: bytes) -> Optional[BaseException]:
+        code = int.from_bytes(payload[:2], "big") if len(payload) >= 2 else protocol.NORMAL_CLOSE
+        reason = payload[2:].decode("utf-8", "replace")
+        with self._lock:
+            sentinel_sent = self._deadlines.sentinel_sent
+        log.debug("server closed: %s %s", code, reason)
+        return protocol.close_error(code, reason, sentinel_sent)

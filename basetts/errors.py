@@ -1,0 +1,69 @@
+"""One exception hierarchy: every failure basetts raises is a `BasetenTTSError`."""
+from __future__ import annotations
+
+import builtins
+from typing import TYPE_CHECKING, Optional
+
+if TYPE_CHECKING:
+    from .audio import Audio
+
+
+class BasetenTTSError(Exception):
+    """Base of every basetts error. `partial` holds the audio received before the failure."""
+
+    def __init__(self, message: str, *, partial: Optional["Audio"] = None) -> None:
+        super().__init__(message)
+        self.partial = partial
+
+
+class ConfigurationError(BasetenTTSError, ValueError):
+    """Settings are missing or invalid; nothing was sent."""
+
+
+class ConnectError(BasetenTTSError):
+    """The host could not be reached (DNS, refused, TLS)."""
+
+
+class HandshakeError(BasetenTTSError):
+    """The server answered the websocket upgrade with an HTTP error status."""
+
+    def __init__(
+        self, message: str, *, status: int, retry_after: Optional[float] = None,
+        partial: Optional["Audio"] = None,
+    ) -> None:
+        super().__init__(message, partial=partial)
+        self.status = status
+        self.retry_after = retry_after
+
+
+class AuthenticationError(HandshakeError):
+    """401/403: the API key is missing, wrong, or not allowed to call this model."""
+
+
+class ModelNotFoundError(HandshakeError):
+    """404: no model, environment or deployment at that URL."""
+
+
+class ServerError(BasetenTTSError):
+    """The server failed: 429/5xx at the handshake, or a close with an error code."""
+
+    def __init__(
+        self, message: str, *, status: Optional[int] = None, close_code: Optional[int] = None,
+        retry_after: Optional[float] = None, partial: Optional["Audio"] = None,
+    ) -> None:
+        super().__init__(message, partial=partial)
+        self.status = status
+        self.close_code = close_code
+        self.retry_after = retry_after
+
+
+class TimeoutError(BasetenTTSError, builtins.TimeoutError):
+    """A connect, handshake or read deadline passed. Also a built-in `TimeoutError`."""
+
+
+class StreamInterrupted(BasetenTTSError):
+    """The connection ended before the server's normal close: the audio is incomplete."""
+
+
+class AudioDeviceError(BasetenTTSError):
+    """Playback is impossible here: no PyAudio/PortAudio, or no usable output device."""

@@ -1,0 +1,227 @@
+"""The conversation, sans-I/O: what to send, how to re-align and decode what arrives, what a close means.
+
+Nothing here touches a socket or a thread, so every rule is unit-tested directly.
+"""
+from __future__ import annotations
+
+import json
+import math
+from typing import Any, Dict, Iterable, Iterator, List, Optional
+
+from .errors import BasetenTTSError, ServerError, StreamInterrupted
+
+SENTINEL = "__END__"
+"""The text message that ends the words. The server compares the raw message to it."""
+
+SAMPLE_RATE = 24000
+SAMPLE_WIDTH = 2
+CHANNELS = 1
+
+NORMAL_CLOSE = 1000
+GOING_AWAY = 1001
+
+
+def check_text(text: Any) -> str:
+    """Reject what cannot be spoken before any connection is made."""
+    if not isinstance(text, str):
+        raise TypeError(f"text must be a str (or an iterable of str fragments), not {type(text).__name__}")
+    if not text.strip():
+        raise ValueError("text is empty: there is nothing to speak")
+    return check_fragment(text)
+
+
+def check_fragment(fragment: Any) -> str:
+    """A fragment must be a str that can be sent as UTF-8 (no lone surrogates)."""
+    if not isinstance(fragment, str):
+        raise TypeError(f"text fragments must be str, not {type(fragment).__name__}")
+    try:
+        fragment.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise ValueError(f"text is not valid unicode (lone surrogate at index {exc.start})") from None
+    return fragment
+
+
+def word_message(word: str) -> str:
+    """The text message for one word. A word that *is* the sentinel goes out padded: spoken, not ending."""
+    return f" {word}" if word == SENTINEL else word
+
+
+def outgoing(settings_message: Dict[str, Any], words: Iterable[str]) -> Iterator[str]:
+    """Every message of one conversation, in order: settings, one word per message, sentinel.
+
+    One word per message matters: the server takes at most one flush action per message, so words sent
+    together can stay in its buffer and never be spoken.
+    """
+    yield json.dumps(settings_message, ensure_ascii=False)
+    for word in words:
+        yield word_message(word)
+    yield SENTINEL
+
+
+class WordSplitter:
+    """Turns text fragments (LLM tokens, split anywhere) into whole words; holds back a trailing partial."""
+
+    def __init__(self) -> None:
+        self._partial = ""
+
+    def feed(self, fragment: str) -> List[str]:
+        text = self._partial + check_fragment(fragment)
+        words = text.split()
+        self._partial = words.pop() if words and not text[-1].isspace() else ""
+        return words
+
+    def finish(self) -> List[str]:
+        """The held-back word, once no more text will come."""
+        word, self._partial = self._partial, ""
+        return [word] if word else []
+
+
+def iter_words(fragments: Iterable[str]) -> Iterator[str]:
+    """Whole words from an iterable of fragments, yielded as soon as each word is known complete."""
+    splitter = WordSplitter()
+    for fragment in fragments:
+        yield from splitter.feed(fragment)
+    yield from splitter.finish()
+
+
+class SampleAligner:
+    """Re-cuts frames on sample boundaries: a sample split across two frames is joined, never dropped."""
+
+    def __init__(self, width: int = SAMPLE_WIDTH) -> None:
+        self.width = width
+        self._rest = b""
+
+    def feed(self, data: bytes) -> bytes:
+        if self._rest:
+            data = self._rest + data
+        cut = len(data) - len(data) % self.width
+        self._rest = data[cut:]
+        return data[:cut]
+
+    @property
+    def pending(self) -> bytes:
+        """Bytes of an incomplete sample still waiting for its other half."""
+        return self._rest
+
+
+def _mulaw_table() -> bytes:
+    """The inverse of the server's companding (not G.711): byte b -> int16, little-endian."""
+    out = bytearray()
+    for code in range(256):
+        y = code / 255 * 2 - 1
+        x = math.copysign((256 ** abs(y) - 1) / 255, y)
+        out += int(round(x * 32767)).to_bytes(2, "little", signed=True)
+    return bytes(out)
+
+
+MULAW_TO_S16 = _mulaw_table()
+_LOW = bytes(MULAW_TO_S16[0::2])
+_HIGH = bytes(MULAW_TO_S16[1::2])
+
+
+def decode_mulaw(data: bytes) -> bytes:
+    """8-bit companded samples to 16-bit PCM, at C speed (two byte translations, interleaved)."""
+    out = bytearray(2 * len(data))
+    out[0::2] = data.translate(_LOW)
+    out[1::2] = data.translate(_HIGH)
+    return bytes(out)
+
+
+class AudioDecoder:
+    """Wire frames in, whole 16-bit PCM samples out, for either encoding.
+
+    A server too old to know `encoding` ignores it and sends 16-bit PCM in 4096-byte frames; a μ-law
+    window is 2048 bytes. So the first frame decides what actually came back.
+    """
+
+    PCM_WINDOW = 4096
+
+    def __init__(self, encoding: Optional[str] = None) -> None:
+        self.requested = encoding or "pcm_s16le"
+        self.encoding: Optional[str] = None if self.requested == "pcm_mulaw" else "pcm_s16le"
+        self._aligner = SampleAligner(SAMPLE_WIDTH)
+
+    def feed(self, frame: bytes) -> bytes:
+        if self.encoding is None:
+            self.encoding = "pcm_s16le" if len(frame) == self.PCM_WINDOW else "pcm_mulaw"
+        if self.encoding == "pcm_mulaw":
+            return decode_mulaw(frame)
+        return self._aligner.feed(frame)
+
+    @property
+    def fell_back(self) -> bool:
+        """True when μ-law was asked for but the server sent 16-bit PCM."""
+        return self.requested == "pcm_mulaw" and self.encoding == "pcm_s16le"
+
+    @property
+    def pending(self) -> bytes:
+        return self._aligner.pending
+
+
+def close_error(code: Optional[int], reason: str, sentinel_sent: bool) -> Optional[BasetenTTSError]:
+    """What a close means: None for the normal end of the audio, else the error to raise.
+
+    `code` is None when the connection ended without a close frame.
+    """
+    if code is None:
+        return StreamInterrupted(
+            "The connection dropped before the server finished (no close frame): the audio is incomplete."
+        )
+    if code in (NORMAL_CLOSE, GOING_AWAY):
+        if sentinel_sent:
+            return None
+        return StreamInterrupted(
+            f"The server closed the connection (code {code}) before all the text was sent: "
+            "the audio is incomplete."
+        )
+    detail = f": {reason}" if reason else ""
+    return ServerError(
+        f"The server ended the stream with close code {code}{detail}. The audio is incomplete; "
+        "retry, and check the deployment's logs on Baseten if it persists.",
+        close_code=code,
+    )
+
+
+class Deadlines:
+    """When audio is owed and by when, from the times words go out and audio comes in.
+
+    Audio is owed once the sentinel is sent, or once `buffer_size` words went out since the last audio
+    (the server speaks at least every `buffer_size` words). Text still being produced (an LLM) owes
+    nothing, so a slow producer never trips a timeout.
+    """
+
+    def __init__(self, buffer_size: int, first_audio_timeout: float, read_timeout: float) -> None:
+        self.buffer_size = buffer_size
+        self.first_audio_timeout = first_audio_timeout
+        self.read_timeout = read_timeout
+        self.sentinel_sent = False
+        self._words_since_audio = 0
+        self._owed_since: Optional[float] = None
+        self._last_audio: Optional[float] = None
+
+    def word_sent(self, now: float) -> None:
+        self._words_since_audio += 1
+        if self._owed_since is None and self._words_since_audio >= self.buffer_size:
+            self._owed_since = now
+
+    def end_sent(self, now: float) -> None:
+        self.sentinel_sent = True
+        if self._owed_since is None:
+            self._owed_since = now
+
+    def audio_received(self, now: float) -> None:
+        self._last_audio = now
+        self._words_since_audio = 0
+        self._owed_since = now if self.sentinel_sent else None
+
+    def deadline(self) -> Optional[float]:
+        """Monotonic time by which the next frame (or the close) must arrive, or None."""
+        if self._owed_since is None:
+            return None
+        timeout = self.first_audio_timeout if self._last_audio is None else self.read_timeout
+        return self._owed_since + timeout
+
+    def describe(self) -> str:
+        if self._last_audio is None:
+            return f"no audio within first_audio_timeout={self.first_audio_timeout:g} s"
+        return f"no audio for read_timeout={self.read_timeout:g} s"

@@ -1,0 +1,192 @@
+"""Settings resolve in one place: argument > environment > `.env` in the working directory > default."""
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import logging
+import math
+import os
+from typing import Any, Dict, Mapping, Optional
+from urllib.parse import urlsplit
+
+from .errors import ConfigurationError
+
+log = logging.getLogger("basetts")
+
+VOICES = ("tara", "leah", "jess", "leo", "dan", "mia", "zac", "zoe")
+"""The Orpheus voices the Baseten deployment knows; deployments may add more."""
+
+EMOTION_TAGS = ("<laugh>", "<chuckle>", "<sigh>", "<cough>", "<sniffle>", "<groan>", "<yawn>", "<gasp>")
+"""Tags Orpheus performs when written inline as words, e.g. ``"That's funny <laugh>"``."""
+
+ENCODINGS = ("pcm_s16le", "pcm_mulaw")
+
+# Names read from the environment and `.env`; the hyphenated key name is the official example's.
+ENV_API_KEY = ("BASETEN_API_KEY", "BASETEN-API-KEY")
+ENV_MODEL_ID = "BASETEN_MODEL_ID"
+ENV_URL = "BASETTS_URL"
+
+# Fields that go into the JSON settings message. None means "not set": the server's default applies.
+_SERVER_FIELDS = ("voice", "max_tokens", "buffer_size", "temperature", "top_p", "repetition_penalty", "encoding")
+
+
+def baseten_url(model_id: str, environment: str = "production") -> str:
+    """The public websocket URL of a Baseten model in an environment (``development`` has its own path)."""
+    host = f"wss://model-{model_id}.api.baseten.co"
+    if environment == "development":
+        return f"{host}/development/websocket"
+    return f"{host}/environments/{environment}/websocket"
+
+
+def is_loopback(host: str) -> bool:
+    """True for localhost and 127.0.0.0/8 / ::1, where an unencrypted key never leaves the machine."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """Everything one synthesis needs. Build with `Settings.resolve`; `replace` for per-call overrides."""
+
+    url: str
+    api_key: str = dataclasses.field(repr=False)
+    voice: str = "tara"
+    max_tokens: int = 2000
+    buffer_size: int = 10
+    temperature: Optional[float] = None
+    top_p: Optional[float] = None
+    repetition_penalty: Optional[float] = None
+    encoding: Optional[str] = None
+    connect_timeout: float = 10.0
+    # A deployment scaled to zero holds the upgrade until a replica is up: minutes, not seconds.
+    handshake_timeout: float = 300.0
+    # No audio this long after the server owes some (sentinel sent, or buffer_size words since audio).
+    first_audio_timeout: float = 60.0
+    # Gap between two frames once audio is flowing.
+    read_timeout: float = 30.0
+    allow_insecure: bool = False
+
+    def __repr__(self) -> str:
+        shown = ", ".join(
+            f"{f.name}={getattr(self, f.name)!r}" for f in dataclasses.fields(self) if f.name != "api_key"
+        )
+        return f"Settings({shown}, api_key={'<set>' if self.api_key else '<missing>'})"
+
+    @classmethod
+    def resolve(
+        cls,
+        api_key: Optional[str] = None,
+        model_id: Optional[str] = None,
+        environment: Optional[str] = None,
+        url: Optional[str] = None,
+        *,
+        environ: Optional[Mapping[str, str]] = None,
+        dotenv_path: Optional[str] = None,
+        **options: Any,
+    ) -> "Settings":
+        """Resolve key and endpoint from arguments, then the environment, then `.env`; validate all."""
+        sources = [os.environ if environ is None else environ, _read_dotenv(dotenv_path)]
+
+        def lookup(*names: str) -> Optional[str]:
+            for source in sources:
+                for name in names:
+                    value = source.get(name)
+                    if value:
+                        return value.strip()
+            return None
+
+        api_key = api_key or lookup(*ENV_API_KEY)
+        # An explicit model_id argument beats a URL found in the environment.
+        url = url or (None if model_id else lookup(ENV_URL))
+        if not url:
+            model_id = model_id or lookup(ENV_MODEL_ID)
+            if not model_id:
+                raise ConfigurationError(
+                    "No endpoint: pass model_id= or url=, or set BASETEN_MODEL_ID (or BASETTS_URL) "
+                    "in the environment or in .env."
+                )
+            url = baseten_url(model_id.strip(), environment or "production")
+        if not api_key:
+            raise ConfigurationError(
+                "No API key: pass api_key=, or set BASETEN_API_KEY in the environment or in .env."
+            )
+        options = {k: v for k, v in options.items() if v is not None}
+        settings = cls(url=url, api_key=api_key, **options)
+        settings.validate()
+        return settings
+
+    def replace(self, **overrides: Any) -> "Settings":
+        """A copy with per-call overrides (None leaves a field as it is), validated."""
+        unknown = set(overrides) - {f.name for f in dataclasses.fields(self)}
+        if unknown:
+            raise TypeError(f"unknown setting(s): {', '.join(sorted(unknown))}")
+        changes = {k: v for k, v in overrides.items() if v is not None}
+        if not changes:
+            return self
+        settings = dataclasses.replace(self, **changes)
+        settings.validate()
+        return settings
+
+    def validate(self) -> None:
+        """Reject what the server would crash on, before anything is sent."""
+        parts = urlsplit(self.url)
+        if parts.scheme not in ("ws", "wss") or not parts.hostname:
+            raise ConfigurationError(f"url must be ws:// or wss:// with a host, got {self.url!r}")
+        if parts.scheme == "ws" and not self.allow_insecure and not is_loopback(parts.hostname):
+            raise ConfigurationError(
+                f"Refusing to send the API key unencrypted to {parts.hostname}: use wss://, "
+                "or pass allow_insecure=True if you really mean it."
+            )
+        if not isinstance(self.api_key, str) or not self.api_key or any(c in self.api_key for c in "\r\n"):
+            raise ConfigurationError("api_key must be a non-empty single-line string")
+        if not isinstance(self.voice, str) or not self.voice.strip():
+            raise ConfigurationError("voice must be a non-empty string, e.g. 'tara'")
+        if self.voice not in VOICES:
+            log.warning("voice %r is not one of the Orpheus voices %s; sending it anyway", self.voice, VOICES)
+        _check_int("max_tokens", self.max_tokens, 1)
+        _check_int("buffer_size", self.buffer_size, 1)
+        _check_number("temperature", self.temperature, low=0.0, low_open=False)
+        _check_number("top_p", self.top_p, low=0.0, high=1.0)
+        _check_number("repetition_penalty", self.repetition_penalty, low=0.0)
+        if self.encoding is not None and self.encoding not in ENCODINGS:
+            raise ConfigurationError(f"encoding must be one of {ENCODINGS}, got {self.encoding!r}")
+        for name in ("connect_timeout", "handshake_timeout", "first_audio_timeout", "read_timeout"):
+            _check_number(name, getattr(self, name), low=0.0)
+
+    def session_message(self) -> Dict[str, Any]:
+        """The JSON object sent first: every field set, and no others (the server defaults the rest)."""
+        return {name: getattr(self, name) for name in _SERVER_FIELDS if getattr(self, name) is not None}
+
+    @property
+    def bytes_per_sample(self) -> int:
+        """Bytes per sample on the wire: 1 for μ-law, else 2."""
+        return 1 if self.encoding == "pcm_mulaw" else 2
+
+
+def _read_dotenv(path: Optional[str]) -> Mapping[str, Optional[str]]:
+    from dotenv import dotenv_values
+
+    path = path or os.path.join(os.getcwd(), ".env")
+    return dotenv_values(path) if os.path.isfile(path) else {}
+
+
+def _check_int(name: str, value: Any, low: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise ConfigurationError(f"{name} must be an integer >= {low}, got {value!r}")
+
+
+def _check_number(
+    name: str, value: Any, *, low: float, high: Optional[float] = None, low_open: bool = True
+) -> None:
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ConfigurationError(f"{name} must be a finite number, got {value!r}")
+    too_low = value <= low if low_open else value < low
+    if too_low or (high is not None and value > high):
+        bounds = f"{'>' if low_open else '>='} {low}" + (f" and <= {high}" if high is not None else "")
+        raise ConfigurationError(f"{name} must be {bounds}, got {value!r}")

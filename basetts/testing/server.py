@@ -1,0 +1,429 @@
+"""`LocalServer`: Baseten's Orpheus TTS websocket protocol, served on 127.0.0.1 with deterministic audio.
+
+It behaves like the real handler (see docs/protocol.md): the same paths and key check, settings first,
+the same flush rule (one action per message, nothing read while a segment is generated), 4096-byte
+audio messages, close 1000 after the sentinel and 1011 on a bad first message. Instead of a model it
+plays one tone per word (or speaks with espeak-ng), so tests can predict every byte. `Faults` make it
+misbehave on purpose.
+"""
+from __future__ import annotations
+
+import array
+import dataclasses
+import functools
+import json
+import logging
+import math
+import re
+import secrets
+import shutil
+import socket
+import subprocess
+import threading
+import time
+import zlib
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+from ..audio import resample
+from ..protocol import SAMPLE_RATE, SENTINEL
+
+log = logging.getLogger("basetts.server")
+
+PATHS = (
+    re.compile(r"^/v1/websocket$"),
+    re.compile(r"^/environments/[^/]+/websocket$"),
+    re.compile(r"^/development/websocket$"),
+    re.compile(r"^/deployment/[^/]+/websocket$"),
+)
+DEFAULTS = {"voice": "tara", "max_tokens": 6144, "temperature": 0.6, "top_p": 0.8,
+            "repetition_penalty": 1.3, "buffer_size": 10, "encoding": "pcm_s16le"}
+HANDLER_ERROR = "Internal Server Error (in model/chainlet)."
+WINDOW_SAMPLES = 2048  # one SNAC window per message, as the real server sends
+MAX_MESSAGE = 100 * 2 ** 20  # uvicorn's inbound cap
+
+_SENTENCE_END = re.compile(r"[.!?…]+[\"'”’)\]]*$")
+
+
+def split_sentences(words: Sequence[str]) -> List[List[str]]:
+    """Words grouped into sentences; a stand-in for pysbd: a sentence ends at a word ending in . ! ?"""
+    sentences: List[List[str]] = [[]]
+    for word in words:
+        sentences[-1].append(word)
+        if _SENTENCE_END.search(word):
+            sentences.append([])
+    if not sentences[-1] and len(sentences) > 1:
+        sentences.pop()
+    return sentences
+
+
+def flush_rule(buffer: List[str], buffer_size: int, final: bool) -> Optional[List[str]]:
+    """The real server's flush: take (and remove from `buffer`) the words to speak now, or None.
+
+    All complete sentences once more than one is buffered (the last one may still grow); else the
+    first `buffer_size` words once that many are buffered; else, at the sentinel, whatever is left.
+    One action per call: that is why a client must send one word per message.
+    """
+    if not buffer:
+        return None
+    sentences = split_sentences(buffer)
+    if len(sentences) > 1:
+        count = sum(len(s) for s in sentences[:-1])
+    elif len(buffer) >= buffer_size:
+        count = buffer_size
+    elif final:
+        count = len(buffer)
+    else:
+        return None
+    segment = buffer[:count]
+    del buffer[:count]
+    return segment
+
+
+@functools.lru_cache(maxsize=4096)
+def tone_pcm(word: str, samples: int = 2400) -> bytes:
+    """The deterministic audio for one word: a faded sine whose pitch comes from the word's CRC."""
+    frequency = 200 + zlib.crc32(word.encode("utf-8")) % 800
+    fade = min(120, samples // 4)
+    out = array.array("h", bytes(2 * samples))
+    step = 2 * math.pi * frequency / SAMPLE_RATE
+    for i in range(samples):
+        envelope = min(1.0, i / fade, (samples - 1 - i) / fade) if fade else 1.0
+        out[i] = int(9000 * envelope * math.sin(step * i))
+    return out.tobytes()
+
+
+def espeak_pcm(text: str, voice: str = "en-us") -> bytes:
+    """Speech from espeak-ng, at 24 kHz."""
+    result = subprocess.run(["espeak-ng", "--stdout", "-v", voice, "--", text],
+                            capture_output=True, check=True, timeout=60)
+    wav = result.stdout
+    return resample(wav[44:], 22050, SAMPLE_RATE)  # espeak-ng writes a 44-byte header at 22050 Hz
+
+
+def mulaw_encode(pcm: bytes) -> bytes:
+    """16-bit PCM to the server's 8-bit companding: floor((sign(x)ln(1+255|x|)/ln 256 + 1)/2*255)."""
+    samples = array.array("h")
+    samples.frombytes(pcm)
+    log256 = math.log(256)
+    out = bytearray(len(samples))
+    for i, sample in enumerate(samples):
+        x = max(-1.0, min(1.0, sample / 32767))
+        y = math.copysign(math.log1p(255 * abs(x)) / log256, x)
+        out[i] = int((y + 1) / 2 * 255)
+    return bytes(out)
+
+
+@dataclasses.dataclass
+class Faults:
+    """Ways to misbehave, for testing what a client does when the server or network fails."""
+
+    handshake_status: Optional[int] = None
+    """Refuse the upgrade with this HTTP status (401, 404, 429, 503, ...)."""
+    retry_after: Optional[float] = None
+    """With handshake_status: the Retry-After header to send."""
+    silent: bool = False
+    """Accept and read everything, but never send audio or close."""
+    drop_after_bytes: Optional[int] = None
+    """Send this many audio bytes, then cut the TCP connection without a close frame."""
+    close_code: Optional[int] = None
+    """With drop_after_bytes (or at the first segment): close with this code instead of dropping."""
+    close_reason: str = ""
+    frame_sizes: Optional[Sequence[int]] = None
+    """Cycle through these message sizes instead of one window per message."""
+    stall_after_bytes: Optional[int] = None
+    """After this many audio bytes, stop sending for `stall_seconds` (then go on)."""
+    stall_seconds: float = 0.0
+    text_frame: Optional[str] = None
+    """Send this text message before the first audio (the real server never sends text)."""
+
+
+@dataclasses.dataclass
+class ConversationRecord:
+    """What the server saw and did in one conversation, for tests to inspect."""
+
+    path: str
+    authorization: Optional[str]
+    settings: Optional[Dict[str, Any]] = None
+    messages: List[str] = dataclasses.field(default_factory=list)
+    segments: List[List[str]] = dataclasses.field(default_factory=list)
+    bytes_sent: int = 0
+    frame_sizes: List[int] = dataclasses.field(default_factory=list)
+    close_code: Optional[int] = None
+    client_disconnected: bool = False
+    done: threading.Event = dataclasses.field(default_factory=threading.Event, repr=False)
+
+    @property
+    def words(self) -> List[str]:
+        """Every word received, in order (the sentinel and the settings excluded)."""
+        return [w for m in self.messages if m != SENTINEL for w in m.strip().split()]
+
+
+class _Dropped(Exception):
+    """The fault plan cut the connection."""
+
+
+class LocalServer:
+    """The protocol on 127.0.0.1, in a background thread. Use as a context manager.
+
+    >>> with LocalServer() as server:
+    ...     synth = Synthesizer(url=server.url, api_key=server.api_key)
+    """
+
+    def __init__(
+        self,
+        api_key: Optional[str] = None,
+        port: int = 0,
+        engine: str = "tone",
+        samples_per_word: int = 2400,
+        speed: Optional[float] = None,
+        faults: Optional[Faults] = None,
+        legacy: bool = False,
+    ) -> None:
+        """`speed`: None sends as fast as it can; 1.0 paces audio in real time, 2.0 twice as fast.
+        `legacy`: behave like older servers that ignore `encoding` and always send 16-bit PCM."""
+        if engine not in ("tone", "espeak"):
+            raise ValueError("engine must be 'tone' or 'espeak'")
+        if engine == "espeak" and not shutil.which("espeak-ng"):
+            raise RuntimeError("engine='espeak' needs espeak-ng (Debian/Ubuntu: apt-get install espeak-ng)")
+        self.api_key = api_key or f"local-{secrets.token_hex(8)}"
+        self.engine = engine
+        self.samples_per_word = samples_per_word
+        self.speed = speed
+        self.faults = faults or Faults()
+        self.legacy = legacy
+        self.conversations: List[ConversationRecord] = []
+        self._requested_port = port
+        self._server: Any = None
+        self._thread: Optional[threading.Thread] = None
+        self._lock = threading.Lock()
+
+    # lifecycle -------------------------------------------------------------------------------------
+    @property
+    def port(self) -> int:
+        if self._server is None:
+            raise RuntimeError("the server is not started")
+        return int(self._server.socket.getsockname()[1])
+
+    @property
+    def url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}/environments/production/websocket"
+
+    def __repr__(self) -> str:
+        state = f"ws://127.0.0.1:{self.port}" if self._server else "stopped"
+        return f"<LocalServer {state} engine={self.engine}>"
+
+    def start(self) -> "LocalServer":
+        try:
+            from websockets.sync.server import serve
+        except ImportError:  # pragma: no cover - depends on the install
+            raise RuntimeError("The local server needs websockets: pip install 'basetts[server]'") from None
+        quiet = logging.getLogger("basetts.server.websockets")
+        quiet.setLevel(logging.CRITICAL)
+        self._server = serve(
+            self._handle, "127.0.0.1", self._requested_port, process_request=self._check_request,
+            compression=None, max_size=MAX_MESSAGE, ping_interval=20, ping_timeout=20,
+            close_timeout=2, server_header=None, logger=quiet)
+        self._thread = threading.Thread(target=self._server.serve_forever, name="basetts-local-server",
+                                        daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            if self._thread is not None:
+                self._thread.join(5)
+            self._server = None
+
+    def __enter__(self) -> "LocalServer":
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    # what tests ask ------------------------------------------------------------------------------------
+    def render(self, words: Sequence[str], encoding: str = "pcm_s16le") -> bytes:
+        """The audio this server generates for one segment of words."""
+        if self.engine == "espeak":
+            pcm = espeak_pcm(" ".join(words))
+        else:
+            pcm = b"".join(tone_pcm(word, self.samples_per_word) for word in words)
+        if encoding == "pcm_mulaw" and not self.legacy:
+            return mulaw_encode(pcm)
+        return pcm
+
+    def expected_pcm(self, text: str) -> bytes:
+        """The 16-bit PCM a client must end up with for `text` (tone engine: independent of segmenting)."""
+        if self.engine != "tone":
+            raise RuntimeError("expected_pcm needs the deterministic tone engine")
+        return b"".join(tone_pcm(word, self.samples_per_word) for word in text.split())
+
+    def last(self, timeout: float = 5.0) -> ConversationRecord:
+        """The most recent conversation, once its handler has finished."""
+        with self._lock:
+            if not self.conversations:
+                raise LookupError("no conversation yet")
+            record = self.conversations[-1]
+        if not record.done.wait(timeout):
+            raise TimeoutError("the conversation's handler did not finish")
+        return record
+
+    # protocol --------------------------------------------------------------------------------------------
+    def _check_request(self, connection: Any, request: Any) -> Any:
+        path = request.path.split("?", 1)[0]
+        if self.faults.handshake_status is not None:
+            response = connection.respond(self.faults.handshake_status, "Refused by fault injection.\n")
+            if self.faults.retry_after is not None:
+                response.headers["Retry-After"] = f"{self.faults.retry_after:g}"
+            return response
+        if not any(p.match(path) for p in PATHS):
+            return connection.respond(404, "Not Found\n")
+        authorization = request.headers.get("Authorization", "")
+        scheme, _, key = authorization.partition(" ")
+        if scheme not in ("Api-Key", "Bearer") or not secrets.compare_digest(key.strip(), self.api_key):
+            response = connection.respond(401, "")
+            body = json.dumps({"error": "Invalid API key"}).encode()
+            response.body = body
+            response.headers["Content-Type"] = "application/json"
+            response.headers["Content-Length"] = str(len(body))
+            return response
+        return None
+
+    def _handle(self, connection: Any) -> None:
+        from websockets.exceptions import ConnectionClosed
+
+        record = ConversationRecord(path=connection.request.path,
+                                    authorization=connection.request.headers.get("Authorization"))
+        with self._lock:
+            self.conversations.append(record)
+        sender = _Sender(self, connection, record)
+        try:
+            try:
+                first = connection.recv()
+                params = json.loads(first) if isinstance(first, str) else None
+                if not isinstance(params, dict):
+                    raise ValueError("the first message must be a JSON object")
+                record.settings = params
+                settings = {**DEFAULTS, **params}
+                buffer_size = int(settings["buffer_size"])
+            except (ValueError, TypeError):
+                connection.close(1011, HANDLER_ERROR)
+                record.close_code = 1011
+                return
+            encoding = str(settings["encoding"])
+            buffer: List[str] = []
+            try:
+                while True:
+                    message = connection.recv()
+                    if isinstance(message, bytes):
+                        connection.close(1011, HANDLER_ERROR)
+                        record.close_code = 1011
+                        return
+                    record.messages.append(message)
+                    if message == SENTINEL:
+                        segment = flush_rule(buffer, buffer_size, final=True)
+                        if segment is None:
+                            record.close_code = 1000  # the handler ends; the framework closes
+                            return
+                        sender.generate(segment, encoding)
+                        connection.close(1000)
+                        record.close_code = 1000
+                        return
+                    buffer.extend(message.strip().split())
+                    segment = flush_rule(buffer, buffer_size, final=False)
+                    if segment is not None:
+                        sender.generate(segment, encoding)
+            except ConnectionClosed:
+                # Like the real server: the client left early; it still "generates" what it had.
+                record.client_disconnected = True
+                segment = flush_rule(buffer, buffer_size, final=True)
+                if segment is not None:
+                    record.segments.append(segment)
+        except _Dropped:
+            pass
+        except ConnectionClosed:
+            record.client_disconnected = True
+        finally:
+            record.done.set()
+
+
+class _Sender:
+    """Sends one conversation's audio: framing, pacing and the fault plan."""
+
+    def __init__(self, server: LocalServer, connection: Any, record: ConversationRecord) -> None:
+        self.server = server
+        self.faults = server.faults
+        self.connection = connection
+        self.record = record
+        self._sizes = list(self.faults.frame_sizes or [])
+        self._size_index = 0
+        self._stalled = False
+        self._started: Optional[float] = None
+        self._audio_seconds = 0.0
+
+    def generate(self, words: List[str], encoding: str) -> None:
+        self.record.segments.append(list(words))
+        if self.faults.silent:
+            return
+        if self.faults.text_frame is not None and self.record.bytes_sent == 0:
+            self.connection.send(self.faults.text_frame)
+        pcm = self.server.render(words, encoding)
+        bytes_per_sample = 1 if (encoding == "pcm_mulaw" and not self.server.legacy) else 2
+        offset = 0
+        while offset < len(pcm):
+            size = self._next_size(bytes_per_sample)
+            frame = pcm[offset:offset + size]
+            frame = self._apply_faults(frame)
+            self._pace(len(frame) / bytes_per_sample / SAMPLE_RATE)
+            self.connection.send(frame)
+            self.record.bytes_sent += len(frame)
+            self.record.frame_sizes.append(len(frame))
+            offset += len(frame)
+        if self.faults.close_code is not None and self.faults.drop_after_bytes is None:
+            self._close_with_fault()
+
+    def _next_size(self, bytes_per_sample: int) -> int:
+        if self._sizes:
+            size = self._sizes[self._size_index % len(self._sizes)]
+            self._size_index += 1
+            return max(1, size)
+        return WINDOW_SAMPLES * bytes_per_sample
+
+    def _apply_faults(self, frame: bytes) -> bytes:
+        faults, sent = self.faults, self.record.bytes_sent
+        if faults.drop_after_bytes is not None:
+            room = faults.drop_after_bytes - sent
+            if room <= 0:
+                if faults.close_code is not None:
+                    self._close_with_fault()
+                self._drop()
+            frame = frame[:room]
+        if (faults.stall_after_bytes is not None and not self._stalled
+                and sent + len(frame) > faults.stall_after_bytes):
+            self._stalled = True
+            time.sleep(faults.stall_seconds)
+        return frame
+
+    def _close_with_fault(self) -> None:
+        code = self.faults.close_code or 1011
+        self.connection.close(code, self.faults.close_reason)
+        self.record.close_code = code
+        raise _Dropped()
+
+    def _drop(self) -> None:
+        """Cut TCP with no close frame (RST), as a crashed server or broken network would."""
+        sock = self.connection.socket
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+        sock.shutdown(socket.SHUT_RDWR)
+        raise _Dropped()
+
+    def _pace(self, seconds: float) -> None:
+        if not self.server.speed:
+            return
+        now = time.monotonic()
+        if self._started is None:
+            self._started = now
+        due = self._started + self._audio_seconds / self.server.speed
+        if due > now:
+            time.sleep(due - now)
+        self._audio_seconds += seconds
