@@ -321,6 +321,8 @@ class LocalServer:
                         return
                     record.messages.append(message)
                     if message == SENTINEL:
+                        if self.faults.silent:
+                            connection.recv()  # never answers: waits for the client to give up
                         segment = flush_rule(buffer, buffer_size, final=True)
                         if segment is None:
                             record.close_code = 1000  # the handler ends; the framework closes

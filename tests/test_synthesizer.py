@@ -1,0 +1,297 @@
+"""End to end: Synthesizer against the real local server over loopback."""
+from __future__ import annotations
+
+import json
+import os
+import socket
+import threading
+import time
+import wave
+
+import pytest
+
+import basetts
+from basetts import Audio, Synthesizer
+from basetts.testing import Faults, LocalServer, tone_pcm
+
+TEXT = "Hello there. This is a small test of the streaming speech server, with words to spare."
+
+
+def synth_for(server: LocalServer, **options) -> Synthesizer:
+    return Synthesizer(url=server.url, api_key=server.api_key, **options)
+
+
+def test_synthesize_is_byte_exact(basetts_server, basetts_synthesizer):
+    audio = basetts_synthesizer.synthesize(TEXT)
+    assert audio.pcm == basetts_server.expected_pcm(TEXT)
+    assert (audio.sample_rate, audio.channels, audio.sample_width) == (24000, 1, 2)
+    assert audio.duration == pytest.approx(len(TEXT.split()) * 0.1)
+    assert audio.stats.bytes_received == len(audio.pcm)
+    assert audio.stats.first_byte_time is not None
+
+
+def test_stream_yields_the_same_bytes_in_whole_samples(basetts_server, basetts_synthesizer):
+    chunks = list(basetts_synthesizer.stream(TEXT))
+    assert len(chunks) > 1
+    assert all(len(c) % 2 == 0 and c for c in chunks)
+    assert b"".join(chunks) == basetts_server.expected_pcm(TEXT)
+
+
+def test_save_writes_a_real_wav(tmp_path, basetts_server, basetts_synthesizer):
+    path = tmp_path / "hello.wav"
+    returned = basetts_synthesizer.save(TEXT, path)
+    with wave.open(str(path), "rb") as wav:
+        assert (wav.getnchannels(), wav.getsampwidth(), wav.getframerate()) == (1, 2, 24000)
+        assert wav.readframes(wav.getnframes()) == basetts_server.expected_pcm(TEXT)
+    assert path.read_bytes()[:4] == b"RIFF"
+    assert Audio.from_wav(path) == returned
+
+
+def test_settings_words_and_sentinel_arrive_in_order_with_the_key_header(basetts_server):
+    synth = synth_for(basetts_server, voice="leo", buffer_size=4)
+    synth.synthesize(TEXT)
+    record = basetts_server.last()
+    assert record.authorization == f"Api-Key {basetts_server.api_key}"
+    assert record.settings == {"voice": "leo", "max_tokens": 2000, "buffer_size": 4}
+    assert record.messages == TEXT.split() + ["__END__"]  # one word per message, then the sentinel
+    assert [w for segment in record.segments for w in segment] == TEXT.split()
+    assert record.close_code == 1000
+
+
+@pytest.mark.parametrize("sizes", [[1], [3, 5, 4095], [4097, 1, 2], [7]])
+def test_odd_sized_frames_are_realigned(sizes):
+    with LocalServer(faults=Faults(frame_sizes=sizes)) as server:
+        synth = synth_for(server)
+        chunks = list(synth.stream(TEXT))
+        assert all(len(c) % 2 == 0 for c in chunks)
+        assert b"".join(chunks) == server.expected_pcm(TEXT)
+        assert any(size % 2 for size in server.last().frame_sizes)
+
+
+def test_ten_thousand_words():
+    vocabulary = "alpha beta gamma delta epsilon zeta eta theta iota kappa.".split()
+    text = " ".join(vocabulary[i % len(vocabulary)] for i in range(10_000))
+    with LocalServer(samples_per_word=24) as server:
+        audio = synth_for(server).synthesize(text)
+        assert audio.pcm == server.expected_pcm(text)
+        assert server.last().words == text.split()
+
+
+@pytest.mark.parametrize("text", ["", "   ", "\n\t \u3000"])
+def test_empty_text_is_refused_before_connecting(basetts_server, basetts_synthesizer, text):
+    with pytest.raises(ValueError, match="empty"):
+        basetts_synthesizer.synthesize(text)
+    with pytest.raises(ValueError):
+        basetts_synthesizer.stream(text)
+    assert basetts_server.conversations == []
+
+
+@pytest.mark.parametrize("bad", [None, 42, b"bytes", 3.5, object()])
+def test_non_text_input_is_a_type_error(basetts_server, basetts_synthesizer, bad):
+    with pytest.raises(TypeError, match="str"):
+        basetts_synthesizer.synthesize(bad)
+    assert basetts_server.conversations == []
+
+
+def test_lone_surrogates_are_refused(basetts_server, basetts_synthesizer):
+    with pytest.raises(ValueError, match="unicode"):
+        basetts_synthesizer.synthesize("hello \ud800 there")
+    assert basetts_server.conversations == []
+
+
+def test_unicode_and_emoji_arrive_intact(basetts_server, basetts_synthesizer):
+    text = "Grüße 👋🏽 naïve café — 東京 e\u0301 zero\u200bwidth Ω"
+    audio = basetts_synthesizer.synthesize(text)
+    assert basetts_server.last().words == text.split()
+    assert audio.pcm == basetts_server.expected_pcm(text)
+
+
+def test_a_word_equal_to_the_sentinel_is_spoken_not_obeyed(basetts_server, basetts_synthesizer):
+    text = "before __END__ after the word"
+    audio = basetts_synthesizer.synthesize(text)
+    record = basetts_server.last()
+    assert record.messages.count("__END__") == 1 and record.messages[-1] == "__END__"
+    assert record.words == text.split()
+    assert audio.pcm == basetts_server.expected_pcm(text)
+
+
+def test_text_fragments_from_an_iterable(basetts_server, basetts_synthesizer):
+    fragments = ["Hel", "lo the", "re. Th", "is is ", "stream", "ed."]
+    audio = basetts_synthesizer.synthesize(iter(fragments))
+    assert basetts_server.last().words == "Hello there. This is streamed.".split()
+    assert audio.pcm == basetts_server.expected_pcm("Hello there. This is streamed.")
+
+
+def test_an_error_in_the_text_iterable_reaches_the_caller(basetts_server, basetts_synthesizer):
+    def words():
+        yield "one two "
+        raise RuntimeError("the language model failed")
+
+    with pytest.raises(RuntimeError, match="language model"):
+        basetts_synthesizer.synthesize(words())
+
+
+# Handshake failures -------------------------------------------------------------------------------
+
+def test_wrong_key_is_an_authentication_error(basetts_server):
+    synth = Synthesizer(url=basetts_server.url, api_key="not-the-key")
+    with pytest.raises(basetts.AuthenticationError) as info:
+        synth.synthesize(TEXT)
+    assert info.value.status == 401
+    assert "not-the-key" not in str(info.value)
+
+
+@pytest.mark.parametrize("status, error", [
+    (403, basetts.AuthenticationError),
+    (404, basetts.ModelNotFoundError),
+    (429, basetts.ServerError),
+    (500, basetts.ServerError),
+    (503, basetts.ServerError),
+])
+def test_handshake_status_maps_to_an_error(status, error):
+    with LocalServer(faults=Faults(handshake_status=status, retry_after=7)) as server:
+        with pytest.raises(error) as info:
+            synth_for(server).synthesize(TEXT)
+    assert info.value.status == status
+    assert isinstance(info.value, basetts.BasetenTTSError)
+    if error is basetts.ServerError:
+        assert info.value.retry_after == 7
+
+
+def test_unknown_path_is_model_not_found(basetts_server):
+    url = basetts_server.url.replace("/environments/production/websocket", "/nope")
+    with pytest.raises(basetts.ModelNotFoundError):
+        Synthesizer(url=url, api_key=basetts_server.api_key).synthesize(TEXT)
+
+
+def test_nothing_listening_is_a_connect_error():
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    synth = Synthesizer(url=f"ws://127.0.0.1:{port}/v1/websocket", api_key="k")
+    with pytest.raises(basetts.ConnectError, match=str(port)):
+        synth.synthesize(TEXT)
+
+
+def test_a_server_that_never_answers_the_upgrade_times_out():
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        url = f"ws://127.0.0.1:{listener.getsockname()[1]}/v1/websocket"
+        synth = Synthesizer(url=url, api_key="k", handshake_timeout=0.5)
+        started = time.monotonic()
+        with pytest.raises(basetts.TimeoutError, match="handshake_timeout") as info:
+            synth.synthesize(TEXT)
+        assert time.monotonic() - started < 10  # bounded by the timeout, not hanging
+    assert isinstance(info.value, TimeoutError)  # the built-in one too
+
+
+def test_a_server_that_never_sends_audio_times_out():
+    with LocalServer(faults=Faults(silent=True)) as server:
+        synth = synth_for(server, first_audio_timeout=0.5)
+        with pytest.raises(basetts.TimeoutError, match="first_audio_timeout") as info:
+            synth.synthesize(TEXT)
+    assert info.value.partial is not None and info.value.partial.pcm == b""
+
+
+# Failures mid-stream ------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("drop_after", [0, 4096, 10001, 20000])
+def test_a_dropped_connection_keeps_the_partial_audio(drop_after):
+    with LocalServer(faults=Faults(drop_after_bytes=drop_after)) as server:
+        with pytest.raises(basetts.StreamInterrupted) as info:
+            synth_for(server).synthesize(TEXT)
+        expected = server.expected_pcm(TEXT)[: drop_after - drop_after % 2]
+    assert info.value.partial.pcm == expected
+
+
+def test_an_error_close_is_a_server_error_with_partial_audio():
+    with LocalServer(faults=Faults(drop_after_bytes=8192, close_code=1011, close_reason="boom")) as server:
+        with pytest.raises(basetts.ServerError, match="1011: boom") as info:
+            synth_for(server).synthesize(TEXT)
+        assert info.value.close_code == 1011
+        assert info.value.partial.pcm == server.expected_pcm(TEXT)[:8192]
+
+
+def test_stream_failure_after_chunks_were_yielded():
+    with LocalServer(faults=Faults(drop_after_bytes=10000)) as server:
+        received = bytearray()
+        with pytest.raises(basetts.StreamInterrupted):
+            for chunk in synth_for(server).stream(TEXT):
+                received += chunk
+        assert bytes(received) == server.expected_pcm(TEXT)[:10000]
+
+
+def test_breaking_out_of_stream_closes_the_connection(basetts_server):
+    before = threading.active_count()
+    stream = synth_for(basetts_server, buffer_size=2).stream(TEXT)
+    next(stream)
+    stream.close()
+    record = basetts_server.last()
+    assert record.client_disconnected
+    assert threading.active_count() == before
+
+
+# Configuration and secrets ------------------------------------------------------------------------
+
+def test_missing_key_names_what_to_set(monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)
+    for name in ("BASETEN_API_KEY", "BASETEN-API-KEY", "BASETEN_MODEL_ID", "BASETTS_URL"):
+        monkeypatch.delenv(name, raising=False)
+    with pytest.raises(basetts.ConfigurationError, match="BASETEN_API_KEY"):
+        Synthesizer(model_id="abc123")
+    with pytest.raises(basetts.ConfigurationError, match="BASETEN_MODEL_ID"):
+        Synthesizer(api_key="k")
+
+
+def test_dotenv_in_the_working_directory_with_the_official_key_name(monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)
+    for name in ("BASETEN_API_KEY", "BASETEN-API-KEY", "BASETEN_MODEL_ID", "BASETTS_URL"):
+        monkeypatch.delenv(name, raising=False)
+    (tmp_path / ".env").write_text("BASETEN-API-KEY=sk-from-dotenv\nBASETEN_MODEL_ID=m0del\n")
+    synth = Synthesizer()
+    assert synth.settings.api_key == "sk-from-dotenv"
+    assert synth.settings.url == "wss://model-m0del.api.baseten.co/environments/production/websocket"
+    assert "sk-from-dotenv" not in repr(synth) and "sk-from-dotenv" not in repr(synth.settings)
+
+
+# No leaks -----------------------------------------------------------------------------------------
+
+def _open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+@pytest.mark.slow
+def test_no_threads_or_sockets_left_after_200_calls():
+    text = "one two three four five six seven eight nine ten eleven twelve."
+    with LocalServer(samples_per_word=240) as good, \
+            LocalServer(faults=Faults(drop_after_bytes=1000)) as dropping, \
+            LocalServer(faults=Faults(handshake_status=503)) as refusing, \
+            LocalServer(faults=Faults(silent=True)) as silent:
+        synths = [synth_for(good), synth_for(dropping), synth_for(refusing),
+                  synth_for(silent, first_audio_timeout=0.05)]
+        synth_for(good).synthesize(text)  # warm up lazy imports and caches
+        threads, fds = threading.active_count(), _open_fds()
+        outcomes = {"ok": 0, "error": 0}
+        for i in range(200):
+            synth = synths[i % len(synths)]
+            try:
+                if i % 8 == 4:
+                    for _ in synth.stream(text):
+                        break  # an early break must clean up as well
+                else:
+                    synth.synthesize(text)
+                outcomes["ok"] += 1
+            except basetts.BasetenTTSError:
+                outcomes["error"] += 1
+        deadline = time.monotonic() + 5
+        while (threading.active_count(), _open_fds()) != (threads, fds) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert threading.active_count() == threads, threading.enumerate()
+        assert _open_fds() == fds
+    assert outcomes["ok"] >= 50 and outcomes["error"] >= 100
+
+
+def test_settings_message_is_json_object_first(basetts_server, basetts_synthesizer):
+    basetts_synthesizer.synthesize("hi")
+    assert json.loads(json.dumps(basetts_server.last().settings))["voice"] == "tara"
