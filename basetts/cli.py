@@ -67,7 +67,10 @@ def _say(args: argparse.Namespace) -> int:
 def _serve(args: argparse.Namespace) -> int:
     from .testing import LocalServer
 
-    server = LocalServer(api_key=args.api_key, port=args.port, engine=args.engine, speed=args.speed)
+    from .testing import Faults
+
+    server = LocalServer(api_key=args.api_key, port=args.port, engine=args.engine, speed=args.speed,
+                         samples_per_word=args.samples_per_word, faults=Faults.parse(args.fault))
     with server:
         print(f"basetts local server ({server.engine} engine), Ctrl+C to stop\n"
               f"  BASETTS_URL={server.url}\n  BASETEN_API_KEY={server.api_key}", flush=True)
@@ -110,6 +113,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--api-key", help="the key clients must send (default: a random one)")
     serve.add_argument("--engine", choices=("tone", "espeak"), default="tone")
     serve.add_argument("--speed", type=float, help="pace audio at this multiple of real time")
+    serve.add_argument("--samples-per-word", type=int, default=2400, help="tone engine: audio per word")
+    serve.add_argument("--fault", action="append", default=[], metavar="NAME=VALUE",
+                       help="misbehave on purpose, e.g. drop_after_bytes=8192 (see basetts.testing.Faults)")
     serve.set_defaults(run=_serve)
 
     commands.add_parser("voices", help="list voices and emotion tags").set_defaults(run=_voices)

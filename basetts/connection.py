@@ -55,7 +55,9 @@ def connect(settings: Settings) -> websocket.WebSocket:
             f"Could not connect to {host}:{port} within connect_timeout={settings.connect_timeout:g} s."
         ) from None
     except OSError as exc:
-        raise ConnectError(f"Cannot reach {host}:{port}: {exc.strerror or exc}. Check the URL and network.") from None
+        transient = isinstance(exc, (ConnectionRefusedError, ConnectionResetError))
+        raise ConnectError(f"Cannot reach {host}:{port}: {exc.strerror or exc}. Check the URL and network.",
+                           transient=transient) from None
     try:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         sock.settimeout(settings.handshake_timeout)
@@ -103,6 +105,15 @@ def _handshake_error(exc: Exception, settings: Settings) -> BasetenTTSError:
     return ConnectError(f"The websocket upgrade failed: {exc}")
 
 
+def is_transient(exc: BaseException) -> bool:
+    """Worth another try before any audio: refused or reset connections, 429 and 5xx at the upgrade."""
+    if isinstance(exc, ConnectError):
+        return exc.transient
+    if isinstance(exc, ServerError):
+        return exc.status is not None and (exc.status == 429 or exc.status >= 500)
+    return False
+
+
 def _retry_after(value: Optional[str]) -> Optional[float]:
     try:
         return max(0.0, float(value)) if value is not None else None
@@ -137,6 +148,8 @@ class Conversation:
     # lifecycle -------------------------------------------------------------------------------------
     def open(self) -> "Conversation":
         """Connect in the caller's thread (so its errors raise here), then start writer and reader."""
+        if self._ws is not None:
+            return self
         self._ws = connect(self.settings)
         self.stats.connect_time = self._elapsed()
         for name, target in (("writer", self._write), ("reader", self._read)):
@@ -270,8 +283,10 @@ class Conversation:
                     error = self._on_close(frame.data)
                     break
                 elif opcode == websocket.ABNF.OPCODE_TEXT:
-                    # The protocol has no text messages; an error page or message from a proxy, maybe.
-                    log.warning("ignoring an unexpected text message from the server: %.200r", frame.data)
+                    # The protocol has no text messages: one is an error from a proxy or a newer server.
+                    text = frame.data.decode("utf-8", "replace") if isinstance(frame.data, bytes) else frame.data
+                    error = ServerError(f"The server sent a message instead of audio: {text[:300]!r}")
+                    break
         except websocket.WebSocketTimeoutException:
             error = TimeoutError(
                 f"A frame stalled halfway for read_timeout={self.settings.read_timeout:g} s.")

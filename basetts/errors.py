@@ -23,6 +23,10 @@ class ConfigurationError(BasetenTTSError, ValueError):
 class ConnectError(BasetenTTSError):
     """The host could not be reached (DNS, refused, TLS)."""
 
+    def __init__(self, message: str, *, transient: bool = False, partial: Optional["Audio"] = None) -> None:
+        super().__init__(message, partial=partial)
+        self.transient = transient
+
 
 class HandshakeError(BasetenTTSError):
     """The server answered the websocket upgrade with an HTTP error status."""

@@ -69,6 +69,9 @@ class Settings:
     # Gap between two frames once audio is flowing.
     read_timeout: float = 30.0
     allow_insecure: bool = False
+    # Transient failures before any audio (refused, 429, 5xx at the upgrade) are retried this often.
+    retries: int = 2
+    retry_backoff: float = 0.5
 
     def __repr__(self) -> str:
         shown = ", ".join(
@@ -156,6 +159,8 @@ class Settings:
             raise ConfigurationError(f"encoding must be one of {ENCODINGS}, got {self.encoding!r}")
         for name in ("connect_timeout", "handshake_timeout", "first_audio_timeout", "read_timeout"):
             _check_number(name, getattr(self, name), low=0.0)
+        _check_int("retries", self.retries, 0)
+        _check_number("retry_backoff", self.retry_backoff, low=0.0, low_open=False)
 
     def session_message(self) -> Dict[str, Any]:
         """The JSON object sent first: every field set, and no others (the server defaults the rest)."""

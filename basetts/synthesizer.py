@@ -1,14 +1,22 @@
 """`Synthesizer`: the blocking API (synthesize, stream, save, speak) over one conversation per call."""
 from __future__ import annotations
 
+import logging
 import os
+import random
+import time
 from typing import Any, Iterable, Iterator, List, Optional, Union
 
 from . import protocol
 from .audio import Audio, Stats
-from .connection import Conversation
+from .connection import Conversation, is_transient
 from .errors import BasetenTTSError
 from .settings import Settings
+
+log = logging.getLogger("basetts")
+
+# A Retry-After longer than this is not waited out inside a blocking call: the error is raised instead.
+MAX_RETRY_AFTER = 30.0
 
 Text = Union[str, Iterable[str]]
 """A whole text, or fragments of it arriving over time (tokens from a language model)."""
@@ -21,6 +29,26 @@ def words_of(text: Text) -> Iterable[str]:
     if isinstance(text, (bytes, bytearray, memoryview)) or not isinstance(text, Iterable):
         raise TypeError(f"text must be a str or an iterable of str, not {type(text).__name__}")
     return protocol.iter_words(text)
+
+
+def open_conversation(settings: Settings, words: Iterable[str], stats: Stats) -> Conversation:
+    """Connect, retrying transient failures (nothing has been sent or heard yet, so nothing repeats)."""
+    for attempt in range(settings.retries + 1):
+        conversation = Conversation(settings, words, stats=stats)
+        try:
+            return conversation.open()
+        except BasetenTTSError as exc:
+            retry_after = getattr(exc, "retry_after", None)
+            if (attempt == settings.retries or not is_transient(exc)
+                    or (retry_after is not None and retry_after > MAX_RETRY_AFTER)):
+                raise
+            if retry_after is not None:
+                delay = retry_after
+            else:  # exponential backoff with jitter, so many clients do not retry in step
+                delay = settings.retry_backoff * 2 ** attempt * random.uniform(0.5, 1.0)
+            log.info("retrying in %.2f s (attempt %d of %d): %s", delay, attempt + 2, settings.retries + 1, exc)
+            time.sleep(delay)
+    raise AssertionError("unreachable")
 
 
 class Synthesizer:
@@ -59,7 +87,7 @@ class Synthesizer:
         return self._stream(settings, words_of(text))
 
     def _stream(self, settings: Settings, words: Iterable[str]) -> Iterator[bytes]:
-        with Conversation(settings, words) as conversation:
+        with open_conversation(settings, words, Stats()) as conversation:
             try:
                 yield from conversation.chunks()
             except BasetenTTSError as exc:
@@ -72,7 +100,7 @@ class Synthesizer:
         words = words_of(text)
         stats = Stats()
         received: List[bytes] = []
-        with Conversation(settings, words, stats=stats) as conversation:
+        with open_conversation(settings, words, stats) as conversation:
             try:
                 received.extend(conversation.chunks())
             except BasetenTTSError as exc:

@@ -14,6 +14,7 @@ import functools
 import json
 import logging
 import math
+import random
 import re
 import secrets
 import shutil
@@ -119,6 +120,8 @@ class Faults:
 
     handshake_status: Optional[int] = None
     """Refuse the upgrade with this HTTP status (401, 404, 429, 503, ...)."""
+    handshake_failures: Optional[int] = None
+    """With handshake_status: refuse only the first N upgrades, then accept (a recovering server)."""
     retry_after: Optional[float] = None
     """With handshake_status: the Retry-After header to send."""
     silent: bool = False
@@ -133,8 +136,36 @@ class Faults:
     stall_after_bytes: Optional[int] = None
     """After this many audio bytes, stop sending for `stall_seconds` (then go on)."""
     stall_seconds: float = 0.0
+    random_frames: Optional[int] = None
+    """Seed: cut audio into messages of random sizes from 1 to 8192 bytes, odd ones included."""
     text_frame: Optional[str] = None
-    """Send this text message before the first audio (the real server never sends text)."""
+    """Send this text message (an error message, say) instead of the first audio."""
+    ping_interval: Optional[float] = None
+    """Ping the client this often (seconds) instead of every 20 s."""
+    one_at_a_time: bool = False
+    """Refuse (503) an upgrade while another conversation is running."""
+
+    @classmethod
+    def parse(cls, specs: Sequence[str]) -> "Faults":
+        """From ``name=value`` strings, as ``basetts serve --fault drop_after_bytes=8192`` takes them."""
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        values: Dict[str, Any] = {}
+        for spec in specs:
+            name, _, raw = spec.partition("=")
+            name = name.strip().replace("-", "_")
+            if name not in fields:
+                raise ValueError(f"unknown fault {name!r}; known: {', '.join(fields)}")
+            if name == "frame_sizes":
+                values[name] = [int(v) for v in raw.split(",")]
+            elif name in ("silent", "one_at_a_time"):
+                values[name] = raw.strip().lower() in ("", "1", "true", "yes")
+            elif name in ("close_reason", "text_frame"):
+                values[name] = raw
+            elif name in ("retry_after", "stall_seconds", "ping_interval"):
+                values[name] = float(raw)
+            else:
+                values[name] = int(raw)
+        return cls(**values)
 
 
 @dataclasses.dataclass
@@ -196,6 +227,9 @@ class LocalServer:
         self._server: Any = None
         self._thread: Optional[threading.Thread] = None
         self._lock = threading.Lock()
+        self.handshakes = 0
+        self.handshake_times: List[float] = []
+        self._active = 0
 
     # lifecycle -------------------------------------------------------------------------------------
     @property
@@ -221,7 +255,8 @@ class LocalServer:
         quiet.setLevel(logging.CRITICAL)
         self._server = serve(
             self._handle, "127.0.0.1", self._requested_port, process_request=self._check_request,
-            compression=None, max_size=MAX_MESSAGE, ping_interval=20, ping_timeout=20,
+            compression=None, max_size=MAX_MESSAGE, ping_interval=self.faults.ping_interval or 20,
+            ping_timeout=20,
             close_timeout=2, server_header=None, logger=quiet)
         self._thread = threading.Thread(target=self._server.serve_forever, name="basetts-local-server",
                                         daemon=True)
@@ -271,11 +306,19 @@ class LocalServer:
     # protocol --------------------------------------------------------------------------------------------
     def _check_request(self, connection: Any, request: Any) -> Any:
         path = request.path.split("?", 1)[0]
-        if self.faults.handshake_status is not None:
+        with self._lock:
+            self.handshakes += 1
+            self.handshake_times.append(time.monotonic())
+            attempt = self.handshakes
+            busy = self.faults.one_at_a_time and self._active > 0
+        failures = self.faults.handshake_failures
+        if self.faults.handshake_status is not None and (failures is None or attempt <= failures):
             response = connection.respond(self.faults.handshake_status, "Refused by fault injection.\n")
             if self.faults.retry_after is not None:
                 response.headers["Retry-After"] = f"{self.faults.retry_after:g}"
             return response
+        if busy:
+            return connection.respond(503, "Busy: one conversation at a time.\n")
         if not any(p.match(path) for p in PATHS):
             return connection.respond(404, "Not Found\n")
         authorization = request.headers.get("Authorization", "")
@@ -296,6 +339,7 @@ class LocalServer:
                                     authorization=connection.request.headers.get("Authorization"))
         with self._lock:
             self.conversations.append(record)
+            self._active += 1
         sender = _Sender(self, connection, record)
         try:
             try:
@@ -346,6 +390,8 @@ class LocalServer:
         except ConnectionClosed:
             record.client_disconnected = True
         finally:
+            with self._lock:
+                self._active -= 1
             record.done.set()
 
 
@@ -358,6 +404,9 @@ class _Sender:
         self.connection = connection
         self.record = record
         self._sizes = list(self.faults.frame_sizes or [])
+        if self.faults.random_frames is not None:
+            chooser = random.Random(self.faults.random_frames)
+            self._sizes = [chooser.randint(1, 8192) for _ in range(997)]
         self._size_index = 0
         self._stalled = False
         self._started: Optional[float] = None
@@ -367,8 +416,11 @@ class _Sender:
         self.record.segments.append(list(words))
         if self.faults.silent:
             return
-        if self.faults.text_frame is not None and self.record.bytes_sent == 0:
+        if self.faults.text_frame is not None:
             self.connection.send(self.faults.text_frame)
+            self.connection.close(1000)
+            self.record.close_code = 1000
+            raise _Dropped()
         pcm = self.server.render(words, encoding)
         bytes_per_sample = 1 if (encoding == "pcm_mulaw" and not self.server.legacy) else 2
         offset = 0

@@ -1,0 +1,28 @@
+"""Test helpers: the local server in its own process, so leak checks count only the client's threads and fds."""
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import subprocess
+import sys
+from typing import Iterator, Sequence, Tuple
+
+
+@contextlib.contextmanager
+def server_process(*faults: str, extra: Sequence[str] = ()) -> Iterator[Tuple[str, str]]:
+    """Run `basetts serve` in a subprocess; yields (url, api_key)."""
+    command = [sys.executable, "-m", "basetts.cli", "serve", *extra]
+    for fault in faults:
+        command += ["--fault", fault]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    try:
+        assert process.stdout is not None
+        lines = [process.stdout.readline() for _ in range(3)]
+        url = re.search(r"BASETTS_URL=(\S+)", "".join(lines))
+        key = re.search(r"BASETEN_API_KEY=(\S+)", "".join(lines))
+        assert url and key, lines
+        yield url.group(1), key.group(1)
+    finally:
+        process.terminate()
+        process.wait(10)

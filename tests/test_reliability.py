@@ -1,0 +1,202 @@
+"""Failures the network and server can produce, and what the SDK promises for each."""
+from __future__ import annotations
+
+import logging
+import socket
+import threading
+
+import pytest
+
+import basetts
+from basetts import Synthesizer
+from basetts.testing import Faults, LocalServer
+
+TEXT = "Every failure is ours to explain, and nothing received is dropped along the way."
+
+
+def synth_for(server: LocalServer, **options) -> Synthesizer:
+    return Synthesizer(url=server.url, api_key=server.api_key, **options)
+
+
+# Retries ------------------------------------------------------------------------------------------
+
+def test_transient_refusals_are_retried_until_the_server_recovers():
+    with LocalServer(faults=Faults(handshake_status=503, handshake_failures=2)) as server:
+        audio = synth_for(server, retries=2, retry_backoff=0.01).synthesize(TEXT)
+        assert audio.pcm == server.expected_pcm(TEXT)
+        assert server.handshakes == 3
+        assert len(server.conversations) == 1  # the words went out once
+
+
+def test_retries_give_up_after_the_configured_count():
+    with LocalServer(faults=Faults(handshake_status=500)) as server:
+        with pytest.raises(basetts.ServerError) as info:
+            synth_for(server, retries=2, retry_backoff=0.01).synthesize(TEXT)
+        assert server.handshakes == 3
+    assert info.value.status == 500
+
+
+@pytest.mark.parametrize("status", [401, 403, 404])
+def test_client_errors_are_never_retried(status):
+    with LocalServer(faults=Faults(handshake_status=status)) as server:
+        with pytest.raises(basetts.HandshakeError):
+            synth_for(server, retries=3, retry_backoff=0.01).synthesize(TEXT)
+        assert server.handshakes == 1
+
+
+def test_retry_after_is_honoured():
+    with LocalServer(faults=Faults(handshake_status=429, handshake_failures=1, retry_after=0.4)) as server:
+        synth_for(server, retries=1, retry_backoff=0.0).synthesize(TEXT)
+        first, second = server.handshake_times
+    assert second - first >= 0.4
+
+
+def test_a_retry_after_too_long_to_wait_is_raised_not_slept():
+    with LocalServer(faults=Faults(handshake_status=503, retry_after=3600)) as server:
+        with pytest.raises(basetts.ServerError) as info:
+            synth_for(server, retries=5).synthesize(TEXT)
+        assert server.handshakes == 1
+    assert info.value.retry_after == 3600
+
+
+def test_never_retried_after_audio_began():
+    with LocalServer(faults=Faults(drop_after_bytes=5000)) as server:
+        with pytest.raises(basetts.StreamInterrupted) as info:
+            synth_for(server, retries=3, retry_backoff=0.01).synthesize(TEXT)
+        assert server.handshakes == 1
+    assert len(info.value.partial.pcm) == 5000
+
+
+def test_refused_connections_are_retried(caplog):
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    synth = Synthesizer(url=f"ws://127.0.0.1:{port}/v1/websocket", api_key="k", retries=2, retry_backoff=0.01)
+    with caplog.at_level(logging.INFO, logger="basetts"):
+        with pytest.raises(basetts.ConnectError):
+            synth.synthesize(TEXT)
+    assert sum("retrying" in r.getMessage() for r in caplog.records) == 2
+
+
+# Server misbehaviour ------------------------------------------------------------------------------
+
+def test_a_text_message_instead_of_audio_is_a_server_error():
+    with LocalServer(faults=Faults(text_frame='{"error": "model crashed"}')) as server:
+        with pytest.raises(basetts.ServerError, match="model crashed"):
+            synth_for(server).synthesize(TEXT)
+
+
+def test_random_frame_sizes_arrive_whole_and_in_order():
+    with LocalServer(faults=Faults(random_frames=7)) as server:
+        audio = synth_for(server).synthesize(TEXT)
+        assert audio.pcm == server.expected_pcm(TEXT)
+        assert any(size % 2 for size in server.last().frame_sizes)
+
+
+def test_a_stall_shorter_than_read_timeout_is_waited_out():
+    with LocalServer(faults=Faults(stall_after_bytes=8000, stall_seconds=0.5)) as server:
+        audio = synth_for(server, read_timeout=5).synthesize(TEXT)
+        assert audio.pcm == server.expected_pcm(TEXT)
+
+
+def test_a_stall_longer_than_read_timeout_raises_with_the_audio_so_far():
+    with LocalServer(faults=Faults(stall_after_bytes=8192, stall_seconds=3)) as server:
+        with pytest.raises(basetts.TimeoutError, match="read_timeout") as info:
+            synth_for(server, read_timeout=0.3).synthesize(TEXT)
+        assert info.value.partial.pcm == server.expected_pcm(TEXT)[:8192]
+
+
+def test_frequent_pings_are_answered():
+    with LocalServer(faults=Faults(ping_interval=0.05), speed=4.0) as server:
+        audio = synth_for(server).synthesize(TEXT)
+        assert audio.pcm == server.expected_pcm(TEXT)
+        assert server.last().close_code == 1000
+
+
+def test_fault_specs_parse_from_the_command_line_form():
+    faults = Faults.parse(["drop_after_bytes=10", "frame_sizes=1,3", "silent", "close_reason=x y",
+                           "retry-after=1.5"])
+    assert faults == Faults(drop_after_bytes=10, frame_sizes=[1, 3], silent=True, close_reason="x y",
+                            retry_after=1.5)
+    with pytest.raises(ValueError, match="unknown fault"):
+        Faults.parse(["nope=1"])
+
+
+# Concurrency --------------------------------------------------------------------------------------
+
+def test_one_synthesizer_shared_by_32_threads():
+    texts = [f"thread {i} says {' '.join(['word%d' % (i * 7 + j) for j in range(12)])}." for i in range(32)]
+    results: dict = {}
+    with LocalServer(samples_per_word=480) as server:
+        synth = synth_for(server)
+
+        def work(i: int) -> None:
+            results[i] = synth.synthesize(texts[i]).pcm
+
+        threads = [threading.Thread(target=work, args=(i,)) for i in range(32)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(60)
+        assert len(results) == 32
+        for i, text in enumerate(texts):
+            assert results[i] == server.expected_pcm(text), f"thread {i} got someone else's audio"
+
+
+def test_one_connection_at_a_time_server_is_retried_through():
+    with LocalServer(faults=Faults(one_at_a_time=True), speed=20.0) as server:
+        synth = synth_for(server, retries=6, retry_backoff=0.05)
+        errors, done = [], []
+
+        def work() -> None:
+            try:
+                done.append(synth.synthesize(TEXT))
+            except basetts.BasetenTTSError as exc:
+                errors.append(exc)
+
+        threads = [threading.Thread(target=work) for _ in range(3)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(60)
+        assert server.handshakes > 3  # some were refused while another conversation ran
+        assert all(isinstance(e, basetts.ServerError) and e.status == 503 for e in errors)
+        assert all(a.pcm == server.expected_pcm(TEXT) for a in done)
+
+
+# Secrets ------------------------------------------------------------------------------------------
+
+SECRET = "sk-SENTINEL-5f3a9c-never-print-me"
+
+
+def test_the_key_never_appears_in_logs_reprs_or_errors(caplog, capsys):
+    caplog.set_level(logging.DEBUG)
+    seen = []
+    with LocalServer(api_key=SECRET) as server:
+        synth = synth_for(server)
+        seen += [repr(synth), str(synth), repr(synth.settings), repr(synth.synthesize("hello there"))]
+        for faults in (Faults(handshake_status=401), Faults(drop_after_bytes=100),
+                       Faults(drop_after_bytes=100, close_code=1011, close_reason="bad"),
+                       Faults(text_frame="oops")):
+            server.faults = faults
+            try:
+                synth.synthesize(TEXT, retries=0)
+            except basetts.BasetenTTSError as exc:
+                seen += [str(exc), repr(exc), repr(exc.partial), repr(vars(exc))]
+        wrong = Synthesizer(url=server.url, api_key=SECRET + "x")
+        try:
+            wrong.synthesize(TEXT)
+        except basetts.AuthenticationError as exc:
+            seen.append(str(exc))
+    captured = capsys.readouterr()
+    seen += [r.getMessage() for r in caplog.records] + [captured.out, captured.err]
+    assert len(seen) > 10
+    assert not [s for s in seen if "SENTINEL-5f3a9c" in s]
+
+
+def test_unencrypted_key_to_a_remote_host_is_refused():
+    with pytest.raises(basetts.ConfigurationError, match="unencrypted"):
+        Synthesizer(url="ws://example.com/v1/websocket", api_key="k")
+    Synthesizer(url="ws://example.com/v1/websocket", api_key="k", allow_insecure=True)
+    Synthesizer(url="ws://localhost:1/v1/websocket", api_key="k")
+    Synthesizer(url="ws://[::1]:1/v1/websocket", api_key="k")
