@@ -11,6 +11,7 @@ from . import protocol
 from .audio import Audio, Stats
 from .connection import Conversation, is_transient
 from .errors import BasetenTTSError
+from .session import Session
 from .settings import Settings
 
 log = logging.getLogger("basetts")
@@ -107,6 +108,10 @@ class Synthesizer:
                 exc.partial = Audio(b"".join(received), stats=stats)
                 raise
         return Audio(b"".join(received), stats=stats)
+
+    def session(self, **overrides: Any) -> "Session":
+        """Speak text that arrives over time: ``with synth.session() as s: s.send("Hel"); s.send("lo")``."""
+        return Session(self.settings.replace(**overrides))
 
     def save(self, text: Text, path: Union[str, "os.PathLike[str]"], **overrides: Any) -> Audio:
         """Synthesize and write a WAV file; returns the `Audio` too."""

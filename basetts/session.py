@@ -1,0 +1,154 @@
+"""`Session`: text that arrives over time (tokens from a language model) spoken on one connection."""
+from __future__ import annotations
+
+import queue
+import threading
+from typing import Callable, Iterator, List, Optional
+
+from . import protocol
+from .audio import Audio, Stats
+from .connection import Conversation
+from .errors import BasetenTTSError
+from .settings import Settings
+
+_DONE = object()
+
+
+class _Aborted(Exception):
+    """Raised inside the word feed so the writer stops without sending the sentinel."""
+
+
+class Session:
+    """Send fragments with `send()`; leaving the ``with`` block sends the end and waits for the audio.
+
+    Fragments may split words anywhere: whole words go out as soon as they are known complete, and a
+    trailing partial word waits for the next fragment. Audio collects in `audio` and can be iterated
+    while it arrives; with a `sink` (the player, for ``play=True``) each chunk is also handed to it.
+    Leaving the block by an exception sends nothing more, closes the connection and keeps the audio.
+    """
+
+    def __init__(self, settings: Settings, sink: Optional[Callable[[bytes], None]] = None) -> None:
+        self.settings = settings
+        self.stats = Stats()
+        self._sink = sink
+        self._splitter = protocol.WordSplitter()
+        self._words: "queue.Queue[object]" = queue.Queue()
+        self._aborted = threading.Event()
+        self._chunks: List[bytes] = []
+        self._changed = threading.Condition()
+        self._ended = False
+        self._finishing = False
+        self._error: Optional[BaseException] = None
+        self._conversation: Optional[Conversation] = None
+        self._receiver: Optional[threading.Thread] = None
+
+    # lifecycle -------------------------------------------------------------------------------------
+    def open(self) -> "Session":
+        from .synthesizer import open_conversation  # the retrying opener lives with the public API
+
+        self._conversation = open_conversation(self.settings, self._feed(), self.stats)
+        self._receiver = threading.Thread(target=self._receive, name="basetts-session", daemon=True)
+        self._receiver.start()
+        return self
+
+    def __enter__(self) -> "Session":
+        return self.open()
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        if exc_type is None:
+            self.finish()
+        else:
+            self.abort()
+
+    def send(self, fragment: str) -> None:
+        """Queue text; never blocks on the network."""
+        if self._finishing or self._aborted.is_set():
+            raise RuntimeError("this session has ended; open a new one")
+        for word in self._splitter.feed(fragment):
+            self._words.put(word)
+
+    def finish(self) -> Audio:
+        """Send the held-back word and the end, wait for the rest of the audio, close. Raises on failure."""
+        if not self._finishing:
+            self._finishing = True
+            for word in self._splitter.finish():
+                self._words.put(word)
+            self._words.put(_DONE)
+        try:
+            self._wait_receiver()
+        finally:
+            self._close()
+        if self._error is not None:
+            if isinstance(self._error, BasetenTTSError):
+                self._error.partial = self.audio
+            raise self._error
+        return self.audio
+
+    def abort(self) -> None:
+        """Stop now: nothing more is sent, the connection closes, the audio so far stays in `audio`."""
+        self._aborted.set()
+        self._close()
+
+    # audio -----------------------------------------------------------------------------------------
+    @property
+    def audio(self) -> Audio:
+        """The audio received so far."""
+        with self._changed:
+            return Audio(b"".join(self._chunks), stats=self.stats)
+
+    def __iter__(self) -> Iterator[bytes]:
+        """Chunks as they arrive (from the first), until the end of the stream."""
+        index = 0
+        while True:
+            with self._changed:
+                while index >= len(self._chunks) and not self._ended:
+                    self._changed.wait(0.1)
+                if index >= len(self._chunks):
+                    if self._error is not None and not self._aborted.is_set():
+                        raise self._error
+                    return
+                chunk = self._chunks[index]
+            index += 1
+            yield chunk
+
+    # internals -------------------------------------------------------------------------------------
+    def _feed(self) -> Iterator[str]:
+        """The words for the writer thread, as send() queues them."""
+        while True:
+            try:
+                item = self._words.get(timeout=0.05)
+            except queue.Empty:
+                item = None
+            if self._aborted.is_set():
+                raise _Aborted()
+            if item is _DONE:
+                return
+            if isinstance(item, str):
+                yield item
+
+    def _receive(self) -> None:
+        assert self._conversation is not None
+        try:
+            for chunk in self._conversation.chunks():
+                with self._changed:
+                    self._chunks.append(chunk)
+                    self._changed.notify_all()
+                if self._sink is not None:
+                    self._sink(chunk)
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller by finish() or iteration
+            self._error = exc
+        finally:
+            with self._changed:
+                self._ended = True
+                self._changed.notify_all()
+
+    def _wait_receiver(self) -> None:
+        receiver = self._receiver
+        while receiver is not None and receiver.is_alive():
+            receiver.join(0.1)  # short joins keep Ctrl+C responsive
+
+    def _close(self) -> None:
+        if self._conversation is not None:
+            self._conversation.close()
+        if self._receiver is not None and self._receiver is not threading.current_thread():
+            self._receiver.join(2.0)

@@ -1,0 +1,96 @@
+"""Sessions: text that arrives over time, spoken on one connection."""
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+import basetts
+from basetts import Synthesizer
+from basetts.testing import Faults, LocalServer
+
+TOKENS = ["Hel", "lo,", " wor", "ld. How", " are", " you", " to", "day? Fine", " thanks", "."]
+TEXT = "".join(TOKENS)
+
+
+def synth_for(server: LocalServer, **options) -> Synthesizer:
+    return Synthesizer(url=server.url, api_key=server.api_key, **options)
+
+
+def test_fragments_become_whole_words_and_the_audio_is_exact(basetts_server, basetts_synthesizer):
+    with basetts_synthesizer.session() as session:
+        for token in TOKENS:
+            session.send(token)
+    record = basetts_server.last()
+    assert record.messages == TEXT.split() + ["__END__"]
+    assert session.audio.pcm == basetts_server.expected_pcm(TEXT)
+
+
+def test_words_go_out_before_the_session_ends(basetts_server):
+    synth = synth_for(basetts_server, buffer_size=3)
+    with synth.session() as session:
+        session.send("one two three four five ")
+        deadline = time.monotonic() + 10
+        while len(session.audio.pcm) < len(basetts_server.expected_pcm("one two three")):
+            assert time.monotonic() < deadline, "no audio while the session was still open"
+            time.sleep(0.01)
+        assert basetts_server.conversations[-1].messages[:5] == "one two three four five".split()
+        session.send("six")
+    assert session.audio.pcm == basetts_server.expected_pcm("one two three four five six")
+
+
+def test_a_trailing_partial_word_waits_for_the_next_fragment(basetts_server, basetts_synthesizer):
+    with basetts_synthesizer.session() as session:
+        session.send("spoken hal")
+        deadline = time.monotonic() + 10
+        while not basetts_server.conversations or not basetts_server.conversations[-1].messages:
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        time.sleep(0.1)  # room for a wrongly sent "hal" to arrive
+        assert basetts_server.conversations[-1].messages == ["spoken"]
+        session.send("ves")
+    assert basetts_server.last().words == ["spoken", "halves"]
+
+
+def test_iterating_a_session_yields_the_audio_as_it_arrives(basetts_server, basetts_synthesizer):
+    chunks = []
+    with basetts_synthesizer.session() as session:
+        reader = threading.Thread(target=lambda: chunks.extend(session))
+        reader.start()
+        session.send(TEXT)
+    reader.join(10)
+    assert b"".join(chunks) == basetts_server.expected_pcm(TEXT)
+
+
+def test_leaving_by_an_exception_sends_nothing_more_and_keeps_the_audio(basetts_server):
+    synth = synth_for(basetts_server, buffer_size=2)
+    with pytest.raises(RuntimeError, match="llm failed"):
+        with synth.session() as session:
+            session.send("alpha beta gamma ")
+            deadline = time.monotonic() + 10
+            while not session.audio.pcm and time.monotonic() < deadline:
+                time.sleep(0.01)
+            raise RuntimeError("llm failed")
+    record = basetts_server.last()
+    assert "__END__" not in record.messages
+    assert record.client_disconnected
+    assert session.audio.pcm == basetts_server.expected_pcm("alpha beta")
+    assert [t for t in threading.enumerate() if t.name.startswith("basetts-") and "server" not in t.name] == []
+    with pytest.raises(RuntimeError, match="ended"):
+        session.send("more")
+
+
+def test_a_failure_during_a_session_raises_with_the_partial_audio():
+    with LocalServer(faults=Faults(drop_after_bytes=4800)) as server:
+        with pytest.raises(basetts.StreamInterrupted) as info:
+            with synth_for(server).session() as session:
+                session.send(TEXT)
+        assert info.value.partial.pcm == server.expected_pcm(TEXT)[:4800]
+
+
+def test_an_empty_session_ends_cleanly(basetts_server, basetts_synthesizer):
+    with basetts_synthesizer.session() as session:
+        pass
+    assert session.audio.pcm == b""
+    assert basetts_server.last().messages == ["__END__"]
