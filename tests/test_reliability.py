@@ -4,6 +4,7 @@ from __future__ import annotations
 import logging
 import socket
 import threading
+import time
 
 import pytest
 
@@ -200,3 +201,54 @@ def test_unencrypted_key_to_a_remote_host_is_refused():
     Synthesizer(url="ws://example.com/v1/websocket", api_key="k", allow_insecure=True)
     Synthesizer(url="ws://localhost:1/v1/websocket", api_key="k")
     Synthesizer(url="ws://[::1]:1/v1/websocket", api_key="k")
+
+
+# Timeouts, each settable per call -----------------------------------------------------------------
+
+MARGIN = 5.0  # generous: proves "bounded by the timeout", not speed
+
+
+def test_connect_timeout_when_the_host_does_not_accept():
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(0)  # a full accept queue: further SYNs are dropped, as by a black-holed host
+        port = listener.getsockname()[1]
+        fillers = []
+        for _ in range(4):
+            filler = socket.socket()
+            filler.setblocking(False)
+            try:
+                filler.connect(("127.0.0.1", port))
+            except BlockingIOError:
+                pass
+            fillers.append(filler)
+        synth = Synthesizer(url=f"ws://127.0.0.1:{port}/v1/websocket", api_key="k", retries=0)
+        started = time.monotonic()
+        try:
+            with pytest.raises(basetts.TimeoutError, match="connect_timeout=0.3"):
+                synth.synthesize(TEXT, connect_timeout=0.3)
+        finally:
+            for filler in fillers:
+                filler.close()
+    assert time.monotonic() - started < 0.3 + MARGIN
+
+
+def test_first_audio_timeout_per_call():
+    with LocalServer(faults=Faults(silent=True)) as server:
+        synth = synth_for(server)  # default first_audio_timeout is long
+        started = time.monotonic()
+        with pytest.raises(basetts.TimeoutError, match="first_audio_timeout=0.4"):
+            synth.synthesize(TEXT, first_audio_timeout=0.4)
+        assert time.monotonic() - started < 0.4 + MARGIN
+
+
+def test_slow_text_producer_never_trips_the_audio_timeout():
+    """Audio is owed only once buffer_size words or the end went out: a slow LLM is not a dead server."""
+    def slow_words():
+        for word in "one two three".split():
+            time.sleep(0.4)
+            yield word + " "
+
+    with LocalServer() as server:
+        audio = synth_for(server, first_audio_timeout=0.2).synthesize(slow_words())
+        assert audio.pcm == server.expected_pcm("one two three")
