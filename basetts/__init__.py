@@ -4,8 +4,16 @@ import logging
 from ._version import __version__
 from .audio import Audio, Stats
 from .errors import (
-    AudioDeviceError, AuthenticationError, BasetenTTSError, ConfigurationError, ConnectError,
-    HandshakeError, ModelNotFoundError, ServerError, StreamInterrupted, TimeoutError,
+    AudioDeviceError,
+    AuthenticationError,
+    BasetenTTSError,
+    ConfigurationError,
+    ConnectError,
+    HandshakeError,
+    ModelNotFoundError,
+    ServerError,
+    StreamInterrupted,
+    TimeoutError,
 )
 from .settings import EMOTION_TAGS, VOICES, Settings
 from .synthesizer import Synthesizer

@@ -31,6 +31,20 @@ class Stats:
         return self.total_time / duration
 
 
+def wav_header(data_size: Optional[int] = None, sample_rate: int = SAMPLE_RATE, channels: int = CHANNELS,
+               sample_width: int = SAMPLE_WIDTH) -> bytes:
+    """A 44-byte WAV header. Without `data_size`, the sizes say "unknown" so PCM can be streamed after it
+    (browsers and most players then play until the data ends)."""
+    import struct
+
+    size = 0xFFFFFFFF - 36 if data_size is None else data_size
+    byte_rate = sample_rate * channels * sample_width
+    return (b"RIFF" + struct.pack("<I", min(0xFFFFFFFF, 36 + size)) + b"WAVE"
+            + b"fmt " + struct.pack("<IHHIIHH", 16, 1, channels, sample_rate, byte_rate,
+                                    channels * sample_width, 8 * sample_width)
+            + b"data" + struct.pack("<I", size))
+
+
 class Audio:
     """Signed 16-bit little-endian PCM (24 kHz mono by default) and what is known about how it came."""
 

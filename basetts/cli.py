@@ -37,8 +37,9 @@ def _say(args: argparse.Namespace) -> int:
     with contextlib.ExitStack() as stack:
         url, api_key = args.url, None
         if args.local:
-            from .testing import LocalServer
             import shutil
+
+            from .testing import LocalServer
 
             engine = "espeak" if shutil.which("espeak-ng") else "tone"
             server = stack.enter_context(LocalServer(engine=engine))
@@ -65,9 +66,7 @@ def _say(args: argparse.Namespace) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from .testing import LocalServer
-
-    from .testing import Faults
+    from .testing import Faults, LocalServer
 
     server = LocalServer(api_key=args.api_key, port=args.port, engine=args.engine, speed=args.speed,
                          samples_per_word=args.samples_per_word, faults=Faults.parse(args.fault))

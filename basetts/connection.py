@@ -17,8 +17,13 @@ import websocket
 from . import protocol
 from .audio import Stats
 from .errors import (
-    AuthenticationError, BasetenTTSError, ConnectError, ModelNotFoundError, ServerError,
-    StreamInterrupted, TimeoutError,
+    AuthenticationError,
+    BasetenTTSError,
+    ConnectError,
+    ModelNotFoundError,
+    ServerError,
+    StreamInterrupted,
+    TimeoutError,
 )
 from .settings import Settings
 
@@ -70,7 +75,7 @@ def connect(settings: Settings) -> websocket.WebSocket:
         status = ws.getstatus()
         if status != 101:
             raise ConnectError(f"The server redirected the upgrade (HTTP {status}); not following it with your key.")
-        ws.sock.settimeout(settings.read_timeout)
+        sock.settimeout(settings.read_timeout)  # from now on it bounds each send and each frame
         return ws
     except BaseException as exc:
         sock.close()
@@ -303,6 +308,8 @@ class Conversation:
 
     def _wait_readable(self, ws: websocket.WebSocket) -> bool:
         sock = ws.sock
+        if sock is None:
+            return False
         if isinstance(sock, ssl.SSLSocket) and sock.pending():
             return True
         try:

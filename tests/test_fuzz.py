@@ -3,7 +3,8 @@ our errors, and never hang."""
 from __future__ import annotations
 
 import pytest
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import basetts
 from basetts import Synthesizer

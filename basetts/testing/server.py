@@ -23,7 +23,7 @@ import subprocess
 import threading
 import time
 import zlib
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence
 
 from ..audio import resample
 from ..protocol import SAMPLE_RATE, SENTINEL
