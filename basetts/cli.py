@@ -9,8 +9,10 @@ import codecs
 import contextlib
 import logging
 import os
+import shutil
 import sys
-from typing import Iterator, List, Optional
+import time
+from typing import Iterable, Iterator, List, Optional
 
 from .errors import AudioDeviceError, BasetenTTSError, ConfigurationError
 from .settings import EMOTION_TAGS, VOICES
@@ -30,15 +32,52 @@ def _stdin_fragments() -> Iterator[str]:
     yield decoder.decode(b"", final=True)
 
 
+class _Progress:
+    """One status line on stderr (words sent, seconds of audio received), only when it is a terminal."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
+        self.words = 0
+        self.audio_bytes = 0
+        self._shown = 0.0
+
+    def count_words(self, fragments: Iterable[str]) -> Iterator[str]:
+        for fragment in fragments:
+            self.words += len(fragment.split())
+            self._show()
+            yield fragment
+
+    def audio(self, chunk: bytes) -> None:
+        self.audio_bytes += len(chunk)
+        self._show()
+
+    def _show(self, final: bool = False) -> None:
+        now = time.monotonic()
+        if self.enabled and (final or now - self._shown > 0.1):
+            self._shown = now
+            seconds = self.audio_bytes / (2 * 24000)
+            print(f"\r  {self.words} words sent, {seconds:.1f} s of audio", end="\n" if final else "",
+                  file=sys.stderr, flush=True)
+
+    def done(self) -> None:
+        self._show(final=True)
+
+
 def _say(args: argparse.Namespace) -> int:
+    from .audio import Audio
     from .synthesizer import Synthesizer
 
-    text = " ".join(args.text) if args.text else _stdin_fragments()
+    if args.text:
+        text = " ".join(args.text)
+        if not text.strip():
+            raise ValueError("text is empty: there is nothing to speak")
+        fragments: Iterable[str] = [text]
+    else:
+        fragments = _stdin_fragments()
+    progress = _Progress(sys.stderr.isatty())
     with contextlib.ExitStack() as stack:
         url, api_key = args.url, None
         if args.local:
-            import shutil
-
             from .testing import LocalServer
 
             engine = "espeak" if shutil.which("espeak-ng") else "tone"
@@ -46,23 +85,39 @@ def _say(args: argparse.Namespace) -> int:
             url, api_key = server.url, server.api_key
             print(f"basetts: local server at {server.url} ({engine} engine)", file=sys.stderr)
         synth = Synthesizer(url=url, api_key=api_key, voice=args.voice, buffer_size=args.buffer_size)
-        if args.output:
-            audio = synth.save(text, args.output)
-            print(f"basetts: wrote {audio.duration:.1f} s of audio to {args.output}", file=sys.stderr)
-            return 0
-        speak = getattr(synth, "speak", None)
-        try:
-            if speak is None:
-                raise AudioDeviceError("playback is not available in this build")
-            speak(text)
-        except AudioDeviceError as exc:
-            if not isinstance(text, str):
-                raise
-            path = os.path.abspath(DEMO_WAV)
-            audio = synth.save(text, path)
-            print(f"basetts: cannot play here ({exc}).\nbasetts: wrote {audio.duration:.1f} s of audio to "
-                  f"{path} instead.", file=sys.stderr)
+        output = args.output
+        if not output:
+            problem = _cannot_play(args.device)
+            if problem:
+                output = os.path.abspath(DEMO_WAV)
+                print(f"basetts: cannot play here ({problem}); writing {output} instead.", file=sys.stderr)
+        words = progress.count_words(fragments)
+        if output:
+            chunks = []
+            for chunk in synth.stream(words):
+                chunks.append(chunk)
+                progress.audio(chunk)
+            audio = Audio(b"".join(chunks))
+            audio.save(output)
+            progress.done()
+            print(f"basetts: wrote {audio.duration:.1f} s of audio to {output}", file=sys.stderr)
+        else:
+            synth.speak(words, on_audio=progress.audio, output_device=args.device)  # type: ignore[attr-defined]
+            progress.done()
     return 0
+
+
+def _cannot_play(device: Optional[str]) -> Optional[str]:
+    """Why playback is impossible here, or None: checked before any text is read or sent."""
+    try:
+        from . import playback  # type: ignore[attr-defined]
+
+        playback.check_output(device)
+    except ImportError:
+        return "playback is not available in this build"
+    except AudioDeviceError as exc:
+        return str(exc)
+    return None
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -105,6 +160,7 @@ def build_parser() -> argparse.ArgumentParser:
     say.add_argument("--url", help="websocket URL (default: BASETTS_URL or BASETEN_MODEL_ID)")
     say.add_argument("--local", action="store_true", help="start a local server for this call")
     say.add_argument("--buffer-size", type=int, default=10, help="words per forced flush (default 10)")
+    say.add_argument("--device", help="output device: an index or part of its name")
     say.set_defaults(run=_say)
 
     serve = commands.add_parser("serve", help="run the local protocol server on 127.0.0.1")

@@ -1,0 +1,142 @@
+"""The `basetts` command, run as a real subprocess."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+import wave
+
+import pytest
+
+from basetts.testing import Faults, LocalServer
+
+SECRET = "sk-CLI-SENTINEL-93e1"
+
+
+def run(*args: str, env: dict = None, stdin: str = None, timeout: float = 60) -> subprocess.CompletedProcess:
+    environment = {k: v for k, v in os.environ.items() if not k.startswith(("BASETEN", "BASETTS"))}
+    environment.update(env or {})
+    return subprocess.run([sys.executable, "-m", "basetts.cli", *args], input=stdin, capture_output=True,
+                          text=True, env=environment, timeout=timeout)
+
+
+def read_wav(path) -> bytes:
+    with wave.open(str(path), "rb") as wav:
+        assert (wav.getframerate(), wav.getnchannels(), wav.getsampwidth()) == (24000, 1, 2)
+        return wav.readframes(wav.getnframes())
+
+
+def test_say_to_a_file(tmp_path, basetts_server):
+    out = tmp_path / "out.wav"
+    result = run("say", "Hello from the command line.", "-o", str(out), "--url", basetts_server.url,
+                 env={"BASETEN_API_KEY": basetts_server.api_key})
+    assert result.returncode == 0, result.stderr
+    assert read_wav(out) == basetts_server.expected_pcm("Hello from the command line.")
+    assert basetts_server.last().settings["voice"] == "tara"
+
+
+def test_say_reads_stdin(tmp_path, basetts_server):
+    out = tmp_path / "out.wav"
+    result = run("say", "-o", str(out), "--voice", "leo", "--url", basetts_server.url,
+                 env={"BASETEN_API_KEY": basetts_server.api_key}, stdin="piped in\nover two lines\n")
+    assert result.returncode == 0, result.stderr
+    assert read_wav(out) == basetts_server.expected_pcm("piped in over two lines")
+    assert basetts_server.last().settings["voice"] == "leo"
+
+
+def test_stdin_is_spoken_as_it_arrives(tmp_path):
+    with LocalServer() as server:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "basetts.cli", "say", "-o", str(tmp_path / "o.wav"), "--url", server.url,
+             "--buffer-size", "3"], stdin=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            env={**os.environ, "BASETEN_API_KEY": server.api_key})
+        try:
+            process.stdin.write("one two three four ")
+            process.stdin.flush()
+            deadline = time.monotonic() + 30
+            while not (server.conversations and server.conversations[-1].segments):
+                assert time.monotonic() < deadline, "nothing was spoken before stdin closed"
+                time.sleep(0.02)
+            assert server.conversations[-1].segments[0] == ["one", "two", "three"]
+            process.stdin.write("five.\n")
+            process.stdin.close()
+            assert process.wait(30) == 0, process.stderr.read()
+        finally:
+            process.kill()
+            process.wait()
+        assert server.last().words == "one two three four five.".split()
+
+
+def test_local_without_a_sound_card_writes_a_wav_and_says_where(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "basetts.cli", "say", "--local", "Hello there."],
+                            cwd=tmp_path, capture_output=True, text=True, timeout=60,
+                            env={**os.environ, "PULSE_SERVER": "unix:/nonexistent", "AUDIODEV": "null"})
+    assert result.returncode == 0, result.stderr
+    if "cannot play here" in result.stderr:  # the machine has no usable output device
+        assert str(tmp_path / "basetts-demo.wav") in result.stderr
+        assert read_wav(tmp_path / "basetts-demo.wav")
+
+
+def test_empty_text_is_a_usage_error():
+    result = run("say", "  ", "--url", "ws://127.0.0.1:9/x", env={"BASETEN_API_KEY": "k"})
+    assert result.returncode == 2
+    assert "empty" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_missing_configuration_is_exit_2_and_names_the_variables(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "basetts.cli", "say", "hi", "-o", "x.wav"], cwd=tmp_path,
+                            capture_output=True, text=True, timeout=60,
+                            env={k: v for k, v in os.environ.items() if not k.startswith(("BASETEN", "BASETTS"))})
+    assert result.returncode == 2
+    assert "BASETEN_MODEL_ID" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_usage_errors_are_exit_2():
+    assert run("say", "--buffer-size", "many", "x").returncode == 2
+    assert run("frobnicate").returncode == 2
+
+
+def test_failures_are_one_line_exit_1_and_never_show_the_key(tmp_path):
+    with LocalServer(faults=Faults(drop_after_bytes=100)) as server:
+        result = run("say", "hello there", "-o", str(tmp_path / "x.wav"), "--url", server.url,
+                     env={"BASETEN_API_KEY": server.api_key})
+    assert result.returncode == 1
+    assert result.stderr.strip().count("\n") == 0 and "incomplete" in result.stderr
+    with LocalServer() as server:
+        result = run("--debug", "say", "hello", "-o", str(tmp_path / "x.wav"), "--url", server.url,
+                     env={"BASETEN_API_KEY": SECRET})
+    assert result.returncode == 1
+    assert "AuthenticationError" in result.stderr  # --debug shows the traceback
+    assert SECRET not in result.stderr + result.stdout
+
+
+def test_voices():
+    result = run("voices")
+    assert result.returncode == 0
+    assert "tara" in result.stdout and "<laugh>" in result.stdout
+
+
+def test_serve_prints_url_and_key_and_serves(tmp_path):
+    process = subprocess.Popen([sys.executable, "-m", "basetts.cli", "serve", "--api-key", "local-k"],
+                               stdout=subprocess.PIPE, text=True)
+    try:
+        lines = [process.stdout.readline() for _ in range(3)]
+        url = lines[1].split("=", 1)[1].strip()
+        assert url.startswith("ws://127.0.0.1:") and lines[2].strip() == "BASETEN_API_KEY=local-k"
+        out = tmp_path / "served.wav"
+        result = run("say", "served words", "-o", str(out), env={"BASETTS_URL": url, "BASETEN_API_KEY": "local-k"})
+        assert result.returncode == 0, result.stderr
+        assert read_wav(out) == LocalServer().expected_pcm("served words")
+    finally:
+        process.terminate()
+        process.wait(10)
+
+
+@pytest.mark.parametrize("script", ["say.py", "llm_session.py"])
+def test_examples_run_against_the_local_server(tmp_path, script):
+    path = os.path.join(os.path.dirname(__file__), "..", "examples", script)
+    result = subprocess.run([sys.executable, path, "--local", "--no-play"], cwd=tmp_path, capture_output=True,
+                            text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert " s" in result.stdout
