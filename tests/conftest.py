@@ -99,7 +99,8 @@ class PulseAudio:
             "-L", f"module-native-protocol-unix socket={self.socket} auth-anonymous=1",
         ]
         with open(self.log_path, "wb") as log:
-            self._process = subprocess.Popen(command, env=self.env, stdout=log, stderr=log)
+            self._process = subprocess.Popen(command, env=self.env, stdout=log, stderr=log,
+                                             preexec_fn=_die_with_parent)
         deadline = time.monotonic() + 15
         while True:
             if self._process.poll() is not None:
@@ -144,6 +145,17 @@ class PulseAudio:
             except subprocess.TimeoutExpired:
                 self._process.kill()
                 self._process.wait(5)
+
+
+def _die_with_parent() -> None:
+    """In the daemon's process (Linux): get SIGTERM when pytest dies, even if it crashes before teardown."""
+    try:
+        import ctypes
+        import signal
+
+        ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
 
 
 @pytest.fixture(scope="session")
