@@ -5,8 +5,9 @@ VENV := .venv
 PY := $(VENV)/bin/python
 BIN := $(VENV)/bin
 # Debian packages: PortAudio headers to build PyAudio, PulseAudio for the null-sink playback
-# tests, espeak-ng so the local server (and the demo) can speak real words.
-DEB_PACKAGES := portaudio19-dev pulseaudio pulseaudio-utils espeak-ng
+# tests, espeak-ng so the local server (and the demo) can speak real words. Debian's PortAudio has
+# no PulseAudio host API: it reaches PulseAudio through ALSA's pulse plugin (libasound2-plugins).
+DEB_PACKAGES := portaudio19-dev libasound2-plugins pulseaudio pulseaudio-utils espeak-ng
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: install system-deps test demo lint bench clean

@@ -1,5 +1,6 @@
 """basetts: text to speech through Baseten's streaming websocket (Orpheus TTS), in one blocking call."""
 import logging
+from typing import TYPE_CHECKING, List
 
 from ._version import __version__
 from .audio import Audio, Stats
@@ -18,10 +19,21 @@ from .errors import (
 from .settings import EMOTION_TAGS, VOICES, Settings
 from .synthesizer import Synthesizer
 
+if TYPE_CHECKING:
+    from .playback import Device
+
+
+def devices() -> List["Device"]:
+    """The audio output devices `speak(output_device=...)` can use (imports PyAudio only when called)."""
+    from .playback import devices as _devices
+
+    return _devices()
+
+
 logging.getLogger("basetts").addHandler(logging.NullHandler())
 
 __all__ = [
     "__version__", "Audio", "Stats", "Settings", "Synthesizer", "VOICES", "EMOTION_TAGS",
     "BasetenTTSError", "ConfigurationError", "ConnectError", "HandshakeError", "AuthenticationError",
-    "ModelNotFoundError", "ServerError", "TimeoutError", "StreamInterrupted", "AudioDeviceError",
+    "ModelNotFoundError", "ServerError", "TimeoutError", "StreamInterrupted", "AudioDeviceError", "devices",
 ]

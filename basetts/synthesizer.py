@@ -4,15 +4,19 @@ from __future__ import annotations
 import logging
 import os
 import random
+import threading
 import time
-from typing import Any, Iterable, Iterator, List, Optional, Union
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, List, Optional, Set, Union
 
 from . import protocol
 from .audio import Audio, Stats
 from .connection import Conversation, is_transient
-from .errors import BasetenTTSError
+from .errors import BasetenTTSError, ConfigurationError
 from .session import Session
 from .settings import Settings
+
+if TYPE_CHECKING:
+    from .playback import DeviceSpec, Player
 
 log = logging.getLogger("basetts")
 
@@ -75,6 +79,8 @@ class Synthesizer:
         self.settings = Settings.resolve(
             api_key, model_id, environment, url, voice=voice, max_tokens=max_tokens,
             buffer_size=buffer_size, connect_timeout=connect_timeout, read_timeout=read_timeout, **options)
+        self._playing: Set["Player"] = set()  # players of the speak() calls in progress, for stop()
+        self._playing_lock = threading.Lock()
 
     def __repr__(self) -> str:
         return f"Synthesizer(url={self.settings.url!r}, voice={self.settings.voice!r})"
@@ -118,3 +124,81 @@ class Synthesizer:
         audio = self.synthesize(text, **overrides)
         audio.save(path)
         return audio
+
+    def speak(
+        self,
+        text: Text,
+        *,
+        output_device: "DeviceSpec" = None,
+        prebuffer: float = 0.1,
+        volume: float = 1.0,
+        on_audio: Optional[Callable[[bytes], None]] = None,
+        **overrides: Any,
+    ) -> Audio:
+        """Play `text` on the sound card; return once the device has played the last sample.
+
+        Sound starts once `prebuffer` seconds are queued (or the stream has ended), never after the whole
+        text. `output_device`: an index or part of a name (see `basetts.devices()`); `volume`: 0..1
+        software gain; `on_audio(chunk)` is called in this thread with each 24 kHz chunk as it is queued.
+        Returns the `Audio` played: all of it, or what reached the device before `stop()`. Ctrl+C stops
+        the sound at once, closes the connection and re-raises `KeyboardInterrupt`. Stream errors carry
+        ``.partial``: the audio received (and played) before the failure.
+        """
+        from .playback import Player  # PyAudio is imported here, and only when sound is wanted
+
+        settings = self.settings.replace(**overrides)
+        words = words_of(text)
+        try:
+            player = Player(output_device, prebuffer=prebuffer, volume=volume)
+        except ValueError as exc:
+            raise ConfigurationError(str(exc)) from None
+        stats = Stats()
+        received: List[bytes] = []
+        with player:  # opens the device first: no sound card, no request sent
+            with self._playing_lock:
+                self._playing.add(player)
+            started = time.monotonic()
+            try:
+                error: Optional[BasetenTTSError] = None
+                with open_conversation(settings, words, stats) as conversation:
+                    try:
+                        for chunk in conversation.chunks():
+                            received.append(chunk)
+                            if on_audio is not None:
+                                on_audio(chunk)
+                            if not player.feed(chunk):
+                                break  # stop() was called
+                    except BasetenTTSError as exc:
+                        error = exc  # play what did arrive, then report
+                # The connection is closed and its threads joined; now let the device finish.
+                player.drain()
+                if error is not None:
+                    error.partial = _heard(received, player, stats, started)
+                    raise error
+            except BaseException:
+                player.stop()  # silence first (Ctrl+C, on_audio raising, a device error), then unwind
+                raise
+            finally:
+                with self._playing_lock:
+                    self._playing.discard(player)
+        return _heard(received, player, stats, started)
+
+    def stop(self) -> None:
+        """Stop every `speak()` in progress on this Synthesizer, from any thread: the sound stops at once
+        and each of those calls returns the `Audio` heard so far."""
+        with self._playing_lock:
+            players = list(self._playing)
+        for player in players:
+            player.stop()
+
+
+def _heard(received: List[bytes], player: "Player", stats: Stats, started: float) -> Audio:
+    """The received PCM, cut to what reached the device if playback was stopped; stats filled in."""
+    pcm = b"".join(received)
+    if player.stopped:
+        played = int(player.played_samples * player.rate / player.device_rate)
+        pcm = pcm[:played * protocol.SAMPLE_WIDTH]
+    if player.first_sound_at is not None:
+        stats.first_sound_time = max(0.0, player.first_sound_at - started)
+    stats.underruns = player.underruns
+    return Audio(pcm, stats=stats)

@@ -1,0 +1,631 @@
+"""Playback: `Synthesizer.speak`, `stop`, `devices` and the `Player` underneath.
+
+Tests marked `playback` play through real PyAudio -> ALSA's pulse plugin -> a PulseAudio null sink
+(the `pulse` fixture in conftest.py) and check what the sink's monitor recorded. The rest drive the
+`Player` with a fake PortAudio, to pin down the callback's rules exactly.
+"""
+from __future__ import annotations
+
+import array
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+import zlib
+from types import SimpleNamespace
+from typing import Any, Dict, Iterator, List, Mapping, Optional
+
+import pytest
+
+import basetts
+import basetts.testing
+from basetts import playback
+from basetts.audio import resample
+from basetts.playback import Player
+from basetts.testing import LocalServer, tone_pcm
+
+RATE = 24000
+BUFFER = int(RATE * playback.CALLBACK_SECONDS)  # one callback buffer, in samples
+# The recorder (parec, 10 ms latency) sees the sink a little late or early; timing claims allow this.
+RECORDER_SLACK = int(0.05 * RATE)
+
+
+def words(count: int, prefix: str = "w") -> str:
+    return " ".join(f"{prefix}{i}" for i in range(count))
+
+
+def locate(recording: bytes, expected: bytes) -> int:
+    """Sample offset at which `expected` starts in `recording` (found by a distinctive slice); -1 if absent."""
+    skip = 400 if len(expected) >= 1200 else 0  # the tones fade in from 0: probe past the fade
+    probe = expected[skip:skip + 400]
+    index = recording.find(probe)
+    while index >= 0 and (index - skip) % 2:
+        index = recording.find(probe, index + 1)
+    return (index - skip) // 2 if index >= 0 else -1
+
+
+def last_sound(recording: bytes) -> int:
+    samples = array.array("h", recording)
+    for index in range(len(samples) - 1, -1, -1):
+        if samples[index]:
+            return index
+    return -1
+
+
+def assert_played_exactly(recording: bytes, expected: bytes) -> int:
+    """`expected` is in the recording sample for sample: in order, nothing lost, no gap inserted."""
+    offset = locate(recording, expected)
+    assert offset >= 0, "the expected audio was not found in what the sink played"
+    played = recording[2 * offset:2 * offset + len(expected)]
+    if played != expected:
+        got, want = array.array("h", played), array.array("h", expected)
+        first = next((i for i in range(min(len(got), len(want))) if got[i] != want[i]), min(len(got), len(want)))
+        pytest.fail(f"played audio differs from the server's from sample {first} of {len(want)} "
+                    f"({first / RATE:.3f} s in): a gap, a loss or a clipped ending")
+    return offset
+
+
+def tone_frequency(word: str) -> int:
+    return 200 + zlib.crc32(word.encode("utf-8")) % 800  # as basetts.testing.server.tone_pcm
+
+
+def zero_crossing_frequency(samples: "array.array[int]", rate: int) -> float:
+    crossings = sum(1 for a, b in zip(samples, samples[1:]) if (a < 0) != (b < 0))
+    return crossings / 2 / (len(samples) / rate)
+
+
+def basetts_threads() -> List[str]:
+    return [t.name for t in threading.enumerate() if t.name in ("basetts-writer", "basetts-reader") and t.is_alive()]
+
+
+@pytest.fixture
+def serve() -> Iterator[Any]:
+    """Start LocalServers with any options; all stopped after the test."""
+    servers: List[LocalServer] = []
+
+    def start(**options: Any) -> LocalServer:
+        server = LocalServer(**options).start()
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        server.stop()
+
+
+def synth_for(server: LocalServer) -> basetts.Synthesizer:
+    return basetts.Synthesizer(url=server.url, api_key=server.api_key)
+
+
+# --- on a real sound card (PulseAudio null sink) ----------------------------------------------------------
+playback_test = pytest.mark.playback
+
+
+@playback_test
+@pytest.mark.parametrize("speed", [None, 3.0], ids=["unpaced", "3x-real-time"])
+def test_speak_plays_the_servers_audio_in_order_without_gaps(pulse: Any, serve: Any, speed: Optional[float]) -> None:
+    """Faster than real time, the device hears exactly the server's audio: in order, no gap, whole ending."""
+    server = serve(speed=speed)
+    text = words(40)
+    recording = pulse.record()
+    audio = synth_for(server).speak(text)
+    played = recording.stop()
+    expected = server.expected_pcm(text)
+    assert_played_exactly(played, expected)
+    assert audio.pcm == expected
+    stats = audio.stats
+    assert stats.bytes_received == len(expected)
+    assert stats.first_byte_time is not None and stats.first_sound_time is not None
+    assert stats.first_sound_time >= stats.first_byte_time
+    assert stats.underruns == 0
+    assert stats.real_time_factor(audio.duration) is not None
+    assert pulse.sink_inputs() == []  # the PyAudio stream is closed
+    assert basetts_threads() == []
+
+
+@playback_test
+def test_speak_returns_within_one_buffer_of_the_last_sample(pulse: Any, serve: Any) -> None:
+    """Not clipped (the whole tail is in the recording, and the stream is closed as speak returns) and
+    not late (no silence timer): the recorder is at most one callback buffer past the last sample."""
+    server = serve()
+    text = words(30)
+    recording = pulse.record()
+    synth_for(server).speak(text)
+    returned_at = time.monotonic()
+    played = recording.stop()
+    offset = assert_played_exactly(played, server.expected_pcm(text))
+    end = offset + len(server.expected_pcm(text)) // 2
+    at_return = recording.position_at(returned_at)
+    assert at_return >= end - RECORDER_SLACK, f"returned {(end - at_return) / RATE:.3f} s before the end was heard"
+    assert at_return - end <= BUFFER + RECORDER_SLACK, f"returned {(at_return - end) / RATE:.3f} s after the end"
+
+
+@playback_test
+def test_speak_starts_before_the_whole_text_arrived(pulse: Any, serve: Any) -> None:
+    """Real-time server: sound starts after the prebuffer, long before the stream ends; words in order."""
+    server = serve(speed=1.0)
+    text = words(20)
+    recording = pulse.record()
+    audio = synth_for(server).speak(text, prebuffer=0.1)
+    played = recording.stop()
+    stats = audio.stats
+    assert stats.first_sound_time is not None and stats.total_time is not None
+    assert stats.first_sound_time < stats.total_time - 1.0  # heard while ~1.5 s were still to come
+    position = 0
+    for word in text.split():  # every word's tone, in order (real time may leave small gaps)
+        found = played.find(tone_pcm(word)[800:1600], position)
+        assert found >= 0, f"{word} was not played in order"
+        position = found
+    assert audio.pcm == server.expected_pcm(text)
+
+
+@playback_test
+def test_a_prebuffer_longer_than_the_text_plays_at_the_end(pulse: Any, serve: Any) -> None:
+    server = serve()
+    recording = pulse.record()
+    audio = synth_for(server).speak("short text", prebuffer=10.0)
+    assert_played_exactly(recording.stop(), server.expected_pcm("short text"))
+    assert audio.duration == pytest.approx(0.2)
+
+
+@playback_test
+def test_volume_is_a_software_gain(pulse: Any, serve: Any) -> None:
+    server = serve()
+    text = words(6)
+    recording = pulse.record()
+    audio = synth_for(server).speak(text, volume=0.5)
+    expected = server.expected_pcm(text)
+    assert_played_exactly(recording.stop(), playback._scale(expected, 0.5))
+    assert audio.pcm == expected  # the Audio is what was received, before the gain
+
+
+@playback_test
+def test_output_device_by_name_and_index_and_a_clear_error(pulse: Any, serve: Any) -> None:
+    listed = basetts.devices()
+    assert listed and any(device.is_default for device in listed)
+    server = serve()
+    synth = synth_for(server)
+    pulse_device = next(d for d in listed if d.name == "pulse")
+    for choice in ("PULS", pulse_device.index, str(pulse_device.index)):
+        recording = pulse.record()
+        synth.speak("by name", output_device=choice)
+        assert_played_exactly(recording.stop(), server.expected_pcm("by name"))
+    with pytest.raises(basetts.AudioDeviceError, match="No output device named like 'no such card'.*pulse"):
+        synth.speak("never sent", output_device="no such card")
+    assert all("never" not in c.words for c in server.conversations)
+
+
+@playback_test
+def test_on_audio_sees_every_chunk_and_its_exception_stops_cleanly(pulse: Any, serve: Any) -> None:
+    server = serve()
+    synth = synth_for(server)
+    chunks: List[bytes] = []
+    audio = synth.speak(words(10), on_audio=chunks.append)
+    assert b"".join(chunks) == audio.pcm
+
+    class Boom(Exception):
+        pass
+
+    def explode(chunk: bytes) -> None:
+        if len(chunks) > 2:
+            raise Boom()
+        chunks.append(chunk)
+
+    chunks.clear()
+    slow = serve(speed=1.0)
+    with pytest.raises(Boom):
+        synth_for(slow).speak(words(100), on_audio=explode)
+    assert slow.last().client_disconnected  # the socket was closed early
+    assert pulse.sink_inputs() == []
+    assert basetts_threads() == []
+
+
+@playback_test
+def test_stop_from_another_thread_silences_at_once_and_returns_what_was_heard(pulse: Any, serve: Any) -> None:
+    server = serve(speed=1.0)
+    synth = synth_for(server)
+    text = words(200)  # 20 s
+    recording = pulse.record()
+    stopped_at: List[float] = []
+
+    def stop_later() -> None:
+        time.sleep(1.0)
+        stopped_at.append(time.monotonic())
+        synth.stop()
+
+    stopper = threading.Thread(target=stop_later)
+    stopper.start()
+    audio = synth.speak(text)
+    returned_at = time.monotonic()
+    stopper.join()
+    played = recording.stop()
+    expected = server.expected_pcm(text)
+    assert 0.5 < audio.duration < 5.0
+    assert expected.startswith(audio.pcm)  # the start of the text, in order
+    offset = locate(played, expected)
+    assert offset >= 0
+    silent_from = last_sound(played) + 1
+    heard = played[2 * offset:2 * silent_from]
+    assert audio.pcm.startswith(heard[:len(heard) - len(heard) % 2 - 2 * BUFFER])
+    # Measured on the recording: the sound ended within 100 ms of stop().
+    assert silent_from - recording.position_at(stopped_at[0]) <= int(0.1 * RATE) + RECORDER_SLACK
+    assert returned_at - stopped_at[0] < 1.0  # sanity bound: the reader's poll, not a hang
+    assert pulse.sink_inputs() == []
+    assert basetts_threads() == []
+    assert server.last().client_disconnected
+
+
+@playback_test
+def test_stop_stops_every_speak_in_progress_on_that_synthesizer(pulse: Any, serve: Any) -> None:
+    server = serve(speed=1.0)
+    synth = synth_for(server)
+    results: List[basetts.Audio] = []
+    callers = [threading.Thread(target=lambda: results.append(synth.speak(words(100)))) for _ in range(2)]
+    for caller in callers:
+        caller.start()
+    time.sleep(1.0)
+    synth.stop()
+    for caller in callers:
+        caller.join(5)
+    assert len(results) == 2 and all(0 < audio.duration < 5.0 for audio in results)
+    assert pulse.sink_inputs() == [] and basetts_threads() == []
+
+
+@playback_test
+def test_a_broken_stream_plays_what_arrived_then_raises_with_partial(pulse: Any, serve: Any) -> None:
+    server = serve(faults=basetts.testing.Faults(drop_after_bytes=5 * 4096))
+    text = words(20)
+    recording = pulse.record()
+    with pytest.raises(basetts.StreamInterrupted) as caught:
+        synth_for(server).speak(text)
+    arrived = server.expected_pcm(text)[:5 * 4096]
+    assert caught.value.partial is not None and caught.value.partial.pcm == arrived
+    assert_played_exactly(recording.stop(), arrived)
+    assert pulse.sink_inputs() == [] and basetts_threads() == []
+
+
+CHILD = textwrap.dedent("""
+    import sys, threading, time
+    import basetts
+    synth = basetts.Synthesizer(url=sys.argv[1], api_key=sys.argv[2])
+    first = []
+    def on_audio(chunk):
+        if not first:
+            first.append(1)
+            print("PLAYING", flush=True)
+    try:
+        synth.speak(" ".join(f"w{i}" for i in range(400)), on_audio=on_audio)
+        print("FINISHED", flush=True)
+    except KeyboardInterrupt:
+        print("THREADS", sorted(t.name for t in threading.enumerate()), flush=True)
+        raise
+""")
+
+
+@playback_test
+def test_ctrl_c_stops_sound_closes_everything_and_raises_keyboard_interrupt(
+        pulse: Any, serve: Any, tmp_path: Any) -> None:
+    server = serve(speed=1.0)
+    script = tmp_path / "child.py"
+    script.write_text(CHILD)
+    recording = pulse.record()
+    child = subprocess.Popen([sys.executable, str(script), server.url, server.api_key],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=pulse.env)
+    try:
+        assert child.stdout is not None
+        assert child.stdout.readline().strip() == "PLAYING"
+        time.sleep(1.0)  # well into the sound
+        interrupted_at = time.monotonic()
+        child.send_signal(signal.SIGINT)
+        out, err = child.communicate(timeout=10)
+        exited_at = time.monotonic()
+    finally:
+        if child.poll() is None:
+            child.kill()
+    played = recording.stop()
+    assert child.returncode in (-signal.SIGINT, 128 + signal.SIGINT, 1), err
+    assert "KeyboardInterrupt" in err
+    assert "THREADS ['MainThread']" in out  # writer and reader joined; no thread left behind
+    assert "FINISHED" not in out
+    assert exited_at - interrupted_at < 5.0  # sanity bound
+    assert locate(played, server.expected_pcm(words(400))) >= 0
+    silent_from = last_sound(played) + 1
+    assert silent_from - recording.position_at(interrupted_at) <= int(0.1 * RATE) + RECORDER_SLACK
+    assert server.last().client_disconnected
+
+
+@playback_test
+def test_a_device_that_refuses_24khz_gets_resampled_audio(pulse: Any, serve: Any, monkeypatch: Any) -> None:
+    """ALSA's pulse plugin takes any rate, so the refusal is made at PortAudio's capability check;
+    from there on it is real: the device opens at its default rate (44.1 kHz), we resample, PulseAudio
+    plays into a 48 kHz sink, and every word is heard at its pitch and length."""
+    module = pulse.load_sink("basetts_48k", 48000)
+    try:
+        monkeypatch.setenv("PULSE_SINK", "basetts_48k")
+        real_supports = playback._supports
+        monkeypatch.setattr(playback, "_supports",
+                            lambda pa, pyaudio, device, rate: rate != RATE and real_supports(pa, pyaudio, device, rate))
+        server = serve()
+        text = words(8, prefix="tone")
+        recording = pulse.record("basetts_48k", 48000)
+        audio = synth_for(server).speak(text)
+        played = array.array("h", recording.stop())
+    finally:
+        pulse.unload(module)
+    assert audio.pcm == server.expected_pcm(text)
+    loud = [i for i, s in enumerate(played) if abs(s) > 500]
+    start = loud[0]
+    per_word = 2 * server.samples_per_word  # 24 kHz -> 48 kHz
+    assert (loud[-1] - start) == pytest.approx(8 * per_word, abs=200)
+    for index, word in enumerate(text.split()):
+        middle = played[start + index * per_word + 600:start + (index + 1) * per_word - 600]
+        assert zero_crossing_frequency(middle, 48000) == pytest.approx(tone_frequency(word), rel=0.04, abs=15), word
+
+
+@playback_test
+def test_player_resamples_to_a_forced_device_rate_exactly(pulse: Any, serve: Any, monkeypatch: Any) -> None:
+    """24 -> 48 kHz through our linear resampler reaches a 48 kHz sink untouched: compare sample for sample."""
+    module = pulse.load_sink("basetts_48k_exact", 48000)
+    try:
+        monkeypatch.setenv("PULSE_SINK", "basetts_48k_exact")
+        server = serve()
+        text = words(10)
+        recording = pulse.record("basetts_48k_exact", 48000)
+        with Player(device_rate=48000) as player:
+            for chunk in synth_for(server).stream(text):
+                player.feed(chunk)
+            player.drain()
+        played = recording.stop()
+    finally:
+        pulse.unload(module)
+    expected = resample(server.expected_pcm(text), RATE, 48000)
+    offset = locate(played, expected)
+    assert offset >= 0
+    # The streaming resampler holds back its last input sample (nothing to interpolate towards).
+    assert played[2 * offset:2 * offset + len(expected)][:-8] == expected[:-8]
+
+
+def _run(code: str, env: Optional[Mapping[str, str]] = None) -> "subprocess.CompletedProcess[str]":
+    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True,
+                          timeout=60, env={**os.environ, **(env or {})})
+
+
+@playback_test
+@pytest.mark.skipif(bool(os.path.isdir("/dev/snd") and os.listdir("/dev/snd")),
+                    reason="this machine has a sound card, so PortAudio always finds an output")
+def test_no_output_device_is_a_clear_error_before_anything_is_sent(serve: Any) -> None:
+    """No sound server reachable and no sound card in the machine: PortAudio lists no output at all."""
+    server = serve()
+    result = _run(f"""
+        import basetts
+        synth = basetts.Synthesizer(url={server.url!r}, api_key={server.api_key!r})
+        try:
+            synth.speak("hello there")
+        except basetts.AudioDeviceError as exc:
+            print("ERROR", exc)
+    """, env={"PULSE_SERVER": "unix:/nonexistent"})
+    assert "ERROR No audio output device found" in result.stdout, result.stdout + result.stderr
+    assert "synthesize" in result.stdout and "save" in result.stdout
+    assert server.conversations == []  # checked before connecting
+
+
+# --- without PyAudio -------------------------------------------------------------------------------------
+def test_synthesize_stream_and_save_never_import_pyaudio(serve: Any, tmp_path: Any) -> None:
+    server = serve()
+    result = _run(f"""
+        import sys
+        import basetts
+        synth = basetts.Synthesizer(url={server.url!r}, api_key={server.api_key!r})
+        synth.synthesize("one two")
+        list(synth.stream("one two"))
+        synth.save("one two", {str(tmp_path / 'out.wav')!r})
+        print(sorted(m for m in sys.modules if m.startswith(("pyaudio", "basetts.playback"))))
+    """)
+    assert result.stdout.strip() == "[]", result.stderr
+
+
+def test_without_pyaudio_speak_says_what_to_install(serve: Any) -> None:
+    server = serve()
+    result = _run(f"""
+        import sys
+        sys.modules["pyaudio"] = None  # as if PyAudio were not installed
+        import basetts
+        synth = basetts.Synthesizer(url={server.url!r}, api_key={server.api_key!r})
+        print(len(synth.synthesize("still works")))
+        for call in (lambda: synth.speak("hi"), basetts.devices):
+            try:
+                call()
+            except basetts.AudioDeviceError as exc:
+                print("ERROR", exc)
+    """)
+    lines = result.stdout.splitlines()
+    assert lines[0] == str(len(server.expected_pcm("still works"))), result.stderr
+    errors = [line for line in lines if line.startswith("ERROR")]
+    assert len(errors) == 2
+    for error in errors:
+        assert "pip install 'basetts[play]'" in error and "portaudio" in error.lower()
+        assert "synthesize" in error and "save" in error
+    assert len(server.conversations) == 1  # speak() sent nothing
+
+
+# --- the Player's rules, with a fake PortAudio -------------------------------------------------------------
+class FakeStream:
+    def __init__(self, options: Dict[str, Any]) -> None:
+        self.options = options
+        self.callback = options["stream_callback"]
+        self.started = False
+        self.finished = False
+        self.closed = False
+        self.clock = 100.0
+
+    def start_stream(self) -> None:
+        self.started = True
+
+    def is_active(self) -> bool:
+        return self.started and not self.finished and not self.closed
+
+    def get_output_latency(self) -> float:
+        return 0.05
+
+    def close(self) -> None:
+        self.closed = True
+
+    def pull(self, frames: int, ahead: float = 0.05) -> Any:
+        """What PortAudio's thread does: call back for `frames`, the DAC `ahead` seconds later."""
+        data, flag = self.callback(None, frames, {"current_time": self.clock,
+                                                 "output_buffer_dac_time": self.clock + ahead}, 0)
+        self.clock += frames / self.options["rate"]
+        if flag != FAKE_PYAUDIO.paContinue:
+            self.finished = True
+        return data, flag
+
+
+class FakePortAudio:
+    def __init__(self, rates: Any = (24000, 44100, 48000)) -> None:
+        self.rates = rates
+        self.stream: Optional[FakeStream] = None
+        self.terminated = False
+
+    def get_default_output_device_info(self) -> Dict[str, Any]:
+        return {"index": 0}
+
+    def get_host_api_count(self) -> int:
+        return 1
+
+    def get_host_api_info_by_index(self, index: int) -> Dict[str, Any]:
+        return {"index": 0, "name": "Fake"}
+
+    def get_device_count(self) -> int:
+        return 2
+
+    def get_device_info_by_index(self, index: int) -> Dict[str, Any]:
+        return [
+            {"index": 0, "name": "Fake speakers", "hostApi": 0, "maxOutputChannels": 2, "defaultSampleRate": 48000.0},
+            {"index": 1, "name": "Fake mic", "hostApi": 0, "maxOutputChannels": 0, "defaultSampleRate": 48000.0},
+        ][index]
+
+    def is_format_supported(self, rate: int, **options: Any) -> bool:
+        if rate not in self.rates:
+            raise ValueError("Invalid sample rate")
+        return True
+
+    def open(self, **options: Any) -> FakeStream:
+        self.stream = FakeStream(options)
+        return self.stream
+
+    def terminate(self) -> None:
+        self.terminated = True
+
+
+FAKE_PYAUDIO = SimpleNamespace(paInt16=8, paContinue=0, paComplete=1, paAbort=2,
+                               _portaudio=SimpleNamespace(abort_stream=lambda stream: None))
+
+
+@pytest.fixture
+def fake_pa(monkeypatch: Any) -> FakePortAudio:
+    pa = FakePortAudio()
+    monkeypatch.setattr(playback, "_open_portaudio", lambda: (FAKE_PYAUDIO, pa))
+    return pa
+
+
+def test_devices_lists_only_outputs(fake_pa: FakePortAudio) -> None:
+    listed = basetts.devices()
+    assert [d.name for d in listed] == ["Fake speakers"] and listed[0].is_default
+    assert "Fake speakers" in str(listed[0]) and fake_pa.terminated
+    assert playback.check_output("speak").index == 0
+    with pytest.raises(basetts.AudioDeviceError, match="index 5"):
+        playback.check_output(5)
+
+
+def test_prebuffer_then_underruns_are_silence_counted_and_samples_stay_whole(fake_pa: FakePortAudio) -> None:
+    with Player(prebuffer=0.1) as player:
+        stream = fake_pa.stream
+        assert stream is not None and stream.options["rate"] == RATE
+        player.feed(b"\x01\x00" * 2000)
+        assert not stream.started  # 2000 samples < 0.1 s
+        player.feed(b"\x01\x00" * 401)
+        assert stream.started
+        data, flag = stream.pull(2000)
+        assert data == b"\x01\x00" * 2000 and flag == FAKE_PYAUDIO.paContinue
+        data, flag = stream.pull(480)  # 401 samples left: the rest is silence, an underrun
+        assert data == b"\x01\x00" * 401 + bytes(2 * 79) and flag == FAKE_PYAUDIO.paContinue
+        assert player.underruns == 1
+        player.feed(b"\x02\x00" * 10 + b"\x03")  # half a sample waits for its other half
+        player.feed(b"\x00")
+        data, _ = stream.pull(11)
+        assert data == b"\x02\x00" * 10 + b"\x03\x00"
+        assert len(data) == 22 and player.played_samples == 2000 + 401 + 11
+
+
+def test_the_end_is_not_an_underrun_and_completes_only_once_heard(fake_pa: FakePortAudio) -> None:
+    with Player(prebuffer=1.0) as player:
+        stream = fake_pa.stream
+        assert stream is not None
+        player.feed(b"\x05\x00" * 100)
+        player.end()  # shorter than the prebuffer: starts at the end
+        assert stream.started
+        data, flag = stream.pull(480, ahead=0.05)  # the last sample is heard 0.05 + 100/24000 s later
+        assert data.startswith(b"\x05\x00" * 100) and flag == FAKE_PYAUDIO.paContinue
+        flags = [stream.pull(480, ahead=0.05)[1] for _ in range(4)]
+        # Complete once the clock passed the last sample's DAC time (~0.054 s: the third 20 ms buffer).
+        assert flags[:2] == [FAKE_PYAUDIO.paContinue] * 2 and flags[2] == FAKE_PYAUDIO.paComplete
+        assert player.underruns == 0
+        player.drain()  # inactive now: returns at once
+
+
+def test_the_callback_never_raises(fake_pa: FakePortAudio) -> None:
+    with Player(prebuffer=0) as player:
+        stream = fake_pa.stream
+        assert stream is not None
+        player.feed(b"\x01\x00" * 10)
+        player._ring_view = None  # type: ignore[assignment]  # break it
+        data, flag = stream.pull(480)
+        assert (data, flag) == (b"", FAKE_PYAUDIO.paAbort)
+        with pytest.raises(basetts.AudioDeviceError, match="audio callback failed"):
+            player.drain()
+
+
+def test_feed_waits_while_seconds_are_buffered_and_stop_releases_it(fake_pa: FakePortAudio) -> None:
+    with Player(prebuffer=0, max_buffered=1.0) as player:
+        stream = fake_pa.stream
+        assert stream is not None
+        done = threading.Event()
+        results: List[bool] = []
+
+        def produce() -> None:
+            results.append(player.feed(b"\x01\x00" * RATE * 3))  # 3 s into a 1 s buffer
+            done.set()
+
+        producer = threading.Thread(target=produce)
+        producer.start()
+        time.sleep(0.2)
+        assert not done.is_set()  # waiting for room, memory flat
+        assert player.buffered_seconds <= 1.1
+        for _ in range(int(1.5 * RATE / 480)):
+            stream.pull(480)
+        assert not done.is_set()
+        player.stop()
+        producer.join(2)
+        assert done.is_set() and results == [False]
+        assert player.feed(b"\x01\x00") is False
+
+
+def test_a_device_without_24khz_opens_at_its_default_rate_and_resamples(fake_pa: FakePortAudio) -> None:
+    fake_pa.rates = (48000,)
+    with Player(prebuffer=0) as player:
+        stream = fake_pa.stream
+        assert stream is not None and stream.options["rate"] == 48000 and player.device_rate == 48000
+        player.feed(tone_pcm("hello"))
+        assert player.buffered_seconds == pytest.approx(0.1, abs=0.001)
+
+
+def test_bad_options_are_configuration_errors(fake_pa: FakePortAudio) -> None:
+    with LocalServer() as server:
+        synth = synth_for(server)
+        for options in ({"volume": 1.5}, {"volume": -0.1}, {"prebuffer": -1}, {"prebuffer": float("nan")}):
+            with pytest.raises(basetts.ConfigurationError):
+                synth.speak("hello", **options)
+        assert server.conversations == []
