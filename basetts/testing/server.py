@@ -22,7 +22,7 @@ import subprocess
 import threading
 import time
 import zlib
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence
 
 from ..audio import resample
 from ..protocol import SAMPLE_RATE, SENTINEL
@@ -38,7 +38,9 @@ PATHS = (
 DEFAULTS = {"voice": "tara", "max_tokens": 6144, "temperature": 0.6, "top_p": 0.8,
             "repetition_penalty": 1.3, "buffer_size": 10, "encoding": "pcm_s16le"}
 HANDLER_ERROR = "Internal Server Error (in model/chainlet)."
-WINDOW_SAMPLES = 2048  # one SNAC window per message, as the real server sends
+# One SNAC window per message, as the real server sends. Its windows always fill; here a segment's
+# last message holds what is left (a full window when samples_per_word is a multiple of 2048).
+WINDOW_SAMPLES = 2048
 MAX_MESSAGE = 100 * 2 ** 20  # uvicorn's inbound cap
 
 _SENTENCE_END = re.compile(r"[.!?…]+[\"'”’)\]]*$")
@@ -149,6 +151,9 @@ class ConversationRecord:
     bytes_sent: int = 0
     frame_sizes: List[int] = dataclasses.field(default_factory=list)
     close_code: Optional[int] = None
+    explicit_close: bool = False
+    """After the sentinel: True if the handler closed after the last segment, False if it just ended
+    with nothing left to say (the framework closed), as the real server's two paths do."""
     client_disconnected: bool = False
     done: threading.Event = dataclasses.field(default_factory=threading.Event, repr=False)
 
@@ -328,6 +333,7 @@ class LocalServer:
                         sender.generate(segment, encoding)
                         connection.close(1000)
                         record.close_code = 1000
+                        record.explicit_close = True
                         return
                     buffer.extend(message.strip().split())
                     segment = flush_rule(buffer, buffer_size, final=False)
