@@ -142,6 +142,8 @@ class AudioDecoder:
         self._aligner = SampleAligner(SAMPLE_WIDTH)
 
     def feed(self, frame: bytes) -> bytes:
+        if not frame:
+            return b""  # an empty frame says nothing about the encoding
         if self.encoding is None:
             self.encoding = "pcm_s16le" if len(frame) == self.PCM_WINDOW else "pcm_mulaw"
         if self.encoding == "pcm_mulaw":
@@ -167,11 +169,17 @@ def close_error(code: Optional[int], reason: str, sentinel_sent: bool) -> Option
         return StreamInterrupted(
             "The connection dropped before the server finished (no close frame): the audio is incomplete."
         )
-    if code in (NORMAL_CLOSE, GOING_AWAY):
-        if sentinel_sent:
-            return None
+    if code == NORMAL_CLOSE and sentinel_sent:
+        return None
+    if code == NORMAL_CLOSE:
         return StreamInterrupted(
             f"The server closed the connection (code {code}) before all the text was sent: "
+            "the audio is incomplete."
+        )
+    if code == GOING_AWAY:
+        # The real server ends only with 1000; 1001 is a server or proxy shutting down mid-stream.
+        return StreamInterrupted(
+            f"The server went away (code {code}{', ' + reason if reason else ''}) before finishing: "
             "the audio is incomplete."
         )
     detail = f": {reason}" if reason else ""

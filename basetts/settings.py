@@ -6,6 +6,7 @@ import ipaddress
 import logging
 import math
 import os
+import re
 from typing import Any, Dict, Mapping, Optional
 from urllib.parse import urlsplit
 
@@ -28,6 +29,8 @@ ENV_URL = "BASETTS_URL"
 
 # Fields that go into the JSON settings message. None means "not set": the server's default applies.
 _SERVER_FIELDS = ("voice", "max_tokens", "buffer_size", "temperature", "top_p", "repetition_penalty", "encoding")
+# A model id or environment name becomes one segment of the URL's path.
+_PATH_SEGMENT = re.compile(r"^[A-Za-z0-9_-]+$")
 
 
 def baseten_url(model_id: str, environment: str = "production") -> str:
@@ -94,29 +97,43 @@ class Settings:
         """Resolve key and endpoint from arguments, then the environment, then `.env`; validate all."""
         sources = [os.environ if environ is None else environ, _read_dotenv(dotenv_path)]
 
-        def lookup(*names: str) -> Optional[str]:
-            for source in sources:
-                for name in names:
-                    value = source.get(name)
-                    if value:
-                        return value.strip()
+        def lookup(source: Mapping[str, Optional[str]], *names: str) -> Optional[str]:
+            for name in names:
+                value = (source.get(name) or "").strip()
+                if value:
+                    return value
             return None
 
-        api_key = api_key or lookup(*ENV_API_KEY)
-        # An explicit model_id argument beats a URL found in the environment.
-        url = url or (None if model_id else lookup(ENV_URL))
+        if not api_key:
+            for source in sources:
+                api_key = lookup(source, *ENV_API_KEY)
+                if api_key:
+                    break
+        if not url and not model_id:
+            # The endpoint comes whole from the first source that has one, so the environment's model
+            # id is never mixed with (or beaten by) a URL in .env.
+            for source in sources:
+                url, model_id = lookup(source, ENV_URL), lookup(source, ENV_MODEL_ID)
+                if url or model_id:
+                    break
         if not url:
-            model_id = model_id or lookup(ENV_MODEL_ID)
             if not model_id:
                 raise ConfigurationError(
                     "No endpoint: pass model_id= or url=, or set BASETEN_MODEL_ID (or BASETTS_URL) "
                     "in the environment or in .env."
                 )
-            url = baseten_url(model_id.strip(), environment or "production")
+            environment = environment or "production"
+            for name, value in (("model_id", model_id), ("environment", environment)):
+                if not isinstance(value, str) or not _PATH_SEGMENT.match(value.strip()):
+                    raise ConfigurationError(f"{name} must be letters, digits, '-' or '_', got {value!r}")
+            url = baseten_url(model_id.strip(), environment.strip())
         if not api_key:
             raise ConfigurationError(
                 "No API key: pass api_key=, or set BASETEN_API_KEY in the environment or in .env."
             )
+        unknown = set(options) - {f.name for f in dataclasses.fields(cls)}
+        if unknown:
+            raise TypeError(f"unknown setting(s): {', '.join(sorted(unknown))}")
         options = {k: v for k, v in options.items() if v is not None}
         settings = cls(url=url, api_key=api_key, **options)
         settings.validate()
@@ -158,9 +175,10 @@ class Settings:
         if self.encoding is not None and self.encoding not in ENCODINGS:
             raise ConfigurationError(f"encoding must be one of {ENCODINGS}, got {self.encoding!r}")
         for name in ("connect_timeout", "handshake_timeout", "first_audio_timeout", "read_timeout"):
-            _check_number(name, getattr(self, name), low=0.0)
+            # None would mean "wait forever" to the socket: a timeout is always required.
+            _check_number(name, getattr(self, name), low=0.0, required=True)
         _check_int("retries", self.retries, 0)
-        _check_number("retry_backoff", self.retry_backoff, low=0.0, low_open=False)
+        _check_number("retry_backoff", self.retry_backoff, low=0.0, low_open=False, required=True)
 
     def session_message(self) -> Dict[str, Any]:
         """The JSON object sent first: every field set, and no others (the server defaults the rest)."""
@@ -185,9 +203,10 @@ def _check_int(name: str, value: Any, low: int) -> None:
 
 
 def _check_number(
-    name: str, value: Any, *, low: float, high: Optional[float] = None, low_open: bool = True
+    name: str, value: Any, *, low: float, high: Optional[float] = None, low_open: bool = True,
+    required: bool = False,
 ) -> None:
-    if value is None:
+    if value is None and not required:
         return
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
         raise ConfigurationError(f"{name} must be a finite number, got {value!r}")

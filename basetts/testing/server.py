@@ -23,7 +23,7 @@ import subprocess
 import threading
 import time
 import zlib
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Set
 
 from ..audio import resample
 from ..protocol import SAMPLE_RATE, SENTINEL
@@ -39,7 +39,9 @@ PATHS = (
 DEFAULTS = {"voice": "tara", "max_tokens": 6144, "temperature": 0.6, "top_p": 0.8,
             "repetition_penalty": 1.3, "buffer_size": 10, "encoding": "pcm_s16le"}
 HANDLER_ERROR = "Internal Server Error (in model/chainlet)."
-WINDOW_SAMPLES = 2048  # one SNAC window per message, as the real server sends
+# One SNAC window per message, as the real server sends. Its windows always fill; here a segment's
+# last message holds what is left (a full window when samples_per_word is a multiple of 2048).
+WINDOW_SAMPLES = 2048
 MAX_MESSAGE = 100 * 2 ** 20  # uvicorn's inbound cap
 
 _SENTENCE_END = re.compile(r"[.!?…]+[\"'”’)\]]*$")
@@ -180,6 +182,9 @@ class ConversationRecord:
     bytes_sent: int = 0
     frame_sizes: List[int] = dataclasses.field(default_factory=list)
     close_code: Optional[int] = None
+    explicit_close: bool = False
+    """After the sentinel: True if the handler closed after the last segment, False if it just ended
+    with nothing left to say (the framework closed), as the real server's two paths do."""
     client_disconnected: bool = False
     done: threading.Event = dataclasses.field(default_factory=threading.Event, repr=False)
 
@@ -229,7 +234,7 @@ class LocalServer:
         self._lock = threading.Lock()
         self.handshakes = 0
         self.handshake_times: List[float] = []
-        self._active = 0
+        self._accepted: Set[Any] = set()  # connections past the upgrade check, until their handler ends
 
     # lifecycle -------------------------------------------------------------------------------------
     @property
@@ -310,15 +315,12 @@ class LocalServer:
             self.handshakes += 1
             self.handshake_times.append(time.monotonic())
             attempt = self.handshakes
-            busy = self.faults.one_at_a_time and self._active > 0
         failures = self.faults.handshake_failures
         if self.faults.handshake_status is not None and (failures is None or attempt <= failures):
             response = connection.respond(self.faults.handshake_status, "Refused by fault injection.\n")
             if self.faults.retry_after is not None:
                 response.headers["Retry-After"] = f"{self.faults.retry_after:g}"
             return response
-        if busy:
-            return connection.respond(503, "Busy: one conversation at a time.\n")
         if not any(p.match(path) for p in PATHS):
             return connection.respond(404, "Not Found\n")
         authorization = request.headers.get("Authorization", "")
@@ -330,6 +332,13 @@ class LocalServer:
             response.headers["Content-Type"] = "application/json"
             response.headers["Content-Length"] = str(len(body))
             return response
+        with self._lock:  # decided with the accept itself, so two simultaneous upgrades cannot both pass
+            from websockets.protocol import State
+
+            self._accepted = {c for c in self._accepted if c.state is not State.CLOSED}
+            if self.faults.one_at_a_time and self._accepted:
+                return connection.respond(503, "Busy: one conversation at a time.\n")
+            self._accepted.add(connection)
         return None
 
     def _handle(self, connection: Any) -> None:
@@ -339,7 +348,6 @@ class LocalServer:
                                     authorization=connection.request.headers.get("Authorization"))
         with self._lock:
             self.conversations.append(record)
-            self._active += 1
         sender = _Sender(self, connection, record)
         try:
             try:
@@ -374,6 +382,7 @@ class LocalServer:
                         sender.generate(segment, encoding)
                         connection.close(1000)
                         record.close_code = 1000
+                        record.explicit_close = True
                         return
                     buffer.extend(message.strip().split())
                     segment = flush_rule(buffer, buffer_size, final=False)
@@ -391,7 +400,7 @@ class LocalServer:
             record.client_disconnected = True
         finally:
             with self._lock:
-                self._active -= 1
+                self._accepted.discard(connection)
             record.done.set()
 
 

@@ -1,0 +1,331 @@
+"""The sans-I/O conversation rules, driven directly: no sockets, no threads."""
+from __future__ import annotations
+
+import array
+import json
+import math
+from typing import List
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from basetts.errors import ServerError, StreamInterrupted
+from basetts.protocol import (
+    SENTINEL,
+    AudioDecoder,
+    Deadlines,
+    SampleAligner,
+    WordSplitter,
+    close_error,
+    decode_mulaw,
+    iter_words,
+    outgoing,
+    word_message,
+)
+from basetts.testing.server import mulaw_encode
+
+
+def samples(pcm: bytes) -> List[int]:
+    values = array.array("h")
+    values.frombytes(pcm)
+    return list(values)
+
+
+# outgoing ---------------------------------------------------------------------------------------------------
+def test_outgoing_is_settings_then_one_word_per_message_then_the_sentinel() -> None:
+    settings = {"voice": "tara", "max_tokens": 2000, "buffer_size": 10}
+    messages = list(outgoing(settings, ["Hello", "wörld", "👋"]))
+    assert json.loads(messages[0]) == settings
+    assert messages[1:] == ["Hello", "wörld", "👋", SENTINEL]
+    # Non-ASCII settings go out as UTF-8, not \u escapes.
+    assert list(outgoing({"voice": "zoë"}, []))[0] == '{"voice": "zoë"}'
+
+
+def test_outgoing_without_words_still_ends_with_the_sentinel() -> None:
+    assert list(outgoing({}, []))[1:] == [SENTINEL]
+
+
+def test_a_word_equal_to_the_sentinel_is_padded_and_still_spoken() -> None:
+    messages = list(outgoing({}, ["say", SENTINEL, "now"]))
+    assert messages[1:] == ["say", " " + SENTINEL, "now", SENTINEL]
+    assert messages.count(SENTINEL) == 1 and messages[-1] == SENTINEL
+    # What the server does with it: not equal to the sentinel, and one word once split.
+    padded = messages[2]
+    assert padded != SENTINEL and padded.strip().split() == [SENTINEL]
+
+
+@pytest.mark.parametrize("word", ["__END__.", "__end__", "END", "__END", "«__END__»"])
+def test_only_the_exact_sentinel_is_padded(word: str) -> None:
+    assert word_message(word) == word
+
+
+# WordSplitter -------------------------------------------------------------------------------------------------
+TEXT = "Hello, wörld! 👋🏽 naïve café — <laugh> ok"
+
+
+@pytest.mark.parametrize("cut", range(len(TEXT) + 1))
+def test_words_survive_a_fragment_split_anywhere(cut: int) -> None:
+    assert list(iter_words([TEXT[:cut], TEXT[cut:]])) == TEXT.split()
+
+
+def test_one_character_fragments() -> None:
+    assert list(iter_words(TEXT)) == TEXT.split()
+
+
+def test_a_word_is_released_only_once_whitespace_follows() -> None:
+    splitter = WordSplitter()
+    assert splitter.feed("Hel") == []
+    assert splitter.feed("lo wo") == ["Hello"]
+    assert splitter.feed("rld") == []
+    assert splitter.feed(" ") == ["world"]
+    assert splitter.feed("") == []
+    assert splitter.finish() == []
+
+
+def test_whitespace_only_and_empty_fragments() -> None:
+    assert list(iter_words(["  ", "\n", "\t", ""])) == []
+    assert list(iter_words(["a", "   ", "b"])) == ["a", "b"]
+    assert list(iter_words(["", "a", "", "b", ""])) == ["ab"]
+    splitter = WordSplitter()
+    assert splitter.feed("word") == [] and splitter.feed("   ") == ["word"]
+
+
+def test_unicode_whitespace_splits_as_the_server_splits() -> None:
+    # The server runs text.strip().split() on each message: the same definition of whitespace.
+    text = "one\u00a0two\u3000three\u2009four\x1cfive"
+    assert list(iter_words(text)) == text.split() == ["one", "two", "three", "four", "five"]
+
+
+def test_finish_releases_the_last_word_once() -> None:
+    splitter = WordSplitter()
+    assert splitter.feed("last") == []
+    assert splitter.finish() == ["last"]
+    assert splitter.finish() == []
+
+
+@pytest.mark.parametrize("fragment", ["\ud800", "ok \udfff", "a\ud83dzb"])
+def test_lone_surrogates_are_rejected(fragment: str) -> None:
+    with pytest.raises(ValueError, match="surrogate"):
+        WordSplitter().feed(fragment)
+
+
+def test_a_rejected_fragment_does_not_corrupt_the_splitter() -> None:
+    splitter = WordSplitter()
+    splitter.feed("Hel")
+    with pytest.raises(ValueError):
+        splitter.feed("\ud800")
+    assert splitter.feed("lo ") == ["Hello"]
+
+
+@pytest.mark.parametrize("fragment", [b"bytes", 3, None])
+def test_non_str_fragments_are_rejected(fragment: object) -> None:
+    with pytest.raises(TypeError):
+        WordSplitter().feed(fragment)  # type: ignore[arg-type]
+
+
+@given(st.text(st.characters(blacklist_categories=("Cs",))), st.lists(st.integers(0, 200), max_size=8))
+def test_any_text_cut_anywhere_gives_the_servers_words(text: str, cuts: List[int]) -> None:
+    bounds = sorted({min(c, len(text)) for c in cuts} | {0, len(text)})
+    fragments = [text[a:b] for a, b in zip(bounds, bounds[1:])]
+    assert list(iter_words(fragments)) == text.split()
+
+
+# SampleAligner -----------------------------------------------------------------------------------------------
+DATA = bytes(range(1, 12))  # 11 bytes: 5 whole samples and a half
+
+
+def test_every_split_of_a_buffer_into_three_frames() -> None:
+    for i in range(len(DATA) + 1):
+        for j in range(i, len(DATA) + 1):
+            aligner = SampleAligner(2)
+            chunks = [aligner.feed(DATA[:i]), aligner.feed(DATA[i:j]), aligner.feed(DATA[j:])]
+            assert all(len(chunk) % 2 == 0 for chunk in chunks)
+            assert b"".join(chunks) == DATA[:10]
+            assert aligner.pending == DATA[10:]
+
+
+def test_one_byte_frames() -> None:
+    aligner = SampleAligner(2)
+    out = [aligner.feed(DATA[k:k + 1]) for k in range(len(DATA))]
+    assert out[0::2] == [b""] * 6 and out[1::2] == [DATA[k:k + 2] for k in range(0, 10, 2)]
+    assert aligner.pending == DATA[10:]
+
+
+def test_width_one_passes_everything_through() -> None:
+    aligner = SampleAligner(1)
+    assert aligner.feed(b"abc") == b"abc" and aligner.pending == b""
+
+
+# μ-law decoding -------------------------------------------------------------------------------------------------
+def server_decode(code: int) -> float:
+    """The inverse in the protocol doc: y = b/255*2-1, x = sign(y)((1+255)^|y|-1)/255, in [-1, 1]."""
+    y = 2.0 * code / 255.0 - 1.0
+    magnitude = (math.exp(abs(y) * math.log(256.0)) - 1.0) / 255.0
+    return -magnitude if y < 0 else magnitude
+
+
+def server_encode(x: float) -> int:
+    """The server's companding (model.py encode_mulaw) for one sample in [-1, 1]: uint8 truncation."""
+    x = min(1.0, max(-1.0, x))
+    y = math.log(1.0 + 255.0 * abs(x)) / math.log(256.0)
+    y = -y if x < 0 else y
+    return int(math.floor((y + 1.0) / 2.0 * 255.0))
+
+
+def test_decoder_matches_the_servers_formula_for_all_256_codes() -> None:
+    decoded = samples(decode_mulaw(bytes(range(256))))
+    assert decoded == [int(round(server_decode(code) * 32767)) for code in range(256)]
+
+
+def test_decoder_is_the_inverse_of_the_servers_companding() -> None:
+    for code in range(255):
+        middle = (server_decode(code) + server_decode(code + 1)) / 2
+        assert server_encode(middle) == code
+    assert server_encode(1.0) == 255
+    decoded = samples(decode_mulaw(bytes(range(256))))
+    assert decoded[0] == -32767 and decoded[255] == 32767
+    assert decoded == sorted(decoded) and len(set(decoded)) == 256
+
+
+def test_this_is_not_g711() -> None:
+    # G.711 μ-law inverts bits and 0xFF/0x7F are silence; here the middle codes are silence.
+    decoded = samples(decode_mulaw(bytes([0x7F, 0x80, 0xFF, 0x00])))
+    assert abs(decoded[0]) < 10 and abs(decoded[1]) < 10
+    assert decoded[2] == 32767 and decoded[3] == -32767
+
+
+def test_the_local_servers_encoder_is_the_servers_formula() -> None:
+    values = list(range(-32768, 32768, 37)) + [-32768, -1, 0, 1, 32767]
+    pcm = array.array("h", values).tobytes()
+    assert list(mulaw_encode(pcm)) == [server_encode(v / 32767) for v in values]
+
+
+def test_round_trip_error_is_within_one_quantization_step() -> None:
+    rate = 24000
+    wave = [int(30000 * math.sin(2 * math.pi * (100 + 3 * n / rate * 1000) * n / rate)) for n in range(rate)]
+    wave += list(range(-32768, 32768, 13))  # every part of the range
+    pcm = array.array("h", wave).tobytes()
+    codes = mulaw_encode(pcm)
+    decoded = samples(decode_mulaw(codes))
+    table = samples(decode_mulaw(bytes(range(256))))
+    for original, code, value in zip(wave, codes, decoded):
+        upper = table[min(code + 1, 255)]
+        # The server truncates, so the sample lies in [decode(code), decode(code + 1)], ±1 for int16 rounding.
+        assert table[code] - 1 <= original <= upper + 1
+        assert abs(original - value) <= max(upper - table[code], 1) + 1
+
+
+def test_decode_mulaw_of_nothing_and_of_odd_lengths() -> None:
+    assert decode_mulaw(b"") == b""
+    assert len(decode_mulaw(b"\x00\x01\x02")) == 6
+
+
+# AudioDecoder --------------------------------------------------------------------------------------------------
+def test_s16_is_re_aligned_and_never_decoded() -> None:
+    decoder = AudioDecoder(None)
+    assert decoder.encoding == "pcm_s16le"
+    assert decoder.feed(b"\x01\x02\x03") == b"\x01\x02"
+    assert decoder.pending == b"\x03"
+    assert decoder.feed(b"\x04") == b"\x03\x04"
+    assert not decoder.fell_back
+
+
+def test_mulaw_window_is_decoded() -> None:
+    decoder = AudioDecoder("pcm_mulaw")
+    assert decoder.encoding is None  # unknown until the first frame
+    frame = bytes(range(256)) * 8  # one 2048-sample window
+    assert decoder.feed(frame) == decode_mulaw(frame)
+    assert decoder.encoding == "pcm_mulaw" and not decoder.fell_back
+    assert decoder.feed(b"\xff") == decode_mulaw(b"\xff")  # any length: one byte per sample
+    assert decoder.feed(bytes(4096)) == decode_mulaw(bytes(4096))  # decided once, for good
+
+
+def test_legacy_server_sends_s16_though_mulaw_was_asked() -> None:
+    decoder = AudioDecoder("pcm_mulaw")
+    frame = array.array("h", range(-1024, 1024)).tobytes()  # 4096 bytes: a 16-bit window
+    assert decoder.feed(frame) == frame
+    assert decoder.encoding == "pcm_s16le" and decoder.fell_back
+    assert decoder.feed(b"\x01\x02\x03") == b"\x01\x02"  # decided once: still 16-bit, still aligned
+    assert decoder.pending == b"\x03"
+
+
+def test_an_empty_frame_decides_nothing() -> None:
+    decoder = AudioDecoder("pcm_mulaw")
+    assert decoder.feed(b"") == b""
+    assert decoder.encoding is None
+    frame = bytes(4096)
+    assert decoder.feed(frame) == frame and decoder.fell_back
+
+
+# close_error ----------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("code, reason, sentinel_sent, expected", [
+    (1000, "", True, None),
+    (1000, "bye", True, None),
+    (1000, "", False, StreamInterrupted),
+    (1001, "", True, StreamInterrupted),
+    (1001, "", False, StreamInterrupted),
+    (None, "", True, StreamInterrupted),
+    (None, "", False, StreamInterrupted),
+    (1011, "Internal Server Error (in model/chainlet).", True, ServerError),
+    (1011, "", False, ServerError),
+    (1008, "policy", True, ServerError),
+    (1012, "", True, ServerError),
+    (4000, "", True, ServerError),
+])
+def test_close_error(code: object, reason: str, sentinel_sent: bool, expected: object) -> None:
+    error = close_error(code, reason, sentinel_sent)  # type: ignore[arg-type]
+    if expected is None:
+        assert error is None
+        return
+    assert type(error) is expected
+    if isinstance(error, ServerError):
+        assert error.close_code == code
+        assert str(code) in str(error) and reason in str(error)
+
+
+# Deadlines ------------------------------------------------------------------------------------------------------
+def test_nothing_is_owed_while_fewer_than_buffer_size_words_went_out() -> None:
+    deadlines = Deadlines(buffer_size=3, first_audio_timeout=60, read_timeout=5)
+    assert deadlines.deadline() is None
+    deadlines.word_sent(1.0)
+    deadlines.word_sent(2.0)
+    assert deadlines.deadline() is None
+    deadlines.word_sent(3.0)
+    assert deadlines.deadline() == 3.0 + 60
+    deadlines.word_sent(4.0)  # more words do not move it
+    assert deadlines.deadline() == 3.0 + 60
+    assert "first_audio_timeout" in deadlines.describe()
+
+
+def test_audio_pays_the_debt_and_restarts_the_count() -> None:
+    deadlines = Deadlines(buffer_size=2, first_audio_timeout=60, read_timeout=5)
+    deadlines.word_sent(1.0)
+    deadlines.word_sent(2.0)
+    deadlines.audio_received(10.0)
+    assert deadlines.deadline() is None  # a slow text producer owes nothing
+    deadlines.word_sent(11.0)
+    assert deadlines.deadline() is None
+    deadlines.word_sent(12.0)
+    assert deadlines.deadline() == 12.0 + 5  # audio flowed before: read_timeout from now on
+    assert "read_timeout" in deadlines.describe()
+
+
+def test_the_sentinel_makes_audio_owed_at_once() -> None:
+    deadlines = Deadlines(buffer_size=10, first_audio_timeout=60, read_timeout=5)
+    deadlines.word_sent(1.0)
+    assert not deadlines.sentinel_sent
+    deadlines.end_sent(2.0)
+    assert deadlines.sentinel_sent
+    assert deadlines.deadline() == 2.0 + 60
+    deadlines.audio_received(3.0)
+    assert deadlines.deadline() == 3.0 + 5  # after the sentinel every frame restarts the clock
+    deadlines.audio_received(4.0)
+    assert deadlines.deadline() == 4.0 + 5
+
+
+def test_the_sentinel_does_not_postpone_audio_already_owed() -> None:
+    deadlines = Deadlines(buffer_size=1, first_audio_timeout=60, read_timeout=5)
+    deadlines.word_sent(1.0)
+    deadlines.end_sent(30.0)
+    assert deadlines.deadline() == 1.0 + 60

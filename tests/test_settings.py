@@ -1,0 +1,250 @@
+"""Settings: where each value comes from, the URL it builds, and every validation rule."""
+from __future__ import annotations
+
+import json
+import logging
+import math
+from pathlib import Path
+from typing import Any, Dict
+
+import pytest
+
+import basetts
+from basetts import ConfigurationError, Settings, Synthesizer
+from basetts.settings import EMOTION_TAGS, VOICES, baseten_url
+
+KEY = "sk-test-0123456789abcdef"
+LOCAL = "ws://127.0.0.1:9/v1/websocket"
+
+
+def resolve(tmp_path: Path, environ: Dict[str, str], dotenv: str = "", **kwargs: Any) -> Settings:
+    """Resolve with a controlled environment and a .env file written to tmp_path."""
+    path = tmp_path / ".env"
+    path.write_text(dotenv)
+    return Settings.resolve(environ=environ, dotenv_path=str(path), **kwargs)
+
+
+def local(**kwargs: Any) -> Settings:
+    return Settings(url=LOCAL, api_key=KEY, **kwargs)
+
+
+# resolution order ---------------------------------------------------------------------------------------
+def test_argument_beats_environment_beats_dotenv(tmp_path: Path) -> None:
+    dotenv = "BASETEN_API_KEY=from-dotenv\nBASETEN_MODEL_ID=dotenvmodel\n"
+    environ = {"BASETEN_API_KEY": "from-env", "BASETEN_MODEL_ID": "envmodel"}
+    only_dotenv = resolve(tmp_path, {}, dotenv)
+    assert only_dotenv.api_key == "from-dotenv"
+    assert "model-dotenvmodel." in only_dotenv.url
+    env_and_dotenv = resolve(tmp_path, environ, dotenv)
+    assert env_and_dotenv.api_key == "from-env"
+    assert "model-envmodel." in env_and_dotenv.url
+    arguments = resolve(tmp_path, environ, dotenv, api_key="from-arg", model_id="argmodel")
+    assert arguments.api_key == "from-arg"
+    assert "model-argmodel." in arguments.url
+
+
+def test_hyphenated_key_name_of_the_official_example(tmp_path: Path) -> None:
+    assert resolve(tmp_path, {}, "BASETEN-API-KEY=hyphen\n", model_id="m").api_key == "hyphen"
+    assert resolve(tmp_path, {"BASETEN-API-KEY": "hyphen-env"}, model_id="m").api_key == "hyphen-env"
+    # Either name in the environment beats either name in .env.
+    assert resolve(tmp_path, {"BASETEN-API-KEY": "env"}, "BASETEN_API_KEY=dotenv\n", model_id="m").api_key == "env"
+
+
+def test_blank_values_fall_through_to_the_next_source(tmp_path: Path) -> None:
+    settings = resolve(tmp_path, {"BASETEN_API_KEY": "   ", "BASETEN_MODEL_ID": ""},
+                       "BASETEN_API_KEY=dotenv-key\nBASETEN_MODEL_ID=dotenvmodel\n")
+    assert settings.api_key == "dotenv-key"
+    assert "model-dotenvmodel." in settings.url
+
+
+def test_environment_model_id_beats_dotenv_url(tmp_path: Path) -> None:
+    settings = resolve(tmp_path, {"BASETEN_MODEL_ID": "envmodel", "BASETEN_API_KEY": KEY},
+                       "BASETTS_URL=ws://localhost:1/v1/websocket\n")
+    assert settings.url == baseten_url("envmodel")
+
+
+def test_url_from_the_environment_and_model_id_argument_beats_it(tmp_path: Path) -> None:
+    environ = {"BASETTS_URL": "ws://localhost:8000/v1/websocket", "BASETEN_API_KEY": KEY}
+    assert resolve(tmp_path, environ).url == "ws://localhost:8000/v1/websocket"
+    assert resolve(tmp_path, environ, model_id="argmodel").url == baseten_url("argmodel")
+    assert resolve(tmp_path, environ, url="wss://example.com/x").url == "wss://example.com/x"
+
+
+def test_dotenv_in_the_working_directory_by_default(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / ".env").write_text("BASETEN_API_KEY=cwd-key\nBASETEN_MODEL_ID=cwdmodel\n")
+    monkeypatch.chdir(tmp_path)
+    settings = Settings.resolve(environ={})
+    assert settings.api_key == "cwd-key"
+    assert settings.url == baseten_url("cwdmodel")
+
+
+def test_missing_key_or_endpoint_is_a_configuration_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigurationError, match="No API key"):
+        resolve(tmp_path, {}, model_id="m")
+    with pytest.raises(ConfigurationError, match="No endpoint"):
+        resolve(tmp_path, {"BASETEN_API_KEY": KEY})
+
+
+# URL building ----------------------------------------------------------------------------------------------
+def test_baseten_urls() -> None:
+    assert baseten_url("abc123") == "wss://model-abc123.api.baseten.co/environments/production/websocket"
+    assert baseten_url("abc123", "staging") == "wss://model-abc123.api.baseten.co/environments/staging/websocket"
+    assert baseten_url("abc123", "development") == "wss://model-abc123.api.baseten.co/development/websocket"
+
+
+def test_environment_argument_and_whitespace_in_model_id(tmp_path: Path) -> None:
+    settings = resolve(tmp_path, {"BASETEN_MODEL_ID": " abc123 \n"}, api_key=KEY, environment="staging")
+    assert settings.url == baseten_url("abc123", "staging")
+
+
+@pytest.mark.parametrize("model_id, environment", [
+    ("abc/../x", None), ("abc def", None), ("abc?x=1", None), ("abc", "prod/../dev"), ("abc", "a b"),
+])
+def test_model_id_and_environment_must_be_one_path_segment(
+    tmp_path: Path, model_id: str, environment: Any
+) -> None:
+    with pytest.raises(ConfigurationError):
+        resolve(tmp_path, {}, api_key=KEY, model_id=model_id, environment=environment)
+
+
+@pytest.mark.parametrize("url", ["http://example.com/ws", "example.com", "wss://", "ws:///path"])
+def test_url_must_be_websocket_with_a_host(url: str) -> None:
+    with pytest.raises(ConfigurationError, match="url"):
+        Settings(url=url, api_key=KEY).validate()
+
+
+def test_plain_ws_only_to_loopback_unless_allowed() -> None:
+    for url in ("ws://localhost:1/x", "ws://127.0.0.1:1/x", "ws://127.8.9.10/x", "ws://[::1]:1/x"):
+        Settings(url=url, api_key=KEY).validate()
+    with pytest.raises(ConfigurationError, match="unencrypted"):
+        Settings(url="ws://example.com/x", api_key=KEY).validate()
+    Settings(url="ws://example.com/x", api_key=KEY, allow_insecure=True).validate()
+
+
+@pytest.mark.parametrize("api_key", ["", "two\nlines", "cr\rkey", None, 42])
+def test_api_key_must_be_one_line_of_text(api_key: Any) -> None:
+    with pytest.raises(ConfigurationError, match="api_key"):
+        Settings(url=LOCAL, api_key=api_key).validate()
+
+
+# validation --------------------------------------------------------------------------------------------
+BAD = [
+    ("voice", ""), ("voice", "   "), ("voice", None), ("voice", 3),
+    ("max_tokens", 0), ("max_tokens", -1), ("max_tokens", 2.0), ("max_tokens", "2000"), ("max_tokens", True),
+    ("buffer_size", 0), ("buffer_size", -3), ("buffer_size", 1.5), ("buffer_size", "10"), ("buffer_size", True),
+    ("buffer_size", False), ("buffer_size", None),
+    ("temperature", -0.1), ("temperature", math.nan), ("temperature", math.inf), ("temperature", "0.6"),
+    ("temperature", True),
+    ("top_p", 0), ("top_p", 0.0), ("top_p", -0.5), ("top_p", 1.0001), ("top_p", math.nan), ("top_p", False),
+    ("repetition_penalty", 0), ("repetition_penalty", -1.0), ("repetition_penalty", math.inf),
+    ("repetition_penalty", "1.3"), ("repetition_penalty", True),
+    ("encoding", "wav"), ("encoding", "PCM_MULAW"), ("encoding", "mulaw"), ("encoding", 8),
+    ("connect_timeout", 0), ("connect_timeout", -1), ("connect_timeout", None), ("read_timeout", math.nan),
+    ("handshake_timeout", "300"), ("first_audio_timeout", True), ("first_audio_timeout", None),
+]
+
+
+@pytest.mark.parametrize("field, value", BAD)
+def test_invalid_values_are_rejected_before_connecting(field: str, value: Any) -> None:
+    with pytest.raises(ConfigurationError, match=field if field != "voice" else "voice"):
+        local(**{field: value}).validate()
+
+
+GOOD = [
+    ("max_tokens", 1), ("max_tokens", 6144), ("buffer_size", 1), ("buffer_size", 500),
+    ("temperature", 0), ("temperature", 0.0), ("temperature", 1.5), ("top_p", 1), ("top_p", 1e-9),
+    ("top_p", 0.8), ("repetition_penalty", 1e-6), ("repetition_penalty", 2), ("encoding", "pcm_s16le"),
+    ("encoding", "pcm_mulaw"), ("read_timeout", 0.001), ("connect_timeout", 1),
+]
+
+
+@pytest.mark.parametrize("field, value", GOOD)
+def test_valid_edge_values_are_accepted(field: str, value: Any) -> None:
+    local(**{field: value}).validate()
+
+
+def test_configuration_error_is_a_value_error() -> None:
+    with pytest.raises(ValueError):
+        local(top_p=2).validate()
+
+
+def test_resolve_validates_and_rejects_unknown_settings(tmp_path: Path) -> None:
+    with pytest.raises(ConfigurationError, match="buffer_size"):
+        resolve(tmp_path, {}, api_key=KEY, url=LOCAL, buffer_size=0)
+    with pytest.raises(TypeError, match="buffersize"):
+        resolve(tmp_path, {}, api_key=KEY, url=LOCAL, buffersize=3)
+
+
+def test_unknown_voice_is_a_warning_not_an_error(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.WARNING, logger="basetts"):
+        local(voice="my-custom-voice").validate()
+    assert any("my-custom-voice" in r.getMessage() for r in caplog.records if r.levelno == logging.WARNING)
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="basetts"):
+        for voice in VOICES:
+            local(voice=voice).validate()
+    assert not caplog.records
+
+
+def test_voices_and_emotion_tags_are_public() -> None:
+    assert basetts.VOICES == ("tara", "leah", "jess", "leo", "dan", "mia", "zac", "zoe")
+    assert basetts.EMOTION_TAGS == EMOTION_TAGS
+    assert set(EMOTION_TAGS) == {"<laugh>", "<chuckle>", "<sigh>", "<cough>", "<sniffle>", "<groan>",
+                                 "<yawn>", "<gasp>"}
+    # Each tag is sent as one word: it must survive the server's split.
+    assert all(tag.split() == [tag] for tag in EMOTION_TAGS)
+
+
+# the settings message ---------------------------------------------------------------------------------------
+def test_session_message_has_our_defaults_only() -> None:
+    assert local().session_message() == {"voice": "tara", "max_tokens": 2000, "buffer_size": 10}
+
+
+def test_session_message_has_every_field_set_and_nothing_else() -> None:
+    settings = local(voice="leo", max_tokens=300, buffer_size=3, temperature=0.0, top_p=1.0,
+                     repetition_penalty=1.1, encoding="pcm_mulaw", read_timeout=5.0, allow_insecure=True)
+    message = settings.session_message()
+    assert message == {"voice": "leo", "max_tokens": 300, "buffer_size": 3, "temperature": 0.0, "top_p": 1.0,
+                       "repetition_penalty": 1.1, "encoding": "pcm_mulaw"}
+    assert json.loads(json.dumps(message)) == message
+    assert local(top_p=0.5).session_message() == {"voice": "tara", "max_tokens": 2000, "buffer_size": 10,
+                                                  "top_p": 0.5}
+
+
+def test_bytes_per_sample() -> None:
+    assert local().bytes_per_sample == 2
+    assert local(encoding="pcm_s16le").bytes_per_sample == 2
+    assert local(encoding="pcm_mulaw").bytes_per_sample == 1
+
+
+# secrets and per-call overrides -----------------------------------------------------------------------------
+def test_repr_never_shows_the_key(tmp_path: Path) -> None:
+    settings = resolve(tmp_path, {}, api_key=KEY, url=LOCAL)
+    assert KEY not in repr(settings) and KEY not in str(settings)
+    assert "api_key=<set>" in repr(settings)
+    assert KEY not in repr(settings.replace(voice="leo"))
+    assert KEY not in repr(Synthesizer(api_key=KEY, url=LOCAL))
+
+
+def test_replace_overrides_per_call_and_validates() -> None:
+    base = local(voice="tara", temperature=0.6)
+    changed = base.replace(voice="zoe", top_p=0.5, temperature=None)
+    assert (changed.voice, changed.top_p, changed.temperature) == ("zoe", 0.5, 0.6)
+    assert (base.voice, base.top_p) == ("tara", None)  # the original is untouched
+    assert base.replace() is base and base.replace(voice=None) is base
+    with pytest.raises(ConfigurationError, match="top_p"):
+        base.replace(top_p=0)
+    with pytest.raises(ConfigurationError, match="buffer_size"):
+        base.replace(buffer_size=True)
+    with pytest.raises(TypeError, match="colour"):
+        base.replace(colour="blue")
+
+
+def test_synthesizer_accepts_every_server_setting() -> None:
+    synth = Synthesizer(api_key=KEY, url=LOCAL, voice="mia", max_tokens=1000, buffer_size=4, temperature=0.7,
+                        top_p=0.9, repetition_penalty=1.2, encoding="pcm_mulaw")
+    assert synth.settings.session_message() == {
+        "voice": "mia", "max_tokens": 1000, "buffer_size": 4, "temperature": 0.7, "top_p": 0.9,
+        "repetition_penalty": 1.2, "encoding": "pcm_mulaw"}
+    with pytest.raises(ConfigurationError, match="top_p"):
+        Synthesizer(api_key=KEY, url=LOCAL, top_p=1.5)
