@@ -110,6 +110,52 @@ def _retry_after(value: Optional[str]) -> Optional[float]:
         return None
 
 
+# A spare connection older than this is closed, not used: uvicorn pings every 20 s and an idle spare
+# has no reader to answer, and a gateway may drop idle connections sooner.
+SPARE_MAX_AGE = 15.0
+
+
+class Spare:
+    """One pre-opened connection, kept for the next conversation (the protocol allows one per connection)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.url, self.api_key = settings.url, settings.api_key
+        self.ws: Optional[websocket.WebSocket] = connect(settings)
+        self.opened = time.monotonic()
+
+    def take(self, settings: Settings) -> Optional[websocket.WebSocket]:
+        """The connection, if it fits `settings` and is fresh and quiet; else None (and closed).
+
+        Only the endpoint and key must match: everything else goes in the first message, after this.
+        """
+        ws, self.ws = self.ws, None
+        if ws is None:
+            return None
+        if (settings.url, settings.api_key) != (self.url, self.api_key):
+            ws.shutdown()
+            return None
+        if time.monotonic() - self.opened > SPARE_MAX_AGE or _readable(ws):
+            # Too old, or the server already spoke (a close or a ping) on a connection nobody has used.
+            log.debug("discarding a stale spare connection")
+            ws.shutdown()
+            return None
+        return ws
+
+    def close(self) -> None:
+        ws, self.ws = self.ws, None
+        if ws is not None:
+            ws.shutdown()
+
+
+def _readable(ws: websocket.WebSocket) -> bool:
+    if ws.sock is None:
+        return True
+    try:
+        return bool(select.select([ws.sock], [], [], 0)[0])
+    except (OSError, ValueError):
+        return True
+
+
 class Conversation:
     """One utterance over one connection. Owns its two threads and joins them in `close()`.
 
@@ -118,7 +164,10 @@ class Conversation:
     """
 
     def __init__(self, settings: Settings, words: Iterable[str], *,
-                 queue_frames: int = DEFAULT_QUEUE_FRAMES, stats: Optional[Stats] = None) -> None:
+                 queue_frames: int = DEFAULT_QUEUE_FRAMES, stats: Optional[Stats] = None,
+                 ws: Optional[websocket.WebSocket] = None) -> None:
+        """`ws`: an already connected websocket (from `connect`) to use instead of connecting; the
+        conversation owns it from here on and closes it."""
         self.settings = settings
         self.stats = stats if stats is not None else Stats()
         self._words = words
@@ -129,6 +178,7 @@ class Conversation:
             settings.buffer_size, settings.first_audio_timeout, settings.read_timeout)
         self._decoder = protocol.AudioDecoder(settings.encoding)
         self._ws: Optional[websocket.WebSocket] = None
+        self._preopened = ws
         self._threads: List[threading.Thread] = []
         self._started = time.monotonic()
         self._finished = False
@@ -137,7 +187,12 @@ class Conversation:
     # lifecycle -------------------------------------------------------------------------------------
     def open(self) -> "Conversation":
         """Connect in the caller's thread (so its errors raise here), then start writer and reader."""
-        self._ws = connect(self.settings)
+        if self._preopened is not None:
+            self._ws, self._preopened = self._preopened, None
+            if self._ws.sock is not None:
+                self._ws.sock.settimeout(self.settings.read_timeout)  # this call's, not the spare's
+        else:
+            self._ws = connect(self.settings)
         self.stats.connect_time = self._elapsed()
         for name, target in (("writer", self._write), ("reader", self._read)):
             thread = threading.Thread(target=target, name=f"basetts-{name}", daemon=True)
@@ -148,6 +203,9 @@ class Conversation:
     def close(self) -> None:
         """Stop both threads, close the socket, join. Safe to call any number of times, from any path."""
         self._stop.set()
+        if self._preopened is not None:  # never opened: the spare it was given is still ours to close
+            self._preopened.shutdown()
+            self._preopened = None
         ws = self._ws
         if ws is not None and ws.sock is not None:
             if not self._finished:

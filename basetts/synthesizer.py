@@ -2,11 +2,12 @@
 from __future__ import annotations
 
 import os
+import threading
 from typing import Any, Iterable, Iterator, List, Optional, Union
 
 from . import protocol
 from .audio import Audio, Stats
-from .connection import Conversation
+from .connection import Conversation, Spare
 from .errors import BasetenTTSError
 from .settings import Settings
 
@@ -46,9 +47,41 @@ class Synthesizer:
         self.settings = Settings.resolve(
             api_key, model_id, environment, url, voice=voice, max_tokens=max_tokens,
             buffer_size=buffer_size, connect_timeout=connect_timeout, read_timeout=read_timeout, **options)
+        self._spare: Optional[Spare] = None
+        self._spare_lock = threading.Lock()
 
     def __repr__(self) -> str:
         return f"Synthesizer(url={self.settings.url!r}, voice={self.settings.voice!r})"
+
+    def connect(self) -> None:
+        """Open a connection now, so the next call skips the TCP, TLS and websocket handshakes.
+
+        The server takes one utterance per connection, so this keeps one spare: the next call uses
+        it (if fresher than 15 s; else it connects as usual). Call again after each call to stay ready.
+        """
+        spare = Spare(self.settings)
+        with self._spare_lock:
+            old, self._spare = self._spare, spare
+        if old is not None:
+            old.close()
+
+    def close(self) -> None:
+        """Close the spare connection, if any. Calls made after this still work (they connect)."""
+        with self._spare_lock:
+            spare, self._spare = self._spare, None
+        if spare is not None:
+            spare.close()
+
+    def __enter__(self) -> "Synthesizer":
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def _take_spare(self, settings: Settings) -> Any:
+        with self._spare_lock:
+            spare, self._spare = self._spare, None
+        return spare.take(settings) if spare is not None else None
 
     def stream(self, text: Text, **overrides: Any) -> Iterator[bytes]:
         """Yield 16-bit PCM chunks (whole samples) as they arrive. Breaking out early closes the connection.
@@ -59,7 +92,7 @@ class Synthesizer:
         return self._stream(settings, words_of(text))
 
     def _stream(self, settings: Settings, words: Iterable[str]) -> Iterator[bytes]:
-        with Conversation(settings, words) as conversation:
+        with Conversation(settings, words, ws=self._take_spare(settings)) as conversation:
             try:
                 yield from conversation.chunks()
             except BasetenTTSError as exc:
@@ -72,7 +105,7 @@ class Synthesizer:
         words = words_of(text)
         stats = Stats()
         received: List[bytes] = []
-        with Conversation(settings, words, stats=stats) as conversation:
+        with Conversation(settings, words, stats=stats, ws=self._take_spare(settings)) as conversation:
             try:
                 received.extend(conversation.chunks())
             except BasetenTTSError as exc:
