@@ -9,7 +9,7 @@ import socket
 import ssl
 import threading
 import time
-from typing import Iterable, Iterator, List, Optional, Union
+from typing import Callable, Iterable, Iterator, List, Optional, Union
 from urllib.parse import urlsplit
 
 import websocket
@@ -32,6 +32,11 @@ _JOIN_TIMEOUT = 2.0
 # Queue of frames between the reader and the consumer: ~64 frames of 85 ms, about 5 s of audio. When
 # full, the reader stops reading, so the socket (not memory) absorbs a slow consumer.
 DEFAULT_QUEUE_FRAMES = 64
+# Once, after queueing the first audio: long enough for the waiting consumer to wake and run.
+_FIRST_AUDIO_HANDOFF = 50e-6
+# How much of a whole text open() sends itself before leaving the rest to the writer thread.
+_EAGER_MESSAGES = 128
+_EAGER_BYTES = 4096
 
 
 class _End:
@@ -183,10 +188,14 @@ class Conversation:
         self._started = time.monotonic()
         self._finished = False
         self.words_sent = 0
+        self._messages = protocol.outgoing(settings.session_message(), words)
+        self._messages_sent = 0
+        self._all_sent = False
 
     # lifecycle -------------------------------------------------------------------------------------
     def open(self) -> "Conversation":
-        """Connect in the caller's thread (so its errors raise here), then start writer and reader."""
+        """Connect in the caller's thread (so its errors raise here), then start the reader (and the
+        writer, unless this thread could send everything)."""
         if self._preopened is not None:
             self._ws, self._preopened = self._preopened, None
             if self._ws.sock is not None:
@@ -194,11 +203,37 @@ class Conversation:
         else:
             self._ws = connect(self.settings)
         self.stats.connect_time = self._elapsed()
-        for name, target in (("writer", self._write), ("reader", self._read)):
-            thread = threading.Thread(target=target, name=f"basetts-{name}", daemon=True)
-            self._threads.append(thread)
-            thread.start()
+        # A whole text (a list of words) is sent from this thread, not the writer's: the first segment's
+        # words before any thread starts, so no thread start or GIL hand-off delays the server's first
+        # audio; then the rest, up to a few kB, which fit in the socket buffers even if the server
+        # reads none, so this never blocks. A short text needs no writer thread at all.
+        # (docs/performance.md, "What we fixed".)
+        if isinstance(self._words, (list, tuple)):
+            self._send_now(_EAGER_MESSAGES)
+        self._start_thread("reader", self._read)
+        if not self._all_sent:
+            self._start_thread("writer", self._write)
         return self
+
+    def _start_thread(self, name: str, target: Callable[[], None]) -> None:
+        thread = threading.Thread(target=target, name=f"basetts-{name}", daemon=True)
+        self._threads.append(thread)
+        thread.start()
+
+    def _send_now(self, limit: int) -> None:
+        """Send up to `limit` messages (and _EAGER_BYTES) in the caller's thread."""
+        size = 0
+        try:
+            while not self._all_sent and limit > 0 and size < _EAGER_BYTES:
+                message = next(self._messages)
+                self._send(message)
+                limit -= 1
+                size += len(message)
+        except StopIteration:
+            pass
+        except (OSError, websocket.WebSocketException) as exc:
+            log.debug("sending from the caller's thread failed: %s", exc)  # the reader reports why
+            self._all_sent = True  # nothing more can go out on this connection
 
     def close(self) -> None:
         """Stop both threads, close the socket, join. Safe to call any number of times, from any path."""
@@ -281,23 +316,29 @@ class Conversation:
                 continue
         return False
 
-    def _write(self) -> None:
-        """Send settings, one word per message, then the sentinel."""
+    def _send(self, message: str) -> None:
+        """Send one message (settings, a word or the sentinel) and keep the deadlines up to date."""
         assert self._ws is not None
+        if message == protocol.SENTINEL:
+            # Marked before sending: the server's close may come before send() returns here.
+            with self._lock:
+                self._deadlines.end_sent(time.monotonic())
+        self._ws.send(message)
+        self._messages_sent += 1
+        if message == protocol.SENTINEL:
+            self._all_sent = True
+        if self._messages_sent > 1 and message != protocol.SENTINEL:
+            with self._lock:
+                self.words_sent += 1
+                self._deadlines.word_sent(time.monotonic())
+
+    def _write(self) -> None:
+        """Send settings, one word per message, then the sentinel (whatever open() has not sent)."""
         try:
-            messages = protocol.outgoing(self.settings.session_message(), self._words)
-            for index, message in enumerate(messages):
+            for message in self._messages:
                 if self._stop.is_set():
                     return
-                if message == protocol.SENTINEL:
-                    # Marked before sending: the server's close may come before send() returns here.
-                    with self._lock:
-                        self._deadlines.end_sent(time.monotonic())
-                self._ws.send(message)
-                if index > 0 and message != protocol.SENTINEL:
-                    with self._lock:
-                        self.words_sent += 1
-                        self._deadlines.word_sent(time.monotonic())
+                self._send(message)
         except BaseException as exc:  # noqa: BLE001 - reported to the consumer, never lost
             if self._stop.is_set():
                 return
@@ -371,6 +412,10 @@ class Conversation:
         stats.encoding = self._decoder.encoding
         if pcm:
             self._put(pcm)
+            if stats.frames_received == 1:
+                # Let the consumer take the GIL now: when frames come in a burst (a fast server),
+                # this thread would otherwise read several more before the first one is handed on.
+                time.sleep(_FIRST_AUDIO_HANDOFF)
 
     def _on_close(self, payload: bytes) -> Optional[BaseException]:
         code = int.from_bytes(payload[:2], "big") if len(payload) >= 2 else protocol.NORMAL_CLOSE

@@ -224,7 +224,9 @@ def test_stream_failure_after_chunks_were_yielded():
 
 def test_breaking_out_of_stream_closes_the_connection(basetts_server):
     before = threading.active_count()
-    stream = synth_for(basetts_server, buffer_size=2).stream(TEXT)
+    # Long enough that the server is still sending when we leave: a short text is sent whole at once
+    # and its audio fits in the socket buffers, so the server could finish before it sees the close.
+    stream = synth_for(basetts_server, buffer_size=2).stream(" ".join([TEXT] * 20))
     next(stream)
     stream.close()
     record = basetts_server.last()
