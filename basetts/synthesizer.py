@@ -1,9 +1,10 @@
 """`Synthesizer`: the blocking API (synthesize, stream, save, speak) over one conversation per call."""
 from __future__ import annotations
 
+import io
 import os
 import threading
-from typing import Any, Iterable, Iterator, List, Optional, Union
+from typing import Any, Iterable, Iterator, Optional, Union
 
 from . import protocol
 from .audio import Audio, Stats
@@ -104,14 +105,17 @@ class Synthesizer:
         settings = self.settings.replace(**overrides)
         words = words_of(text)
         stats = Stats()
-        received: List[bytes] = []
+        # BytesIO, not a list joined at the end: getvalue() hands over its buffer without a copy, so the
+        # peak is the PCM once, not twice (docs/performance.md).
+        received = io.BytesIO()
         with Conversation(settings, words, stats=stats, ws=self._take_spare(settings)) as conversation:
             try:
-                received.extend(conversation.chunks())
+                for chunk in conversation.chunks():
+                    received.write(chunk)
             except BasetenTTSError as exc:
-                exc.partial = Audio(b"".join(received), stats=stats)
+                exc.partial = Audio(received.getvalue(), stats=stats)
                 raise
-        return Audio(b"".join(received), stats=stats)
+        return Audio(received.getvalue(), stats=stats)
 
     def save(self, text: Text, path: Union[str, "os.PathLike[str]"], **overrides: Any) -> Audio:
         """Synthesize and write a WAV file; returns the `Audio` too."""
