@@ -90,7 +90,7 @@ def test_stream_uses_the_spare_too_and_the_next_call_connects_again(server):
     synth = synth_for(server)
     synth.connect()
     assert b"".join(synth.stream(TEXT)) == server.expected_pcm(TEXT)
-    assert len(server.conversations) == 1
+    assert wait_for(lambda: len(server.conversations) == 1)
     synth.synthesize(TEXT)  # the spare was used up: one connection per conversation
     assert len(server.conversations) == 2
 
@@ -106,6 +106,7 @@ def test_per_call_settings_still_go_in_the_first_message(server):
 def test_a_stale_spare_is_closed_and_replaced_by_a_fresh_connection(server, monkeypatch):
     synth = synth_for(server)
     synth.connect()
+    assert wait_for(lambda: len(server.conversations) == 1)  # the server records it after the upgrade
     monkeypatch.setattr(connection, "SPARE_MAX_AGE", 0.0)
     assert synth.synthesize(TEXT).pcm == server.expected_pcm(TEXT)
     assert len(server.conversations) == 2
@@ -131,13 +132,14 @@ def test_another_endpoint_does_not_get_the_spare(server):
         audio = synth.synthesize(TEXT, url=other.url, api_key=other.api_key)
         assert audio.pcm == other.expected_pcm(TEXT)
         assert len(other.conversations) == 1
-        assert wait_for(lambda: server.conversations[0].done.is_set())  # closed, not kept
+        assert wait_for(lambda: bool(server.conversations) and server.conversations[0].done.is_set())  # closed
 
 
 def test_close_and_exit_close_the_spare_and_leak_nothing(server):
     fds = baseline_fds(server)
     with synth_for(server) as synth:
         synth.connect()
+        assert wait_for(lambda: len(server.conversations) == 2)
         synth.connect()  # replaces (and closes) the first spare
         assert wait_for(lambda: len(server.conversations) == 3)
         assert server.conversations[1].done.wait(5)
