@@ -2,6 +2,7 @@
 the reader and the caller. Only this module imports websocket-client."""
 from __future__ import annotations
 
+import itertools
 import logging
 import queue
 import select
@@ -32,11 +33,16 @@ _JOIN_TIMEOUT = 2.0
 # Queue of frames between the reader and the consumer: ~64 frames of 85 ms, about 5 s of audio. When
 # full, the reader stops reading, so the socket (not memory) absorbs a slow consumer.
 DEFAULT_QUEUE_FRAMES = 64
+# Frames already waiting in the socket are handed on together, up to this many bytes: one queue
+# hand-off (a thread wake-up and a GIL switch) per burst instead of per 4 kB frame. Never waits for more.
+_COALESCE_BYTES = 32768
 # Once, after queueing the first audio: long enough for the waiting consumer to wake and run.
 _FIRST_AUDIO_HANDOFF = 50e-6
 # How much of a whole text open() sends itself before leaving the rest to the writer thread.
 _EAGER_MESSAGES = 128
 _EAGER_BYTES = 4096
+# The writer thread sends a list of words this many messages per write.
+_BATCH_MESSAGES = 64
 
 
 class _End:
@@ -191,6 +197,8 @@ class Conversation:
         self._messages = protocol.outgoing(settings.session_message(), words)
         self._messages_sent = 0
         self._all_sent = False
+        self._pending: List[bytes] = []  # audio read but not yet queued (see _COALESCE_BYTES)
+        self._pending_bytes = 0
 
     # lifecycle -------------------------------------------------------------------------------------
     def open(self) -> "Conversation":
@@ -221,16 +229,18 @@ class Conversation:
         thread.start()
 
     def _send_now(self, limit: int) -> None:
-        """Send up to `limit` messages (and _EAGER_BYTES) in the caller's thread."""
+        """Send up to `limit` messages (and about _EAGER_BYTES) from the caller's thread, in one write."""
+        messages: List[str] = []
         size = 0
+        for message in self._messages:
+            messages.append(message)
+            size += len(message) + 6  # the frame header and mask
+            if len(messages) >= limit or size >= _EAGER_BYTES:
+                break
+        if not messages:
+            return
         try:
-            while not self._all_sent and limit > 0 and size < _EAGER_BYTES:
-                message = next(self._messages)
-                self._send(message)
-                limit -= 1
-                size += len(message)
-        except StopIteration:
-            pass
+            self._send(messages)
         except (OSError, websocket.WebSocketException) as exc:
             log.debug("sending from the caller's thread failed: %s", exc)  # the reader reports why
             self._all_sent = True  # nothing more can go out on this connection
@@ -316,29 +326,45 @@ class Conversation:
                 continue
         return False
 
-    def _send(self, message: str) -> None:
-        """Send one message (settings, a word or the sentinel) and keep the deadlines up to date."""
-        assert self._ws is not None
-        if message == protocol.SENTINEL:
+    def _send(self, messages: List[str]) -> None:
+        """Send messages (settings, words, the sentinel), each its own websocket message, in one write;
+        keep the deadlines up to date."""
+        ws = self._ws
+        assert ws is not None
+        if messages[-1] == protocol.SENTINEL:
             # Marked before sending: the server's close may come before send() returns here.
             with self._lock:
                 self._deadlines.end_sent(time.monotonic())
-        self._ws.send(message)
-        self._messages_sent += 1
-        if message == protocol.SENTINEL:
+        if len(messages) == 1:
+            ws.send(messages[0])
+        else:
+            # What ws.send does for each message (websocket-client masks each), in one syscall.
+            data = b"".join(websocket.ABNF.create_frame(m, websocket.ABNF.OPCODE_TEXT).format() for m in messages)
+            with ws.lock:
+                assert ws.sock is not None
+                ws.sock.sendall(data)
+        words = len(messages) - (self._messages_sent == 0) - (messages[-1] == protocol.SENTINEL)
+        self._messages_sent += len(messages)
+        if messages[-1] == protocol.SENTINEL:
             self._all_sent = True
-        if self._messages_sent > 1 and message != protocol.SENTINEL:
+        if words:
+            now = time.monotonic()
             with self._lock:
-                self.words_sent += 1
-                self._deadlines.word_sent(time.monotonic())
+                self.words_sent += words
+                for _ in range(words):
+                    self._deadlines.word_sent(now)
 
     def _write(self) -> None:
         """Send settings, one word per message, then the sentinel (whatever open() has not sent)."""
         try:
-            for message in self._messages:
-                if self._stop.is_set():
+            # A list of words is all there: send it in batches. An iterable (an LLM's tokens) may make
+            # us wait for each word: send each as soon as it comes.
+            batch = _BATCH_MESSAGES if isinstance(self._words, (list, tuple)) else 1
+            while not self._stop.is_set():
+                messages = list(itertools.islice(self._messages, batch))
+                if not messages:
                     return
-                self._send(message)
+                self._send(messages)
         except BaseException as exc:  # noqa: BLE001 - reported to the consumer, never lost
             if self._stop.is_set():
                 return
@@ -355,7 +381,11 @@ class Conversation:
         error: Optional[BaseException] = None
         try:
             while not self._stop.is_set():
-                if not self._wait_readable(ws):
+                ready = bool(self._pending) and self._wait_readable(ws, 0)
+                if not ready:
+                    self._flush_pending()  # the burst is over (if any): hand on what it brought
+                    ready = self._wait_readable(ws)
+                if not ready:
                     with self._lock:
                         deadline, why = self._deadlines.deadline(), self._deadlines.describe()
                     if deadline is not None and time.monotonic() >= deadline:
@@ -381,16 +411,17 @@ class Conversation:
             error = protocol.close_error(None, "", self._deadlines.sentinel_sent)
         if self._stop.is_set():
             return
+        self._flush_pending()
         if error is None and self._decoder.pending:
             log.warning("dropping %d trailing byte(s): the stream ended mid-sample", len(self._decoder.pending))
         self._put(_End(error))
 
-    def _wait_readable(self, ws: websocket.WebSocket) -> bool:
+    def _wait_readable(self, ws: websocket.WebSocket, timeout: float = _POLL) -> bool:
         sock = ws.sock
         if isinstance(sock, ssl.SSLSocket) and sock.pending():
             return True
         try:
-            readable, _, _ = select.select([sock], [], [], _POLL)
+            readable, _, _ = select.select([sock], [], [], timeout)
         except (OSError, ValueError):  # socket shut down or closed by close()
             if self._stop.is_set():
                 return False
@@ -410,12 +441,25 @@ class Conversation:
         if self._decoder.fell_back and stats.encoding is None:
             log.warning("asked for pcm_mulaw, but the server sent 16-bit PCM (an older server); decoding that")
         stats.encoding = self._decoder.encoding
-        if pcm:
+        if not pcm:
+            return
+        if stats.frames_received == 1:
             self._put(pcm)
-            if stats.frames_received == 1:
-                # Let the consumer take the GIL now: when frames come in a burst (a fast server),
-                # this thread would otherwise read several more before the first one is handed on.
-                time.sleep(_FIRST_AUDIO_HANDOFF)
+            # Let the consumer take the GIL now: when frames come in a burst (a fast server),
+            # this thread would otherwise read several more before the first one is handed on.
+            time.sleep(_FIRST_AUDIO_HANDOFF)
+            return
+        self._pending.append(pcm)
+        self._pending_bytes += len(pcm)
+        if self._pending_bytes >= _COALESCE_BYTES:
+            self._flush_pending()
+
+    def _flush_pending(self) -> None:
+        if not self._pending:
+            return
+        chunk = self._pending[0] if len(self._pending) == 1 else b"".join(self._pending)
+        self._pending, self._pending_bytes = [], 0
+        self._put(chunk)
 
     def _on_close(self, payload: bytes) -> Optional[BaseException]:
         code = int.from_bytes(payload[:2], "big") if len(payload) >= 2 else protocol.NORMAL_CLOSE
