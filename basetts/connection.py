@@ -30,8 +30,10 @@ log = logging.getLogger("basetts")
 _POLL = 0.05
 # Time a thread gets to finish after being told to stop.
 _JOIN_TIMEOUT = 2.0
-# Queue of frames between the reader and the consumer: ~64 frames of 85 ms, about 5 s of audio. When
-# full, the reader stops reading, so the socket (not memory) absorbs a slow consumer.
+# Queue of chunks between the reader and the consumer: 64 chunks, each one frame (4 kB, 85 ms) when
+# audio arrives at the pace it plays, at most _COALESCE_BYTES (32 kB) when it arrives in bursts: 5 s to
+# ~45 s of audio, 2 MB at most. When full, the reader stops reading, so the socket (not memory) absorbs
+# a slow consumer.
 DEFAULT_QUEUE_FRAMES = 64
 # Frames already waiting in the socket are handed on together, up to this many bytes: one queue
 # hand-off (a thread wake-up and a GIL switch) per burst instead of per 4 kB frame. Never waits for more.

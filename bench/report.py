@@ -185,10 +185,11 @@ def generated(results: Dict[str, Any], s: Dict[str, Any], plot: Optional[str]) -
         mem = results["memory"]
         rows = []
         for (mode, minutes), run in sorted(s["memory"].items()):
-            rows.append([f"{mode}()", str(minutes), f"{run['audio_seconds']:.0f}", f"{run['baseline_kb'] / 1024:.1f}",
+            played = f"{run['audio_seconds']:.0f}" + (" (played, then stopped)" if mode == "speak" else "")
+            rows.append([f"{mode}()", str(minutes), played, f"{run['baseline_kb'] / 1024:.1f}",
                          f"{run['peak_kb'] / 1024:.1f}", f"{run['growth_kb'] / 1024:+.1f}"])
         parts += ["### Peak RSS (a fresh process per row; the server in another process)", "",
-                  table(["call", "minutes of audio", "audio s received", "RSS before MB", "peak MB", "growth MB"],
+                  table(["call", "minutes of audio in the text", "audio s received", "RSS before MB", "peak MB", "growth MB"],
                         rows), "",
                   f"stream(): the consumer reads one chunk, stalls {mem['stall']:g} s, then reads to the end. "
                   + (f"speak(): peak after {mem['speak_budget']:g} s of playback." if any(
