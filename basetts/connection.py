@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import os
 import queue
 import select
 import socket
@@ -167,6 +168,10 @@ def _readable(ws: websocket.WebSocket) -> bool:
         return bool(select.select([ws.sock], [], [], 0)[0])
     except (OSError, ValueError):
         return True
+
+
+def _fixed_key(key: bytes) -> Callable[[int], bytes]:
+    return lambda _size: key
 
 
 class Conversation:
@@ -340,8 +345,15 @@ class Conversation:
         if len(messages) == 1:
             ws.send(messages[0])
         else:
-            # What ws.send does for each message (websocket-client masks each), in one syscall.
-            data = b"".join(websocket.ABNF.create_frame(m, websocket.ABNF.OPCODE_TEXT).format() for m in messages)
+            # What ws.send does for each message, in one syscall; the random mask keys (RFC 6455 5.3)
+            # come from one os.urandom call instead of one each.
+            keys = os.urandom(4 * len(messages))
+            frames = []
+            for index, message in enumerate(messages):
+                frame = websocket.ABNF.create_frame(message, websocket.ABNF.OPCODE_TEXT)
+                frame.get_mask_key = _fixed_key(keys[4 * index:4 * index + 4])
+                frames.append(frame.format())
+            data = b"".join(frames)
             with ws.lock:
                 assert ws.sock is not None
                 ws.sock.sendall(data)

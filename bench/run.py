@@ -30,9 +30,9 @@ BYTES_PER_SECOND = 48000
 @dataclasses.dataclass
 class Plan:
     ttfb_words: int = 20
-    ttfb_reps: int = 30
+    ttfb_reps: int = 60
     throughput_words: int = 6000  # 10 minutes at 2400 samples (0.1 s) per word
-    throughput_reps: int = 3
+    throughput_reps: int = 5
     encoding_words: int = 600  # 1 minute: the server's μ-law encoder is pure Python, slow
     encoding_reps: int = 3
     cpu_levels: Tuple[int, ...] = (1, 8, 32, 64)
