@@ -24,9 +24,11 @@ SENTINEL = "__END__"
 
 
 # bare websocket-client ---------------------------------------------------------------------------------
-def _bare_connect(url: str, api_key: str, multithread: bool = False) -> websocket.WebSocket:
-    # create_connection sets TCP_NODELAY by default, as basetts does.
-    return websocket.create_connection(url, header=[f"Authorization: Api-Key {api_key}"],
+def _bare_connect(url: str, api_key: str, multithread: bool = False,
+                  timeout: Optional[float] = None) -> websocket.WebSocket:
+    # create_connection sets TCP_NODELAY by default, as basetts does. No timeout: the floor. With one
+    # (as any careful client has), CPython polls before every recv, and the upgrade is read byte by byte.
+    return websocket.create_connection(url, header=[f"Authorization: Api-Key {api_key}"], timeout=timeout,
                                        skip_utf8_validation=True, enable_multithread=multithread)
 
 
@@ -40,10 +42,10 @@ def _bare_drain(ws: websocket.WebSocket) -> int:
             return received
 
 
-def bare_first_byte(url: str, api_key: str, text: str) -> Tuple[float, int]:
+def bare_first_byte(url: str, api_key: str, text: str, timeout: Optional[float] = None) -> Tuple[float, int]:
     """Connect, send everything, first recv: no threads, no queue, nothing but the library."""
     started = time.perf_counter()
-    ws = _bare_connect(url, api_key)
+    ws = _bare_connect(url, api_key, timeout=timeout)
     ws.send(json.dumps(SETTINGS))
     for word in text.split():
         ws.send(word)
@@ -55,11 +57,12 @@ def bare_first_byte(url: str, api_key: str, text: str) -> Tuple[float, int]:
     return elapsed, received
 
 
-def bare_receive_all(url: str, api_key: str, text: str, encoding: Optional[str] = None) -> Tuple[float, int]:
+def bare_receive_all(url: str, api_key: str, text: str, encoding: Optional[str] = None,
+                     timeout: Optional[float] = None) -> Tuple[float, int]:
     """The whole stream: a thread sends words while this one reads (a long text would otherwise
     deadlock: the server stops reading words while its audio is not read). Returns (seconds, bytes)."""
     started = time.perf_counter()
-    ws = _bare_connect(url, api_key, multithread=True)
+    ws = _bare_connect(url, api_key, multithread=True, timeout=timeout)
     settings = dict(SETTINGS, **({"encoding": encoding} if encoding else {}))
 
     def send() -> None:

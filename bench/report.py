@@ -101,13 +101,13 @@ def targets(s: Dict[str, Any], results: Dict[str, Any]) -> List[Tuple[str, str, 
     rows: List[Tuple[str, str, str]] = []
     skipped = results.get("speak_skipped")
     if "ttfb_ratio" in s:
-        rows.append(("Time to first byte ≤ 1.15× the bare loop", f"{s['ttfb_ratio']:.2f}×",
+        rows.append(("Time to first byte ≤ 1.15× the bare loop", f"{s['ttfb_ratio']:.3f}×",
                      verdict(s["ttfb_ratio"] <= 1.15)))
         if s.get("ttfb_vs_official") is not None:
-            rows.append(("Time to first byte ≤ the official client", f"{s['ttfb_vs_official']:.2f}×",
+            rows.append(("Time to first byte ≤ the official client", f"{s['ttfb_vs_official']:.3f}×",
                          verdict(s["ttfb_vs_official"] <= 1.0)))
     if "throughput_ratio" in s:
-        rows.append(("Throughput ≥ 0.9× the bare loop", f"{s['throughput_ratio']:.2f}×",
+        rows.append(("Throughput ≥ 0.9× the bare loop", f"{s['throughput_ratio']:.3f}×",
                      verdict(s["throughput_ratio"] >= 0.9)))
     if "cpu_ratio" in s:
         low, high = s["cpu_levels"]
@@ -152,10 +152,15 @@ def generated(results: Dict[str, Any], s: Dict[str, Any], plot: Optional[str]) -
     if "ttfb" in s:
         fb = results["first_byte"]
         base = s["ttfb"][BARE]
-        rows = [[name, fmt(value * 1000), f"{value / base:.2f}×", str(len(fb["samples"][name]))]
+        def spread(name: str) -> str:
+            ordered = sorted(fb["samples"][name])
+            low, high = ordered[len(ordered) // 10], ordered[(9 * len(ordered)) // 10]
+            return f"{low * 1000:.2f}–{high * 1000:.2f}"
+
+        rows = [[name, fmt(value * 1000), f"{value / base:.2f}×", spread(name), str(len(fb["samples"][name]))]
                 for name, value in s["ttfb"].items()]
         parts += [f"### Time to first audio byte ({plan['ttfb_words']} words, local server at zero latency)", "",
-                  table(["client", "median ms", "vs bare loop", "runs"], rows), ""]
+                  table(["client", "median ms", "vs bare loop", "p10–p90 ms", "runs"], rows), ""]
         parts += [f"`connect()` ahead of the call saves {s['warm_saving'] * 1000:.2f} ms here (loopback: the "
                   "TCP and websocket handshakes only; over the internet add a round trip or two and TLS).", ""]
         if fb.get("official_skipped"):

@@ -25,6 +25,7 @@ from . import clients, procs, report
 from .pulse import PulseUnavailable, null_sink
 
 BYTES_PER_SECOND = 48000
+TIMEOUT = 30.0  # for the reference bare loop "with a timeout": basetts' read_timeout
 
 
 @dataclasses.dataclass
@@ -32,7 +33,7 @@ class Plan:
     ttfb_words: int = 20
     ttfb_reps: int = 60
     throughput_words: int = 6000  # 10 minutes at 2400 samples (0.1 s) per word
-    throughput_reps: int = 5
+    throughput_reps: int = 6
     encoding_words: int = 600  # 1 minute: the server's μ-law encoder is pure Python, slow
     encoding_reps: int = 3
     cpu_levels: Tuple[int, ...] = (1, 8, 32, 64)
@@ -72,6 +73,8 @@ def measure_first_byte(plan: Plan) -> Dict[str, Any]:
         synth = Synthesizer(url=server.url, api_key=server.api_key)
         runners: Dict[str, Callable[[], Tuple[float, int]]] = {
             "bare websocket-client": lambda: clients.bare_first_byte(server.url, server.api_key, text),
+            "bare websocket-client, with a timeout": lambda: clients.bare_first_byte(
+                server.url, server.api_key, text, timeout=TIMEOUT),
             "basetts stream()": lambda: clients.basetts_first_byte(synth, text),
             "basetts stream() after connect()": lambda: clients.basetts_warm_first_byte(synth, text),
         }
@@ -101,10 +104,16 @@ def measure_throughput(plan: Plan) -> Dict[str, Any]:
         synth = Synthesizer(url=server.url, api_key=server.api_key)
         runners = {
             "bare websocket-client": lambda: clients.bare_receive_all(server.url, server.api_key, text),
+            "bare websocket-client, with a timeout": lambda: clients.bare_receive_all(
+                server.url, server.api_key, text, timeout=TIMEOUT),
             "basetts stream()": lambda: clients.basetts_receive_all(synth, text),
         }
+        for run in runners.values():  # warm-up: imports, and the server's tone cache
+            run()
         for rep in range(plan.throughput_reps):
-            for name, run in (runners.items() if rep % 2 == 0 else reversed(list(runners.items()))):
+            names = list(runners)
+            for name in names[rep % len(names):] + names[:rep % len(names)]:  # rotate the order
+                run = runners[name]
                 cpu = time.process_time()
                 elapsed, received = run()
                 cpu = time.process_time() - cpu
