@@ -31,9 +31,9 @@ TIMEOUT = 30.0  # for the reference bare loop "with a timeout": basetts' read_ti
 @dataclasses.dataclass
 class Plan:
     ttfb_words: int = 20
-    ttfb_reps: int = 60
+    ttfb_reps: int = 100
     throughput_words: int = 6000  # 10 minutes at 2400 samples (0.1 s) per word
-    throughput_reps: int = 6
+    throughput_reps: int = 15
     encoding_words: int = 600  # 1 minute: the server's μ-law encoder is pure Python, slow
     encoding_reps: int = 3
     cpu_levels: Tuple[int, ...] = (1, 8, 32, 64)
