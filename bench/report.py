@@ -238,6 +238,8 @@ def plot(results: Dict[str, Any], s: Dict[str, Any], path: Path) -> bool:
         for run in results["cpu"]["runs"]:
             right.plot(run["streams"], run["cpu_per_audio_second"] * 1000, ".", color="grey", alpha=0.5)
         right.set_xscale("log", base=2)
+        levels = sorted({n for _, n in s["cpu"]})
+        right.set_xticks(levels, [str(n) for n in levels])
         right.set_ylim(bottom=0)
         right.set_xlabel("concurrent streams in one process")
         right.set_ylabel("CPU ms per audio second")
