@@ -175,7 +175,8 @@ def _fixed_key(key: bytes) -> Callable[[int], bytes]:
 
 
 class Conversation:
-    """One utterance over one connection. Owns its two threads and joins them in `close()`.
+    """One utterance over one connection. Owns its threads (a reader; a writer when the
+    caller's thread could not send everything) and joins them in `close()`.
 
     Use as a context manager; `chunks()` yields sample-aligned 16-bit PCM as it arrives and raises a
     `BasetenTTSError` if the stream does not end with the server's normal close.
@@ -253,7 +254,7 @@ class Conversation:
             self._all_sent = True  # nothing more can go out on this connection
 
     def close(self) -> None:
-        """Stop both threads, close the socket, join. Safe to call any number of times, from any path."""
+        """Stop the threads, close the socket, join. Safe to call any number of times, from any path."""
         self._stop.set()
         if self._preopened is not None:  # never opened: the spare it was given is still ours to close
             self._preopened.shutdown()
