@@ -42,8 +42,17 @@ test: install
 demo: install
 	$(BIN)/basetts say --local "Hello! This is basetts, speaking through a local test server."
 
+# `make bench`: docs/performance.md and .png (~10 minutes); `make bench QUICK=1`: a ~1 minute smoke run
+# written to build/bench-quick/ instead.
+bench: install $(VENV)/.bench-installed
+	$(PY) -m bench $(if $(QUICK),--quick)
+
+$(VENV)/.bench-installed: setup.cfg setup.py
+	$(PY) -m pip install --quiet -e '.[play,server,dev,bench]'
+	@touch $@
+
 lint: install
-	$(BIN)/ruff check basetts tests
+	$(BIN)/ruff check basetts tests bench examples docs/notebook.py
 	$(BIN)/mypy basetts
 
 clean:

@@ -2,14 +2,16 @@
 the reader and the caller. Only this module imports websocket-client."""
 from __future__ import annotations
 
+import itertools
 import logging
+import os
 import queue
 import select
 import socket
 import ssl
 import threading
 import time
-from typing import Iterable, Iterator, List, Optional, Union
+from typing import Callable, Iterable, Iterator, List, Optional, Union
 from urllib.parse import urlsplit
 
 import websocket
@@ -34,9 +36,21 @@ log = logging.getLogger("basetts")
 _POLL = 0.05
 # Time a thread gets to finish after being told to stop.
 _JOIN_TIMEOUT = 2.0
-# Queue of frames between the reader and the consumer: ~64 frames of 85 ms, about 5 s of audio. When
-# full, the reader stops reading, so the socket (not memory) absorbs a slow consumer.
+# Queue of chunks between the reader and the consumer: 64 chunks, each one frame (4 kB, 85 ms) when
+# audio arrives at the pace it plays, at most _COALESCE_BYTES (32 kB) when it arrives in bursts: 5 s to
+# ~45 s of audio, 2 MB at most. When full, the reader stops reading, so the socket (not memory) absorbs
+# a slow consumer.
 DEFAULT_QUEUE_FRAMES = 64
+# Frames already waiting in the socket are handed on together, up to this many bytes: one queue
+# hand-off (a thread wake-up and a GIL switch) per burst instead of per 4 kB frame. Never waits for more.
+_COALESCE_BYTES = 32768
+# Once, after queueing the first audio: long enough for the waiting consumer to wake and run.
+_FIRST_AUDIO_HANDOFF = 50e-6
+# How much of a whole text open() sends itself before leaving the rest to the writer thread.
+_EAGER_MESSAGES = 128
+_EAGER_BYTES = 4096
+# The writer thread sends a list of words this many messages per write.
+_BATCH_MESSAGES = 64
 
 
 class _End:
@@ -126,15 +140,69 @@ def _retry_after(value: Optional[str]) -> Optional[float]:
         return None
 
 
+# A spare connection older than this is closed, not used: uvicorn pings every 20 s and an idle spare
+# has no reader to answer, and a gateway may drop idle connections sooner.
+SPARE_MAX_AGE = 15.0
+
+
+class Spare:
+    """One pre-opened connection, kept for the next conversation (the protocol allows one per connection)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.url, self.api_key = settings.url, settings.api_key
+        self.ws: Optional[websocket.WebSocket] = connect(settings)
+        self.opened = time.monotonic()
+
+    def take(self, settings: Settings) -> Optional[websocket.WebSocket]:
+        """The connection, if it fits `settings` and is fresh and quiet; else None (and closed).
+
+        Only the endpoint and key must match: everything else goes in the first message, after this.
+        """
+        ws, self.ws = self.ws, None
+        if ws is None:
+            return None
+        if (settings.url, settings.api_key) != (self.url, self.api_key):
+            ws.shutdown()
+            return None
+        if time.monotonic() - self.opened > SPARE_MAX_AGE or _readable(ws):
+            # Too old, or the server already spoke (a close or a ping) on a connection nobody has used.
+            log.debug("discarding a stale spare connection")
+            ws.shutdown()
+            return None
+        return ws
+
+    def close(self) -> None:
+        ws, self.ws = self.ws, None
+        if ws is not None:
+            ws.shutdown()
+
+
+def _readable(ws: websocket.WebSocket) -> bool:
+    if ws.sock is None:
+        return True
+    try:
+        return bool(select.select([ws.sock], [], [], 0)[0])
+    except (OSError, ValueError):
+        return True
+
+
+def _fixed_key(key: bytes) -> Callable[[int], bytes]:
+    return lambda _size: key
+
+
 class Conversation:
-    """One utterance over one connection. Owns its two threads and joins them in `close()`.
+    """One utterance over one connection. Owns its threads (a reader; a writer when the
+    caller's thread could not send everything) and joins them in `close()`.
 
     Use as a context manager; `chunks()` yields sample-aligned 16-bit PCM as it arrives and raises a
     `BasetenTTSError` if the stream does not end with the server's normal close.
     """
 
     def __init__(self, settings: Settings, words: Iterable[str], *,
-                 queue_frames: int = DEFAULT_QUEUE_FRAMES, stats: Optional[Stats] = None) -> None:
+                 queue_frames: int = DEFAULT_QUEUE_FRAMES, stats: Optional[Stats] = None,
+                 ws: Optional[websocket.WebSocket] = None) -> None:
+        """`ws`: an already connected websocket (from `connect`) to use instead of connecting; the
+        conversation owns it from here on and closes it."""
         self.settings = settings
         self.stats = stats if stats is not None else Stats()
         self._words = words
@@ -145,27 +213,70 @@ class Conversation:
             settings.buffer_size, settings.first_audio_timeout, settings.read_timeout)
         self._decoder = protocol.AudioDecoder(settings.encoding)
         self._ws: Optional[websocket.WebSocket] = None
+        self._preopened = ws
         self._threads: List[threading.Thread] = []
         self._started = time.monotonic()
         self._finished = False
         self.words_sent = 0
+        self._messages = protocol.outgoing(settings.session_message(), words)
+        self._messages_sent = 0
+        self._all_sent = False
+        self._pending: List[bytes] = []  # audio read but not yet queued (see _COALESCE_BYTES)
+        self._pending_bytes = 0
 
     # lifecycle -------------------------------------------------------------------------------------
     def open(self) -> "Conversation":
-        """Connect in the caller's thread (so its errors raise here), then start writer and reader."""
+        """Connect in the caller's thread (so its errors raise here), then start the reader (and the
+        writer, unless this thread could send everything)."""
         if self._ws is not None:
             return self
-        self._ws = connect(self.settings)
+        if self._preopened is not None:
+            self._ws, self._preopened = self._preopened, None
+            if self._ws.sock is not None:
+                self._ws.sock.settimeout(self.settings.read_timeout)  # this call's, not the spare's
+        else:
+            self._ws = connect(self.settings)
         self.stats.connect_time = self._elapsed()
-        for name, target in (("writer", self._write), ("reader", self._read)):
-            thread = threading.Thread(target=target, name=f"basetts-{name}", daemon=True)
-            self._threads.append(thread)
-            thread.start()
+        # A whole text (a list of words) is sent from this thread, not the writer's: the first segment's
+        # words before any thread starts, so no thread start or GIL hand-off delays the server's first
+        # audio; then the rest, up to a few kB, which fit in the socket buffers even if the server
+        # reads none, so this never blocks. A short text needs no writer thread at all.
+        # (docs/performance.md, "What we fixed".)
+        if isinstance(self._words, (list, tuple)):
+            self._send_now(_EAGER_MESSAGES)
+        self._start_thread("reader", self._read)
+        if not self._all_sent:
+            self._start_thread("writer", self._write)
         return self
 
+    def _start_thread(self, name: str, target: Callable[[], None]) -> None:
+        thread = threading.Thread(target=target, name=f"basetts-{name}", daemon=True)
+        self._threads.append(thread)
+        thread.start()
+
+    def _send_now(self, limit: int) -> None:
+        """Send up to `limit` messages (and about _EAGER_BYTES) from the caller's thread, in one write."""
+        messages: List[str] = []
+        size = 0
+        for message in self._messages:
+            messages.append(message)
+            size += len(message) + 6  # the frame header and mask
+            if len(messages) >= limit or size >= _EAGER_BYTES:
+                break
+        if not messages:
+            return
+        try:
+            self._send(messages)
+        except (OSError, websocket.WebSocketException) as exc:
+            log.debug("sending from the caller's thread failed: %s", exc)  # the reader reports why
+            self._all_sent = True  # nothing more can go out on this connection
+
     def close(self) -> None:
-        """Stop both threads, close the socket, join. Safe to call any number of times, from any path."""
+        """Stop the threads, close the socket, join. Safe to call any number of times, from any path."""
         self._stop.set()
+        if self._preopened is not None:  # never opened: the spare it was given is still ours to close
+            self._preopened.shutdown()
+            self._preopened = None
         ws = self._ws
         if ws is not None and ws.sock is not None:
             if not self._finished:
@@ -241,23 +352,52 @@ class Conversation:
                 continue
         return False
 
-    def _write(self) -> None:
-        """Send settings, one word per message, then the sentinel."""
-        assert self._ws is not None
-        try:
-            messages = protocol.outgoing(self.settings.session_message(), self._words)
+    def _send(self, messages: List[str]) -> None:
+        """Send messages (settings, words, the sentinel), each its own websocket message, in one write;
+        keep the deadlines up to date."""
+        ws = self._ws
+        assert ws is not None
+        if messages[-1] == protocol.SENTINEL:
+            # Marked before sending: the server's close may come before send() returns here.
+            with self._lock:
+                self._deadlines.end_sent(time.monotonic())
+        if len(messages) == 1:
+            ws.send(messages[0])
+        else:
+            # What ws.send does for each message, in one syscall; the random mask keys (RFC 6455 5.3)
+            # come from one os.urandom call instead of one each.
+            keys = os.urandom(4 * len(messages))
+            frames = []
             for index, message in enumerate(messages):
-                if self._stop.is_set():
+                frame = websocket.ABNF.create_frame(message, websocket.ABNF.OPCODE_TEXT)
+                frame.get_mask_key = _fixed_key(keys[4 * index:4 * index + 4])
+                frames.append(frame.format())
+            data = b"".join(frames)
+            with ws.lock:
+                assert ws.sock is not None
+                ws.sock.sendall(data)
+        words = len(messages) - (self._messages_sent == 0) - (messages[-1] == protocol.SENTINEL)
+        self._messages_sent += len(messages)
+        if messages[-1] == protocol.SENTINEL:
+            self._all_sent = True
+        if words:
+            now = time.monotonic()
+            with self._lock:
+                self.words_sent += words
+                for _ in range(words):
+                    self._deadlines.word_sent(now)
+
+    def _write(self) -> None:
+        """Send settings, one word per message, then the sentinel (whatever open() has not sent)."""
+        try:
+            # A list of words is all there: send it in batches. An iterable (an LLM's tokens) may make
+            # us wait for each word: send each as soon as it comes.
+            batch = _BATCH_MESSAGES if isinstance(self._words, (list, tuple)) else 1
+            while not self._stop.is_set():
+                messages = list(itertools.islice(self._messages, batch))
+                if not messages:
                     return
-                if message == protocol.SENTINEL:
-                    # Marked before sending: the server's close may come before send() returns here.
-                    with self._lock:
-                        self._deadlines.end_sent(time.monotonic())
-                self._ws.send(message)
-                if index > 0 and message != protocol.SENTINEL:
-                    with self._lock:
-                        self.words_sent += 1
-                        self._deadlines.word_sent(time.monotonic())
+                self._send(messages)
         except BaseException as exc:  # noqa: BLE001 - reported to the consumer, never lost
             if self._stop.is_set():
                 return
@@ -274,7 +414,11 @@ class Conversation:
         error: Optional[BaseException] = None
         try:
             while not self._stop.is_set():
-                if not self._wait_readable(ws):
+                ready = bool(self._pending) and self._wait_readable(ws, 0)
+                if not ready:
+                    self._flush_pending()  # the burst is over (if any): hand on what it brought
+                    ready = self._wait_readable(ws)
+                if not ready:
                     with self._lock:
                         deadline, why = self._deadlines.deadline(), self._deadlines.describe()
                     if deadline is not None and time.monotonic() >= deadline:
@@ -302,18 +446,19 @@ class Conversation:
             error = protocol.close_error(None, "", self._deadlines.sentinel_sent)
         if self._stop.is_set():
             return
+        self._flush_pending()
         if error is None and self._decoder.pending:
             log.warning("dropping %d trailing byte(s): the stream ended mid-sample", len(self._decoder.pending))
         self._put(_End(error))
 
-    def _wait_readable(self, ws: websocket.WebSocket) -> bool:
+    def _wait_readable(self, ws: websocket.WebSocket, timeout: float = _POLL) -> bool:
         sock = ws.sock
         if sock is None:
             return False
         if isinstance(sock, ssl.SSLSocket) and sock.pending():
             return True
         try:
-            readable, _, _ = select.select([sock], [], [], _POLL)
+            readable, _, _ = select.select([sock], [], [], timeout)
         except (OSError, ValueError):  # socket shut down or closed by close()
             if self._stop.is_set():
                 return False
@@ -333,8 +478,25 @@ class Conversation:
         if self._decoder.fell_back and stats.encoding is None:
             log.warning("asked for pcm_mulaw, but the server sent 16-bit PCM (an older server); decoding that")
         stats.encoding = self._decoder.encoding
-        if pcm:
+        if not pcm:
+            return
+        if stats.frames_received == 1:
             self._put(pcm)
+            # Let the consumer take the GIL now: when frames come in a burst (a fast server),
+            # this thread would otherwise read several more before the first one is handed on.
+            time.sleep(_FIRST_AUDIO_HANDOFF)
+            return
+        self._pending.append(pcm)
+        self._pending_bytes += len(pcm)
+        if self._pending_bytes >= _COALESCE_BYTES:
+            self._flush_pending()
+
+    def _flush_pending(self) -> None:
+        if not self._pending:
+            return
+        chunk = self._pending[0] if len(self._pending) == 1 else b"".join(self._pending)
+        self._pending, self._pending_bytes = [], 0
+        self._put(chunk)
 
     def _on_close(self, payload: bytes) -> Optional[BaseException]:
         code = int.from_bytes(payload[:2], "big") if len(payload) >= 2 else protocol.NORMAL_CLOSE

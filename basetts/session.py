@@ -3,13 +3,18 @@ from __future__ import annotations
 
 import queue
 import threading
-from typing import Callable, Iterator, List, Optional
+from typing import TYPE_CHECKING, Iterator, List, Optional
 
 from . import protocol
 from .audio import Audio, Stats
 from .connection import Conversation
 from .errors import BasetenTTSError
 from .settings import Settings
+
+if TYPE_CHECKING:
+    import websocket
+
+    from .playback import Player
 
 _DONE = object()
 
@@ -23,14 +28,17 @@ class Session:
 
     Fragments may split words anywhere: whole words go out as soon as they are known complete, and a
     trailing partial word waits for the next fragment. Audio collects in `audio` and can be iterated
-    while it arrives; with a `sink` (the player, for ``play=True``) each chunk is also handed to it.
-    Leaving the block by an exception sends nothing more, closes the connection and keeps the audio.
+    while it arrives; with a `player` (``session(play=True)``) each chunk is also played, and `finish()`
+    returns once the last sample has been heard. Leaving the block by an exception sends nothing more,
+    closes the connection and keeps the audio.
     """
 
-    def __init__(self, settings: Settings, sink: Optional[Callable[[bytes], None]] = None) -> None:
+    def __init__(self, settings: Settings, player: Optional["Player"] = None,
+                 spare: Optional["websocket.WebSocket"] = None) -> None:
         self.settings = settings
         self.stats = Stats()
-        self._sink = sink
+        self._player = player
+        self._spare = spare
         self._splitter = protocol.WordSplitter()
         self._words: "queue.Queue[object]" = queue.Queue()
         self._aborted = threading.Event()
@@ -46,7 +54,13 @@ class Session:
     def open(self) -> "Session":
         from .synthesizer import open_conversation  # the retrying opener lives with the public API
 
-        self._conversation = open_conversation(self.settings, self._feed(), self.stats)
+        if self._player is not None:
+            self._player.open()  # no sound card: an AudioDeviceError, and no request sent
+        try:
+            self._conversation = open_conversation(self.settings, self._feed(), self.stats, self._spare)
+        except BaseException:
+            self._close()
+            raise
         self._receiver = threading.Thread(target=self._receive, name="basetts-session", daemon=True)
         self._receiver.start()
         return self
@@ -76,6 +90,8 @@ class Session:
             self._words.put(_DONE)
         try:
             self._wait_receiver()
+            if self._player is not None:
+                self._player.drain()  # what arrived is played, even when the stream then failed
         finally:
             self._close()
         if self._error is not None:
@@ -133,8 +149,8 @@ class Session:
                 with self._changed:
                     self._chunks.append(chunk)
                     self._changed.notify_all()
-                if self._sink is not None:
-                    self._sink(chunk)
+                if self._player is not None:
+                    self._player.feed(chunk)  # waits while the player's buffer is full: back-pressure
         except BaseException as exc:  # noqa: BLE001 - handed to the caller by finish() or iteration
             self._error = exc
         finally:
@@ -150,5 +166,9 @@ class Session:
     def _close(self) -> None:
         if self._conversation is not None:
             self._conversation.close()
+        if self._player is not None:
+            self._player.stop()  # silence first, so joining below cannot wait on a full player buffer
         if self._receiver is not None and self._receiver is not threading.current_thread():
             self._receiver.join(2.0)
+        if self._player is not None:
+            self._player.close()

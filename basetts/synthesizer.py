@@ -1,6 +1,7 @@
 """`Synthesizer`: the blocking API (synthesize, stream, save, speak) over one conversation per call."""
 from __future__ import annotations
 
+import io
 import logging
 import os
 import random
@@ -10,12 +11,14 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, List, Optio
 
 from . import protocol
 from .audio import Audio, Stats
-from .connection import Conversation, is_transient
+from .connection import Conversation, Spare, is_transient
 from .errors import BasetenTTSError, ConfigurationError
 from .session import Session
 from .settings import Settings
 
 if TYPE_CHECKING:
+    import websocket
+
     from .playback import DeviceSpec, Player
 
 log = logging.getLogger("basetts")
@@ -36,10 +39,13 @@ def words_of(text: Text) -> Iterable[str]:
     return protocol.iter_words(text)
 
 
-def open_conversation(settings: Settings, words: Iterable[str], stats: Stats) -> Conversation:
-    """Connect, retrying transient failures (nothing has been sent or heard yet, so nothing repeats)."""
+def open_conversation(settings: Settings, words: Iterable[str], stats: Stats,
+                      spare: Optional[websocket.WebSocket] = None) -> Conversation:
+    """Connect (on `spare` if given), retrying transient failures (nothing has been sent or heard yet,
+    so nothing repeats)."""
     for attempt in range(settings.retries + 1):
-        conversation = Conversation(settings, words, stats=stats)
+        conversation = Conversation(settings, words, stats=stats, ws=spare)
+        spare = None
         try:
             return conversation.open()
         except BasetenTTSError as exc:
@@ -81,9 +87,41 @@ class Synthesizer:
             buffer_size=buffer_size, connect_timeout=connect_timeout, read_timeout=read_timeout, **options)
         self._playing: Set["Player"] = set()  # players of the speak() calls in progress, for stop()
         self._playing_lock = threading.Lock()
+        self._spare: Optional[Spare] = None
+        self._spare_lock = threading.Lock()
 
     def __repr__(self) -> str:
         return f"Synthesizer(url={self.settings.url!r}, voice={self.settings.voice!r})"
+
+    def connect(self) -> None:
+        """Open a connection now, so the next call skips the TCP, TLS and websocket handshakes.
+
+        The server takes one utterance per connection, so this keeps one spare: the next call uses
+        it (if fresher than 15 s; else it connects as usual). Call again after each call to stay ready.
+        """
+        spare = Spare(self.settings)
+        with self._spare_lock:
+            old, self._spare = self._spare, spare
+        if old is not None:
+            old.close()
+
+    def close(self) -> None:
+        """Close the spare connection, if any. Calls made after this still work (they connect)."""
+        with self._spare_lock:
+            spare, self._spare = self._spare, None
+        if spare is not None:
+            spare.close()
+
+    def __enter__(self) -> "Synthesizer":
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def _take_spare(self, settings: Settings) -> Any:
+        with self._spare_lock:
+            spare, self._spare = self._spare, None
+        return spare.take(settings) if spare is not None else None
 
     def stream(self, text: Text, **overrides: Any) -> Iterator[bytes]:
         """Yield 16-bit PCM chunks (whole samples) as they arrive. Breaking out early closes the connection.
@@ -94,7 +132,7 @@ class Synthesizer:
         return self._stream(settings, words_of(text))
 
     def _stream(self, settings: Settings, words: Iterable[str]) -> Iterator[bytes]:
-        with open_conversation(settings, words, Stats()) as conversation:
+        with open_conversation(settings, words, Stats(), self._take_spare(settings)) as conversation:
             try:
                 yield from conversation.chunks()
             except BasetenTTSError as exc:
@@ -106,18 +144,35 @@ class Synthesizer:
         settings = self.settings.replace(**overrides)
         words = words_of(text)
         stats = Stats()
-        received: List[bytes] = []
-        with open_conversation(settings, words, stats) as conversation:
+        # BytesIO, not a list joined at the end: getvalue() hands over its buffer without a copy, so the
+        # peak is the PCM once, not twice (docs/performance.md).
+        received = io.BytesIO()
+        with open_conversation(settings, words, stats, self._take_spare(settings)) as conversation:
             try:
-                received.extend(conversation.chunks())
+                for chunk in conversation.chunks():
+                    received.write(chunk)
             except BasetenTTSError as exc:
-                exc.partial = Audio(b"".join(received), stats=stats)
+                exc.partial = Audio(received.getvalue(), stats=stats)
                 raise
-        return Audio(b"".join(received), stats=stats)
+        return Audio(received.getvalue(), stats=stats)
 
-    def session(self, **overrides: Any) -> "Session":
-        """Speak text that arrives over time: ``with synth.session() as s: s.send("Hel"); s.send("lo")``."""
-        return Session(self.settings.replace(**overrides))
+    def session(
+        self,
+        play: bool = False,
+        *,
+        output_device: "DeviceSpec" = None,
+        prebuffer: float = 0.1,
+        volume: float = 1.0,
+        **overrides: Any,
+    ) -> Session:
+        """Text that arrives over time: ``with synth.session(play=True) as s: s.send("Hel"); s.send("lo")``.
+
+        `play=True` plays the audio as it arrives (options as for `speak()`), and leaving the block
+        returns once the last sample has been heard; `play=False` only collects it (`s.audio`, ``for``).
+        """
+        settings = self.settings.replace(**overrides)
+        player = _player(output_device, prebuffer, volume) if play else None
+        return Session(settings, player=player, spare=self._take_spare(settings))
 
     def save(self, text: Text, path: Union[str, "os.PathLike[str]"], **overrides: Any) -> Audio:
         """Synthesize and write a WAV file; returns the `Audio` too."""
@@ -144,14 +199,9 @@ class Synthesizer:
         the sound at once, closes the connection and re-raises `KeyboardInterrupt`. Stream errors carry
         ``.partial``: the audio received (and played) before the failure.
         """
-        from .playback import Player  # PyAudio is imported here, and only when sound is wanted
-
         settings = self.settings.replace(**overrides)
         words = words_of(text)
-        try:
-            player = Player(output_device, prebuffer=prebuffer, volume=volume)
-        except ValueError as exc:
-            raise ConfigurationError(str(exc)) from None
+        player = _player(output_device, prebuffer, volume)
         stats = Stats()
         received: List[bytes] = []
         with player:  # opens the device first: no sound card, no request sent
@@ -160,7 +210,7 @@ class Synthesizer:
             started = time.monotonic()
             try:
                 error: Optional[BasetenTTSError] = None
-                with open_conversation(settings, words, stats) as conversation:
+                with open_conversation(settings, words, stats, self._take_spare(settings)) as conversation:
                     try:
                         for chunk in conversation.chunks():
                             received.append(chunk)
@@ -190,6 +240,15 @@ class Synthesizer:
             players = list(self._playing)
         for player in players:
             player.stop()
+
+
+def _player(output_device: "DeviceSpec", prebuffer: float, volume: float) -> "Player":
+    from .playback import Player  # PyAudio is imported here, and only when sound is wanted
+
+    try:
+        return Player(output_device, prebuffer=prebuffer, volume=volume)
+    except ValueError as exc:
+        raise ConfigurationError(str(exc)) from None
 
 
 def _heard(received: List[bytes], player: "Player", stats: Stats, started: float) -> Audio:

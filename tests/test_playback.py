@@ -163,6 +163,44 @@ def test_speak_starts_before_the_whole_text_arrived(pulse: Any, serve: Any) -> N
 
 
 @playback_test
+def test_a_session_with_play_plays_fragments_as_they_arrive_and_ends_once_heard(pulse: Any, serve: Any) -> None:
+    """session(play=True): fragments split mid-word are played as the server's audio for the whole
+    words, exactly; leaving the block returns after the last sample, and closes stream and threads."""
+    server = serve()
+    text = words(30)
+    recording = pulse.record()
+    with synth_for(server).session(play=True, buffer_size=3) as session:
+        for start in range(0, len(text), 7):  # fragments that cut words anywhere
+            session.send(text[start:start + 7])
+    returned_at = time.monotonic()
+    played = recording.stop()
+    expected = server.expected_pcm(text)
+    offset = assert_played_exactly(played, expected)
+    assert session.audio.pcm == expected
+    assert recording.position_at(returned_at) >= offset + len(expected) // 2 - RECORDER_SLACK, "ended early"
+    assert pulse.sink_inputs() == [] and basetts_threads() == []
+
+
+@playback_test
+def test_a_session_left_by_an_exception_stops_the_sound(pulse: Any, serve: Any) -> None:
+    server = serve(speed=1.0)
+    recording = pulse.record()
+    with pytest.raises(RuntimeError, match="from the caller"):
+        with synth_for(server).session(play=True, buffer_size=1) as session:
+            session.send(words(200) + " ")
+            deadline = time.monotonic() + 10
+            while session.stats.first_byte_time is None and time.monotonic() < deadline:
+                time.sleep(0.01)
+            time.sleep(0.5)
+            raise RuntimeError("from the caller")
+    left_at = time.monotonic()
+    played = recording.stop()
+    assert session.audio.pcm and len(session.audio.pcm) < len(server.expected_pcm(words(200)))
+    assert last_sound(played) + 1 - recording.position_at(left_at) <= int(0.1 * RATE) + RECORDER_SLACK
+    assert pulse.sink_inputs() == [] and basetts_threads() == []
+
+
+@playback_test
 def test_a_prebuffer_longer_than_the_text_plays_at_the_end(pulse: Any, serve: Any) -> None:
     server = serve()
     recording = pulse.record()

@@ -1,0 +1,201 @@
+"""The clients compared: basetts, a bare websocket-client loop (the floor), and the official example.
+
+Each `*_first_byte` returns (seconds to the first audio byte, audio bytes received) and always reads the
+stream to its end, so every client does the same work. Times start when the user's call starts.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+import threading
+import time
+import types
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Tuple
+
+import websocket
+
+from basetts import Synthesizer
+
+SEED = Path(__file__).resolve().parent.parent / ".." / "shared" / "seed" / "example_client.py"
+SETTINGS = {"voice": "tara", "max_tokens": 2000, "buffer_size": 10}  # what basetts and the example send
+SENTINEL = "__END__"
+
+
+# bare websocket-client ---------------------------------------------------------------------------------
+def _bare_connect(url: str, api_key: str, multithread: bool = False,
+                  timeout: Optional[float] = None) -> websocket.WebSocket:
+    # create_connection sets TCP_NODELAY by default, as basetts does. No timeout: the floor. With one
+    # (as any careful client has), CPython polls before every recv, and the upgrade is read byte by byte.
+    return websocket.create_connection(url, header=[f"Authorization: Api-Key {api_key}"], timeout=timeout,
+                                       skip_utf8_validation=True, enable_multithread=multithread)
+
+
+def _bare_drain(ws: websocket.WebSocket) -> int:
+    received = 0
+    while True:
+        opcode, frame = ws.recv_data_frame(control_frame=True)
+        if opcode == websocket.ABNF.OPCODE_BINARY:
+            received += len(frame.data)
+        elif opcode == websocket.ABNF.OPCODE_CLOSE:
+            return received
+
+
+def bare_first_byte(url: str, api_key: str, text: str, timeout: Optional[float] = None) -> Tuple[float, int]:
+    """Connect, send everything, first recv: no threads, no queue, nothing but the library."""
+    started = time.perf_counter()
+    ws = _bare_connect(url, api_key, timeout=timeout)
+    ws.send(json.dumps(SETTINGS))
+    for word in text.split():
+        ws.send(word)
+    ws.send(SENTINEL)
+    first = ws.recv()
+    elapsed = time.perf_counter() - started
+    received = len(first) + _bare_drain(ws)
+    ws.close()
+    return elapsed, received
+
+
+def bare_receive_all(url: str, api_key: str, text: str, encoding: Optional[str] = None,
+                     timeout: Optional[float] = None) -> Tuple[float, int]:
+    """The whole stream: a thread sends words while this one reads (a long text would otherwise
+    deadlock: the server stops reading words while its audio is not read). Returns (seconds, bytes)."""
+    started = time.perf_counter()
+    ws = _bare_connect(url, api_key, multithread=True, timeout=timeout)
+    settings = dict(SETTINGS, **({"encoding": encoding} if encoding else {}))
+
+    def send() -> None:
+        ws.send(json.dumps(settings))
+        for word in text.split():
+            ws.send(word)
+        ws.send(SENTINEL)
+
+    writer = threading.Thread(target=send, name="bench-bare-writer", daemon=True)
+    writer.start()
+    received = _bare_drain(ws)
+    elapsed = time.perf_counter() - started
+    writer.join()
+    ws.close()
+    return elapsed, received
+
+
+# basetts ---------------------------------------------------------------------------------------------
+def basetts_first_byte(synth: Synthesizer, text: str) -> Tuple[float, int]:
+    started = time.perf_counter()
+    chunks = synth.stream(text)
+    first = next(chunks)
+    elapsed = time.perf_counter() - started
+    return elapsed, len(first) + sum(len(c) for c in chunks)
+
+
+def basetts_warm_first_byte(synth: Synthesizer, text: str) -> Tuple[float, int]:
+    """After `connect()` (not timed: done while the user is still typing, say)."""
+    synth.connect()
+    return basetts_first_byte(synth, text)
+
+
+def basetts_receive_all(synth: Synthesizer, text: str, **overrides: Any) -> Tuple[float, int]:
+    started = time.perf_counter()
+    received = sum(len(c) for c in synth.stream(text, **overrides))
+    return time.perf_counter() - started, received
+
+
+# the official aiohttp example -----------------------------------------------------------------------
+class _Sink:
+    """Stands in for the PyAudio output stream: notes when the first audio is written, counts bytes."""
+
+    def __init__(self) -> None:
+        self.first: Optional[float] = None
+        self.received = 0
+
+    def write(self, data: bytes) -> None:
+        if self.first is None:
+            self.first = time.perf_counter()
+        self.received += len(data)
+
+    def stop_stream(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+class OfficialClient:
+    """The seed's `stream_tts`, executed from ../shared/seed/example_client.py at run time.
+
+    BENCHMARK ONLY: the source is read and executed unchanged except for what a benchmark must change,
+    all done from outside: `pyaudio` is a stub module whose stream's `write` is a sink, `WS_URL` and
+    `API_KEY` point at the local server, and `print` (its progress messages, one per audio message) is
+    silenced so terminal output does not count against it.
+    """
+
+    def __init__(self, url: str, api_key: str) -> None:
+        self.sink = _Sink()
+        self.namespace = self._load(url, api_key)
+
+    def _load(self, url: str, api_key: str) -> Dict[str, Any]:
+        source = SEED.read_text()
+        sink = self
+
+        class _PyAudio:
+            def open(self, **kwargs: Any) -> _Sink:
+                return sink.sink
+
+            def terminate(self) -> None:
+                pass
+
+        stub = types.ModuleType("pyaudio")
+        stub.paInt16 = 8  # type: ignore[attr-defined]
+        stub.PyAudio = _PyAudio  # type: ignore[attr-defined]
+        namespace: Dict[str, Any] = {"__name__": "bench_official_client", "print": lambda *a, **k: None}
+        saved = sys.modules.get("pyaudio")
+        sys.modules["pyaudio"] = stub
+        try:
+            exec(compile(source, str(SEED), "exec"), namespace)
+        finally:
+            if saved is None:
+                del sys.modules["pyaudio"]
+            else:
+                sys.modules["pyaudio"] = saved
+        namespace["WS_URL"], namespace["API_KEY"] = url, api_key
+        return namespace
+
+    def first_byte(self, text: str) -> Tuple[float, int]:
+        self.sink = _Sink()
+        stream_tts: Callable[[str], Any] = self.namespace["stream_tts"]
+
+        async def timed() -> float:
+            started = time.perf_counter()  # inside the loop: asyncio.run's own start is not charged
+            await stream_tts(text)
+            return started
+
+        started = asyncio.run(timed())
+        if self.sink.first is None:
+            raise RuntimeError("the official client received no audio (its errors are printed, and we silence print)")
+        return self.sink.first - started, self.sink.received
+
+
+def check_seed() -> Optional[str]:
+    """None if the official client can run here, else why not."""
+    if not SEED.is_file():
+        return f"{SEED} not found"
+    try:
+        import aiohttp  # noqa: F401
+        import dotenv  # noqa: F401
+    except ImportError as exc:
+        return f"{exc.name} is not installed (pip install -e '.[dev]')"
+    return None
+
+
+def words(count: int, vocabulary: int = 40, sentence: int = 0) -> str:
+    """`count` words from a small vocabulary (the server caches each word's tone), no early sentence
+    end unless `sentence` > 0 (then a full stop every `sentence` words), a full stop at the end."""
+    pool: List[str] = [f"word{i}" for i in range(vocabulary)]
+    out = []
+    for i in range(count):
+        word = pool[i % vocabulary]
+        if (sentence and (i + 1) % sentence == 0) or i == count - 1:
+            word += "."
+        out.append(word)
+    return " ".join(out)

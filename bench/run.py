@@ -1,0 +1,286 @@
+"""`python -m bench [--quick] [--out DIR]`: every measurement of issue 6 (and issue 7's encodings) in one
+run, written to DIR/performance.md (the generated part) and DIR/performance.png.
+
+Where each thing runs:
+- the local server: always its own process (bench.serve), one per configuration;
+- time to first byte, throughput and encodings: clients in this process, one after another,
+  interleaved so drift hits every client alike;
+- CPU per stream, memory, speak(): a fresh child process per measurement (bench.child).
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Tuple
+
+from basetts import Synthesizer, __version__
+
+from . import clients, procs, report
+from .pulse import PulseUnavailable, null_sink
+
+BYTES_PER_SECOND = 48000
+TIMEOUT = 30.0  # for the reference bare loop "with a timeout": basetts' read_timeout
+
+
+@dataclasses.dataclass
+class Plan:
+    ttfb_words: int = 20
+    ttfb_reps: int = 100
+    throughput_words: int = 6000  # 10 minutes at 2400 samples (0.1 s) per word
+    throughput_reps: int = 15
+    encoding_words: int = 600  # 1 minute: the server's μ-law encoder is pure Python, slow
+    encoding_reps: int = 3
+    cpu_levels: Tuple[int, ...] = (1, 8, 32, 64)
+    cpu_bare_levels: Tuple[int, ...] = (1, 64)
+    cpu_words: int = 80  # 8 s of real-time audio per stream
+    cpu_reps: int = 2
+    memory_samples_per_word: int = 24000  # 1 s per word: 60 minutes is 3600 words
+    memory_minutes: Tuple[int, int] = (1, 60)
+    memory_stall: float = 2.0
+    speak_budget: float = 10.0
+    ttfs_repeat: int = 10
+    underrun_speeds: Tuple[float, ...] = (1.0, 1.2, 2.0)
+    underrun_words: int = 100  # 10 s
+    underrun_reps: int = 3
+    jitter: float = 0.08  # up to one 85 ms frame late, at random
+
+    @classmethod
+    def quick(cls) -> "Plan":
+        return cls(ttfb_reps=5, throughput_words=600, throughput_reps=1, encoding_words=120,
+                   encoding_reps=1, cpu_levels=(1, 8), cpu_bare_levels=(1,), cpu_words=30, cpu_reps=1,
+                   memory_minutes=(1, 10), speak_budget=3.0, ttfs_repeat=2, underrun_speeds=(1.2,),
+                   underrun_words=30, underrun_reps=1)
+
+
+def log(message: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+def median(values: List[float]) -> float:
+    return statistics.median(values) if values else float("nan")
+
+
+# time to first byte ------------------------------------------------------------------------------------
+def measure_first_byte(plan: Plan) -> Dict[str, Any]:
+    text = clients.words(plan.ttfb_words)
+    with procs.server() as server:
+        synth = Synthesizer(url=server.url, api_key=server.api_key)
+        runners: Dict[str, Callable[[], Tuple[float, int]]] = {
+            "bare websocket-client": lambda: clients.bare_first_byte(server.url, server.api_key, text),
+            "bare websocket-client, with a timeout": lambda: clients.bare_first_byte(
+                server.url, server.api_key, text, timeout=TIMEOUT),
+            "basetts stream()": lambda: clients.basetts_first_byte(synth, text),
+            "basetts stream() after connect()": lambda: clients.basetts_warm_first_byte(synth, text),
+        }
+        skipped = clients.check_seed()
+        if skipped is None:
+            official = clients.OfficialClient(server.url, server.api_key)
+            runners["official aiohttp example"] = lambda: official.first_byte(text)
+        samples: Dict[str, List[float]] = {name: [] for name in runners}
+        for run in runners.values():  # warm-up: imports, caches, the server's first tones
+            run()
+        names = list(runners)
+        for rep in range(plan.ttfb_reps):
+            for name in names[rep % len(names):] + names[:rep % len(names)]:  # rotate the order
+                elapsed, received = runners[name]()
+                if received != plan.ttfb_words * 2400 * 2:
+                    raise RuntimeError(f"{name} received {received} bytes")
+                samples[name].append(elapsed)
+        synth.close()
+    return {"samples": samples, "official_skipped": skipped}
+
+
+# throughput and encodings ---------------------------------------------------------------------------
+def measure_throughput(plan: Plan) -> Dict[str, Any]:
+    text = clients.words(plan.throughput_words)
+    results: Dict[str, Dict[str, List[float]]] = {}
+    with procs.server() as server:
+        synth = Synthesizer(url=server.url, api_key=server.api_key)
+        runners = {
+            "bare websocket-client": lambda: clients.bare_receive_all(server.url, server.api_key, text),
+            "bare websocket-client, with a timeout": lambda: clients.bare_receive_all(
+                server.url, server.api_key, text, timeout=TIMEOUT),
+            "basetts stream()": lambda: clients.basetts_receive_all(synth, text),
+        }
+        for run in runners.values():  # warm-up: imports, and the server's tone cache
+            run()
+        for rep in range(plan.throughput_reps):
+            names = list(runners)
+            for name in names[rep % len(names):] + names[:rep % len(names)]:  # rotate the order
+                run = runners[name]
+                cpu = time.process_time()
+                elapsed, received = run()
+                cpu = time.process_time() - cpu
+                audio = received / BYTES_PER_SECOND
+                entry = results.setdefault(name, {"audio_per_second": [], "cpu_per_audio_second": []})
+                entry["audio_per_second"].append(audio / elapsed)
+                entry["cpu_per_audio_second"].append(cpu / audio)
+    return {"audio_seconds": plan.throughput_words * 0.1, "results": results}
+
+
+def measure_encodings(plan: Plan) -> Dict[str, Any]:
+    text = clients.words(plan.encoding_words)
+    results: Dict[str, Dict[str, Any]] = {}
+    with procs.server() as server:
+        synth = Synthesizer(url=server.url, api_key=server.api_key)
+        for _rep in range(plan.encoding_reps):
+            for encoding in ("pcm_s16le", "pcm_mulaw"):
+                cpu = time.process_time()
+                audio = synth.synthesize(text, encoding=encoding)
+                cpu = time.process_time() - cpu
+                stats = audio.stats
+                # Server frames carry 2 bytes of header plus 2 of length (126..65535-byte payloads).
+                wire = stats.bytes_received + 4 * stats.frames_received
+                entry = results.setdefault(encoding, {"cpu_per_audio_second": []})
+                entry["cpu_per_audio_second"].append(cpu / audio.duration)
+                entry.update(payload_bytes=stats.bytes_received, frames=stats.frames_received,
+                             wire_bytes=wire, wire_bytes_per_audio_second=wire / audio.duration,
+                             received_encoding=stats.encoding, audio_seconds=audio.duration)
+    return results
+
+
+# CPU per stream --------------------------------------------------------------------------------------
+def measure_cpu(plan: Plan) -> Dict[str, Any]:
+    text = clients.words(plan.cpu_words)
+    runs: List[Dict[str, Any]] = []
+    with procs.server(speed=1.0) as server:
+        jobs = [("basetts", n) for n in plan.cpu_levels] + [("bare", n) for n in plan.cpu_bare_levels]
+        for rep in range(plan.cpu_reps):
+            for client, streams in jobs:
+                log(f"  cpu: {client} x{streams} (rep {rep + 1})")
+                runs.append(procs.child("cpu", {"url": server.url, "api_key": server.api_key, "text": text,
+                                                "streams": streams, "client": client}))
+    return {"runs": runs, "audio_seconds_per_stream": plan.cpu_words * 0.1}
+
+
+# memory ----------------------------------------------------------------------------------------------
+def measure_memory(plan: Plan, pulse_env: Optional[Dict[str, str]], speak_available: bool) -> Dict[str, Any]:
+    runs: List[Dict[str, Any]] = []
+    spw = plan.memory_samples_per_word
+    words_per_minute = 60 * 24000 // spw
+    with procs.server(samples_per_word=spw) as server:
+        base = {"url": server.url, "api_key": server.api_key}
+        for minutes in plan.memory_minutes:
+            text = clients.words(minutes * words_per_minute)
+            for mode in ("stream", "synthesize"):
+                log(f"  memory: {mode}() {minutes} min")
+                run = procs.child("memory", dict(base, mode=mode, text=text, stall=plan.memory_stall))
+                runs.append(dict(run, minutes=minutes))
+            if speak_available and pulse_env is not None:
+                log(f"  memory: speak() {minutes} min, {plan.speak_budget:g} s of it")
+                run = procs.child("memory", dict(base, mode="speak", text=text, budget=plan.speak_budget),
+                                  env=pulse_env)
+                runs.append(dict(run, minutes=minutes))
+    return {"runs": runs, "stall": plan.memory_stall, "speak_budget": plan.speak_budget}
+
+
+# speak -----------------------------------------------------------------------------------------------
+def measure_speak(plan: Plan, pulse_env: Dict[str, str]) -> Dict[str, Any]:
+    out: Dict[str, Any] = {}
+    with procs.server() as server:
+        base = {"url": server.url, "api_key": server.api_key}
+        log("  speak: time to first sound")
+        out["first_sound"] = procs.child(
+            "speak", dict(base, text=clients.words(plan.ttfb_words), repeat=plan.ttfs_repeat), env=pulse_env)["runs"]
+    underruns: Dict[str, List[Dict[str, Any]]] = {}
+    for speed in plan.underrun_speeds:
+        with procs.server(speed=speed, jitter=plan.jitter) as server:
+            log(f"  speak: underruns at {speed:g}x with jitter")
+            run = procs.child("speak", {"url": server.url, "api_key": server.api_key, "repeat": plan.underrun_reps,
+                                        "text": clients.words(plan.underrun_words, sentence=12)}, env=pulse_env)
+            underruns[f"{speed:g}"] = run["runs"]
+    out["underruns"] = underruns
+    return out
+
+
+def speak_default_prebuffer() -> Optional[float]:
+    import inspect
+
+    try:
+        parameter = inspect.signature(Synthesizer.speak).parameters.get("prebuffer")  # type: ignore[attr-defined]
+    except (AttributeError, ValueError, TypeError):
+        return None
+    if parameter is None or parameter.default is inspect.Parameter.empty:
+        return None
+    return parameter.default
+
+
+# main ------------------------------------------------------------------------------------------------
+def main(argv: Optional[List[str]] = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="a ~1 minute smoke run (small sizes)")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="where performance.md/png go (default docs/, or build/bench-quick/ with --quick)")
+    parser.add_argument("--only", default="", help="comma-separated sections to run (for development)")
+    args = parser.parse_args(argv)
+    plan = Plan.quick() if args.quick else Plan()
+    out = args.out or (procs.ROOT / ("build/bench-quick" if args.quick else "docs"))
+    only = set(filter(None, args.only.split(",")))
+
+    def wanted(section: str) -> bool:
+        return not only or section in only
+
+    started = time.monotonic()
+    results: Dict[str, Any] = {
+        "quick": args.quick, "plan": dataclasses.asdict(plan),
+        "environment": {"python": platform.python_version(), "basetts": __version__,
+                        "machine": report.machine(), "started": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())},
+    }
+    speak_available = hasattr(Synthesizer, "speak")
+    pulse: Any = None
+    pulse_env: Optional[Dict[str, str]] = None
+    skip_speak: Optional[str] = None
+    if not speak_available:
+        skip_speak = "skipped: speak() not available"
+    else:
+        try:
+            pulse = null_sink()
+            pulse_env = pulse.__enter__()
+        except PulseUnavailable as exc:
+            skip_speak = f"skipped: PulseAudio could not start ({exc})"
+            pulse = None
+    results["speak_skipped"] = skip_speak
+    results["speak_default_prebuffer"] = speak_default_prebuffer() if speak_available else None
+    try:
+        if wanted("ttfb"):
+            log("time to first audio byte")
+            results["first_byte"] = measure_first_byte(plan)
+        if wanted("throughput"):
+            log("throughput")
+            results["throughput"] = measure_throughput(plan)
+        if wanted("encoding"):
+            log("encodings (issue 7)")
+            results["encodings"] = measure_encodings(plan)
+        if wanted("cpu"):
+            log("CPU per stream")
+            results["cpu"] = measure_cpu(plan)
+        if wanted("memory"):
+            log("memory")
+            results["memory"] = measure_memory(plan, pulse_env, speak_available)
+        if wanted("speak"):
+            if skip_speak:
+                log(f"speak(): {skip_speak}")
+            else:
+                assert pulse_env is not None
+                log("speak()")
+                results["speak"] = measure_speak(plan, pulse_env)
+    finally:
+        if pulse is not None:
+            pulse.__exit__(None, None, None)
+    results["seconds"] = time.monotonic() - started
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "performance.json").write_text(json.dumps(results, indent=1))
+    summary = report.write(results, out)
+    print(summary)
+    log(f"done in {results['seconds']:.0f} s; wrote {out}/performance.md")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
