@@ -1,4 +1,4 @@
-"""`basetts`: say text, serve the local protocol server, list voices and devices.
+"""`basetts`: say text, serve the local protocol server, list voices and devices, check the set-up.
 
 Exit codes: 0 ok, 2 usage or configuration, 1 any other error (one line; a traceback with --debug).
 """
@@ -102,7 +102,7 @@ def _say(args: argparse.Namespace) -> int:
             progress.done()
             print(f"basetts: wrote {audio.duration:.1f} s of audio to {output}", file=sys.stderr)
         else:
-            synth.speak(words, on_audio=progress.audio, output_device=args.device)  # type: ignore[attr-defined]
+            synth.speak(words, on_audio=progress.audio, output_device=args.device)
             progress.done()
     return 0
 
@@ -110,7 +110,7 @@ def _say(args: argparse.Namespace) -> int:
 def _cannot_play(device: Optional[str]) -> Optional[str]:
     """Why playback is impossible here, or None: checked before any text is read or sent."""
     try:
-        from . import playback  # type: ignore[attr-defined]
+        from . import playback
 
         playback.check_output(device)
     except ImportError:
@@ -140,8 +140,19 @@ def _voices(args: argparse.Namespace) -> int:
     return 0
 
 
+def _doctor(args: argparse.Namespace) -> int:
+    from . import doctor
+
+    failed = 0
+    for check in doctor.run(device=args.device, url=args.url, local=args.local):
+        print(check, flush=True)
+        failed += check.status == doctor.FAIL
+    print(f"verdict: {'all checks passed' if not failed else f'{failed} check(s) failed'}")
+    return 1 if failed else 0
+
+
 def _devices(args: argparse.Namespace) -> int:
-    from . import playback  # type: ignore[attr-defined]
+    from . import playback
 
     for device in playback.devices():
         print(device)
@@ -175,6 +186,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     commands.add_parser("voices", help="list voices and emotion tags").set_defaults(run=_voices)
     commands.add_parser("devices", help="list audio output devices").set_defaults(run=_devices)
+
+    doctor = commands.add_parser("doctor", help="check sound and endpoint, one verdict line per check")
+    doctor.add_argument("--device", help="output device to check: an index or part of its name")
+    doctor.add_argument("--url", help="websocket URL (default: BASETTS_URL or BASETEN_MODEL_ID)")
+    doctor.add_argument("--local", action="store_true", help="measure against a local server")
+    doctor.set_defaults(run=_doctor)
     return parser
 
 

@@ -1,6 +1,7 @@
 """The `basetts` command, run as a real subprocess."""
 from __future__ import annotations
 
+import array
 import os
 import subprocess
 import sys
@@ -68,14 +69,67 @@ def test_stdin_is_spoken_as_it_arrives(tmp_path):
         assert server.last().words == "one two three four five.".split()
 
 
+# With no sound server reachable, a machine without a sound card has no output device at all.
+NO_SOUND = {"PULSE_SERVER": "unix:/nonexistent"}
+needs_no_sound_card = pytest.mark.skipif(
+    bool(os.path.isdir("/dev/snd") and os.listdir("/dev/snd")),
+    reason="this machine has a sound card, so PortAudio always finds an output")
+
+
+@needs_no_sound_card
 def test_local_without_a_sound_card_writes_a_wav_and_says_where(tmp_path):
     result = subprocess.run([sys.executable, "-m", "basetts.cli", "say", "--local", "Hello there."],
-                            cwd=tmp_path, capture_output=True, text=True, timeout=60,
-                            env={**os.environ, "PULSE_SERVER": "unix:/nonexistent", "AUDIODEV": "null"})
+                            cwd=tmp_path, capture_output=True, text=True, timeout=60, env={**os.environ, **NO_SOUND})
     assert result.returncode == 0, result.stderr
-    if "cannot play here" in result.stderr:  # the machine has no usable output device
-        assert str(tmp_path / "basetts-demo.wav") in result.stderr
-        assert read_wav(tmp_path / "basetts-demo.wav")
+    assert "cannot play here (No audio output device found" in result.stderr
+    assert f"writing {tmp_path / 'basetts-demo.wav'} instead" in result.stderr
+    assert len(read_wav(tmp_path / "basetts-demo.wav")) > 24000  # the sentence, spoken by the local server
+
+
+@pytest.mark.playback
+def test_say_plays_on_the_sound_card(pulse):
+    with LocalServer() as server:
+        recording = pulse.record()
+        result = run("say", "Played through the card.", "--url", server.url,
+                     env={**pulse.env, "BASETEN_API_KEY": server.api_key})
+        played = recording.stop()
+    assert result.returncode == 0, result.stderr
+    expected = server.expected_pcm("Played through the card.")
+    assert expected[800:3200] in played and expected[-2400:] in played
+
+
+def verdicts(stdout: str) -> dict:
+    """{check name: status} from doctor's lines ("  ok  name: detail")."""
+    lines = [line.split(":", 1)[0].split(None, 1) for line in stdout.splitlines() if not line.startswith("verdict")]
+    return {name: status for status, name in lines}
+
+
+@pytest.mark.playback
+def test_doctor_checks_sound_and_endpoint_and_plays_a_tone(pulse):
+    with LocalServer(api_key=SECRET) as server:
+        recording = pulse.record()
+        result = run("doctor", "--url", server.url, env={**pulse.env, "BASETEN_API_KEY": SECRET})
+        played = recording.stop()
+        assert len(server.conversations) == 1  # measured against the configured endpoint
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert verdicts(result.stdout) == {"PortAudio": "ok", "output device": "ok", "24 kHz": "ok", "test tone": "ok",
+                                       "configuration": "ok", "time to first audio": "ok"}
+    assert result.stdout.rstrip().endswith("verdict: all checks passed")
+    assert SECRET not in result.stdout + result.stderr
+    loud = [s for s in array.array("h", played) if abs(s) > 1000]
+    assert len(loud) > 0.2 * 24000, "the test tone was not played"
+
+
+@needs_no_sound_card
+def test_doctor_without_a_sound_card_fails_those_checks_and_still_measures_the_local_server():
+    result = run("doctor", env=NO_SOUND)
+    assert result.returncode == 1
+    found = verdicts(result.stdout)
+    assert found["output device"] == "FAIL" and found["test tone"] == "FAIL"
+    assert found["configuration"] == "warn" and found["time to first audio"] == "ok"
+    assert "No audio output device found" in result.stdout and "synthesize" in result.stdout
+    assert "Measuring against the local server" in result.stdout
+    assert result.stdout.rstrip().endswith("verdict: 3 check(s) failed")
 
 
 def test_empty_text_is_a_usage_error():
