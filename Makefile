@@ -10,7 +10,7 @@ BIN := $(VENV)/bin
 DEB_PACKAGES := portaudio19-dev libasound2-plugins pulseaudio pulseaudio-utils espeak-ng
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: install system-deps test demo lint bench clean
+.PHONY: install system-deps test demo lint bench docs clean
 
 install: $(VENV)/.installed
 
@@ -52,8 +52,11 @@ $(VENV)/.bench-installed: setup.cfg setup.py
 	@touch $@
 
 lint: install
-	$(BIN)/ruff check basetts tests bench examples docs/notebook.py
+	$(BIN)/ruff check basetts tests bench examples docs
 	$(BIN)/mypy basetts
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache .mypy_cache .ruff_cache
+
+docs: install
+	$(PY) docs/make_api.py

@@ -346,6 +346,7 @@ class Player:
 
     @property
     def stopped(self) -> bool:
+        """True once `stop()` was called."""
         return self._stopped.is_set()
 
     def feed(self, pcm: bytes) -> bool:

@@ -14,3 +14,9 @@ def test_notebook_runs_top_to_bottom():
     assert html.startswith('<audio controls src="data:audio/wav;base64,')
     assert audio.duration > 0
     assert namespace["session"].audio.duration > 0
+
+
+def test_the_api_reference_is_generated_from_the_current_docstrings():
+    namespace = runpy.run_path(os.path.join(DOCS, "make_api.py"))
+    with open(os.path.join(DOCS, "api.md"), encoding="utf-8") as committed:
+        assert committed.read() == namespace["render"](), "docs/api.md is stale: run `make docs`"

@@ -1,7 +1,9 @@
 """Failures the network and server can produce, and what the SDK promises for each."""
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import socket
 import threading
 import time
@@ -11,6 +13,8 @@ import pytest
 import basetts
 from basetts import Synthesizer
 from basetts.testing import Faults, LocalServer
+
+from .helpers import server_process
 
 TEXT = "Every failure is ours to explain, and nothing received is dropped along the way."
 
@@ -252,3 +256,79 @@ def test_slow_text_producer_never_trips_the_audio_timeout():
     with LocalServer() as server:
         audio = synth_for(server, first_audio_timeout=0.2).synthesize(slow_words())
         assert audio.pcm == server.expected_pcm("one two three")
+
+
+# No leaks, every call and every fault -------------------------------------------------------------
+
+def _open_fds() -> set:
+    found = set()
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            found.add((fd, os.readlink(f"/proc/self/fd/{fd}")))
+        except FileNotFoundError:  # the directory listing's own descriptor
+            pass
+    return found
+
+
+@pytest.mark.slow
+@pytest.mark.playback
+def test_no_thread_socket_or_audio_stream_left_after_500_calls_mixing_every_call_and_fault(pulse):
+    """speak, synthesize, stream (whole and broken off), sessions (playing or not) against a good server
+    and every fault; afterwards threads, file descriptors and PulseAudio streams are as before."""
+    text = "one two three four five six seven eight nine ten eleven twelve."
+    tiny = ["--samples-per-word=48"]  # 2 ms of audio per word: 500 calls, a few of them played
+    faults = {  # name: (server faults, call overrides)
+        "good": ((), {}),
+        "drop": (("drop_after_bytes=1000",), {}),
+        "refuse-503": (("handshake_status=503",), {"retries": 1, "retry_backoff": 0.001}),
+        "refuse-401": (("handshake_status=401",), {}),
+        "silent": (("silent",), {"first_audio_timeout": 0.05}),
+        "close-1011": (("close_code=1011", "close_reason=model crashed"), {}),
+        "text-frame": (("text_frame=overloaded",), {}),
+        "stall": (("stall_after_bytes=200", "stall_seconds=2"), {"read_timeout": 0.05}),
+        "random-frames": (("random_frames=1",), {}),
+    }
+    calls = ["speak", "synthesize", "stream", "stream-break", "session", "session-play"]
+    with contextlib.ExitStack() as stack:
+        synths = {}
+        for name, (specs, options) in faults.items():
+            url, key = stack.enter_context(server_process(*specs, extra=tiny))
+            synths[name] = (Synthesizer(url=url, api_key=key), options)
+
+        def call(kind: str, synth: Synthesizer, options: dict) -> None:
+            if kind == "speak":
+                synth.speak(text, **options)
+            elif kind == "synthesize":
+                synth.synthesize(text, **options)
+            elif kind == "stream":
+                for _ in synth.stream(text, **options):
+                    pass
+            elif kind == "stream-break":
+                for _ in synth.stream(text, **options):
+                    break
+            else:
+                with synth.session(play=kind == "session-play", **options) as session:
+                    session.send(text)
+
+        good, _ = synths["good"]
+        for kind in calls:  # load the lazy imports and PortAudio once before counting
+            call(kind, good, {})
+        threads, fds = sorted(t.name for t in threading.enumerate()), _open_fds()
+        outcomes: dict = {}
+        names = list(faults)
+        for i in range(500):
+            name, kind = names[i % len(names)], calls[(i // len(names)) % len(calls)]
+            synth, options = synths[name]
+            try:
+                call(kind, synth, options)
+                result = "ok"
+            except basetts.BasetenTTSError as exc:
+                result = type(exc).__name__
+            if kind != "stream-break":  # (breaking off before the fault strikes is a success)
+                outcomes.setdefault(name, set()).add(result)
+        assert sorted(t.name for t in threading.enumerate()) == threads
+        assert _open_fds() - fds == set()
+        assert pulse.sink_inputs() == []
+    assert outcomes["good"] == {"ok"} and outcomes["random-frames"] == {"ok"}
+    assert all("ok" not in outcomes[name] for name in ("drop", "refuse-503", "refuse-401", "silent",
+                                                         "close-1011", "text-frame")), outcomes

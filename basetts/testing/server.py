@@ -239,12 +239,14 @@ class LocalServer:
     # lifecycle -------------------------------------------------------------------------------------
     @property
     def port(self) -> int:
+        """The port it listens on (127.0.0.1); chosen free when 0 was asked for."""
         if self._server is None:
             raise RuntimeError("the server is not started")
         return int(self._server.socket.getsockname()[1])
 
     @property
     def url(self) -> str:
+        """The websocket URL to give `Synthesizer(url=...)`: the production path of a Baseten model."""
         return f"ws://127.0.0.1:{self.port}/environments/production/websocket"
 
     def __repr__(self) -> str:
@@ -252,6 +254,7 @@ class LocalServer:
         return f"<LocalServer {state} engine={self.engine}>"
 
     def start(self) -> "LocalServer":
+        """Listen and serve in a background thread; returns self (also what ``with`` does)."""
         try:
             from websockets.sync.server import serve
         except ImportError:  # pragma: no cover - depends on the install
@@ -269,6 +272,7 @@ class LocalServer:
         return self
 
     def stop(self) -> None:
+        """Stop accepting connections and join the server thread."""
         if self._server is not None:
             self._server.shutdown()
             if self._thread is not None:
