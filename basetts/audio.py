@@ -1,10 +1,12 @@
 """`Audio`: PCM plus its format, as WAV bytes or a file, a notebook player, and chunks."""
 from __future__ import annotations
 
+import array
 import base64
 import dataclasses
 import io
 import os
+import sys
 import wave
 from typing import Iterator, Optional, Union
 
@@ -135,40 +137,73 @@ class Audio:
 
 
 class Resampler:
-    """Streaming linear-interpolation resampler for mono 16-bit PCM.
+    """Streaming linear-interpolation resampler for mono 16-bit little-endian PCM.
 
     Linear interpolation is enough for speech between 22.05/24/44.1/48 kHz and needs no dependency;
-    state carries across calls so chunk boundaries add no clicks.
+    state carries across calls so chunk boundaries add no clicks. `flush()` gives the samples held
+    back at the end (nothing after the last input sample to interpolate towards).
     """
 
     def __init__(self, from_rate: int, to_rate: int) -> None:
-        self.step = from_rate / to_rate
-        self._position = 0.0  # position of the next output sample, in input samples from _last
-        self._last: Optional[int] = None  # the previous chunk's final sample
+        self.from_rate, self.to_rate = from_rate, to_rate
+        # Output k sits at input position k * from_rate / to_rate, computed exactly in integers (a float
+        # step would drift by whole samples over a long stream).
+        self._emitted = 0  # outputs so far
+        self._base = 0  # input index of _last (the previous chunk's final sample)
+        self._last: Optional[int] = None
 
     def feed(self, pcm: bytes) -> bytes:
-        import array
-
-        source = array.array("h")
-        source.frombytes(pcm[: len(pcm) - len(pcm) % 2])
+        source = _samples(pcm[: len(pcm) - len(pcm) % 2])
         if self._last is not None:
             source.insert(0, self._last)
-        out = array.array("h")
-        position, step, limit = self._position, self.step, len(source) - 1
-        while position < limit:
-            index = int(position)
-            fraction = position - index
-            a = source[index]
-            out.append(int(a + (source[index + 1] - a) * fraction))
-            position += step
+        out = self._emit(source, len(source) - 1)
         if len(source):
-            self._position = position - limit
+            self._base += len(source) - 1
             self._last = source[-1]
-        return out.tobytes()
+        return _pcm(out)
+
+    def flush(self) -> bytes:
+        """The output still owed for the last input sample (held, as nothing follows it); then reset."""
+        out = array.array("h")
+        if self._last is not None:
+            out = self._emit(array.array("h", [self._last, self._last]), 0, hold=True)
+        self._emitted, self._base, self._last = 0, 0, None
+        return _pcm(out)
+
+    def _emit(self, source: "array.array[int]", limit: int, hold: bool = False) -> "array.array[int]":
+        """Outputs whose position falls before source[limit] (or at it, with `hold`); source[0] is input
+        number `_base`."""
+        out = array.array("h")
+        k, base, up, down = self._emitted, self._base, self.from_rate, self.to_rate
+        end = base + limit + (1 if hold else 0)
+        while True:
+            index, remainder = divmod(k * up, down)
+            if index >= end:
+                break
+            a = source[index - base]
+            b = source[index - base + 1]
+            out.append((2 * (a * down + (b - a) * remainder) + down) // (2 * down))  # rounded to nearest
+            k += 1
+        self._emitted = k
+        return out
+
+
+def _samples(pcm: bytes) -> "array.array[int]":
+    samples = array.array("h", pcm)
+    if sys.byteorder != "little":  # the PCM is little-endian whatever the machine
+        samples.byteswap()
+    return samples
+
+
+def _pcm(samples: "array.array[int]") -> bytes:
+    if sys.byteorder != "little":
+        samples.byteswap()
+    return samples.tobytes()
 
 
 def resample(pcm: bytes, from_rate: int, to_rate: int) -> bytes:
     """Resample a whole mono 16-bit PCM buffer."""
     if from_rate == to_rate:
         return pcm
-    return Resampler(from_rate, to_rate).feed(pcm)
+    resampler = Resampler(from_rate, to_rate)
+    return resampler.feed(pcm) + resampler.flush()

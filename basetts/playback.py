@@ -364,6 +364,10 @@ class Player:
             pcm = _scale(pcm, self.volume)
         if self._resampler is not None:
             pcm = self._resampler.feed(pcm)
+        return self._push(pcm)
+
+    def _push(self, pcm: bytes) -> bool:
+        """Copy device-rate PCM into the ring, waiting for room; start once the prebuffer is queued."""
         view = memoryview(pcm)
         while view:
             free = len(self._ring) - (self._written - self._read)
@@ -392,6 +396,8 @@ class Player:
 
     def end(self) -> None:
         """No more input: start if the prebuffer was never reached; the callback completes when empty."""
+        if self._resampler is not None and not self._input_done:
+            self._push(self._resampler.flush())  # the resampler's last samples
         self._input_done = True
         if not self._started and self._written and not self._stopped.is_set():
             self._start()

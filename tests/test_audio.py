@@ -65,7 +65,7 @@ def test_streaming_wav_header():
 def test_resampler_keeps_pitch_and_duration(to_rate):
     pcm = sine(500, 24000, 1.0)
     out = resample(pcm, 24000, to_rate)
-    assert abs(len(out) // 2 - to_rate) <= 2
+    assert len(out) // 2 == to_rate  # exactly one second: nothing held back at the end
     assert abs(zero_crossings(out) - zero_crossings(pcm)) <= 2  # same frequency
 
 
@@ -73,5 +73,13 @@ def test_streaming_resampler_matches_the_whole_buffer():
     pcm = sine(700, 24000, 0.5)
     whole = resample(pcm, 24000, 48000)
     resampler = Resampler(24000, 48000)
-    pieces = b"".join(resampler.feed(pcm[i:i + 998]) for i in range(0, len(pcm), 998))
+    pieces = b"".join(resampler.feed(pcm[i:i + 998]) for i in range(0, len(pcm), 998)) + resampler.flush()
     assert pieces == whole
+
+
+def test_resampling_rounds_to_nearest_and_keeps_the_last_sample():
+    """Halfway values round to nearest (not towards zero), negative as positive, and the flush emits the
+    output owed for the last input sample."""
+    pcm = struct.pack("<3h", -3, -4, 7)
+    assert struct.unpack("<6h", resample(pcm, 24000, 48000)) == (-3, -3, -4, 2, 7, 7)
+    assert resample(struct.pack("<2h", -32768, 32767), 24000, 48000) == struct.pack("<4h", -32768, 0, 32767, 32767)
