@@ -7,7 +7,7 @@ import logging
 import math
 import os
 import re
-from typing import Any, Dict, Mapping, Optional
+from typing import Any, Dict, Mapping, Optional, Set
 from urllib.parse import urlsplit
 
 from .errors import ConfigurationError
@@ -49,6 +49,9 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host.strip("[]")).is_loopback
     except ValueError:
         return False
+
+
+_warned_voices: Set[str] = set()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -165,7 +168,8 @@ class Settings:
             raise ConfigurationError("api_key must be a non-empty single-line string")
         if not isinstance(self.voice, str) or not self.voice.strip():
             raise ConfigurationError("voice must be a non-empty string, e.g. 'tara'")
-        if self.voice not in VOICES:
+        if self.voice not in VOICES and self.voice not in _warned_voices:
+            _warned_voices.add(self.voice)  # once per voice: every call validates its settings
             log.warning("voice %r is not one of the Orpheus voices %s; sending it anyway", self.voice, VOICES)
         _check_int("max_tokens", self.max_tokens, 1)
         _check_int("buffer_size", self.buffer_size, 1)
