@@ -11,7 +11,7 @@ import socket
 import ssl
 import threading
 import time
-from typing import Callable, Iterable, Iterator, List, Optional, Union
+from typing import Any, Callable, Iterable, Iterator, List, Optional, Union
 from urllib.parse import urlsplit
 
 import websocket
@@ -51,6 +51,8 @@ _EAGER_MESSAGES = 128
 _EAGER_BYTES = 4096
 # The writer thread sends a list of words this many messages per write.
 _BATCH_MESSAGES = 64
+# Bytes asked of the socket per read (see _read_ahead): a few 4096-byte frames at once.
+_READ_SIZE = 16384
 
 
 class _End:
@@ -83,9 +85,13 @@ def connect(settings: Settings) -> websocket.WebSocket:
         if parts.scheme == "wss":
             sock = ssl.create_default_context().wrap_socket(sock, server_hostname=host)
         ws = websocket.WebSocket(enable_multithread=True, skip_utf8_validation=True)
+        reader = _HandshakeReader(sock)
         # redirect_limit=0: the key is only ever sent to the configured host.
-        ws.connect(settings.url, socket=sock, timeout=settings.handshake_timeout, redirect_limit=0,
+        ws.connect(settings.url, socket=reader, timeout=settings.handshake_timeout, redirect_limit=0,
                    header=[f"Authorization: Api-Key {settings.api_key}"], suppress_origin=True)
+        ws.sock = sock
+        if reader.rest:  # a frame that came with the response: websocket-client reads it next
+            ws.frame_buffer.recv_buffer.append(reader.rest)
         status = ws.getstatus()
         if status != 101:
             raise ConnectError(f"The server redirected the upgrade (HTTP {status}); not following it with your key.")
@@ -96,6 +102,31 @@ def connect(settings: Settings) -> websocket.WebSocket:
         if isinstance(exc, BasetenTTSError) or not isinstance(exc, Exception):
             raise
         raise _handshake_error(exc, settings) from None
+
+
+class _HandshakeReader:
+    """The socket during the upgrade. websocket-client reads the HTTP response one byte per recv()
+    (two syscalls each with a timeout set: ~200 for a response); this serves them from one read."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self._sock = sock
+        self._data = b""
+        self._offset = 0
+
+    def recv(self, size: int) -> bytes:
+        if self._offset >= len(self._data):
+            self._data, self._offset = self._sock.recv(4096), 0
+        piece = self._data[self._offset:self._offset + size]
+        self._offset += len(piece)
+        return piece
+
+    @property
+    def rest(self) -> bytes:
+        """What the last read brought beyond the response."""
+        return self._data[self._offset:]
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._sock, name)
 
 
 def _handshake_error(exc: Exception, settings: Settings) -> BasetenTTSError:
@@ -186,6 +217,20 @@ def _readable(ws: websocket.WebSocket) -> bool:
         return True
 
 
+def _read_ahead(ws: websocket.WebSocket) -> None:
+    """Read up to _READ_SIZE per recv(). websocket-client asks the socket for each frame's header,
+    length and payload in turn (three syscalls, each with a poll() as the socket has a timeout); its
+    frame buffer keeps whatever a read brings beyond what it asked for, for the next ask."""
+    frames = ws.frame_buffer
+    recv = frames.recv
+    frames.recv = lambda size: recv(max(size, _READ_SIZE))
+
+
+def _buffered(ws: websocket.WebSocket) -> bool:
+    """Whether websocket-client already holds bytes read ahead (see `_read_ahead`)."""
+    return any(getattr(ws.frame_buffer, "recv_buffer", ()))
+
+
 def _fixed_key(key: bytes) -> Callable[[int], bytes]:
     return lambda _size: key
 
@@ -237,6 +282,7 @@ class Conversation:
         else:
             self._ws = connect(self.settings)
         self.stats.connect_time = self._elapsed()
+        _read_ahead(self._ws)
         # A whole text (a list of words) is sent from this thread, not the writer's: the first segment's
         # words before any thread starts, so no thread start or GIL hand-off delays the server's first
         # audio; then the rest, up to a few kB, which fit in the socket buffers even if the server
@@ -293,6 +339,10 @@ class Conversation:
                                 thread.name, _JOIN_TIMEOUT)
         if ws is not None:
             ws.shutdown()
+        try:  # wake a consumer waiting in chunks() (another thread) now, not at its next poll
+            self._queue.put_nowait(_End(StreamInterrupted("The conversation was closed.")))
+        except queue.Full:  # then the consumer is not waiting
+            pass
         if self.stats.total_time is None:
             self.stats.total_time = self._elapsed()
 
@@ -455,7 +505,7 @@ class Conversation:
         sock = ws.sock
         if sock is None:
             return False
-        if isinstance(sock, ssl.SSLSocket) and sock.pending():
+        if _buffered(ws) or (isinstance(sock, ssl.SSLSocket) and sock.pending()):
             return True
         try:
             readable, _, _ = select.select([sock], [], [], timeout)
