@@ -6,7 +6,7 @@ import os
 import re
 import subprocess
 import sys
-from typing import Iterator, Sequence, Tuple
+from typing import Iterator, Sequence, Set, Tuple
 
 
 @contextlib.contextmanager
@@ -26,3 +26,14 @@ def server_process(*faults: str, extra: Sequence[str] = ()) -> Iterator[Tuple[st
     finally:
         process.terminate()
         process.wait(10)
+
+
+def open_fds() -> Set[Tuple[str, str]]:
+    """The process's open files and sockets, by number and target (for leak checks)."""
+    found = set()
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            found.add((fd, os.readlink(f"/proc/self/fd/{fd}")))
+        except FileNotFoundError:  # the directory listing's own descriptor
+            pass
+    return found

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import socket
 import threading
 import time
@@ -14,7 +13,7 @@ import basetts
 from basetts import Synthesizer
 from basetts.testing import Faults, LocalServer
 
-from .helpers import server_process
+from .helpers import open_fds, server_process
 
 TEXT = "Every failure is ours to explain, and nothing received is dropped along the way."
 
@@ -260,15 +259,6 @@ def test_slow_text_producer_never_trips_the_audio_timeout():
 
 # No leaks, every call and every fault -------------------------------------------------------------
 
-def _open_fds() -> set:
-    found = set()
-    for fd in os.listdir("/proc/self/fd"):
-        try:
-            found.add((fd, os.readlink(f"/proc/self/fd/{fd}")))
-        except FileNotFoundError:  # the directory listing's own descriptor
-            pass
-    return found
-
 
 @pytest.mark.slow
 @pytest.mark.playback
@@ -285,7 +275,8 @@ def test_no_thread_socket_or_audio_stream_left_after_500_calls_mixing_every_call
         "silent": (("silent",), {"first_audio_timeout": 0.05}),
         "close-1011": (("close_code=1011", "close_reason=model crashed"), {}),
         "text-frame": (("text_frame=overloaded",), {}),
-        "stall": (("stall_after_bytes=200", "stall_seconds=2"), {"read_timeout": 0.05}),
+        # 12 words: frames of 960 and 192 bytes; the stall comes before the second (a gap, not first audio)
+        "stall": (("stall_after_bytes=1000", "stall_seconds=2"), {"read_timeout": 0.05}),
         "random-frames": (("random_frames=1",), {}),
     }
     calls = ["speak", "synthesize", "stream", "stream-break", "session", "session-play"]
@@ -313,7 +304,7 @@ def test_no_thread_socket_or_audio_stream_left_after_500_calls_mixing_every_call
         good, _ = synths["good"]
         for kind in calls:  # load the lazy imports and PortAudio once before counting
             call(kind, good, {})
-        threads, fds = sorted(t.name for t in threading.enumerate()), _open_fds()
+        threads, fds = sorted(t.name for t in threading.enumerate()), open_fds()
         outcomes: dict = {}
         names = list(faults)
         for i in range(500):
@@ -327,8 +318,8 @@ def test_no_thread_socket_or_audio_stream_left_after_500_calls_mixing_every_call
             if kind != "stream-break":  # (breaking off before the fault strikes is a success)
                 outcomes.setdefault(name, set()).add(result)
         assert sorted(t.name for t in threading.enumerate()) == threads
-        assert _open_fds() - fds == set()
+        assert open_fds() - fds == set()
         assert pulse.sink_inputs() == []
     assert outcomes["good"] == {"ok"} and outcomes["random-frames"] == {"ok"}
     assert all("ok" not in outcomes[name] for name in ("drop", "refuse-503", "refuse-401", "silent",
-                                                         "close-1011", "text-frame")), outcomes
+                                                         "close-1011", "text-frame", "stall")), outcomes

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import os
 import socket
 import threading
 import time
@@ -14,7 +13,7 @@ import basetts
 from basetts import Audio, Synthesizer
 from basetts.testing import Faults, LocalServer
 
-from .helpers import server_process
+from .helpers import open_fds, server_process
 
 TEXT = "Hello there. This is a small test of the streaming speech server, with words to spare."
 
@@ -266,16 +265,6 @@ def test_dotenv_in_the_working_directory_with_the_official_key_name(monkeypatch,
 
 # No leaks -----------------------------------------------------------------------------------------
 
-def _open_fds() -> set:
-    """The process's open files and sockets, by number and target."""
-    found = set()
-    for fd in os.listdir("/proc/self/fd"):
-        try:
-            found.add((fd, os.readlink(f"/proc/self/fd/{fd}")))
-        except FileNotFoundError:  # the directory listing's own descriptor
-            pass
-    return found
-
 
 @pytest.mark.slow
 def test_no_threads_or_sockets_left_after_200_calls():
@@ -289,7 +278,7 @@ def test_no_threads_or_sockets_left_after_200_calls():
                   Synthesizer(url=refusing[0], api_key=refusing[1], retries=1, retry_backoff=0.001),
                   Synthesizer(url=silent[0], api_key=silent[1], first_audio_timeout=0.05)]
         synths[0].synthesize(text)  # warm up lazy imports
-        threads, fds = threading.active_count(), _open_fds()
+        threads, fds = threading.active_count(), open_fds()
         outcomes = {"ok": 0, "error": 0}
         for i in range(200):
             synth = synths[i % len(synths)]
@@ -303,7 +292,7 @@ def test_no_threads_or_sockets_left_after_200_calls():
             except basetts.BasetenTTSError:
                 outcomes["error"] += 1
         assert threading.active_count() == threads, threading.enumerate()
-        assert _open_fds() - fds == set()  # nothing opened by the calls is still open
+        assert open_fds() - fds == set()  # nothing opened by the calls is still open
     assert outcomes == {"ok": 50, "error": 150}  # every 4th call is to the good server
 
 
