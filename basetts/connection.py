@@ -64,8 +64,10 @@ class _End:
         self.error = error
 
 
-def connect(settings: Settings) -> websocket.WebSocket:
-    """Open the socket (connect_timeout), TLS and the upgrade (handshake_timeout); map every failure."""
+def connect(settings: Settings, while_waiting: Optional[Callable[[], None]] = None) -> websocket.WebSocket:
+    """Open the socket (connect_timeout), TLS and the upgrade (handshake_timeout); map every failure.
+
+    `while_waiting` runs once the upgrade request is sent, while the server answers it."""
     parts = urlsplit(settings.url)
     host = parts.hostname or ""
     port = parts.port or (443 if parts.scheme == "wss" else 80)
@@ -85,7 +87,7 @@ def connect(settings: Settings) -> websocket.WebSocket:
         if parts.scheme == "wss":
             sock = ssl.create_default_context().wrap_socket(sock, server_hostname=host)
         ws = websocket.WebSocket(enable_multithread=True, skip_utf8_validation=True)
-        reader = _HandshakeReader(sock)
+        reader = _HandshakeReader(sock, while_waiting)
         # redirect_limit=0: the key is only ever sent to the configured host.
         ws.connect(settings.url, socket=reader, timeout=settings.handshake_timeout, redirect_limit=0,
                    header=[f"Authorization: Api-Key {settings.api_key}"], suppress_origin=True)
@@ -106,14 +108,19 @@ def connect(settings: Settings) -> websocket.WebSocket:
 
 class _HandshakeReader:
     """The socket during the upgrade. websocket-client reads the HTTP response one byte per recv()
-    (two syscalls each with a timeout set: ~200 for a response); this serves them from one read."""
+    (two syscalls each with a timeout set: ~200 for a response); this serves them from one read.
+    Its first recv() comes right after the request went out: `while_waiting` runs then."""
 
-    def __init__(self, sock: socket.socket) -> None:
+    def __init__(self, sock: socket.socket, while_waiting: Optional[Callable[[], None]] = None) -> None:
         self._sock = sock
         self._data = b""
         self._offset = 0
+        self._while_waiting = while_waiting
 
     def recv(self, size: int) -> bytes:
+        if self._while_waiting is not None:
+            run, self._while_waiting = self._while_waiting, None
+            run()
         if self._offset >= len(self._data):
             self._data, self._offset = self._sock.recv(4096), 0
         piece = self._data[self._offset:self._offset + size]
@@ -253,6 +260,7 @@ class Conversation:
         self._words = words
         self._queue: "queue.Queue[Union[bytes, _End]]" = queue.Queue(maxsize=queue_frames)
         self._stop = threading.Event()
+        self._connected = threading.Event()  # set once the reader may use the connection (or must stop)
         self._lock = threading.Lock()
         self._deadlines = protocol.Deadlines(
             settings.buffer_size, settings.first_audio_timeout, settings.read_timeout)
@@ -271,29 +279,43 @@ class Conversation:
 
     # lifecycle -------------------------------------------------------------------------------------
     def open(self) -> "Conversation":
-        """Connect in the caller's thread (so its errors raise here), then start the reader (and the
-        writer, unless this thread could send everything)."""
+        """Connect in the caller's thread (so its errors raise here), start the reader (and the writer,
+        unless this thread could send everything). On any failure, everything opened is closed."""
         if self._ws is not None:
             return self
+        try:
+            self._open()
+        except BaseException:
+            self.close()  # also wakes and joins a reader started during the upgrade
+            raise
+        return self
+
+    def _open(self) -> None:
         if self._preopened is not None:
             self._ws, self._preopened = self._preopened, None
             if self._ws.sock is not None:
                 self._ws.sock.settimeout(self.settings.read_timeout)  # this call's, not the spare's
         else:
-            self._ws = connect(self.settings)
+            # The reader starts while the server answers the upgrade: starting a thread blocks this
+            # one ~0.1 ms, better spent waiting for the network than after the words are sent.
+            self._ws = connect(self.settings, while_waiting=self._start_reader)
         self.stats.connect_time = self._elapsed()
         _read_ahead(self._ws)
         # A whole text (a list of words) is sent from this thread, not the writer's: the first segment's
-        # words before any thread starts, so no thread start or GIL hand-off delays the server's first
+        # words before the reader touches the connection, so no GIL hand-off delays the server's first
         # audio; then the rest, up to a few kB, which fit in the socket buffers even if the server
         # reads none, so this never blocks. A short text needs no writer thread at all.
         # (docs/performance.md, "What we fixed".)
         if isinstance(self._words, (list, tuple)):
             self._send_now(_EAGER_MESSAGES)
-        self._start_thread("reader", self._read)
+        self._start_reader()
+        self._connected.set()
         if not self._all_sent:
             self._start_thread("writer", self._write)
-        return self
+
+    def _start_reader(self) -> None:
+        if not self._threads:
+            self._start_thread("reader", self._read)
 
     def _start_thread(self, name: str, target: Callable[[], None]) -> None:
         thread = threading.Thread(target=target, name=f"basetts-{name}", daemon=True)
@@ -320,6 +342,7 @@ class Conversation:
     def close(self) -> None:
         """Stop the threads, close the socket, join. Safe to call any number of times, from any path."""
         self._stop.set()
+        self._connected.set()  # a reader still waiting for the connection wakes and sees the stop
         if self._preopened is not None:  # never opened: the spare it was given is still ours to close
             self._preopened.shutdown()
             self._preopened = None
@@ -459,8 +482,10 @@ class Conversation:
 
     def _read(self) -> None:
         """Receive frames until the close; queue aligned PCM; enforce the audio deadlines."""
+        self._connected.wait()
         ws = self._ws
-        assert ws is not None
+        if ws is None or self._stop.is_set():
+            return
         error: Optional[BaseException] = None
         try:
             while not self._stop.is_set():
