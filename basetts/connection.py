@@ -219,9 +219,28 @@ def _readable(ws: websocket.WebSocket) -> bool:
     if ws.sock is None:
         return True
     try:
-        return bool(select.select([ws.sock], [], [], 0)[0])
+        return _wait_for_data(ws.sock, 0)
     except (OSError, ValueError):
         return True
+
+
+def _writable(sock: socket.socket) -> bool:
+    """Whether a small write to `sock` would not block now."""
+    if not hasattr(select, "poll"):
+        return bool(select.select([], [sock], [], 0)[1])
+    poller = select.poll()
+    poller.register(sock, select.POLLOUT)
+    return bool(poller.poll(0))
+
+
+def _wait_for_data(sock: socket.socket, timeout: float) -> bool:
+    """Whether `sock` has data (or EOF) within `timeout` seconds. poll(), not select(): select() fails
+    for descriptors above 1023, which a long-running service reaches."""
+    if not hasattr(select, "poll"):  # Windows: its select() has no such limit
+        return bool(select.select([sock], [], [], timeout)[0])
+    poller = select.poll()
+    poller.register(sock, select.POLLIN)
+    return bool(poller.poll(timeout * 1000))
 
 
 def _read_ahead(ws: websocket.WebSocket) -> None:
@@ -274,6 +293,7 @@ class Conversation:
         self._messages = protocol.outgoing(settings.session_message(), words)
         self._messages_sent = 0
         self._all_sent = False
+        self._pending_pong: Optional[bytes] = None  # a ping's payload still to be answered
         self._pending: List[bytes] = []  # audio read but not yet queued (see _COALESCE_BYTES)
         self._pending_bytes = 0
 
@@ -301,6 +321,7 @@ class Conversation:
             self._ws = connect(self.settings, while_waiting=self._start_reader)
         self.stats.connect_time = self._elapsed()
         _read_ahead(self._ws)
+        self._ws.pong = self._pong  # type: ignore[method-assign]  # websocket-client answers pings with it
         # A whole text (a list of words) is sent from this thread, not the writer's: the first segment's
         # words before the reader touches the connection, so no GIL hand-off delays the server's first
         # audio; then the rest, up to a few kB, which fit in the socket buffers even if the server
@@ -323,21 +344,26 @@ class Conversation:
         thread.start()
 
     def _send_now(self, limit: int) -> None:
-        """Send up to `limit` messages (and about _EAGER_BYTES) from the caller's thread, in one write."""
+        """Send up to `limit` messages, at most _EAGER_BYTES, from the caller's thread in one write: so
+        little that it fits in the socket buffers even if the server reads none (no reader runs yet)."""
         messages: List[str] = []
         size = 0
         for message in self._messages:
-            messages.append(message)
-            size += len(message) + 6  # the frame header and mask
-            if len(messages) >= limit or size >= _EAGER_BYTES:
+            size += len(message.encode("utf-8")) + 14  # the frame header and mask, at most
+            if messages and size > _EAGER_BYTES:
+                self._messages = itertools.chain([message], self._messages)  # the writer sends it
                 break
-        if not messages:
-            return
+            messages.append(message)
+            if len(messages) >= limit:
+                break
         try:
-            self._send(messages)
+            self._send(messages, wait_for_room=False)
+        except BasetenTTSError:
+            raise  # our TimeoutError, which is also an OSError
         except (OSError, websocket.WebSocketException) as exc:
             log.debug("sending from the caller's thread failed: %s", exc)  # the reader reports why
-            self._all_sent = True  # nothing more can go out on this connection
+            with self._lock:
+                self._all_sent = True  # nothing more can go out on this connection
 
     def close(self) -> None:
         """Stop the threads, close the socket, join. Safe to call any number of times, from any path."""
@@ -425,40 +451,77 @@ class Conversation:
                 continue
         return False
 
-    def _send(self, messages: List[str]) -> None:
-        """Send messages (settings, words, the sentinel), each its own websocket message, in one write;
-        keep the deadlines up to date."""
+    def _send(self, messages: List[str], wait_for_room: bool = True) -> None:
+        """Send messages (settings, words, the sentinel), each its own websocket message, in one write.
+
+        The deadlines count the words as handed to the socket: a server that stops reading them owes
+        audio all the same, so the reader's deadlines end a conversation whose server is gone, however
+        long this write waits for room.
+        """
         ws = self._ws
         assert ws is not None
-        if messages[-1] == protocol.SENTINEL:
-            # Marked before sending: the server's close may come before send() returns here.
-            with self._lock:
-                self._deadlines.end_sent(time.monotonic())
-        if len(messages) == 1:
-            ws.send(messages[0])
-        else:
-            # What ws.send does for each message, in one syscall; the random mask keys (RFC 6455 5.3)
-            # come from one os.urandom call instead of one each.
-            keys = os.urandom(4 * len(messages))
-            frames = []
-            for index, message in enumerate(messages):
-                frame = websocket.ABNF.create_frame(message, websocket.ABNF.OPCODE_TEXT)
-                frame.get_mask_key = _fixed_key(keys[4 * index:4 * index + 4])
-                frames.append(frame.format())
-            data = b"".join(frames)
-            with ws.lock:
-                assert ws.sock is not None
-                ws.sock.sendall(data)
         words = len(messages) - (self._messages_sent == 0) - (messages[-1] == protocol.SENTINEL)
         self._messages_sent += len(messages)
-        if messages[-1] == protocol.SENTINEL:
-            self._all_sent = True
-        if words:
-            now = time.monotonic()
-            with self._lock:
-                self.words_sent += words
-                for _ in range(words):
-                    self._deadlines.word_sent(now)
+        now = time.monotonic()
+        with self._lock:
+            self.words_sent += words
+            for _ in range(words):
+                self._deadlines.word_sent(now)
+            if messages[-1] == protocol.SENTINEL:
+                self._all_sent = True
+                self._deadlines.end_sent(now)  # before sending: the close may come before send() returns
+        # What ws.send does for each message, in one syscall; the random mask keys (RFC 6455 5.3) come
+        # from one os.urandom call instead of one each.
+        keys = os.urandom(4 * len(messages))
+        frames = []
+        for index, message in enumerate(messages):
+            frame = websocket.ABNF.create_frame(message, websocket.ABNF.OPCODE_TEXT)
+            frame.get_mask_key = _fixed_key(keys[4 * index:4 * index + 4])
+            frames.append(frame.format())
+        with ws.lock:
+            assert ws.sock is not None
+            self._send_bytes(ws.sock, memoryview(b"".join(frames)), wait_for_room)
+        self._send_pong()  # a ping that came while this write waited
+
+    def _send_bytes(self, sock: socket.socket, data: memoryview, wait_for_room: bool) -> None:
+        """Write all of `data`. The server reads no text while it generates a segment, which may take
+        longer than any timeout, so a send that finds no room tries again (unless `wait_for_room` is
+        False); close() wakes it by shutting the socket down."""
+        while data:
+            try:
+                data = data[sock.send(data):]
+            except socket.timeout:
+                if not wait_for_room:
+                    raise TimeoutError(f"The server read none of the text within "
+                                       f"read_timeout={self.settings.read_timeout:g} s.") from None
+                if self._stop.is_set():
+                    return
+                log.debug("the server is not reading (generating?); still waiting to send")
+
+    def _pong(self, payload: Union[str, bytes] = b"") -> None:
+        """websocket-client's ping answer, replaced: the reader must never block on a send. While the
+        server generates it reads nothing, so our socket can be full of text; a reader waiting to send
+        a pong would stop reading audio, and the server would wait for us to read: a deadlock."""
+        self._pending_pong = payload.encode("utf-8") if isinstance(payload, str) else bytes(payload)
+        self._send_pong()
+
+    def _send_pong(self) -> None:
+        """Answer the latest ping now if that cannot block (no write in progress, room in the socket);
+        else it stays pending for the next write or the next wake of the reader."""
+        ws = self._ws
+        if self._pending_pong is None or ws is None or not ws.lock.acquire(blocking=False):
+            return
+        try:
+            payload, sock = self._pending_pong, ws.sock
+            if payload is None or sock is None or not _writable(sock):
+                return
+            self._pending_pong = None
+            frame = websocket.ABNF.create_frame(payload, websocket.ABNF.OPCODE_PONG).format()
+            self._send_bytes(sock, memoryview(frame), wait_for_room=True)
+        except OSError as exc:
+            log.debug("answering a ping failed: %s", exc)  # the connection is gone: the reader sees it
+        finally:
+            ws.lock.release()
 
     def _write(self) -> None:
         """Send settings, one word per message, then the sentinel (whatever open() has not sent)."""
@@ -489,6 +552,8 @@ class Conversation:
         error: Optional[BaseException] = None
         try:
             while not self._stop.is_set():
+                if self._pending_pong is not None:
+                    self._send_pong()
                 ready = bool(self._pending) and self._wait_readable(ws, 0)
                 if not ready:
                     self._flush_pending()  # the burst is over (if any): hand on what it brought
@@ -519,6 +584,10 @@ class Conversation:
                 return
             log.debug("reader: connection lost: %s", exc)
             error = protocol.close_error(None, "", self._deadlines.sentinel_sent)
+        except BaseException as exc:  # noqa: BLE001 - a bug of ours: the consumer must still hear of it
+            log.exception("reader failed")
+            error = StreamInterrupted(f"basetts failed while reading the stream: {exc!r}")
+            error.__cause__ = exc
         if self._stop.is_set():
             return
         self._flush_pending()
@@ -533,12 +602,11 @@ class Conversation:
         if _buffered(ws) or (isinstance(sock, ssl.SSLSocket) and sock.pending()):
             return True
         try:
-            readable, _, _ = select.select([sock], [], [], timeout)
+            return _wait_for_data(sock, timeout)
         except (OSError, ValueError):  # socket shut down or closed by close()
             if self._stop.is_set():
                 return False
             raise
-        return bool(readable)
 
     def _on_audio(self, data: bytes) -> None:
         now = time.monotonic()

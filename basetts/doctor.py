@@ -113,7 +113,7 @@ def _ms(seconds: Optional[float]) -> str:
 def run(device: Any = None, url: Optional[str] = None, local: bool = False,
         make_synthesizer: Optional[Callable[..., Any]] = None) -> Iterator[Check]:
     """Every check in order; a failed sound check does not stop the endpoint checks."""
-    if make_synthesizer is None:
-        from .synthesizer import Synthesizer as make_synthesizer
+    from .synthesizer import Synthesizer
+
     yield from _sound_checks(device)
-    yield from _endpoint_checks(make_synthesizer, url, local)
+    yield from _endpoint_checks(make_synthesizer or Synthesizer, url, local)

@@ -48,3 +48,23 @@ def test_an_iterable_is_sent_word_by_word_as_it_comes():
         record = server.last()
     assert record.messages == ["first", "words", "and", "the", "rest.", "__END__"]
     assert first + rest == server.expected_pcm("first words and the rest.")
+
+
+def test_text_waits_while_the_server_generates_longer_than_read_timeout():
+    """The server reads no text while it generates a segment. With megabytes of text the socket
+    buffers fill and a send waits for the whole generation (2 s here, read_timeout 0.5 s): that wait is
+    not a timeout, and no word may be lost to it."""
+    words = [f"{'x' * 10_000}{i}" for i in range(2000)]  # 20 MB: more than the buffers on the way hold
+    text = " ".join(words)
+    # 1000 words of 2 ms each: the first segment takes 2 s, during which the other 1000 words wait.
+    with LocalServer(samples_per_word=48, speed=1.0) as server:
+        synth = Synthesizer(url=server.url, api_key=server.api_key, buffer_size=1000, read_timeout=0.5)
+        for given in (text, iter(w + " " for w in words)):  # from a list (batches) and an iterable
+            result: dict = {}
+            caller = threading.Thread(target=lambda g=given, r=result: r.update(audio=synth.synthesize(g)))
+            caller.start()
+            caller.join(60)
+            assert not caller.is_alive(), "synthesize() hung"
+            assert "audio" in result, "synthesize() failed (see the thread's exception above)"
+            assert result["audio"].pcm == server.expected_pcm(text)
+            assert server.last().messages == words + ["__END__"]

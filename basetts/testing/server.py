@@ -44,7 +44,8 @@ HANDLER_ERROR = "Internal Server Error (in model/chainlet)."
 WINDOW_SAMPLES = 2048
 MAX_MESSAGE = 100 * 2 ** 20  # uvicorn's inbound cap
 
-_SENTENCE_END = re.compile(r"[.!?…]+[\"'”’)\]]*$")
+_CLOSERS = "\"'”’)]"
+_SENTENCE_ENDS = (".", "!", "?", "…")
 
 
 def split_sentences(words: Sequence[str]) -> List[List[str]]:
@@ -52,7 +53,7 @@ def split_sentences(words: Sequence[str]) -> List[List[str]]:
     sentences: List[List[str]] = [[]]
     for word in words:
         sentences[-1].append(word)
-        if _SENTENCE_END.search(word):
+        if word.rstrip(_CLOSERS).endswith(_SENTENCE_ENDS):  # . ! ? … then closing quotes or brackets
             sentences.append([])
     if not sentences[-1] and len(sentences) > 1:
         sentences.pop()
