@@ -8,6 +8,13 @@ BIN := $(VENV)/bin
 # tests, espeak-ng so the local server (and the demo) can speak real words. Debian's PortAudio has
 # no PulseAudio host API: it reaches PulseAudio through ALSA's pulse plugin (libasound2-plugins).
 DEB_PACKAGES := portaudio19-dev libasound2-plugins pulseaudio pulseaudio-utils espeak-ng
+# Also installed, only when what they provide is missing (python3 and the compiler may come from
+# elsewhere, e.g. pyenv, so these are checked by file/command, not by package name):
+#   gcc libc6-dev  PyAudio has no Linux wheel, so pip compiles it (libc6-dev: only a Recommends of gcc).
+#   python3-dev    Python.h for that compile. Only for Debian's own python (include dir under
+#                  /usr/include): for any other interpreter the Debian package would not help.
+#   python3-venv   Debian's python3 has no ensurepip without it, so `python3 -m venv` fails.
+#   python3        when there is no $(PYTHON) at all (then also python3-dev and python3-venv).
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: install system-deps test demo lint bench docs clean
@@ -26,13 +33,28 @@ system-deps:
 	for p in $(DEB_PACKAGES); do \
 	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "ok installed" || missing="$$missing $$p"; \
 	done; \
+	command -v cc >/dev/null || command -v gcc >/dev/null || missing="$$missing gcc libc6-dev"; \
+	if ! command -v $(PYTHON) >/dev/null; then \
+	  missing="$$missing python3 python3-dev python3-venv"; \
+	else \
+	  inc=$$($(PYTHON) -c 'import sysconfig; print(sysconfig.get_paths()["include"])'); \
+	  case "$$inc" in /usr/include/*) deb_py=1;; *) deb_py=;; esac; \
+	  if [ ! -f "$$inc/Python.h" ]; then \
+	    if [ -n "$$deb_py" ]; then missing="$$missing python3-dev"; \
+	    else echo "Warning: no Python.h in $$inc: PyAudio will not build; install $(PYTHON)'s headers" >&2; fi; \
+	  fi; \
+	  if ! $(PYTHON) -c 'import ensurepip, venv' 2>/dev/null; then \
+	    if [ -n "$$deb_py" ]; then missing="$$missing python3-venv"; \
+	    else echo "Warning: $(PYTHON) has no ensurepip/venv: '$(PYTHON) -m venv' will fail" >&2; fi; \
+	  fi; \
+	fi; \
 	if [ -n "$$missing" ]; then \
 	  if command -v apt-get >/dev/null; then \
 	    echo "Installing Debian packages:$$missing"; \
 	    $(SUDO) apt-get update -qq && \
 	    DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
 	  else \
-	    echo "Please install with your package manager:$$missing (PortAudio headers, PulseAudio, espeak-ng)"; exit 1; \
+	    echo "Please install with your package manager (Debian names):$$missing"; exit 1; \
 	  fi; \
 	fi
 
