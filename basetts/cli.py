@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import codecs
 import contextlib
+import itertools
 import logging
 import os
 import shutil
@@ -15,6 +16,7 @@ import time
 from typing import Iterable, Iterator, List, Optional
 
 from .errors import AudioDeviceError, BasetenTTSError, ConfigurationError
+from .protocol import iter_words
 from .settings import EMOTION_TAGS, VOICES
 
 DEMO_WAV = "basetts-demo.wav"
@@ -32,6 +34,16 @@ def _stdin_fragments() -> Iterator[str]:
     yield decoder.decode(b"", final=True)
 
 
+def _once_there_are_words(fragments: Iterator[str]) -> Iterator[str]:
+    """`fragments` from the first one on, once one holds a word; a usage error if the input ends first."""
+    blank: List[str] = []
+    for fragment in fragments:
+        if fragment.strip():
+            return itertools.chain(blank, [fragment], fragments)
+        blank.append(fragment)
+    raise ValueError("stdin is empty: there is nothing to speak")
+
+
 class _Progress:
     """One status line on stderr (words sent, seconds of audio received), only when it is a terminal."""
 
@@ -42,10 +54,12 @@ class _Progress:
         self._shown = 0.0
 
     def count_words(self, fragments: Iterable[str]) -> Iterator[str]:
-        for fragment in fragments:
-            self.words += len(fragment.split())
+        """The words of `fragments` as the SDK sends them (a word split across fragments counts once),
+        each with a space after it, counted as they go."""
+        for word in iter_words(fragments):
+            self.words += 1
             self._show()
-            yield fragment
+            yield word + " "
 
     def audio(self, chunk: bytes) -> None:
         self.audio_bytes += len(chunk)
@@ -71,9 +85,6 @@ def _say(args: argparse.Namespace) -> int:
         text = " ".join(args.text)
         if not text.strip():
             raise ValueError("text is empty: there is nothing to speak")
-        fragments: Iterable[str] = [text]
-    else:
-        fragments = _stdin_fragments()
     progress = _Progress(sys.stderr.isatty())
     with contextlib.ExitStack() as stack:
         url, api_key = args.url, None
@@ -84,13 +95,24 @@ def _say(args: argparse.Namespace) -> int:
             server = stack.enter_context(LocalServer(engine=engine))
             url, api_key = server.url, server.api_key
             print(f"basetts: local server at {server.url} ({engine} engine)", file=sys.stderr)
-        synth = Synthesizer(url=url, api_key=api_key, voice=args.voice, buffer_size=args.buffer_size)
+        synth = stack.enter_context(
+            Synthesizer(url=url, api_key=api_key, voice=args.voice, buffer_size=args.buffer_size))
         output = args.output
         if not output:
             problem = _cannot_play(args.device)
             if problem:
                 output = os.path.abspath(DEMO_WAV)
                 print(f"basetts: cannot play here ({problem}); writing {output} instead.", file=sys.stderr)
+        if args.text:
+            fragments: Iterable[str] = [text]
+        else:
+            # Connect while the first words are awaited (a language model thinking, a deployment
+            # starting), but request speech only once there are words: empty stdin is a usage error.
+            try:
+                synth.connect()
+            except BasetenTTSError as exc:  # the call connects again itself, retrying what is transient
+                logging.getLogger("basetts").debug("connecting ahead failed: %s", exc)
+            fragments = _once_there_are_words(_stdin_fragments())
         words = progress.count_words(fragments)
         if output:
             chunks = []
@@ -154,7 +176,13 @@ def _doctor(args: argparse.Namespace) -> int:
 def _devices(args: argparse.Namespace) -> int:
     from . import playback
 
-    for device in playback.devices():
+    found = playback.devices()
+    if not found:
+        print("basetts: no audio output devices found (no sound card, or no access to the sound server). "
+              "`basetts say -o out.wav` writes a file instead; `basetts doctor` checks the set-up.",
+              file=sys.stderr)
+        return 1
+    for device in found:
         print(device)
     return 0
 
@@ -168,8 +196,9 @@ def build_parser() -> argparse.ArgumentParser:
     say.add_argument("text", nargs="*", help="the text; read from stdin when absent")
     say.add_argument("-o", "--output", help="write a WAV file instead of playing")
     say.add_argument("--voice", default="tara", help=f"one of {', '.join(VOICES)}")
-    say.add_argument("--url", help="websocket URL (default: BASETTS_URL or BASETEN_MODEL_ID)")
-    say.add_argument("--local", action="store_true", help="start a local server for this call")
+    endpoint = say.add_mutually_exclusive_group()
+    endpoint.add_argument("--url", help="websocket URL (default: BASETTS_URL or BASETEN_MODEL_ID)")
+    endpoint.add_argument("--local", action="store_true", help="start a local server for this call")
     say.add_argument("--buffer-size", type=int, default=10, help="words per forced flush (default 10)")
     say.add_argument("--device", help="output device: an index or part of its name")
     say.set_defaults(run=_say)
@@ -189,8 +218,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     doctor = commands.add_parser("doctor", help="check sound and endpoint, one verdict line per check")
     doctor.add_argument("--device", help="output device to check: an index or part of its name")
-    doctor.add_argument("--url", help="websocket URL (default: BASETTS_URL or BASETEN_MODEL_ID)")
-    doctor.add_argument("--local", action="store_true", help="measure against a local server")
+    endpoint = doctor.add_mutually_exclusive_group()
+    endpoint.add_argument("--url", help="websocket URL (default: BASETTS_URL or BASETEN_MODEL_ID)")
+    endpoint.add_argument("--local", action="store_true", help="measure against a local server")
     doctor.set_defaults(run=_doctor)
     return parser
 

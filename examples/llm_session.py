@@ -3,13 +3,16 @@
 `fake_llm()` stands in for your LLM client's token stream (OpenAI, Anthropic, vLLM...): any iterable
 of text fragments, split anywhere, works.
 
-    python examples/llm_session.py --local
+    python examples/llm_session.py --local              # against a local server; plays the answer
+    python examples/llm_session.py --local --no-play    # no sound card: saves it to answer.wav instead
+
+Without --local it uses Baseten (BASETEN_API_KEY and BASETEN_MODEL_ID set, or in .env).
 """
 import sys
 import time
 from typing import Iterator
 
-from basetts import Synthesizer
+from basetts import AudioDeviceError, Synthesizer
 
 
 def fake_llm() -> Iterator[str]:
@@ -27,10 +30,17 @@ def main(local: bool, play: bool) -> None:
         synth = Synthesizer(url=server.url, api_key=server.api_key)
     else:
         synth = Synthesizer()
-    with synth.session(play=play) as session:
-        for token in fake_llm():
-            session.send(token)
-    print(f"spoke {session.audio.duration:.1f} s of audio")
+    try:
+        with synth.session(play=play) as session:
+            for token in fake_llm():
+                session.send(token)
+    except AudioDeviceError as exc:  # no sound card here (a server, a container)
+        sys.exit(f"not playing: {exc}\nRun with --no-play to save the answer to answer.wav instead.")
+    if play:
+        print(f"spoke {session.audio.duration:.1f} s of audio")
+    else:
+        session.audio.save("answer.wav")
+        print(f"saved {session.audio.duration:.1f} s to answer.wav")
     # The same in one call: synth.speak(fake_llm())
 
 

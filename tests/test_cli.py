@@ -2,7 +2,10 @@
 from __future__ import annotations
 
 import array
+import contextlib
 import os
+import pty
+import re
 import subprocess
 import sys
 import time
@@ -53,6 +56,11 @@ def test_stdin_is_spoken_as_it_arrives(tmp_path):
              "--buffer-size", "3"], stdin=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
             env={**os.environ, "BASETEN_API_KEY": server.api_key})
         try:
+            deadline = time.monotonic() + 30
+            while not server.handshakes:  # it connects while it waits for the first words...
+                assert time.monotonic() < deadline, "no connection was opened while waiting for stdin"
+                time.sleep(0.02)
+            assert all(c.settings is None for c in server.conversations)  # ...but asks for nothing yet
             process.stdin.write("one two three four ")
             process.stdin.flush()
             deadline = time.monotonic() + 30
@@ -67,19 +75,35 @@ def test_stdin_is_spoken_as_it_arrives(tmp_path):
             process.kill()
             process.wait()
         assert server.last().words == "one two three four five.".split()
+        assert server.handshakes == 1  # the speech went over the connection opened while waiting
 
 
-# With no sound server reachable, a machine without a sound card has no output device at all.
-NO_SOUND = {"PULSE_SERVER": "unix:/nonexistent"}
-needs_no_sound_card = pytest.mark.skipif(
-    bool(os.path.isdir("/dev/snd") and os.listdir("/dev/snd")),
-    reason="this machine has a sound card, so PortAudio always finds an output")
+def no_sound_card_env(directory) -> dict:
+    """Environment variables under which PortAudio sees no output device at all, sound card or not.
+
+    ALSA reads only a configuration (written in `directory`) whose one device is a card that does not
+    exist: without the stock configuration it cannot even name the cards in /dev/snd ("hw:0") or reach
+    PulseAudio/PipeWire through its plugins. (A configuration with no device at all makes PortAudio's
+    ALSA enumeration abort.) PortAudio builds with their own PulseAudio or JACK host API are pointed
+    at servers that do not exist (and JACK is not started).
+    """
+    config = os.path.join(str(directory), "asound-no-device.conf")
+    with open(config, "w") as file:
+        file.write("pcm.default { type hw card 99 }\n")
+    return {"ALSA_CONFIG_PATH": config, "PULSE_SERVER": "unix:/nonexistent", "JACK_NO_START_SERVER": "1",
+            "JACK_DEFAULT_SERVER": "basetts-none"}
 
 
-@needs_no_sound_card
+# PortAudio's OSS host API opens /dev/dsp directly: no environment variable hides an OSS device.
+needs_no_oss_device = pytest.mark.skipif(os.path.exists("/dev/dsp"),
+                                         reason="/dev/dsp exists: PortAudio's OSS host API always finds it")
+
+
+@needs_no_oss_device
 def test_local_without_a_sound_card_writes_a_wav_and_says_where(tmp_path):
     result = subprocess.run([sys.executable, "-m", "basetts.cli", "say", "--local", "Hello there."],
-                            cwd=tmp_path, capture_output=True, text=True, timeout=60, env={**os.environ, **NO_SOUND})
+                            cwd=tmp_path, capture_output=True, text=True, timeout=60,
+                            env={**os.environ, **no_sound_card_env(tmp_path)})
     assert result.returncode == 0, result.stderr
     assert "cannot play here (No audio output device found" in result.stderr
     assert f"writing {tmp_path / 'basetts-demo.wav'} instead" in result.stderr
@@ -87,15 +111,17 @@ def test_local_without_a_sound_card_writes_a_wav_and_says_where(tmp_path):
 
 
 @pytest.mark.playback
-def test_say_plays_on_the_sound_card(pulse):
+@pytest.mark.parametrize("from_stdin", [False, True], ids=["arguments", "stdin"])
+def test_say_plays_on_the_sound_card(pulse, from_stdin):
+    text = "Played through the card."
     with LocalServer() as server:
         recording = pulse.record()
-        result = run("say", "Played through the card.", "--url", server.url,
+        result = run("say", *([] if from_stdin else [text]), "--url", server.url, stdin=text if from_stdin else None,
                      env={**pulse.env, "BASETEN_API_KEY": server.api_key})
         played = recording.stop()
+        assert server.handshakes == 1  # from stdin: the connection opened while waiting carried the speech
     assert result.returncode == 0, result.stderr
-    expected = server.expected_pcm("Played through the card.")
-    assert expected[800:3200] in played and expected[-2400:] in played
+    assert server.expected_pcm(text) in played  # every sample, in order
 
 
 def verdicts(stdout: str) -> dict:
@@ -120,9 +146,9 @@ def test_doctor_checks_sound_and_endpoint_and_plays_a_tone(pulse):
     assert len(loud) > 0.2 * 24000, "the test tone was not played"
 
 
-@needs_no_sound_card
-def test_doctor_without_a_sound_card_fails_those_checks_and_still_measures_the_local_server():
-    result = run("doctor", env=NO_SOUND)
+@needs_no_oss_device
+def test_doctor_without_a_sound_card_fails_those_checks_and_still_measures_the_local_server(tmp_path):
+    result = run("doctor", env=no_sound_card_env(tmp_path))
     assert result.returncode == 1
     found = verdicts(result.stdout)
     assert found["output device"] == "FAIL" and found["test tone"] == "FAIL"
@@ -130,6 +156,86 @@ def test_doctor_without_a_sound_card_fails_those_checks_and_still_measures_the_l
     assert "No audio output device found" in result.stdout and "synthesize" in result.stdout
     assert "Measuring against the local server" in result.stdout
     assert result.stdout.rstrip().endswith("verdict: 3 check(s) failed")
+
+
+def test_a_refusal_while_connecting_ahead_of_stdin_is_retried_by_the_call(tmp_path):
+    out = tmp_path / "out.wav"
+    with LocalServer(faults=Faults(handshake_status=503, handshake_failures=1)) as server:
+        result = run("say", "-o", str(out), "--url", server.url, stdin="spoken all the same",
+                     env={"BASETEN_API_KEY": server.api_key})
+        assert server.handshakes == 2
+    assert result.returncode == 0, result.stderr
+    assert read_wav(out) == server.expected_pcm("spoken all the same")
+
+
+@pytest.mark.parametrize("stdin", ["", " \n\t\n"], ids=["empty", "blank"])
+def test_no_words_on_stdin_is_a_usage_error_and_writes_nothing(tmp_path, basetts_server, stdin):
+    out = tmp_path / "out.wav"
+    result = run("say", "-o", str(out), "--url", basetts_server.url, stdin=stdin,
+                 env={"BASETEN_API_KEY": basetts_server.api_key})
+    assert result.returncode == 2, result.stderr
+    assert "stdin is empty" in result.stderr and "Traceback" not in result.stderr
+    assert not out.exists()
+    assert all(c.settings is None for c in basetts_server.conversations)  # no speech was asked for
+
+
+def test_the_progress_line_counts_words_split_across_reads_once(tmp_path):
+    """On a terminal, stderr shows words sent and audio received; a word cut by a read counts once."""
+    leader, terminal = pty.openpty()
+    with LocalServer() as server:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "basetts.cli", "say", "-o", str(tmp_path / "o.wav"), "--url", server.url],
+            stdin=subprocess.PIPE, stderr=terminal, text=True, env={**os.environ, "BASETEN_API_KEY": server.api_key})
+        os.close(terminal)
+        try:
+            # Each piece is written once the previous one was read (the server has its complete words).
+            for piece, complete in (("one two thr", "two"), ("ee four fi", "four")):
+                process.stdin.write(piece)
+                process.stdin.flush()
+                deadline = time.monotonic() + 30
+                while not (server.conversations and complete in server.conversations[-1].words):
+                    assert time.monotonic() < deadline, f"{complete!r} was never sent"
+                    time.sleep(0.02)
+            process.stdin.write("ve.\n")
+            process.stdin.close()
+            assert process.wait(30) == 0
+            shown = b""
+            with contextlib.suppress(OSError):  # EIO once everything written to the terminal is read
+                while True:
+                    piece = os.read(leader, 4096)
+                    if not piece:
+                        break
+                    shown += piece
+        finally:
+            process.kill()
+            process.wait()
+            os.close(leader)
+    assert server.last().words == "one two three four five.".split()
+    counts = re.findall(r"(\d+) words sent, ([\d.]+) s of audio", shown.decode())
+    assert counts and counts[-1] == ("5", "0.5"), shown  # 5 words of 0.1 s each
+
+
+@pytest.mark.parametrize("command", ["say", "doctor"])
+def test_local_and_url_together_are_a_usage_error(command):
+    result = run(command, "--local", "--url", "ws://127.0.0.1:9/x")
+    assert result.returncode == 2
+    assert "not allowed with argument" in result.stderr
+
+
+@pytest.mark.playback
+def test_devices_lists_the_outputs_with_the_default_marked(pulse):
+    result = run("devices", env=pulse.env)
+    assert result.returncode == 0, result.stderr
+    assert re.search(r"^\d+: .*\[ALSA, .* Hz\]  \(default\)$", result.stdout, re.MULTILINE), result.stdout
+
+
+@needs_no_oss_device
+def test_devices_without_any_output_says_so_and_fails(tmp_path):
+    result = run("devices", env=no_sound_card_env(tmp_path))
+    assert result.returncode == 1
+    assert result.stdout == ""
+    assert "basetts: no audio output devices found" in result.stderr
+    assert "say -o out.wav" in result.stderr and "doctor" in result.stderr
 
 
 def test_empty_text_is_a_usage_error():
@@ -185,12 +291,3 @@ def test_serve_prints_url_and_key_and_serves(tmp_path):
     finally:
         process.terminate()
         process.wait(10)
-
-
-@pytest.mark.parametrize("script", ["say.py", "llm_session.py"])
-def test_examples_run_against_the_local_server(tmp_path, script):
-    path = os.path.join(os.path.dirname(__file__), "..", "examples", script)
-    result = subprocess.run([sys.executable, path, "--local", "--no-play"], cwd=tmp_path, capture_output=True,
-                            text=True, timeout=120)
-    assert result.returncode == 0, result.stderr
-    assert " s" in result.stdout

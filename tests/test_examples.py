@@ -1,0 +1,131 @@
+"""The examples, run as a user runs them, checked against the local server's exact audio."""
+from __future__ import annotations
+
+import importlib.util
+import os
+import runpy
+import subprocess
+import sys
+
+import pytest
+from flask import Flask  # a dev dependency: a missing Flask is a failure, not a skip
+
+from basetts.audio import wav_header
+from basetts.testing import LocalServer, tone_pcm
+
+from .test_cli import needs_no_oss_device, no_sound_card_env, read_wav
+
+EXAMPLES = os.path.join(os.path.dirname(__file__), "..", "examples")
+# The audio the examples' own `--local` server (tone engine, default settings) gives for a text.
+expected_pcm = LocalServer().expected_pcm
+
+
+def run_example(script: str, *args: str, cwd, env: dict = None) -> subprocess.CompletedProcess:
+    environment = {k: v for k, v in os.environ.items() if not k.startswith(("BASETEN", "BASETTS"))}
+    environment.update(env or {})
+    return subprocess.run([sys.executable, os.path.join(EXAMPLES, script), *args], cwd=cwd, capture_output=True,
+                          text=True, timeout=120, env=environment)
+
+
+# --- examples/say.py --------------------------------------------------------------------------------------
+SPOKEN = "Hello! This sentence is spoken as it is generated."
+SAVED = "And this one goes to a file."
+
+
+@pytest.mark.playback
+def test_say_plays_one_sentence_and_saves_the_other(pulse, tmp_path):
+    recording = pulse.record()
+    result = run_example("say.py", "--local", cwd=tmp_path, env=pulse.env)
+    played = recording.stop()
+    assert result.returncode == 0, result.stderr
+    assert expected_pcm(SPOKEN) in played  # every sample, in order
+    assert read_wav(tmp_path / "example.wav") == expected_pcm(SAVED)
+    assert result.stdout.strip() == "saved 0.7 s to example.wav"
+
+
+@needs_no_oss_device
+def test_say_without_a_sound_card_says_so_and_still_saves(tmp_path):
+    result = run_example("say.py", "--local", cwd=tmp_path, env=no_sound_card_env(tmp_path))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("not playing: No audio output device found")
+    assert read_wav(tmp_path / "example.wav") == expected_pcm(SAVED)
+
+
+# --- examples/llm_session.py ------------------------------------------------------------------------------
+def llm_answer() -> str:
+    """The text the example's fake language model streams."""
+    return "".join(runpy.run_path(os.path.join(EXAMPLES, "llm_session.py"))["fake_llm"]())
+
+
+def test_llm_session_without_playing_saves_the_answer(tmp_path):
+    result = run_example("llm_session.py", "--local", "--no-play", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert read_wav(tmp_path / "answer.wav") == expected_pcm(llm_answer())
+    assert result.stdout.strip() == "saved 1.3 s to answer.wav"
+
+
+@pytest.mark.playback
+def test_llm_session_plays_the_answer(pulse, tmp_path):
+    recording = pulse.record()
+    result = run_example("llm_session.py", "--local", cwd=tmp_path, env=pulse.env)
+    played = recording.stop()
+    assert result.returncode == 0, result.stderr
+    # The server speaks each segment as soon as the words trickling in complete it, so the sound card
+    # may wait (silence) between segments: every word's audio is played whole, in order.
+    position = 0
+    for word in llm_answer().split():
+        found = played.find(tone_pcm(word), position)
+        assert found >= 0, f"{word!r} was not played whole, or not in order"
+        position = found + len(tone_pcm(word))
+    assert result.stdout.strip() == "spoke 1.3 s of audio"
+
+
+@needs_no_oss_device
+def test_llm_session_without_a_sound_card_says_what_to_do(tmp_path):
+    result = run_example("llm_session.py", "--local", cwd=tmp_path, env=no_sound_card_env(tmp_path))
+    assert result.returncode == 1
+    assert "not playing: No audio output device found" in result.stderr and "--no-play" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+# --- examples/flask_stream.py -----------------------------------------------------------------------------
+def flask_app(monkeypatch, server: LocalServer) -> Flask:
+    """The example's `app`, imported as `flask --app` would, configured through the environment."""
+    monkeypatch.setenv("BASETTS_URL", server.url)
+    monkeypatch.setenv("BASETEN_API_KEY", server.api_key)
+    monkeypatch.delenv("BASETEN_MODEL_ID", raising=False)
+    spec = importlib.util.spec_from_file_location("flask_stream", os.path.join(EXAMPLES, "flask_stream.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.app
+
+
+def test_flask_example_streams_the_exact_audio_as_wav(monkeypatch, basetts_server):
+    text = "Streamed to the browser while it is generated."
+    response = flask_app(monkeypatch, basetts_server).test_client().get("/speak", query_string={"text": text})
+    assert response.status_code == 200
+    assert response.mimetype == "audio/wav"
+    assert response.is_streamed
+    body = response.get_data()
+    assert body[:44] == wav_header()
+    assert body[44:] == basetts_server.expected_pcm(text)
+
+
+@pytest.mark.parametrize("query", [{}, {"text": "  "}], ids=["missing", "blank"])
+def test_flask_example_refuses_a_request_without_text(monkeypatch, basetts_server, query):
+    response = flask_app(monkeypatch, basetts_server).test_client().get("/speak", query_string=query)
+    assert response.status_code == 400
+    assert basetts_server.conversations == []
+
+
+def test_flask_example_stops_the_synthesis_when_the_client_goes_away(monkeypatch):
+    text = " ".join(f"word{i}" for i in range(40))  # 4 s of audio, sent in real time
+    with LocalServer(speed=1.0) as server:
+        response = flask_app(monkeypatch, server).test_client().get("/speak", query_string={"text": text})
+        body = iter(response.response)
+        assert next(body) == wav_header()
+        assert len(next(body)) > 0  # audio is flowing
+        response.close()  # what the WSGI server does when the browser goes away
+        record = server.last(timeout=10)
+    assert record.client_disconnected
+    assert record.bytes_sent < len(server.expected_pcm(text))
