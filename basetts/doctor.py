@@ -53,7 +53,7 @@ def _sound_checks(device: Any) -> Iterator[Check]:
     try:
         yield Check("PortAudio", OK, f"PyAudio {pyaudio.__version__}, {pyaudio.get_portaudio_version_text()}")
         try:
-            with playback._portaudio_lock:
+            with playback._portaudio_locked():
                 found = playback._resolve_device(pa, device)
                 native = playback._supports(pa, pyaudio, found, SAMPLE_RATE)
         except (BasetenTTSError, TypeError) as exc:

@@ -8,13 +8,14 @@ underrun and counts it. Only this module imports PyAudio, and only when playback
 from __future__ import annotations
 
 import array
+import contextlib
 import dataclasses
 import logging
 import math
 import sys
 import threading
 import time
-from typing import Any, List, Mapping, Optional, Tuple, Union
+from typing import Any, Callable, Iterator, List, Mapping, Optional, Tuple, Union
 
 from .audio import Resampler
 from .errors import AudioDeviceError
@@ -37,6 +38,9 @@ PulseAudio, ALSA, CoreAudio and WASAPI alike."""
 _POLL = 0.005
 # Beyond the audio still buffered, how long drain() trusts the device to report the end.
 _DRAIN_GRACE = 2.0
+# Beyond the device's latency, how long a started stream may take no audio before it counts as stuck
+# (a sound server that hangs or dies): feed() and drain() then raise instead of waiting forever.
+_STALL_GRACE = 2.0
 
 _INSTALL_HINT = (
     "Install PortAudio and PyAudio: `pip install 'basetts[play]'` (Debian/Ubuntu: `apt-get install "
@@ -57,6 +61,30 @@ def _import_pyaudio() -> Any:
 # PortAudio is process-global and its initialise, terminate, open and close are not thread-safe (two
 # speak() calls initialising at once abort the process). One shared `PyAudio`, counted, under a lock.
 _portaudio_lock = threading.RLock()
+# A PortAudio call stuck in a hung sound server holds the lock; nobody waits for it longer than this.
+_LOCK_TIMEOUT = 10.0
+
+
+@contextlib.contextmanager
+def _portaudio_locked() -> Iterator[None]:
+    """`_portaudio_lock`, or an `AudioDeviceError` if a call stuck in the sound server holds it."""
+    if not _portaudio_lock.acquire(timeout=_LOCK_TIMEOUT):
+        raise AudioDeviceError("The sound system is not responding (a PortAudio call has been stuck for "
+                               f"{_LOCK_TIMEOUT:g} s). Check the sound server, or use synthesize()/save().")
+    try:
+        yield
+    finally:
+        _portaudio_lock.release()
+
+
+def _in_background(call: Callable[[], None], name: str, wait: float = 1.0) -> None:
+    """Run a PortAudio call that a hung sound server can block forever: wait for it at most `wait`
+    seconds, then leave it to finish in its (daemon) thread whenever the server answers."""
+    worker = threading.Thread(target=call, name=f"basetts-{name}", daemon=True)
+    worker.start()
+    worker.join(wait)
+    if worker.is_alive():
+        log.warning("%s is blocked in the sound server; it finishes in the background", name)
 _shared_pa: Any = None
 _shared_users = 0
 
@@ -65,7 +93,7 @@ def _open_portaudio() -> Tuple[Any, Any]:
     """(pyaudio module, the process's `PyAudio`); give it back with `_close_portaudio`."""
     global _shared_pa, _shared_users
     pyaudio = _import_pyaudio()
-    with _portaudio_lock:
+    with _portaudio_locked():
         if _shared_pa is None:
             try:
                 _shared_pa = pyaudio.PyAudio()
@@ -78,7 +106,7 @@ def _open_portaudio() -> Tuple[Any, Any]:
 def _close_portaudio(pa: Any) -> None:
     """Terminate PortAudio once its last user is done."""
     global _shared_pa, _shared_users
-    with _portaudio_lock:
+    with _portaudio_locked():
         if pa is not _shared_pa:  # not the shared instance (tests pass their own)
             pa.terminate()
             return
@@ -130,7 +158,7 @@ def devices() -> List[Device]:
     if PyAudio is missing."""
     _, pa = _open_portaudio()
     try:
-        with _portaudio_lock:
+        with _portaudio_locked():
             return _output_devices(pa)
     finally:
         _close_portaudio(pa)
@@ -175,7 +203,7 @@ def check_output(device: DeviceSpec = None) -> Device:
     For checking before any text is sent (a CLI, a health check)."""
     _, pa = _open_portaudio()
     try:
-        with _portaudio_lock:
+        with _portaudio_locked():
             return _resolve_device(pa, device)
     finally:
         _close_portaudio(pa)
@@ -258,6 +286,9 @@ class Player:
         self._tail_by_clock = True
         self._latency_frames = 0
         self._callback_error: Optional[BaseException] = None
+        self._stalled = False  # the device stopped taking audio: see _check_progress
+        # (bytes read by the callback, monotonic time that count was first seen), once playing
+        self._progress: Optional[Tuple[int, float]] = None
         self._odd = b""  # half a sample, waiting for its other half
         self._ring = bytearray()
         self._ring_view = memoryview(self._ring)
@@ -272,7 +303,7 @@ class Player:
         """Find the device and open the stream (not started yet). Raises `AudioDeviceError`."""
         self._pyaudio, self._pa = _open_portaudio()
         try:
-            with _portaudio_lock:
+            with _portaudio_locked():
                 self._open_device()
         except OSError as exc:
             self.close()
@@ -323,14 +354,24 @@ class Player:
         with self._stream_lock:
             stream, self._stream = self._stream, None
             pa, self._pa = self._pa, None
-        if stream is not None:
-            try:
-                with _portaudio_lock:
-                    stream.close()  # discards pending buffers, like an abort
-            except Exception as exc:  # noqa: BLE001 - closing must not hide the real outcome
-                log.debug("closing the stream: %s", exc)
-        if pa is not None:
-            _close_portaudio(pa)
+
+        def release() -> None:
+            if stream is not None:
+                try:
+                    with _portaudio_locked():
+                        stream.close()  # discards pending buffers, like an abort
+                except Exception as exc:  # noqa: BLE001 - closing must not hide the real outcome
+                    log.debug("closing the stream: %s", exc)
+            if pa is not None:
+                try:
+                    _close_portaudio(pa)
+                except AudioDeviceError as exc:
+                    log.warning("PortAudio left open: %s", exc)
+
+        if self._stalled:  # a hung sound server may never answer the close
+            _in_background(release, "stream-close")
+        else:
+            release()
 
     def __enter__(self) -> "Player":
         return self.open()
@@ -348,6 +389,11 @@ class Player:
     def stopped(self) -> bool:
         """True once `stop()` was called."""
         return self._stopped.is_set()
+
+    @property
+    def stopped_event(self) -> threading.Event:
+        """Set by `stop()`: for waits that `stop()` must end."""
+        return self._stopped
 
     def feed(self, pcm: bytes) -> bool:
         """Queue 16-bit PCM at `rate` (whole samples). Waits while `max_buffered` seconds are queued.
@@ -377,6 +423,7 @@ class Player:
                 if self._stopped.wait(_POLL):
                     return False
                 self._raise_callback_error()
+                self._check_progress()
                 continue
             count = min(len(view), free - free % SAMPLE_WIDTH)
             self._write(view[:count])
@@ -427,7 +474,8 @@ class Player:
             if not active:
                 break
             if self._read < self._written:
-                deadline = None  # still playing audio: no deadline yet
+                self._check_progress()  # still playing audio, as long as the device takes it
+                deadline = None
             elif deadline is None:
                 deadline = time.monotonic() + self._output_latency() + _DRAIN_GRACE
             elif time.monotonic() > deadline:
@@ -435,6 +483,20 @@ class Player:
                 break
             self._stopped.wait(_POLL)
         self._raise_callback_error()
+
+    def _check_progress(self) -> None:
+        """Raise `AudioDeviceError` if the device has taken no audio for its latency plus _STALL_GRACE
+        while audio waits (a sound server that hangs or dies never calls back again)."""
+        now = time.monotonic()
+        if self._progress is None or self._progress[0] != self._read or not self._started:
+            self._progress = (self._read, now)
+            return
+        since = self._progress[1]
+        if now - since > self._output_latency() + _STALL_GRACE:
+            self._stalled = True
+            raise AudioDeviceError(
+                f"The audio device stopped playing: it has taken no audio for {now - since:.1f} s "
+                "(the sound server hung or died?). Check the sound setup, or use synthesize()/save().")
 
     def _output_latency(self) -> float:
         with self._stream_lock:
@@ -446,6 +508,8 @@ class Player:
     def stop(self) -> None:
         """Silence now, from any thread: abort the stream (pending buffers are dropped) and wake waiters."""
         self._stopped.set()
+        if self._stalled:
+            return  # the device plays nothing; close() lets go of it without waiting on the sound server
         with self._stream_lock:
             stream = self._stream
             if stream is None or not self._started:

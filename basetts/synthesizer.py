@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, List, Optio
 from . import protocol
 from .audio import Audio, Stats
 from .connection import Conversation, Spare, is_transient
-from .errors import BasetenTTSError, ConfigurationError
+from .errors import AudioDeviceError, BasetenTTSError, ConfigurationError
 from .session import Session
 from .settings import Settings
 
@@ -39,11 +39,20 @@ def words_of(text: Text) -> Iterable[str]:
     return protocol.iter_words(text)
 
 
+class Cancelled(Exception):
+    """`stop()` came before the conversation was open: nothing more is sent."""
+
+
 def open_conversation(settings: Settings, words: Iterable[str], stats: Stats,
-                      spare: Optional[websocket.WebSocket] = None) -> Conversation:
+                      spare: Optional[websocket.WebSocket] = None,
+                      cancel: Optional[threading.Event] = None) -> Conversation:
     """Connect (on `spare` if given), retrying transient failures (nothing has been sent or heard yet,
-    so nothing repeats)."""
+    so nothing repeats). Once `cancel` is set, raises `Cancelled` instead of connecting or waiting."""
     for attempt in range(settings.retries + 1):
+        if cancel is not None and cancel.is_set():
+            if spare is not None:
+                spare.shutdown()
+            raise Cancelled()
         conversation = Conversation(settings, words, stats=stats, ws=spare)
         spare = None
         try:
@@ -58,7 +67,10 @@ def open_conversation(settings: Settings, words: Iterable[str], stats: Stats,
             else:  # exponential backoff with jitter, so many clients do not retry in step
                 delay = settings.retry_backoff * 2 ** attempt * random.uniform(0.5, 1.0)
             log.info("retrying in %.2f s (attempt %d of %d): %s", delay, attempt + 2, settings.retries + 1, exc)
-            time.sleep(delay)
+            if cancel is not None:
+                cancel.wait(delay)  # stop() ends the wait (and the call) at once
+            else:
+                time.sleep(delay)
     raise AssertionError("unreachable")
 
 
@@ -172,7 +184,7 @@ class Synthesizer:
         """
         settings = self.settings.replace(**overrides)
         player = _player(output_device, prebuffer, volume) if play else None
-        return Session(settings, player=player, spare=self._take_spare(settings))
+        return Session(settings, player=player, take_spare=self._take_spare)
 
     def save(self, text: Text, path: Union[str, "os.PathLike[str]"], **overrides: Any) -> Audio:
         """Synthesize and write a WAV file; returns the `Audio` too."""
@@ -210,7 +222,12 @@ class Synthesizer:
             started = time.monotonic()
             try:
                 error: Optional[BasetenTTSError] = None
-                with open_conversation(settings, words, stats, self._take_spare(settings)) as conversation:
+                try:
+                    conversation = open_conversation(settings, words, stats, self._take_spare(settings),
+                                                     cancel=player.stopped_event)
+                except Cancelled:
+                    return _heard(received, player, stats, started)
+                with conversation:
                     try:
                         for chunk in conversation.chunks():
                             received.append(chunk)
@@ -219,14 +236,21 @@ class Synthesizer:
                             if not player.feed(chunk):
                                 break  # stop() was called
                     except BasetenTTSError as exc:
-                        error = exc  # play what did arrive, then report
+                        error = exc  # play what did arrive (unless the device itself failed), then report
+                    except BaseException:
+                        player.stop()  # silence now (Ctrl+C, on_audio raising), then close the connection
+                        raise
                 # The connection is closed and its threads joined; now let the device finish.
-                player.drain()
+                if not isinstance(error, AudioDeviceError):
+                    try:
+                        player.drain()
+                    except AudioDeviceError as exc:
+                        error = error or exc
                 if error is not None:
-                    error.partial = _heard(received, player, stats, started)
+                    error.partial = _heard(received, player, stats, started)  # all received, played or not
                     raise error
             except BaseException:
-                player.stop()  # silence first (Ctrl+C, on_audio raising, a device error), then unwind
+                player.stop()  # silence first, then unwind (stopping twice is harmless)
                 raise
             finally:
                 with self._playing_lock:

@@ -666,3 +666,97 @@ def test_bad_options_are_configuration_errors(fake_pa: FakePortAudio) -> None:
             with pytest.raises(basetts.ConfigurationError):
                 synth.speak("hello", **options)
         assert server.conversations == []
+
+
+@playback_test
+def test_on_audio_raising_silences_at_once_even_while_the_text_iterable_waits(pulse: Any, serve: Any) -> None:
+    """The sound stops when the exception happens, not after the connection's threads are joined (the
+    writer is inside the caller's iterable, waiting for its next word)."""
+    server = serve(speed=4.0)  # the player gets ahead of the device: ~1 s queued when on_audio raises
+
+    def text() -> Iterator[str]:
+        yield words(20) + " "  # two segments, 2 s of audio
+        time.sleep(1.5)  # a language model thinking: the writer thread waits here
+        yield words(10, prefix="late")
+
+    class Boom(Exception):
+        pass
+
+    chunks: List[bytes] = []
+    raised_at: List[float] = []
+
+    def explode(chunk: bytes) -> None:
+        chunks.append(chunk)
+        if len(chunks) == 16:
+            raised_at.append(time.monotonic())
+            raise Boom()
+
+    recording = pulse.record()
+    with pytest.raises(Boom):
+        synth_for(server).speak(text(), on_audio=explode)
+    played = recording.stop()
+    assert locate(played, b"".join(chunks)[:2400]) >= 0  # it was playing
+    silent_from = last_sound(played) + 1
+    assert silent_from - recording.position_at(raised_at[0]) <= int(0.1 * RATE) + RECORDER_SLACK
+    assert pulse.sink_inputs() == []
+
+
+@playback_test
+@pytest.mark.parametrize("failure", ["hangs", "dies"])
+def test_a_sound_server_that_hangs_or_dies_mid_speak_is_an_error_with_all_the_audio(
+        pulse: Any, serve: Any, tmp_path: Any, monkeypatch: Any, failure: str) -> None:
+    """A device that stops taking audio (its sound server hung or killed) must not hang speak(): an
+    `AudioDeviceError` carrying every byte received."""
+    from .conftest import PulseAudio
+
+    private = PulseAudio(str(tmp_path / "pulse"))
+    private.start()
+    monkeypatch.setenv("PULSE_SERVER", private.server)
+    server = serve()
+    text = words(300)  # 30 s, unpaced: more than the player buffers, so feed() waits on the device
+    result: Dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            result["audio"] = synth_for(server).speak(text)
+        except BaseException as exc:  # noqa: BLE001 - inspected below
+            result["error"] = exc
+
+    speaker = threading.Thread(target=run)
+    try:
+        speaker.start()
+        time.sleep(1.0)
+        assert private._process is not None
+        os.kill(private._process.pid, signal.SIGSTOP if failure == "hangs" else signal.SIGKILL)
+        speaker.join(30)
+        assert not speaker.is_alive(), "speak() hung with its sound server"
+    finally:
+        if failure == "hangs" and private._process is not None:
+            os.kill(private._process.pid, signal.SIGCONT)
+        speaker.join(10)
+        private.stop()
+    error = result.get("error")
+    assert isinstance(error, basetts.AudioDeviceError), result
+    assert "stopped playing" in str(error)
+    assert len(error.partial.pcm) > 2 * RATE  # more than the second it played
+    assert server.expected_pcm(text).startswith(error.partial.pcm)
+    time.sleep(1.0)  # a close left to finish in the background does so once the server answers
+    assert basetts_threads() == []
+    assert [t.name for t in threading.enumerate() if t.name.startswith("basetts-stream")] == []
+
+
+@playback_test
+def test_stop_during_a_retry_wait_returns_at_once_and_sends_nothing(pulse: Any, serve: Any) -> None:
+    server = serve(faults=basetts.testing.Faults(handshake_status=503, handshake_failures=1, retry_after=20))
+    synth = synth_for(server)
+    result: List[Any] = []
+    speaker = threading.Thread(target=lambda: result.append(synth.speak(words(5))))
+    speaker.start()
+    while server.handshakes == 0:
+        time.sleep(0.01)
+    time.sleep(0.2)  # now in the 20 s Retry-After wait
+    synth.stop()
+    speaker.join(5)
+    assert not speaker.is_alive(), "stop() did not end the retry wait"
+    assert result[0].pcm == b""
+    assert server.handshakes == 1 and server.conversations == []  # no second attempt, no word sent
