@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import queue
 import threading
-from typing import TYPE_CHECKING, Iterator, List, Optional
+from typing import TYPE_CHECKING, Callable, Iterator, List, Optional
 
 from . import protocol
 from .audio import Audio, Stats
@@ -30,15 +30,17 @@ class Session:
     trailing partial word waits for the next fragment. Audio collects in `audio` and can be iterated
     while it arrives; with a `player` (``session(play=True)``) each chunk is also played, and `finish()`
     returns once the last sample has been heard. Leaving the block by an exception sends nothing more,
-    closes the connection and keeps the audio.
+    closes the connection and keeps the audio. Without ``with``, the first `send()` connects and
+    `finish()` ends the session.
     """
 
     def __init__(self, settings: Settings, player: Optional["Player"] = None,
-                 spare: Optional["websocket.WebSocket"] = None) -> None:
+                 take_spare: Optional[Callable[[Settings], Optional["websocket.WebSocket"]]] = None) -> None:
+        """`take_spare`: gives the connection opened ahead by `Synthesizer.connect()`, if any, at open."""
         self.settings = settings
         self.stats = Stats()
         self._player = player
-        self._spare = spare
+        self._take_spare = take_spare
         self._splitter = protocol.WordSplitter()
         self._words: "queue.Queue[object]" = queue.Queue()
         self._aborted = threading.Event()
@@ -52,12 +54,18 @@ class Session:
 
     # lifecycle -------------------------------------------------------------------------------------
     def open(self) -> "Session":
+        """Connect (``with`` does this; so does the first `send()` or `finish()`)."""
         from .synthesizer import open_conversation  # the retrying opener lives with the public API
 
+        if self._conversation is not None:
+            return self
+        if self._finishing or self._aborted.is_set():
+            raise RuntimeError("this session has ended; open a new one")
         if self._player is not None:
             self._player.open()  # no sound card: an AudioDeviceError, and no request sent
         try:
-            self._conversation = open_conversation(self.settings, self._feed(), self.stats, self._spare)
+            spare = self._take_spare(self.settings) if self._take_spare is not None else None
+            self._conversation = open_conversation(self.settings, self._feed(), self.stats, spare)
         except BaseException:
             self._close()
             raise
@@ -78,12 +86,15 @@ class Session:
         """Queue text; never blocks on the network."""
         if self._finishing or self._aborted.is_set():
             raise RuntimeError("this session has ended; open a new one")
-        for word in self._splitter.feed(fragment):
+        words = self._splitter.feed(fragment)  # checks the fragment before anything is opened
+        self.open()
+        for word in words:
             self._words.put(word)
 
     def finish(self) -> Audio:
         """Send the held-back word and the end, wait for the rest of the audio, close. Raises on failure."""
         if not self._finishing:
+            self.open()  # a session that was never sent anything still ends as the protocol wants
             self._finishing = True
             for word in self._splitter.finish():
                 self._words.put(word)
@@ -164,10 +175,10 @@ class Session:
             receiver.join(0.1)  # short joins keep Ctrl+C responsive
 
     def _close(self) -> None:
+        if self._player is not None:
+            self._player.stop()  # silence first (Ctrl+C, an exception): closing may wait on threads
         if self._conversation is not None:
             self._conversation.close()
-        if self._player is not None:
-            self._player.stop()  # silence first, so joining below cannot wait on a full player buffer
         if self._receiver is not None and self._receiver is not threading.current_thread():
             self._receiver.join(2.0)
         if self._player is not None:

@@ -156,6 +156,11 @@ class Settings:
 
     def validate(self) -> None:
         """Reject what the server would crash on, before anything is sent."""
+        for name in ("url", "api_key", "voice", "encoding"):
+            value = getattr(self, name)
+            if isinstance(value, str) and not _is_utf8(value):
+                shown = "" if name == "api_key" else f", got {value!r}"
+                raise ConfigurationError(f"{name} must be valid unicode text (no lone surrogates){shown}")
         parts = urlsplit(self.url)
         if parts.scheme not in ("ws", "wss") or not parts.hostname:
             raise ConfigurationError(f"url must be ws:// or wss:// with a host, got {self.url!r}")
@@ -192,6 +197,14 @@ class Settings:
     def bytes_per_sample(self) -> int:
         """Bytes per sample on the wire: 1 for μ-law, else 2."""
         return 1 if self.encoding == "pcm_mulaw" else 2
+
+
+def _is_utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _read_dotenv(path: Optional[str]) -> Mapping[str, Optional[str]]:

@@ -94,3 +94,28 @@ def test_an_empty_session_ends_cleanly(basetts_server, basetts_synthesizer):
         pass
     assert session.audio.pcm == b""
     assert basetts_server.last().messages == ["__END__"]
+
+
+def test_a_session_used_without_with_opens_on_the_first_send(basetts_server, basetts_synthesizer):
+    session = basetts_synthesizer.session()
+    assert basetts_server.handshakes == 0  # creating it opens nothing
+    for token in TOKENS:
+        session.send(token)
+    audio = session.finish()
+    assert audio.pcm == basetts_server.expected_pcm(TEXT)
+    assert basetts_server.last().messages == TEXT.split() + ["__END__"]
+    with pytest.raises(RuntimeError, match="ended"):
+        session.send("more")
+
+
+def test_a_session_takes_the_spare_connection_when_it_opens(basetts_server, basetts_synthesizer):
+    session = basetts_synthesizer.session()  # created before connect(): the spare is taken at open
+    basetts_synthesizer.connect()
+    deadline = time.monotonic() + 10
+    while basetts_server.handshakes < 1:
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    with session:
+        session.send("one two three")
+    assert session.audio.pcm == basetts_server.expected_pcm("one two three")
+    assert basetts_server.handshakes == 1  # the spare carried the conversation
