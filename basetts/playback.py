@@ -89,12 +89,43 @@ _shared_pa: Any = None
 _shared_users = 0
 
 
+# C callbacks handed to ALSA and JACK: kept alive here for as long as the libraries may call them.
+_quiet_handlers: List[Any] = []
+
+
+def _quiet_native_libraries() -> None:
+    """Stop ALSA and JACK printing to stderr while PortAudio probes every device it knows of (a hundred
+    lines on a machine without a sound card, none of them actionable): basetts says what matters.
+    Left alone when basetts logs at DEBUG, for whoever debugs the sound setup."""
+    if _quiet_handlers or log.isEnabledFor(logging.DEBUG):
+        return
+    import ctypes
+
+    def ignore(*_args: Any) -> None:
+        pass
+
+    # ALSA's handler is printf-like (file, line, function, err, fmt, ...); the varargs are not read.
+    alsa = ctypes.CFUNCTYPE(None, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p)
+    jack = ctypes.CFUNCTYPE(None, ctypes.c_char_p)
+    for library, setter, prototype in (("libasound.so.2", "snd_lib_error_set_handler", alsa),
+                                       ("libjack.so.0", "jack_set_error_function", jack),
+                                       ("libjack.so.0", "jack_set_info_function", jack)):
+        try:
+            install = getattr(ctypes.CDLL(library), setter)
+        except (OSError, AttributeError):  # not this platform, or PortAudio built without it
+            continue
+        handler = prototype(ignore)
+        install(handler)
+        _quiet_handlers.append(handler)
+
+
 def _open_portaudio() -> Tuple[Any, Any]:
     """(pyaudio module, the process's `PyAudio`); give it back with `_close_portaudio`."""
     global _shared_pa, _shared_users
     pyaudio = _import_pyaudio()
     with _portaudio_locked():
         if _shared_pa is None:
+            _quiet_native_libraries()
             try:
                 _shared_pa = pyaudio.PyAudio()
             except Exception as exc:  # noqa: BLE001 - PortAudio's own init failure, rare but possible

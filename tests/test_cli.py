@@ -236,6 +236,11 @@ def test_devices_without_any_output_says_so_and_fails(tmp_path):
     assert result.stdout == ""
     assert "basetts: no audio output devices found" in result.stderr
     assert "say -o out.wav" in result.stderr and "doctor" in result.stderr
+    # Only our line: not the hundred lines ALSA and JACK print while PortAudio probes for devices...
+    assert result.stderr.strip().count("\n") == 0, result.stderr
+    # ...which are there for whoever asks for --debug.
+    debugging = run("--debug", "devices", env=no_sound_card_env(tmp_path))
+    assert debugging.stderr.strip().count("\n") > 0
 
 
 def test_empty_text_is_a_usage_error():
