@@ -88,15 +88,20 @@ def connect(settings: Settings, while_waiting: Optional[Callable[[], None]] = No
             sock = ssl.create_default_context().wrap_socket(sock, server_hostname=host)
         ws = websocket.WebSocket(enable_multithread=True, skip_utf8_validation=True)
         reader = _HandshakeReader(sock, while_waiting)
-        # redirect_limit=0: the key is only ever sent to the configured host.
-        ws.connect(settings.url, socket=reader, timeout=settings.handshake_timeout, redirect_limit=0,
-                   header=[f"Authorization: Api-Key {settings.api_key}"], suppress_origin=True)
+        try:
+            # redirect_limit=0: the key is only ever sent to the configured host.
+            ws.connect(settings.url, socket=reader, timeout=settings.handshake_timeout, redirect_limit=0,
+                       header=[f"Authorization: Api-Key {settings.api_key}"], suppress_origin=True)
+        except websocket.WebSocketException:
+            status = getattr(ws.handshake_response, "status", None)
+            if status in websocket._handshake.SUPPORTED_REDIRECT_STATUSES:
+                raise ConnectError(
+                    f"The server redirected the websocket upgrade (HTTP {status}). basetts does not follow "
+                    "redirects, so your API key goes only to the URL you configured: check that URL.") from None
+            raise
         ws.sock = sock
         if reader.rest:  # a frame that came with the response: websocket-client reads it next
             ws.frame_buffer.recv_buffer.append(reader.rest)
-        status = ws.getstatus()
-        if status != 101:
-            raise ConnectError(f"The server redirected the upgrade (HTTP {status}); not following it with your key.")
         sock.settimeout(settings.read_timeout)  # from now on it bounds each send and each frame
         return ws
     except BaseException as exc:

@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import socket
+import ssl
 import threading
 import time
 
@@ -323,3 +325,56 @@ def test_no_thread_socket_or_audio_stream_left_after_500_calls_mixing_every_call
     assert outcomes["good"] == {"ok"} and outcomes["random-frames"] == {"ok"}
     assert all("ok" not in outcomes[name] for name in ("drop", "refuse-503", "refuse-401", "silent",
                                                          "close-1011", "text-frame", "stall")), outcomes
+
+
+CERTS = os.path.join(os.path.dirname(__file__), "certs")
+KEY = "sk-reliability-0123456789"
+
+
+def test_a_certificate_no_ca_signed_is_refused_before_the_key_is_sent():
+    """wss:// is always verified: a self-signed server gets a ConnectError and never the upgrade."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(os.path.join(CERTS, "untrusted-cert.pem"), os.path.join(CERTS, "untrusted-key.pem"))
+    received: list = []
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        listener.settimeout(10)
+
+        def serve() -> None:
+            connection, _ = listener.accept()
+            try:
+                with context.wrap_socket(connection, server_side=True) as tls:
+                    tls.settimeout(5)
+                    received.append(tls.recv(65536))
+            except (ssl.SSLError, OSError):
+                pass  # the client refused the handshake
+
+        server = threading.Thread(target=serve)
+        server.start()
+        url = f"wss://127.0.0.1:{listener.getsockname()[1]}/environments/production/websocket"
+        with pytest.raises(basetts.ConnectError, match="TLS failed.*[Cc]ertificate"):
+            Synthesizer(url=url, api_key=KEY, retries=0).synthesize("hello")
+        server.join(10)
+    assert received == []  # no byte of the upgrade, and so not the key, crossed the connection
+
+
+def test_a_redirect_is_not_followed_with_the_key(basetts_server):
+    """The key goes only to the configured host: a redirecting server gets a ConnectError, and the
+    host it points to never hears from us."""
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        listener.settimeout(10)
+
+        def serve() -> None:
+            connection, _ = listener.accept()
+            with connection:
+                connection.recv(65536)
+                connection.sendall(f"HTTP/1.1 307 Temporary Redirect\r\nLocation: {basetts_server.url}\r\n"
+                                   "Content-Length: 0\r\n\r\n".encode())
+                connection.recv(1)  # until the client hangs up
+
+        server = threading.Thread(target=serve)
+        server.start()
+        url = f"ws://127.0.0.1:{listener.getsockname()[1]}/environments/production/websocket"
+        with pytest.raises(basetts.ConnectError, match="redirect"):
+            Synthesizer(url=url, api_key=basetts_server.api_key, retries=0).synthesize("hello")
+        server.join(10)
+    assert basetts_server.handshakes == 0
