@@ -6,7 +6,9 @@ import os
 import re
 import subprocess
 import sys
-from typing import Iterator, Sequence, Set, Tuple
+from typing import Dict, Iterator, Sequence, Set, Tuple
+
+import pytest
 
 
 @contextlib.contextmanager
@@ -37,3 +39,24 @@ def open_fds() -> Set[Tuple[str, str]]:
         except FileNotFoundError:  # the directory listing's own descriptor
             pass
     return found
+
+
+def no_sound_card_env(directory: object) -> Dict[str, str]:
+    """Environment variables under which PortAudio sees no output device at all, sound card or not.
+
+    ALSA reads only a configuration (written in `directory`) whose one device is a card that does not
+    exist: without the stock configuration it cannot even name the cards in /dev/snd ("hw:0") or reach
+    PulseAudio/PipeWire through its plugins. (A configuration with no device at all makes PortAudio's
+    ALSA enumeration abort.) PortAudio builds with their own PulseAudio or JACK host API are pointed
+    at servers that do not exist (and JACK is not started).
+    """
+    config = os.path.join(str(directory), "asound-no-device.conf")
+    with open(config, "w") as file:
+        file.write("pcm.default { type hw card 99 }\n")
+    return {"ALSA_CONFIG_PATH": config, "PULSE_SERVER": "unix:/nonexistent", "JACK_NO_START_SERVER": "1",
+            "JACK_DEFAULT_SERVER": "basetts-none"}
+
+
+# PortAudio's OSS host API opens /dev/dsp directly: no environment variable hides an OSS device.
+needs_no_oss_device = pytest.mark.skipif(os.path.exists("/dev/dsp"),
+                                         reason="/dev/dsp exists: PortAudio's OSS host API always finds it")

@@ -15,6 +15,8 @@ import pytest
 
 from basetts.testing import Faults, LocalServer
 
+from .helpers import needs_no_oss_device, no_sound_card_env
+
 SECRET = "sk-CLI-SENTINEL-93e1"
 
 
@@ -76,27 +78,6 @@ def test_stdin_is_spoken_as_it_arrives(tmp_path):
             process.wait()
         assert server.last().words == "one two three four five.".split()
         assert server.handshakes == 1  # the speech went over the connection opened while waiting
-
-
-def no_sound_card_env(directory) -> dict:
-    """Environment variables under which PortAudio sees no output device at all, sound card or not.
-
-    ALSA reads only a configuration (written in `directory`) whose one device is a card that does not
-    exist: without the stock configuration it cannot even name the cards in /dev/snd ("hw:0") or reach
-    PulseAudio/PipeWire through its plugins. (A configuration with no device at all makes PortAudio's
-    ALSA enumeration abort.) PortAudio builds with their own PulseAudio or JACK host API are pointed
-    at servers that do not exist (and JACK is not started).
-    """
-    config = os.path.join(str(directory), "asound-no-device.conf")
-    with open(config, "w") as file:
-        file.write("pcm.default { type hw card 99 }\n")
-    return {"ALSA_CONFIG_PATH": config, "PULSE_SERVER": "unix:/nonexistent", "JACK_NO_START_SERVER": "1",
-            "JACK_DEFAULT_SERVER": "basetts-none"}
-
-
-# PortAudio's OSS host API opens /dev/dsp directly: no environment variable hides an OSS device.
-needs_no_oss_device = pytest.mark.skipif(os.path.exists("/dev/dsp"),
-                                         reason="/dev/dsp exists: PortAudio's OSS host API always finds it")
 
 
 @needs_no_oss_device

@@ -27,6 +27,8 @@ from basetts.audio import resample
 from basetts.playback import Player
 from basetts.testing import LocalServer, tone_pcm
 
+from .helpers import needs_no_oss_device, no_sound_card_env
+
 RATE = 24000
 BUFFER = int(RATE * playback.CALLBACK_SECONDS)  # one callback buffer, in samples
 # The recorder (parec, 10 ms latency) sees the sink a little late or early; timing claims allow this.
@@ -430,11 +432,9 @@ def _run(code: str, env: Optional[Mapping[str, str]] = None) -> "subprocess.Comp
                           timeout=60, env={**os.environ, **(env or {})})
 
 
-@playback_test
-@pytest.mark.skipif(bool(os.path.isdir("/dev/snd") and os.listdir("/dev/snd")),
-                    reason="this machine has a sound card, so PortAudio always finds an output")
-def test_no_output_device_is_a_clear_error_before_anything_is_sent(serve: Any) -> None:
-    """No sound server reachable and no sound card in the machine: PortAudio lists no output at all."""
+@needs_no_oss_device
+def test_no_output_device_is_a_clear_error_before_anything_is_sent(serve: Any, tmp_path: Any) -> None:
+    """No sound server reachable and no sound card PortAudio can name: it lists no output at all."""
     server = serve()
     result = _run(f"""
         import basetts
@@ -443,7 +443,7 @@ def test_no_output_device_is_a_clear_error_before_anything_is_sent(serve: Any) -
             synth.speak("hello there")
         except basetts.AudioDeviceError as exc:
             print("ERROR", exc)
-    """, env={"PULSE_SERVER": "unix:/nonexistent"})
+    """, env=no_sound_card_env(tmp_path))
     assert "ERROR No audio output device found" in result.stdout, result.stdout + result.stderr
     assert "synthesize" in result.stdout and "save" in result.stdout
     assert server.conversations == []  # checked before connecting
@@ -760,3 +760,31 @@ def test_stop_during_a_retry_wait_returns_at_once_and_sends_nothing(pulse: Any, 
     assert not speaker.is_alive(), "stop() did not end the retry wait"
     assert result[0].pcm == b""
     assert server.handshakes == 1 and server.conversations == []  # no second attempt, no word sent
+
+
+@playback_test
+def test_32_threads_speaking_at_once_each_get_their_own_audio(pulse: Any, serve: Any) -> None:
+    """One Synthesizer, 32 threads in speak() at once: 32 streams on the sound card, each call returning
+    exactly its own text's audio, and every stream closed afterwards."""
+    server = serve(samples_per_word=1200)
+    synth = synth_for(server)
+    texts = [words(8, prefix=f"t{i}w") for i in range(32)]
+    results: Dict[int, bytes] = {}
+    errors: List[BaseException] = []
+
+    def work(i: int) -> None:
+        try:
+            results[i] = synth.speak(texts[i]).pcm
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(32)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert errors == []
+    for i, text in enumerate(texts):
+        assert results[i] == server.expected_pcm(text), f"thread {i} got someone else's audio"
+    assert pulse.sink_inputs() == []
+    assert basetts_threads() == []
