@@ -9,11 +9,16 @@ if TYPE_CHECKING:
 
 
 class BasetenTTSError(Exception):
-    """Base of every basetts error. `partial` holds the audio received before the failure."""
+    """Base of every basetts error. `partial` holds the audio received before the failure (empty
+    `Audio` when none came), so ``exc.partial.pcm`` always works."""
 
     def __init__(self, message: str, *, partial: Optional["Audio"] = None) -> None:
         super().__init__(message)
-        self.partial = partial
+        if partial is None:
+            from .audio import Audio  # here: audio imports protocol, which imports this module
+
+            partial = Audio()
+        self.partial: "Audio" = partial
 
 
 class ConfigurationError(BasetenTTSError, ValueError):

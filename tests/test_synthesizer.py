@@ -160,6 +160,7 @@ def test_handshake_status_maps_to_an_error(status, error):
             synth_for(server, retries=0).synthesize(TEXT)
     assert info.value.status == status
     assert isinstance(info.value, basetts.BasetenTTSError)
+    assert info.value.partial == basetts.Audio(b"")  # nothing arrived: an empty Audio, never None
     if error is basetts.ServerError:
         assert info.value.retry_after == 7
 

@@ -176,7 +176,7 @@ class ConversationRecord:
     """What the server saw and did in one conversation, for tests to inspect."""
 
     path: str
-    authorization: Optional[str]
+    authorization: Optional[str] = dataclasses.field(repr=False)  # holds the key
     settings: Optional[Dict[str, Any]] = None
     messages: List[str] = dataclasses.field(default_factory=list)
     segments: List[List[str]] = dataclasses.field(default_factory=list)
