@@ -69,6 +69,8 @@ def test_url_from_the_environment_and_model_id_argument_beats_it(tmp_path: Path)
     assert resolve(tmp_path, environ).url == "ws://localhost:8000/v1/websocket"
     assert resolve(tmp_path, environ, model_id="argmodel").url == baseten_url("argmodel")
     assert resolve(tmp_path, environ, url="wss://example.com/x").url == "wss://example.com/x"
+    both = resolve(tmp_path, environ, url="wss://example.com/x", model_id="argmodel", environment="staging")
+    assert both.url == "wss://example.com/x"  # url wins over model_id and environment, all arguments
 
 
 def test_dotenv_in_the_working_directory_by_default(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -1,6 +1,7 @@
 """End to end: Synthesizer against the real local server over loopback."""
 from __future__ import annotations
 
+import gc
 import json
 import socket
 import threading
@@ -239,6 +240,32 @@ def test_breaking_out_of_stream_closes_the_connection():
         record = server.last()
     assert record.client_disconnected
     assert record.bytes_sent < len(server.expected_pcm(TEXT * 3))
+
+
+def test_an_abandoned_stream_is_closed_when_it_is_garbage_collected():
+    with LocalServer(speed=2.0) as server:
+        stream = synth_for(server, buffer_size=2).stream(TEXT * 3)
+        next(stream)
+        assert client_threads()
+        del stream  # never closed, never exhausted: the generator's finalizer closes the conversation
+        gc.collect()
+        assert client_threads() == []
+        assert server.last().client_disconnected
+
+
+def test_a_slow_consumer_holds_the_server_back_instead_of_buffering():
+    """Back-pressure: while the caller does not read, the reader stops reading once its bounded queue
+    is full, TCP stops the server, and memory stays flat; then every byte still arrives, in order."""
+    text = " ".join(f"w{i % 40}" for i in range(600))  # 10 minutes of audio, 29 MB
+    with LocalServer(samples_per_word=24000) as server:  # unpaced: it would send it all in ~1 s
+        stream = synth_for(server).stream(text)
+        received = [next(stream)]
+        time.sleep(2.0)  # the caller is busy
+        sent_while_stalled = server.conversations[-1].bytes_sent
+        received.extend(stream)
+    total = len(server.expected_pcm(text))
+    assert sent_while_stalled < total / 2, "the server was never held back: the client buffered it all"
+    assert b"".join(received) == server.expected_pcm(text)
 
 
 # Configuration and secrets ------------------------------------------------------------------------
