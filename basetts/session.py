@@ -67,6 +67,7 @@ class Session:
             spare = self._take_spare(self.settings) if self._take_spare is not None else None
             self._conversation = open_conversation(self.settings, self._feed(), self.stats, spare)
         except BaseException:
+            self._aborted.set()  # a session that could not open is over: the next send() says so
             self._close()
             raise
         self._receiver = threading.Thread(target=self._receive, name="basetts-session", daemon=True)

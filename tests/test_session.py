@@ -119,3 +119,13 @@ def test_a_session_takes_the_spare_connection_when_it_opens(basetts_server, base
         session.send("one two three")
     assert session.audio.pcm == basetts_server.expected_pcm("one two three")
     assert basetts_server.handshakes == 1  # the spare carried the conversation
+
+
+def test_a_session_that_cannot_connect_raises_then_says_it_has_ended():
+    with LocalServer(faults=Faults(handshake_status=401)) as server:
+        session = synth_for(server).session()
+        with pytest.raises(basetts.AuthenticationError):
+            session.send("hello ")
+        with pytest.raises(RuntimeError, match="ended"):
+            session.send("again")
+        assert server.handshakes == 1  # no second attempt behind the caller's back
