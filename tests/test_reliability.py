@@ -357,6 +357,24 @@ def test_a_certificate_no_ca_signed_is_refused_before_the_key_is_sent():
     assert received == []  # no byte of the upgrade, and so not the key, crossed the connection
 
 
+def test_wss_end_to_end_while_text_and_audio_cross_on_one_tls_connection(monkeypatch):
+    """Over TLS (the test certificate trusted as a private CA), with audio after every word, the writer
+    sends while the reader receives on the same connection: every byte arrives, in order."""
+    monkeypatch.setenv("SSL_CERT_FILE", os.path.join(CERTS, "untrusted-cert.pem"))
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(os.path.join(CERTS, "untrusted-cert.pem"), os.path.join(CERTS, "untrusted-key.pem"))
+    words = [f"w{i}" for i in range(2000)]
+    with LocalServer(ssl_context=context, samples_per_word=240) as server:
+        assert server.url.startswith("wss://")
+        synth = synth_for(server, buffer_size=1)
+        audio = synth.synthesize(word + " " for word in words)
+        assert audio.pcm == server.expected_pcm(" ".join(words))
+        with synth.session() as session:
+            for word in words[:300]:
+                session.send(word + " ")
+        assert session.audio.pcm == server.expected_pcm(" ".join(words[:300]))
+
+
 def test_a_redirect_is_not_followed_with_the_key(basetts_server):
     """The key goes only to the configured host: a redirecting server gets a ConnectError, and the
     host it points to never hears from us."""

@@ -19,6 +19,7 @@ import re
 import secrets
 import shutil
 import socket
+import ssl
 import subprocess
 import threading
 import time
@@ -215,9 +216,11 @@ class LocalServer:
         speed: Optional[float] = None,
         faults: Optional[Faults] = None,
         legacy: bool = False,
+        ssl_context: Optional[ssl.SSLContext] = None,
     ) -> None:
         """`speed`: None sends as fast as it can; 1.0 paces audio in real time, 2.0 twice as fast.
-        `legacy`: behave like older servers that ignore `encoding` and always send 16-bit PCM."""
+        `legacy`: behave like older servers that ignore `encoding` and always send 16-bit PCM.
+        `ssl_context`: serve wss:// with it (clients must trust its certificate, e.g. via SSL_CERT_FILE)."""
         if engine not in ("tone", "espeak"):
             raise ValueError("engine must be 'tone' or 'espeak'")
         if engine == "espeak" and not shutil.which("espeak-ng"):
@@ -228,6 +231,7 @@ class LocalServer:
         self.speed = speed
         self.faults = faults or Faults()
         self.legacy = legacy
+        self.ssl_context = ssl_context
         self.conversations: List[ConversationRecord] = []
         self._requested_port = port
         self._server: Any = None
@@ -248,7 +252,8 @@ class LocalServer:
     @property
     def url(self) -> str:
         """The websocket URL to give `Synthesizer(url=...)`: the production path of a Baseten model."""
-        return f"ws://127.0.0.1:{self.port}/environments/production/websocket"
+        scheme = "wss" if self.ssl_context is not None else "ws"
+        return f"{scheme}://127.0.0.1:{self.port}/environments/production/websocket"
 
     def __repr__(self) -> str:
         state = f"ws://127.0.0.1:{self.port}" if self._server else "stopped"
@@ -264,6 +269,7 @@ class LocalServer:
         quiet.setLevel(logging.CRITICAL)
         self._server = serve(
             self._handle, "127.0.0.1", self._requested_port, process_request=self._check_request,
+            ssl=self.ssl_context,
             compression=None, max_size=MAX_MESSAGE, ping_interval=self.faults.ping_interval or 20,
             ping_timeout=20,
             close_timeout=2, server_header=None, logger=quiet)
