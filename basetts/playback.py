@@ -41,6 +41,9 @@ _DRAIN_GRACE = 2.0
 # Beyond the device's latency, how long a started stream may take no audio before it counts as stuck
 # (a sound server that hangs or dies): feed() and drain() then raise instead of waiting forever.
 _STALL_GRACE = 2.0
+# Before the device has taken any audio: some (Bluetooth headsets, a sound server resuming a suspended
+# sink) take seconds to start calling back.
+_START_GRACE = 10.0
 
 _INSTALL_HINT = (
     "Install PortAudio and PyAudio: `pip install 'basetts[play]'` (Debian/Ubuntu: `apt-get install "
@@ -523,7 +526,7 @@ class Player:
             self._progress = (self._read, now)
             return
         since = self._progress[1]
-        if now - since > self._output_latency() + _STALL_GRACE:
+        if now - since > self._output_latency() + (_STALL_GRACE if self._read else _START_GRACE):
             self._stalled = True
             raise AudioDeviceError(
                 f"The audio device stopped playing: it has taken no audio for {now - since:.1f} s "

@@ -788,3 +788,29 @@ def test_32_threads_speaking_at_once_each_get_their_own_audio(pulse: Any, serve:
         assert results[i] == server.expected_pcm(text), f"thread {i} got someone else's audio"
     assert pulse.sink_inputs() == []
     assert basetts_threads() == []
+
+
+def test_a_device_slow_to_start_is_waited_for_but_one_that_stops_is_an_error(fake_pa: FakePortAudio) -> None:
+    """No callback for 3 s after the start (a Bluetooth headset waking up) is not a stall; once audio
+    flowed, no callback for the latency + 2 s is one, and feed() raises instead of waiting forever."""
+    with Player(prebuffer=0, max_buffered=1.0) as player:
+        stream = fake_pa.stream
+        assert stream is not None
+        outcome: List[Any] = []
+
+        def produce() -> None:
+            try:
+                outcome.append(player.feed(b"\x01\x00" * RATE * 3))  # 3 s into a 1 s buffer: it must wait
+            except basetts.AudioDeviceError as exc:
+                outcome.append(exc)
+
+        producer = threading.Thread(target=produce)
+        producer.start()
+        time.sleep(3.0)  # the device has not called back once yet
+        assert outcome == [], outcome
+        for _ in range(int(0.5 * RATE / 480)):  # it wakes up and plays half a second...
+            stream.pull(480)
+        producer.join(10)  # ...then never calls back again
+        assert not producer.is_alive(), "feed() waited forever on a device that stopped"
+    assert len(outcome) == 1 and isinstance(outcome[0], basetts.AudioDeviceError), outcome
+    assert "stopped playing" in str(outcome[0])
