@@ -2,6 +2,7 @@
 the reader and the caller. Only this module imports websocket-client."""
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
 import os
@@ -51,6 +52,9 @@ _EAGER_MESSAGES = 128
 _EAGER_BYTES = 4096
 # The writer thread sends a list of words this many messages per write.
 _BATCH_MESSAGES = 64
+# TLS: bytes written per turn of the TLS lock: fits in the room poll() reports for a socket, so the
+# write does not wait for room while holding the lock.
+_TLS_WRITE = 4096
 # Bytes asked of the socket per read (see _read_ahead): a few 4096-byte frames at once.
 _READ_SIZE = 16384
 
@@ -229,13 +233,13 @@ def _readable(ws: websocket.WebSocket) -> bool:
         return True
 
 
-def _writable(sock: socket.socket) -> bool:
-    """Whether a small write to `sock` would not block now."""
+def _writable(sock: socket.socket, timeout: float = 0.0) -> bool:
+    """Whether `sock` has room for a write (within `timeout` seconds)."""
     if not hasattr(select, "poll"):
-        return bool(select.select([], [sock], [], 0)[1])
+        return bool(select.select([], [sock], [], timeout)[1])
     poller = select.poll()
     poller.register(sock, select.POLLOUT)
-    return bool(poller.poll(0))
+    return bool(poller.poll(timeout * 1000))
 
 
 def _wait_for_data(sock: socket.socket, timeout: float) -> bool:
@@ -248,13 +252,30 @@ def _wait_for_data(sock: socket.socket, timeout: float) -> bool:
     return bool(poller.poll(timeout * 1000))
 
 
-def _read_ahead(ws: websocket.WebSocket) -> None:
+def _read_ahead(ws: websocket.WebSocket, tls_lock: Optional[threading.Lock]) -> None:
     """Read up to _READ_SIZE per recv(). websocket-client asks the socket for each frame's header,
     length and payload in turn (three syscalls, each with a poll() as the socket has a timeout); its
-    frame buffer keeps whatever a read brings beyond what it asked for, for the next ask."""
+    frame buffer keeps whatever a read brings beyond what it asked for, for the next ask.
+
+    With `tls_lock` (see Conversation._tls_lock), the read waits for data outside the lock and reads
+    under it."""
     frames = ws.frame_buffer
     recv = frames.recv
-    frames.recv = lambda size: recv(max(size, _READ_SIZE))
+    if tls_lock is None:
+        frames.recv = lambda size: recv(max(size, _READ_SIZE))
+        return
+    sock = ws.sock
+    assert isinstance(sock, ssl.SSLSocket)
+
+    def read(size: int) -> bytes:
+        with tls_lock:
+            pending = sock.pending()  # bytes OpenSSL already decrypted: poll() cannot see them
+        if not pending and not _wait_for_data(sock, sock.gettimeout() or 0.0):
+            raise websocket.WebSocketTimeoutException("no data within the read timeout")
+        with tls_lock:
+            return recv(max(size, _READ_SIZE))
+
+    frames.recv = read
 
 
 def _buffered(ws: websocket.WebSocket) -> bool:
@@ -299,6 +320,11 @@ class Conversation:
         self._messages_sent = 0
         self._all_sent = False
         self._pending_pong: Optional[bytes] = None  # a ping's payload still to be answered
+        # TLS only: one OpenSSL connection must not read and write from two threads at once (reported
+        # to corrupt its state: python-engineio #461, python-socketio #1568). Each side waits for the
+        # socket outside this lock and reads or writes under it, so neither waits on the network while
+        # holding it: a writer waiting for room never stops the reader (see _send_bytes).
+        self._tls_lock: Optional[threading.Lock] = None
         self._pending: List[bytes] = []  # audio read but not yet queued (see _COALESCE_BYTES)
         self._pending_bytes = 0
 
@@ -325,7 +351,9 @@ class Conversation:
             # one ~0.1 ms, better spent waiting for the network than after the words are sent.
             self._ws = connect(self.settings, while_waiting=self._start_reader)
         self.stats.connect_time = self._elapsed()
-        _read_ahead(self._ws)
+        if isinstance(self._ws.sock, ssl.SSLSocket):
+            self._tls_lock = threading.Lock()
+        _read_ahead(self._ws, self._tls_lock)
         self._ws.pong = self._pong  # type: ignore[method-assign]  # websocket-client answers pings with it
         # A whole text (a list of words) is sent from this thread, not the writer's: the first segment's
         # words before the reader touches the connection, so no GIL hand-off delays the server's first
@@ -494,7 +522,15 @@ class Conversation:
         False); close() wakes it by shutting the socket down."""
         while data:
             try:
-                data = data[sock.send(data):]
+                if self._tls_lock is None:
+                    data = data[sock.send(data):]
+                    continue
+                if not _writable(sock, _POLL):
+                    if self._stop.is_set():
+                        return
+                    continue  # (with wait_for_room=False, what is sent first always fits: see _send_now)
+                with self._tls_lock:
+                    data = data[sock.send(data[:_TLS_WRITE]):]
             except socket.timeout:
                 if not wait_for_room:
                     raise TimeoutError(f"The server read none of the text within "
@@ -604,8 +640,12 @@ class Conversation:
         sock = ws.sock
         if sock is None:
             return False
-        if _buffered(ws) or (isinstance(sock, ssl.SSLSocket) and sock.pending()):
+        if _buffered(ws):
             return True
+        if isinstance(sock, ssl.SSLSocket):
+            with self._tls_lock or contextlib.nullcontext():
+                if sock.pending():
+                    return True
         try:
             return _wait_for_data(sock, timeout)
         except (OSError, ValueError):  # socket shut down or closed by close()

@@ -2,12 +2,17 @@
 word; one websocket message per word either way (the server's flush rule needs it)."""
 from __future__ import annotations
 
+import os
+import ssl
 import threading
+
+import pytest
 
 from basetts import Synthesizer
 from basetts.connection import Conversation
 from basetts.testing import LocalServer
 
+CERTS = os.path.join(os.path.dirname(__file__), "certs")
 LONG = " ".join(f"w{i}{'.' if i % 17 == 16 else ''}" for i in range(700))  # > 128 messages, > 4 kB
 
 
@@ -50,14 +55,20 @@ def test_an_iterable_is_sent_word_by_word_as_it_comes():
     assert first + rest == server.expected_pcm("first words and the rest.")
 
 
-def test_text_waits_while_the_server_generates_longer_than_read_timeout():
+@pytest.mark.parametrize("scheme", ["ws", "wss"])
+def test_text_waits_while_the_server_generates_longer_than_read_timeout(scheme, monkeypatch):
     """The server reads no text while it generates a segment. With megabytes of text the socket
     buffers fill and a send waits for the whole generation (2 s here, read_timeout 0.5 s): that wait is
-    not a timeout, and no word may be lost to it."""
+    not a timeout, and no word may be lost to it. Over TLS too, where reads and writes take turns."""
     words = [f"{'x' * 10_000}{i}" for i in range(2000)]  # 20 MB: more than the buffers on the way hold
     text = " ".join(words)
+    context = None
+    if scheme == "wss":
+        monkeypatch.setenv("SSL_CERT_FILE", os.path.join(CERTS, "untrusted-cert.pem"))
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(os.path.join(CERTS, "untrusted-cert.pem"), os.path.join(CERTS, "untrusted-key.pem"))
     # 1000 words of 2 ms each: the first segment takes 2 s, during which the other 1000 words wait.
-    with LocalServer(samples_per_word=48, speed=1.0) as server:
+    with LocalServer(samples_per_word=48, speed=1.0, ssl_context=context) as server:
         synth = Synthesizer(url=server.url, api_key=server.api_key, buffer_size=1000, read_timeout=0.5)
         for given in (text, iter(w + " " for w in words)):  # from a list (batches) and an iterable
             result: dict = {}
