@@ -228,27 +228,19 @@ def _readable(ws: websocket.WebSocket) -> bool:
     if ws.sock is None:
         return True
     try:
-        return _wait_for_data(ws.sock, 0)
+        return _ready(ws.sock, 0)
     except (OSError, ValueError):
         return True
 
 
-def _writable(sock: socket.socket, timeout: float = 0.0) -> bool:
-    """Whether `sock` has room for a write (within `timeout` seconds)."""
-    if not hasattr(select, "poll"):
-        return bool(select.select([], [sock], [], timeout)[1])
-    poller = select.poll()
-    poller.register(sock, select.POLLOUT)
-    return bool(poller.poll(timeout * 1000))
-
-
-def _wait_for_data(sock: socket.socket, timeout: float) -> bool:
-    """Whether `sock` has data (or EOF) within `timeout` seconds. poll(), not select(): select() fails
-    for descriptors above 1023, which a long-running service reaches."""
+def _ready(sock: socket.socket, timeout: float, write: bool = False) -> bool:
+    """Whether `sock` has data or EOF (or, with `write`, room for a write) within `timeout` seconds.
+    poll(), not select(): select() fails for descriptors above 1023, which a long-running service reaches."""
     if not hasattr(select, "poll"):  # Windows: its select() has no such limit
-        return bool(select.select([sock], [], [], timeout)[0])
+        readable, writable, _ = select.select([] if write else [sock], [sock] if write else [], [], timeout)
+        return bool(writable if write else readable)
     poller = select.poll()
-    poller.register(sock, select.POLLIN)
+    poller.register(sock, select.POLLOUT if write else select.POLLIN)
     return bool(poller.poll(timeout * 1000))
 
 
@@ -270,7 +262,7 @@ def _read_ahead(ws: websocket.WebSocket, tls_lock: Optional[threading.Lock]) -> 
     def read(size: int) -> bytes:
         with tls_lock:
             pending = sock.pending()  # bytes OpenSSL already decrypted: poll() cannot see them
-        if not pending and not _wait_for_data(sock, sock.gettimeout() or 0.0):
+        if not pending and not _ready(sock, sock.gettimeout() or 0.0):
             raise websocket.WebSocketTimeoutException("no data within the read timeout")
         with tls_lock:
             return recv(max(size, _READ_SIZE))
@@ -520,15 +512,18 @@ class Conversation:
         """Write all of `data`. The server reads no text while it generates a segment, which may take
         longer than any timeout, so a send that finds no room tries again (unless `wait_for_room` is
         False); close() wakes it by shutting the socket down."""
+        give_up = None if wait_for_room else time.monotonic() + self.settings.read_timeout
         while data:
             try:
                 if self._tls_lock is None:
                     data = data[sock.send(data):]
                     continue
-                if not _writable(sock, _POLL):
+                if not _ready(sock, _POLL, write=True):  # TLS: wait for room outside the lock
+                    if give_up is not None and time.monotonic() > give_up:
+                        raise socket.timeout()
                     if self._stop.is_set():
                         return
-                    continue  # (with wait_for_room=False, what is sent first always fits: see _send_now)
+                    continue
                 with self._tls_lock:
                     data = data[sock.send(data[:_TLS_WRITE]):]
             except socket.timeout:
@@ -554,7 +549,7 @@ class Conversation:
             return
         try:
             payload, sock = self._pending_pong, ws.sock
-            if payload is None or sock is None or not _writable(sock):
+            if payload is None or sock is None or not _ready(sock, 0, write=True):
                 return
             self._pending_pong = None
             frame = websocket.ABNF.create_frame(payload, websocket.ABNF.OPCODE_PONG).format()
@@ -647,7 +642,7 @@ class Conversation:
                 if sock.pending():
                     return True
         try:
-            return _wait_for_data(sock, timeout)
+            return _ready(sock, timeout)
         except (OSError, ValueError):  # socket shut down or closed by close()
             if self._stop.is_set():
                 return False

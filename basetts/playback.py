@@ -64,6 +64,8 @@ def _import_pyaudio() -> Any:
 # PortAudio is process-global and its initialise, terminate, open and close are not thread-safe (two
 # speak() calls initialising at once abort the process). One shared `PyAudio`, counted, under a lock.
 _portaudio_lock = threading.RLock()
+_shared_pa: Any = None
+_shared_users = 0
 # A PortAudio call stuck in a hung sound server holds the lock; nobody waits for it longer than this.
 _LOCK_TIMEOUT = 10.0
 
@@ -88,8 +90,6 @@ def _in_background(call: Callable[[], None], name: str, wait: float = 1.0) -> No
     worker.join(wait)
     if worker.is_alive():
         log.warning("%s is blocked in the sound server; it finishes in the background", name)
-_shared_pa: Any = None
-_shared_users = 0
 
 
 # C callbacks handed to ALSA and JACK: kept alive here for as long as the libraries may call them.

@@ -67,10 +67,7 @@ def open_conversation(settings: Settings, words: Iterable[str], stats: Stats,
             else:  # exponential backoff with jitter, so many clients do not retry in step
                 delay = settings.retry_backoff * 2 ** attempt * random.uniform(0.5, 1.0)
             log.info("retrying in %.2f s (attempt %d of %d): %s", delay, attempt + 2, settings.retries + 1, exc)
-            if cancel is not None:
-                cancel.wait(delay)  # stop() ends the wait (and the call) at once
-            else:
-                time.sleep(delay)
+            (cancel or threading.Event()).wait(delay)  # stop() ends the wait (and the call) at once
     raise AssertionError("unreachable")
 
 
