@@ -2,6 +2,7 @@
 the reader and the caller. Only this module imports websocket-client."""
 from __future__ import annotations
 
+import base64
 import contextlib
 import itertools
 import logging
@@ -12,7 +13,7 @@ import socket
 import ssl
 import threading
 import time
-from typing import Any, Callable, Iterable, Iterator, List, Optional, Union
+from typing import Callable, Iterable, Iterator, List, Optional, Union
 from urllib.parse import urlsplit
 
 import websocket
@@ -86,26 +87,27 @@ def connect(settings: Settings, while_waiting: Optional[Callable[[], None]] = No
         raise ConnectError(f"Cannot reach {host}:{port}: {exc.strerror or exc}. Check the URL and network.",
                            transient=transient) from None
     try:
+        deadline = time.monotonic() + settings.handshake_timeout
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         sock.settimeout(settings.handshake_timeout)
         if parts.scheme == "wss":
             sock = ssl.create_default_context().wrap_socket(sock, server_hostname=host)
+        # The upgrade is ours, not websocket-client's: it reads the response a byte per call (see
+        # protocol.parse_upgrade_response). websocket-client takes over the socket once it is open.
+        key = base64.b64encode(os.urandom(16)).decode("ascii")
+        sock.sendall(protocol.upgrade_request(settings.url, settings.api_key, key))
+        if while_waiting is not None:
+            while_waiting()
+        response = _read_upgrade(sock, deadline)
+        if response.status != 101:
+            raise _status_error(response, settings)
+        problem = protocol.upgrade_problem(response, key)
+        if problem is not None:
+            raise ConnectError(f"The websocket upgrade failed: the server answered with {problem}.")
         ws = websocket.WebSocket(enable_multithread=True, skip_utf8_validation=True)
-        reader = _HandshakeReader(sock, while_waiting)
-        try:
-            # redirect_limit=0: the key is only ever sent to the configured host.
-            ws.connect(settings.url, socket=reader, timeout=settings.handshake_timeout, redirect_limit=0,
-                       header=[f"Authorization: Api-Key {settings.api_key}"], suppress_origin=True)
-        except websocket.WebSocketException:
-            status = getattr(ws.handshake_response, "status", None)
-            if status in websocket._handshake.SUPPORTED_REDIRECT_STATUSES:
-                raise ConnectError(
-                    f"The server redirected the websocket upgrade (HTTP {status}). basetts does not follow "
-                    "redirects, so your API key goes only to the URL you configured: check that URL.") from None
-            raise
-        ws.sock = sock
-        if reader.rest:  # a frame that came with the response: websocket-client reads it next
-            ws.frame_buffer.recv_buffer.append(reader.rest)
+        ws.sock, ws.connected = sock, True
+        if response.rest:  # a frame that came with the response: websocket-client reads it next
+            ws.frame_buffer.recv_buffer.append(response.rest)
         sock.settimeout(settings.read_timeout)  # from now on it bounds each send and each frame
         return ws
     except BaseException as exc:
@@ -115,59 +117,52 @@ def connect(settings: Settings, while_waiting: Optional[Callable[[], None]] = No
         raise _handshake_error(exc, settings) from None
 
 
-class _HandshakeReader:
-    """The socket during the upgrade. websocket-client reads the HTTP response one byte per recv()
-    (two syscalls each with a timeout set: ~200 for a response); this serves them from one read.
-    Its first recv() comes right after the request went out: `while_waiting` runs then."""
+def _read_upgrade(sock: socket.socket, deadline: float) -> protocol.UpgradeResponse:
+    """Read until the response's header is complete (usually one read), by `deadline`."""
+    data = b""
+    while True:
+        response = protocol.parse_upgrade_response(data)
+        if response is not None:
+            return response
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise socket.timeout()
+        sock.settimeout(remaining)
+        piece = sock.recv(4096)
+        if not piece:
+            raise ConnectError("The server closed the connection during the websocket upgrade.")
+        data += piece
 
-    def __init__(self, sock: socket.socket, while_waiting: Optional[Callable[[], None]] = None) -> None:
-        self._sock = sock
-        self._data = b""
-        self._offset = 0
-        self._while_waiting = while_waiting
 
-    def recv(self, size: int) -> bytes:
-        if self._while_waiting is not None:
-            run, self._while_waiting = self._while_waiting, None
-            run()
-        if self._offset >= len(self._data):
-            self._data, self._offset = self._sock.recv(4096), 0
-        piece = self._data[self._offset:self._offset + size]
-        self._offset += len(piece)
-        return piece
-
-    @property
-    def rest(self) -> bytes:
-        """What the last read brought beyond the response."""
-        return self._data[self._offset:]
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._sock, name)
+def _status_error(response: protocol.UpgradeResponse, settings: Settings) -> BasetenTTSError:
+    status = response.status
+    if status in protocol.REDIRECT_STATUSES:
+        return ConnectError(
+            f"The server redirected the websocket upgrade (HTTP {status}). basetts does not follow "
+            "redirects, so your API key goes only to the URL you configured: check that URL.")
+    if status in (401, 403):
+        return AuthenticationError(
+            f"The server refused the API key (HTTP {status}). Check BASETEN_API_KEY and that the key "
+            "may call this model.", status=status)
+    if status == 404:
+        return ModelNotFoundError(
+            f"Nothing at {settings.url} (HTTP 404). Check the model id and environment.", status=status)
+    return ServerError(
+        f"The server refused the connection with HTTP {status}"
+        + (" (overloaded)" if status in (429, 503) else "")
+        + ". Retry later; a deployment scaled to zero may be starting.",
+        status=status, retry_after=_retry_after(response.headers.get("retry-after")))
 
 
 def _handshake_error(exc: Exception, settings: Settings) -> BasetenTTSError:
-    if isinstance(exc, websocket.WebSocketBadStatusException):
-        status = exc.status_code
-        headers = exc.resp_headers or {}
-        retry_after = _retry_after(headers.get("retry-after"))
-        if status in (401, 403):
-            return AuthenticationError(
-                f"The server refused the API key (HTTP {status}). Check BASETEN_API_KEY and that the key "
-                "may call this model.", status=status)
-        if status == 404:
-            return ModelNotFoundError(
-                f"Nothing at {settings.url} (HTTP 404). Check the model id and environment.", status=status)
-        return ServerError(
-            f"The server refused the connection with HTTP {status}"
-            + (" (overloaded)" if status in (429, 503) else "")
-            + ". Retry later; a deployment scaled to zero may be starting.",
-            status=status, retry_after=retry_after)
-    if isinstance(exc, (socket.timeout, websocket.WebSocketTimeoutException)):
+    if isinstance(exc, socket.timeout):
         return TimeoutError(
             f"The server did not complete the websocket upgrade within handshake_timeout="
             f"{settings.handshake_timeout:g} s.")
     if isinstance(exc, ssl.SSLError):
         return ConnectError(f"TLS failed: {exc.reason or exc}. Certificates are always verified.")
+    if isinstance(exc, ValueError):  # from protocol.parse_upgrade_response
+        return ConnectError(f"The websocket upgrade failed: {exc} (is this a websocket server?)")
     return ConnectError(f"The websocket upgrade failed: {exc}")
 
 

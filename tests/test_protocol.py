@@ -16,11 +16,16 @@ from basetts.protocol import (
     AudioDecoder,
     Deadlines,
     SampleAligner,
+    UpgradeResponse,
     WordSplitter,
+    accept_key,
     close_error,
     decode_mulaw,
     iter_words,
     outgoing,
+    parse_upgrade_response,
+    upgrade_problem,
+    upgrade_request,
     word_message,
 )
 from basetts.testing.server import mulaw_encode
@@ -329,3 +334,71 @@ def test_the_sentinel_does_not_postpone_audio_already_owed() -> None:
     deadlines.word_sent(1.0)
     deadlines.end_sent(30.0)
     assert deadlines.deadline() == 1.0 + 60
+
+
+# the websocket upgrade -----------------------------------------------------------------------------------
+RFC_KEY = "dGhlIHNhbXBsZSBub25jZQ=="  # the example in RFC 6455 section 1.3
+
+
+def test_the_upgrade_request_names_the_resource_host_key_and_api_key() -> None:
+    request = upgrade_request("wss://model-x.api.baseten.co:8443/environments/production/websocket?a=1",
+                              "sk-1", RFC_KEY)
+    assert request == (b"GET /environments/production/websocket?a=1 HTTP/1.1\r\n"
+                       b"Host: model-x.api.baseten.co:8443\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                       b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
+                       b"Authorization: Api-Key sk-1\r\n\r\n")
+    assert upgrade_request("ws://127.0.0.1", "k", RFC_KEY).startswith(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+
+
+def test_the_accept_key_is_the_rfc_example() -> None:
+    assert accept_key(RFC_KEY) == "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
+
+
+OK_RESPONSE = (b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+               b"Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n")
+
+
+def test_a_response_is_parsed_once_its_header_is_complete_and_keeps_what_follows() -> None:
+    frame = b"\x82\x02\x01\x02"
+    data = OK_RESPONSE + frame
+    for end in range(len(OK_RESPONSE)):  # however the reads split it, nothing before the blank line
+        assert parse_upgrade_response(data[:end]) is None
+    response = parse_upgrade_response(data)
+    assert response == UpgradeResponse(101, {"upgrade": "websocket", "connection": "Upgrade",
+                                             "sec-websocket-accept": "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="}, frame)
+    assert upgrade_problem(response, RFC_KEY) is None
+
+
+def test_header_names_are_case_insensitive_and_repeats_are_joined() -> None:
+    response = parse_upgrade_response(b"HTTP/1.1 503 Service Unavailable\r\nRETRY-AFTER:  7 \r\n"
+                                      b"Via: a\r\nvia: b\r\n\r\nbody")
+    assert response == UpgradeResponse(503, {"retry-after": "7", "via": "a, b"}, b"body")
+
+
+@pytest.mark.parametrize("data", [
+    b"SSH-2.0-OpenSSH_9.6\r\n\r\n",
+    b"HTTP/1.1 OK\r\n\r\n",
+    b"HTTP/1.1 101 Switching Protocols\r\nno colon here\r\n\r\n",
+    b"x" * 70000,  # never a blank line: not waited for forever
+])
+def test_what_is_not_an_http_response_is_a_value_error(data: bytes) -> None:
+    with pytest.raises(ValueError):
+        parse_upgrade_response(data)
+
+
+@pytest.mark.parametrize("replace, expected", [
+    ((b"Upgrade: websocket", b"Upgrade: h2c"), "Upgrade: websocket"),
+    ((b"Connection: Upgrade", b"Connection: keep-alive"), "Connection: Upgrade"),
+    ((b"xOo=", b"xOA="), "Sec-WebSocket-Accept"),
+    ((b"\r\n\r\n", b"\r\nSec-WebSocket-Extensions: permessage-deflate\r\n\r\n"), "extension"),
+])
+def test_a_101_that_does_not_open_a_websocket_says_why(replace: tuple, expected: str) -> None:
+    response = parse_upgrade_response(OK_RESPONSE.replace(*replace))
+    assert response is not None and response.status == 101
+    problem = upgrade_problem(response, RFC_KEY)
+    assert problem is not None and expected in problem
+
+
+def test_connection_may_list_upgrade_among_other_tokens() -> None:
+    response = parse_upgrade_response(OK_RESPONSE.replace(b"Connection: Upgrade", b"Connection: keep-alive, upgrade"))
+    assert response is not None and upgrade_problem(response, RFC_KEY) is None

@@ -1,8 +1,10 @@
 """End to end: Synthesizer against the real local server over loopback."""
 from __future__ import annotations
 
+import contextlib
 import gc
 import json
+import re
 import socket
 import threading
 import time
@@ -12,6 +14,7 @@ import pytest
 
 import basetts
 from basetts import Audio, Synthesizer
+from basetts.protocol import accept_key
 from basetts.testing import Faults, LocalServer
 
 from .helpers import open_fds, server_process
@@ -192,6 +195,76 @@ def test_a_server_that_never_answers_the_upgrade_times_out():
             synth.synthesize(TEXT)
         assert time.monotonic() - started < 10  # bounded by the timeout, not hanging
     assert isinstance(info.value, TimeoutError)  # the built-in one too
+
+
+@contextlib.contextmanager
+def raw_server(answer):
+    """A one-connection TCP server that reads the upgrade request and runs `answer(connection, key)`."""
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        listener.settimeout(10)
+
+        def serve() -> None:
+            connection, _ = listener.accept()
+            with connection:
+                request = connection.recv(65536).decode("latin-1")
+                key = re.search(r"Sec-WebSocket-Key: (\S+)", request).group(1)
+                answer(connection, key)
+
+        thread = threading.Thread(target=serve)
+        thread.start()
+        try:
+            yield f"ws://127.0.0.1:{listener.getsockname()[1]}/v1/websocket"
+        finally:
+            thread.join(10)
+
+
+def upgrade_response(key: str) -> bytes:
+    return ("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            f"Sec-WebSocket-Accept: {accept_key(key)}\r\n\r\n").encode()
+
+
+def test_an_upgrade_response_split_over_reads_with_the_first_frame_in_its_last_read():
+    """The response is read until its blank line, however it arrives, and bytes after it are the
+    stream's: here a whole frame and the close come in the same packet as the response's end."""
+    pcm = bytes(range(256)) * 16
+    frames = b"\x82\x7e" + len(pcm).to_bytes(2, "big") + pcm + b"\x88\x02\x03\xe8"
+
+    def answer(connection: socket.socket, key: str) -> None:
+        response = upgrade_response(key)
+        for start in range(0, len(response) - 5, 5):
+            connection.sendall(response[start:start + 5])
+            time.sleep(0.002)
+        connection.sendall(response[start + 5:] + frames)
+        connection.recv(65536)  # until the client hangs up
+
+    with raw_server(answer) as url:
+        audio = Synthesizer(url=url, api_key="k", retries=0).synthesize("hello")
+    assert audio.pcm == pcm
+
+
+def test_a_101_without_the_right_accept_key_is_refused():
+    def answer(connection: socket.socket, key: str) -> None:
+        connection.sendall(upgrade_response(key[::-1]))
+        connection.recv(65536)
+
+    with raw_server(answer) as url:
+        with pytest.raises(basetts.ConnectError, match="Sec-WebSocket-Accept"):
+            Synthesizer(url=url, api_key="k", retries=0).synthesize("hello")
+
+
+def test_handshake_timeout_bounds_the_whole_upgrade_not_each_read():
+    """A server trickling its answer one byte at a time never lets a single read time out."""
+    def answer(connection: socket.socket, key: str) -> None:
+        with contextlib.suppress(OSError):
+            for byte in upgrade_response(key)[:-1]:  # never complete
+                connection.sendall(bytes([byte]))
+                time.sleep(0.05)
+
+    with raw_server(answer) as url:
+        started = time.monotonic()
+        with pytest.raises(basetts.TimeoutError, match="handshake_timeout"):
+            Synthesizer(url=url, api_key="k", retries=0, handshake_timeout=0.5).synthesize("hello")
+        assert time.monotonic() - started < 3  # the answer takes ~6 s to trickle out
 
 
 def test_a_server_that_never_sends_audio_times_out():
