@@ -33,9 +33,12 @@ from .settings import Settings
 
 log = logging.getLogger("basetts")
 
-# How often idle threads look at their stop flag. Stops are also signalled by shutting the socket,
-# which wakes a blocked send or select at once; this only bounds the worst case.
+# How often a thread waiting for queue room or socket room looks at its stop flag.
 _POLL = 0.05
+# The reader waits for data until the next deadline, and at most this long: close() wakes it at once by
+# shutting the socket down, so the timer is only for deadlines that appear while it waits (words sent
+# meanwhile). Waking 20 times a second instead cost 40% of a real-time stream's CPU (docs/performance.md).
+_IDLE_WAKE = 1.0
 # Time a thread gets to finish after being told to stop.
 _JOIN_TIMEOUT = 2.0
 # Queue of chunks between the reader and the consumer: 64 chunks, each one frame (4 kB, 85 ms) when
@@ -296,6 +299,9 @@ class Conversation:
         self._lock = threading.Lock()
         self._deadlines = protocol.Deadlines(
             settings.buffer_size, settings.first_audio_timeout, settings.read_timeout)
+        # A deadline that appears while the reader waits (words sent meanwhile) is seen within a tenth
+        # of its timeout.
+        self._idle_wake = min(_IDLE_WAKE, settings.first_audio_timeout / 10, settings.read_timeout / 10)
         self._decoder = protocol.AudioDecoder(settings.encoding)
         self._ws: Optional[websocket.WebSocket] = None
         self._preopened = ws
@@ -588,13 +594,15 @@ class Conversation:
                 ready = bool(self._pending) and self._wait_readable(ws, 0)
                 if not ready:
                     self._flush_pending()  # the burst is over (if any): hand on what it brought
-                    ready = self._wait_readable(ws)
-                if not ready:
                     with self._lock:
-                        deadline, why = self._deadlines.deadline(), self._deadlines.describe()
-                    if deadline is not None and time.monotonic() >= deadline:
-                        error = TimeoutError(f"The server stopped sending: {why}.")
+                        deadline = self._deadlines.deadline()
+                    wait = self._idle_wake if deadline is None else deadline - time.monotonic()
+                    ready = self._wait_readable(ws, min(max(wait, 0.0), self._idle_wake))
+                    if not ready and wait <= 0:
+                        with self._lock:
+                            error = TimeoutError(f"The server stopped sending: {self._deadlines.describe()}.")
                         break
+                if not ready:
                     continue
                 opcode, frame = ws.recv_data_frame(control_frame=True)
                 if opcode == websocket.ABNF.OPCODE_BINARY:
@@ -626,7 +634,7 @@ class Conversation:
             log.warning("dropping %d trailing byte(s): the stream ended mid-sample", len(self._decoder.pending))
         self._put(_End(error))
 
-    def _wait_readable(self, ws: websocket.WebSocket, timeout: float = _POLL) -> bool:
+    def _wait_readable(self, ws: websocket.WebSocket, timeout: float) -> bool:
         sock = ws.sock
         if sock is None:
             return False
