@@ -273,10 +273,6 @@ def _buffered(ws: websocket.WebSocket) -> bool:
     return any(getattr(ws.frame_buffer, "recv_buffer", ()))
 
 
-def _fixed_key(key: bytes) -> Callable[[int], bytes]:
-    return lambda _size: key
-
-
 class Conversation:
     """One utterance over one connection. Owns its threads (a reader; a writer when the
     caller's thread could not send everything) and joins them in `close()`.
@@ -499,11 +495,8 @@ class Conversation:
         # What ws.send does for each message, in one syscall; the random mask keys (RFC 6455 5.3) come
         # from one os.urandom call instead of one each.
         keys = os.urandom(4 * len(messages))
-        frames = []
-        for index, message in enumerate(messages):
-            frame = websocket.ABNF.create_frame(message, websocket.ABNF.OPCODE_TEXT)
-            frame.get_mask_key = _fixed_key(keys[4 * index:4 * index + 4])
-            frames.append(frame.format())
+        frames = [protocol.client_frame(message.encode("utf-8"), keys[4 * index:4 * index + 4])
+                  for index, message in enumerate(messages)]
         with ws.lock:
             assert ws.sock is not None
             self._send_bytes(ws.sock, memoryview(b"".join(frames)), wait_for_room)
@@ -553,7 +546,7 @@ class Conversation:
             if payload is None or sock is None or not _ready(sock, 0, write=True):
                 return
             self._pending_pong = None
-            frame = websocket.ABNF.create_frame(payload, websocket.ABNF.OPCODE_PONG).format()
+            frame = protocol.client_frame(payload, os.urandom(4), protocol.OPCODE_PONG)
             self._send_bytes(sock, memoryview(frame), wait_for_room=True)
         except OSError as exc:
             log.debug("answering a ping failed: %s", exc)  # the connection is gone: the reader sees it

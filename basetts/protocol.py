@@ -261,6 +261,27 @@ def upgrade_problem(response: UpgradeResponse, key: str) -> Optional[str]:
     return None
 
 
+OPCODE_TEXT = 0x1
+OPCODE_PONG = 0xA
+
+
+def client_frame(payload: bytes, mask_key: bytes, opcode: int = OPCODE_TEXT) -> bytes:
+    """One final, masked client frame (RFC 6455 section 5.2); `mask_key` is 4 fresh random bytes.
+
+    websocket-client's ABNF does the same in ~5 µs a frame; this is a few times faster, which counts
+    when a whole text goes out at once, ahead of the first audio."""
+    size = len(payload)
+    if size < 126:
+        header = bytes((0x80 | opcode, 0x80 | size))
+    elif size < 65536:
+        header = bytes((0x80 | opcode, 0x80 | 126)) + size.to_bytes(2, "big")
+    else:
+        header = bytes((0x80 | opcode, 0x80 | 127)) + size.to_bytes(8, "big")
+    key_stream = (mask_key * (size // 4 + 1))[:size]
+    masked = (int.from_bytes(payload, "big") ^ int.from_bytes(key_stream, "big")).to_bytes(size, "big")
+    return header + mask_key + masked
+
+
 class Deadlines:
     """When audio is owed and by when, from the times words go out and audio comes in.
 

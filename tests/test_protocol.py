@@ -10,6 +10,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+import websocket
+
 from basetts.errors import ServerError, StreamInterrupted
 from basetts.protocol import (
     SENTINEL,
@@ -19,6 +21,7 @@ from basetts.protocol import (
     UpgradeResponse,
     WordSplitter,
     accept_key,
+    client_frame,
     close_error,
     decode_mulaw,
     iter_words,
@@ -402,3 +405,24 @@ def test_a_101_that_does_not_open_a_websocket_says_why(replace: tuple, expected:
 def test_connection_may_list_upgrade_among_other_tokens() -> None:
     response = parse_upgrade_response(OK_RESPONSE.replace(b"Connection: Upgrade", b"Connection: keep-alive, upgrade"))
     assert response is not None and upgrade_problem(response, RFC_KEY) is None
+
+
+# frames we send ------------------------------------------------------------------------------------------
+def abnf_frame(payload: bytes, key: bytes, opcode: int) -> bytes:
+    """websocket-client's own encoding of the same frame: the reference."""
+    frame = websocket.ABNF(1, 0, 0, 0, opcode, 1, payload)
+    frame.get_mask_key = lambda _size: key
+    return frame.format()
+
+
+@pytest.mark.parametrize("size", [0, 1, 3, 4, 5, 125, 126, 127, 65535, 65536, 70001])
+def test_client_frames_match_websocket_client_at_every_length_boundary(size: int) -> None:
+    payload = bytes((i * 7) % 256 for i in range(size))
+    for opcode in (websocket.ABNF.OPCODE_TEXT, websocket.ABNF.OPCODE_PONG):
+        assert client_frame(payload, b"\x01\x80\xfe\x7f", opcode) == abnf_frame(payload, b"\x01\x80\xfe\x7f", opcode)
+
+
+@given(st.text(), st.binary(min_size=4, max_size=4))
+def test_client_frames_match_websocket_client(text: str, key: bytes) -> None:
+    payload = text.encode("utf-8", "surrogatepass")
+    assert client_frame(payload, key) == abnf_frame(payload, key, websocket.ABNF.OPCODE_TEXT)
