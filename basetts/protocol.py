@@ -229,7 +229,7 @@ def parse_upgrade_response(data: bytes) -> Optional[UpgradeResponse]:
         return None
     status_line, *lines = data[:end].decode("latin-1").split("\r\n")
     version, _, rest = status_line.partition(" ")
-    status = rest[:3]
+    status = rest.partition(" ")[0]
     if not version.startswith("HTTP/") or not (status.isdigit() and len(status) == 3):
         raise ValueError(f"not an HTTP response: {status_line[:80]!r}")
     headers: Dict[str, str] = {}

@@ -376,11 +376,13 @@ def test_header_names_are_case_insensitive_and_repeats_are_joined() -> None:
     response = parse_upgrade_response(b"HTTP/1.1 503 Service Unavailable\r\nRETRY-AFTER:  7 \r\n"
                                       b"Via: a\r\nvia: b\r\n\r\nbody")
     assert response == UpgradeResponse(503, {"retry-after": "7", "via": "a, b"}, b"body")
+    assert parse_upgrade_response(b"HTTP/1.0 404\r\n\r\n") == UpgradeResponse(404, {}, b"")  # no reason phrase
 
 
 @pytest.mark.parametrize("data", [
     b"SSH-2.0-OpenSSH_9.6\r\n\r\n",
     b"HTTP/1.1 OK\r\n\r\n",
+    b"HTTP/1.1 1011 Switching\r\n\r\n",
     b"HTTP/1.1 101 Switching Protocols\r\nno colon here\r\n\r\n",
     b"x" * 70000,  # never a blank line: not waited for forever
 ])
