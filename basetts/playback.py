@@ -153,6 +153,29 @@ def _close_portaudio(pa: Any) -> None:
             pa.terminate()
 
 
+class PortAudioHold:
+    """Keeps PortAudio started from one `Player` to the next (a Synthesizer has one). Starting it probes
+    every device: 40 ms here, often far more on a desktop, before every speak()'s first sound if each
+    call started it again. Devices plugged in later are seen after `release()`."""
+
+    def __init__(self) -> None:
+        self._pa: Any = None
+        self._lock = threading.Lock()
+
+    def take(self) -> None:
+        """Hold PortAudio (already started by the caller's Player), once."""
+        with self._lock:
+            if self._pa is None:
+                _, self._pa = _open_portaudio()
+
+    def release(self) -> None:
+        """Let PortAudio stop once its last Player is done."""
+        with self._lock:
+            pa, self._pa = self._pa, None
+        if pa is not None:
+            _close_portaudio(pa)
+
+
 @dataclasses.dataclass(frozen=True)
 class Device:
     """One output device as PortAudio lists it."""
@@ -293,8 +316,10 @@ class Player:
         volume: float = 1.0,
         max_buffered: float = MAX_BUFFERED,
         device_rate: Optional[int] = None,
+        hold: Optional[PortAudioHold] = None,
     ) -> None:
-        """`device_rate` forces the rate the device is opened at (None: `rate` if the device takes it)."""
+        """`device_rate` forces the rate the device is opened at (None: `rate` if the device takes it).
+        `hold` keeps PortAudio started after this player closes, for the next one."""
         if isinstance(volume, bool) or not isinstance(volume, (int, float)) or not 0.0 <= volume <= 1.0:
             raise ValueError(f"volume must be a number from 0 to 1, got {volume!r}")
         if (isinstance(prebuffer, bool) or not isinstance(prebuffer, (int, float))
@@ -306,6 +331,7 @@ class Player:
         self.volume = float(volume)
         self.max_buffered = max(float(max_buffered), self.prebuffer + 1.0)
         self._forced_rate = device_rate
+        self._hold = hold
         self.device: Optional[Device] = None
         self.device_rate = rate
         self.underruns = 0
@@ -349,6 +375,8 @@ class Player:
         except BaseException:
             self.close()
             raise
+        if self._hold is not None:
+            self._hold.take()
         if self.device_rate != self.rate:
             # Linear interpolation (basetts.audio.Resampler): no dependency, streaming without clicks at
             # chunk edges, and ample for speech whose energy sits far below either Nyquist frequency.

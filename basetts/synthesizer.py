@@ -7,6 +7,7 @@ import os
 import random
 import threading
 import time
+import weakref
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, List, Optional, Set, Union
 
 from . import protocol
@@ -19,7 +20,7 @@ from .settings import Settings
 if TYPE_CHECKING:
     import websocket
 
-    from .playback import DeviceSpec, Player
+    from .playback import DeviceSpec, Player, PortAudioHold
 
 log = logging.getLogger("basetts")
 
@@ -45,15 +46,18 @@ class Cancelled(Exception):
 
 def open_conversation(settings: Settings, words: Iterable[str], stats: Stats,
                       spare: Optional[websocket.WebSocket] = None,
-                      cancel: Optional[threading.Event] = None) -> Conversation:
+                      cancel: Optional[threading.Event] = None, started: Optional[float] = None) -> Conversation:
     """Connect (on `spare` if given), retrying transient failures (nothing has been sent or heard yet,
-    so nothing repeats). Once `cancel` is set, raises `Cancelled` instead of connecting or waiting."""
+    so nothing repeats). Once `cancel` is set, raises `Cancelled` instead of connecting or waiting.
+    `stats` count from `started` (default: now), retries and their waits included."""
+    if started is None:
+        started = time.monotonic()
     for attempt in range(settings.retries + 1):
         if cancel is not None and cancel.is_set():
             if spare is not None:
                 spare.shutdown()
             raise Cancelled()
-        conversation = Conversation(settings, words, stats=stats, ws=spare)
+        conversation = Conversation(settings, words, stats=stats, ws=spare, started=started)
         spare = None
         try:
             return conversation.open()
@@ -98,6 +102,7 @@ class Synthesizer:
         self._playing_lock = threading.Lock()
         self._spare: Optional[Spare] = None
         self._spare_lock = threading.Lock()
+        self._portaudio: Optional["PortAudioHold"] = None  # once speak() has played: see _player
 
     def __repr__(self) -> str:
         return f"Synthesizer(url={self.settings.url!r}, voice={self.settings.voice!r})"
@@ -115,11 +120,28 @@ class Synthesizer:
             old.close()
 
     def close(self) -> None:
-        """Close the spare connection, if any. Calls made after this still work (they connect)."""
+        """Close the spare connection, if any, and let PortAudio stop (speak() keeps it started between
+        calls). Calls made after this still work."""
         with self._spare_lock:
             spare, self._spare = self._spare, None
         if spare is not None:
             spare.close()
+        if self._portaudio is not None:
+            self._portaudio.release()
+
+    def _player(self, output_device: "DeviceSpec", prebuffer: float, volume: float) -> "Player":
+        """A Player that keeps PortAudio started for this Synthesizer's next speak(), until close() (or
+        until the Synthesizer is garbage-collected)."""
+        from .playback import Player, PortAudioHold  # PyAudio is imported here, and only when sound is wanted
+
+        with self._spare_lock:
+            if self._portaudio is None:
+                self._portaudio = PortAudioHold()
+                weakref.finalize(self, self._portaudio.release)
+        try:
+            return Player(output_device, prebuffer=prebuffer, volume=volume, hold=self._portaudio)
+        except ValueError as exc:
+            raise ConfigurationError(str(exc)) from None
 
     def __enter__(self) -> "Synthesizer":
         return self
@@ -180,7 +202,7 @@ class Synthesizer:
         returns once the last sample has been heard; `play=False` only collects it (`s.audio`, ``for``).
         """
         settings = self.settings.replace(**overrides)
-        player = _player(output_device, prebuffer, volume) if play else None
+        player = self._player(output_device, prebuffer, volume) if play else None
         return Session(settings, player=player, take_spare=self._take_spare)
 
     def save(self, text: Text, path: Union[str, "os.PathLike[str]"], **overrides: Any) -> Audio:
@@ -208,20 +230,20 @@ class Synthesizer:
         the sound at once, closes the connection and re-raises `KeyboardInterrupt`. Stream errors carry
         ``.partial``: the audio received (and played) before the failure.
         """
+        started = time.monotonic()  # the stats count from here: opening the device is part of the wait
         settings = self.settings.replace(**overrides)
         words = words_of(text)
-        player = _player(output_device, prebuffer, volume)
+        player = self._player(output_device, prebuffer, volume)
         stats = Stats()
         received: List[bytes] = []
         with player:  # opens the device first: no sound card, no request sent
             with self._playing_lock:
                 self._playing.add(player)
-            started = time.monotonic()
             try:
                 error: Optional[BasetenTTSError] = None
                 try:
                     conversation = open_conversation(settings, words, stats, self._take_spare(settings),
-                                                     cancel=player.stopped_event)
+                                                     cancel=player.stopped_event, started=started)
                 except Cancelled:
                     return _heard(received, player, stats, started)
                 with conversation:
@@ -261,15 +283,6 @@ class Synthesizer:
             players = list(self._playing)
         for player in players:
             player.stop()
-
-
-def _player(output_device: "DeviceSpec", prebuffer: float, volume: float) -> "Player":
-    from .playback import Player  # PyAudio is imported here, and only when sound is wanted
-
-    try:
-        return Player(output_device, prebuffer=prebuffer, volume=volume)
-    except ValueError as exc:
-        raise ConfigurationError(str(exc)) from None
 
 
 def _heard(received: List[bytes], player: "Player", stats: Stats, started: float) -> Audio:

@@ -7,6 +7,7 @@ Tests marked `playback` play through real PyAudio -> ALSA's pulse plugin -> a Pu
 from __future__ import annotations
 
 import array
+import gc
 import os
 import signal
 import subprocess
@@ -236,6 +237,31 @@ def test_output_device_by_name_and_index_and_a_clear_error(pulse: Any, serve: An
     with pytest.raises(basetts.AudioDeviceError, match="No output device named like 'no such card'.*pulse"):
         synth.speak("never sent", output_device="no such card")
     assert all("never" not in c.words for c in server.conversations)
+
+
+@playback_test
+def test_portaudio_starts_once_per_synthesizer_and_stops_with_it(pulse: Any, serve: Any) -> None:
+    """Starting PortAudio probes every device (40 ms here, often far more on a desktop): a Synthesizer
+    keeps it started between speak() calls, and close() (or garbage collection) lets it stop."""
+    server = serve()
+    gc.collect()  # Synthesizers of earlier tests that are only garbage now let go first
+    users = playback._shared_users
+    synth = synth_for(server)
+    synth.speak("first call")
+    started = playback._shared_pa
+    assert started is not None and playback._shared_users == users + 1  # held between calls, no stream open
+    recording = pulse.record()
+    synth.speak("second call")
+    assert_played_exactly(recording.stop(), server.expected_pcm("second call"))
+    assert playback._shared_pa is started  # not started again
+    synth.close()
+    assert playback._shared_users == users
+    synth.speak("after close")  # starts it again
+    assert playback._shared_users == users + 1
+    del synth  # never closed: collected, it lets go too
+    gc.collect()
+    assert playback._shared_users == users
+    assert pulse.sink_inputs() == []
 
 
 @playback_test
