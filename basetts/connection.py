@@ -283,9 +283,10 @@ class Conversation:
 
     def __init__(self, settings: Settings, words: Iterable[str], *,
                  queue_frames: int = DEFAULT_QUEUE_FRAMES, stats: Optional[Stats] = None,
-                 ws: Optional[websocket.WebSocket] = None) -> None:
+                 ws: Optional[websocket.WebSocket] = None, started: Optional[float] = None) -> None:
         """`ws`: an already connected websocket (from `connect`) to use instead of connecting; the
-        conversation owns it from here on and closes it."""
+        conversation owns it from here on and closes it. `started`: the monotonic time the user's
+        call began, which the stats count from (default: now)."""
         self.settings = settings
         self.stats = stats if stats is not None else Stats()
         self._words = words
@@ -302,7 +303,7 @@ class Conversation:
         self._ws: Optional[websocket.WebSocket] = None
         self._preopened = ws
         self._threads: List[threading.Thread] = []
-        self._started = time.monotonic()
+        self._started = time.monotonic() if started is None else started
         self._finished = False
         self.words_sent = 0
         self._messages = protocol.outgoing(settings.session_message(), words)

@@ -52,9 +52,11 @@ def test_client_errors_are_never_retried(status):
 
 def test_retry_after_is_honoured():
     with LocalServer(faults=Faults(handshake_status=429, handshake_failures=1, retry_after=0.4)) as server:
-        synth_for(server, retries=1, retry_backoff=0.0).synthesize(TEXT)
+        audio = synth_for(server, retries=1, retry_backoff=0.0).synthesize(TEXT)
         first, second = server.handshake_times
     assert second - first >= 0.4
+    # The stats count from the call, not from the attempt that succeeded: the wait is part of it.
+    assert audio.stats.connect_time >= 0.4 and audio.stats.first_byte_time >= 0.4
 
 
 def test_a_retry_after_too_long_to_wait_is_raised_not_slept():
