@@ -368,6 +368,8 @@ class Player:
         try:
             with _portaudio_locked():
                 self._open_device()
+            if self._hold is not None:
+                self._hold.take()
         except OSError as exc:
             self.close()
             raise AudioDeviceError(f"Cannot open {self.device}: {exc}. Try another output_device= "
@@ -375,8 +377,6 @@ class Player:
         except BaseException:
             self.close()
             raise
-        if self._hold is not None:
-            self._hold.take()
         if self.device_rate != self.rate:
             # Linear interpolation (basetts.audio.Resampler): no dependency, streaming without clicks at
             # chunk edges, and ample for speech whose energy sits far below either Nyquist frequency.
