@@ -31,7 +31,7 @@ TIMEOUT = 30.0  # for the reference bare loop "with a timeout": basetts' read_ti
 @dataclasses.dataclass
 class Plan:
     ttfb_words: int = 20
-    ttfb_reps: int = 100
+    ttfb_reps: int = 500  # the median moves ±0.1 ms (5%) between runs of 100; ~20 s
     throughput_words: int = 6000  # 10 minutes at 2400 samples (0.1 s) per word
     throughput_reps: int = 15
     encoding_words: int = 600  # 1 minute: the server's μ-law encoder is pure Python, slow
