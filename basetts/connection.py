@@ -99,6 +99,7 @@ def connect(settings: Settings, while_waiting: Optional[Callable[[], None]] = No
         # protocol.parse_upgrade_response). websocket-client takes over the socket once it is open.
         key = base64.b64encode(os.urandom(16)).decode("ascii")
         sock.sendall(protocol.upgrade_request(settings.url, settings.api_key, key))
+        log.debug("upgrade request sent to %s:%s", host, port)
         if while_waiting is not None:
             while_waiting()
         response = _read_upgrade(sock, deadline)
@@ -283,10 +284,13 @@ class Conversation:
 
     def __init__(self, settings: Settings, words: Iterable[str], *,
                  queue_frames: int = DEFAULT_QUEUE_FRAMES, stats: Optional[Stats] = None,
-                 ws: Optional[websocket.WebSocket] = None, started: Optional[float] = None) -> None:
+                 ws: Optional[websocket.WebSocket] = None, started: Optional[float] = None,
+                 on_upgrade: Optional[Callable[[], object]] = None) -> None:
         """`ws`: an already connected websocket (from `connect`) to use instead of connecting; the
         conversation owns it from here on and closes it. `started`: the monotonic time the user's
-        call began, which the stats count from (default: now)."""
+        call began, which the stats count from (default: now). `on_upgrade`: runs in open()'s thread
+        while the server answers the upgrade (at once on `ws`), before any text is sent; what it raises,
+        open() raises."""
         self.settings = settings
         self.stats = stats if stats is not None else Stats()
         self._words = words
@@ -302,6 +306,7 @@ class Conversation:
         self._decoder = protocol.AudioDecoder(settings.encoding)
         self._ws: Optional[websocket.WebSocket] = None
         self._preopened = ws
+        self._on_upgrade = on_upgrade
         self._threads: List[threading.Thread] = []
         self._started = time.monotonic() if started is None else started
         self._finished = False
@@ -336,10 +341,10 @@ class Conversation:
             self._ws, self._preopened = self._preopened, None
             if self._ws.sock is not None:
                 self._ws.sock.settimeout(self.settings.read_timeout)  # this call's, not the spare's
+            if self._on_upgrade is not None:
+                self._on_upgrade()
         else:
-            # The reader starts while the server answers the upgrade: starting a thread blocks this
-            # one ~0.1 ms, better spent waiting for the network than after the words are sent.
-            self._ws = connect(self.settings, while_waiting=self._start_reader)
+            self._ws = connect(self.settings, while_waiting=self._while_upgrading)
         self.stats.connect_time = self._elapsed()
         if isinstance(self._ws.sock, ssl.SSLSocket):
             self._tls_lock = threading.Lock()
@@ -356,6 +361,13 @@ class Conversation:
         self._connected.set()
         if not self._all_sent:
             self._start_thread("writer", self._write)
+
+    def _while_upgrading(self) -> None:
+        """Work done while the server answers the upgrade, off the critical path: starting the reader
+        (`Thread.start()` blocks ~0.1 ms) and `on_upgrade` (speak() opens the sound device here)."""
+        self._start_reader()
+        if self._on_upgrade is not None:
+            self._on_upgrade()
 
     def _start_reader(self) -> None:
         if not self._threads:

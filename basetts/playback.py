@@ -363,7 +363,9 @@ class Player:
 
     # lifecycle -------------------------------------------------------------------------------------
     def open(self) -> "Player":
-        """Find the device and open the stream (not started yet). Raises `AudioDeviceError`."""
+        """Find the device and open the stream (not started yet); again, a no-op. Raises `AudioDeviceError`."""
+        if self._stream is not None:
+            return self
         self._pyaudio, self._pa = _open_portaudio()
         try:
             with _portaudio_locked():

@@ -61,11 +61,13 @@ class Session:
             return self
         if self._finishing or self._aborted.is_set():
             raise RuntimeError("this session has ended; open a new one")
-        if self._player is not None:
-            self._player.open()  # no sound card: an AudioDeviceError, and no request sent
         try:
             spare = self._take_spare(self.settings) if self._take_spare is not None else None
-            self._conversation = open_conversation(self.settings, self._feed(), self.stats, spare)
+            # The device opens while the server answers the upgrade (see speak()); no sound card: an
+            # AudioDeviceError before any text is sent.
+            self._conversation = open_conversation(
+                self.settings, self._feed(), self.stats, spare,
+                on_upgrade=self._player.open if self._player is not None else None)
         except BaseException:
             self._aborted.set()  # a session that could not open is over: the next send() says so
             self._close()

@@ -1,6 +1,7 @@
 """`Synthesizer`: the blocking API (synthesize, stream, save, speak) over one conversation per call."""
 from __future__ import annotations
 
+import contextlib
 import io
 import logging
 import os
@@ -46,10 +47,12 @@ class Cancelled(Exception):
 
 def open_conversation(settings: Settings, words: Iterable[str], stats: Stats,
                       spare: Optional[websocket.WebSocket] = None,
-                      cancel: Optional[threading.Event] = None, started: Optional[float] = None) -> Conversation:
+                      cancel: Optional[threading.Event] = None, started: Optional[float] = None,
+                      on_upgrade: Optional[Callable[[], object]] = None) -> Conversation:
     """Connect (on `spare` if given), retrying transient failures (nothing has been sent or heard yet,
     so nothing repeats). Once `cancel` is set, raises `Cancelled` instead of connecting or waiting.
-    `stats` count from `started` (default: now), retries and their waits included."""
+    `stats` count from `started` (default: now), retries and their waits included. `on_upgrade` runs
+    while the server answers the upgrade, before any text is sent (see `Conversation`), once per attempt."""
     if started is None:
         started = time.monotonic()
     for attempt in range(settings.retries + 1):
@@ -57,7 +60,8 @@ def open_conversation(settings: Settings, words: Iterable[str], stats: Stats,
             if spare is not None:
                 spare.shutdown()
             raise Cancelled()
-        conversation = Conversation(settings, words, stats=stats, ws=spare, started=started)
+        conversation = Conversation(settings, words, stats=stats, ws=spare, started=started,
+                                    on_upgrade=on_upgrade)
         spare = None
         try:
             return conversation.open()
@@ -236,14 +240,18 @@ class Synthesizer:
         player = self._player(output_device, prebuffer, volume)
         stats = Stats()
         received: List[bytes] = []
-        with player:  # opens the device first: no sound card, no request sent
+        with contextlib.closing(player):  # the device is opened below, during the upgrade
             with self._playing_lock:
                 self._playing.add(player)
             try:
                 error: Optional[BasetenTTSError] = None
                 try:
+                    # The device opens while the server answers the upgrade: starting PortAudio probes
+                    # every device (tens of ms, more on many desktops), time the network takes anyway.
+                    # No sound card: an AudioDeviceError before any text is sent.
                     conversation = open_conversation(settings, words, stats, self._take_spare(settings),
-                                                     cancel=player.stopped_event, started=started)
+                                                     cancel=player.stopped_event, started=started,
+                                                     on_upgrade=player.open)
                 except Cancelled:
                     return _heard(received, player, stats, started)
                 with conversation:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import array
 import gc
+import logging
 import os
 import signal
 import subprocess
@@ -265,6 +266,20 @@ def test_portaudio_starts_once_per_synthesizer_and_stops_with_it(pulse: Any, ser
 
 
 @playback_test
+def test_the_device_opens_while_the_server_answers_the_upgrade(pulse: Any, serve: Any, caplog: Any) -> None:
+    """PortAudio's start (it probes every device) overlaps the network: the upgrade request goes out
+    first, then the device opens, then the words go. The first call in a process pays that start."""
+    server = serve()
+    caplog.set_level(logging.DEBUG, logger="basetts")
+    recording = pulse.record()
+    synth_for(server).speak("overlapped start")
+    assert_played_exactly(recording.stop(), server.expected_pcm("overlapped start"))
+    steps = [r.getMessage() for r in caplog.records
+             if r.getMessage().startswith(("upgrade request sent", "playing on"))]
+    assert [step.split()[0] for step in steps] == ["upgrade", "playing"], steps
+
+
+@playback_test
 def test_on_audio_sees_every_chunk_and_its_exception_stops_cleanly(pulse: Any, serve: Any) -> None:
     server = serve()
     synth = synth_for(server)
@@ -459,7 +474,7 @@ def _run(code: str, env: Optional[Mapping[str, str]] = None) -> "subprocess.Comp
 
 
 @needs_no_oss_device
-def test_no_output_device_is_a_clear_error_before_anything_is_sent(serve: Any, tmp_path: Any) -> None:
+def test_no_output_device_is_a_clear_error_before_any_text_is_sent(serve: Any, tmp_path: Any) -> None:
     """No sound server reachable and no sound card PortAudio can name: it lists no output at all."""
     server = serve()
     result = _run(f"""
@@ -472,7 +487,9 @@ def test_no_output_device_is_a_clear_error_before_anything_is_sent(serve: Any, t
     """, env=no_sound_card_env(tmp_path))
     assert "ERROR No audio output device found" in result.stdout, result.stdout + result.stderr
     assert "synthesize" in result.stdout and "save" in result.stdout
-    assert server.conversations == []  # checked before connecting
+    # The device is opened while the server answers the upgrade: a connection may have been opened,
+    # but no settings and no word went out on it.
+    assert all(c.settings is None and c.messages == [] for c in server.conversations), server.conversations
 
 
 # --- without PyAudio -------------------------------------------------------------------------------------
