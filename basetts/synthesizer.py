@@ -136,8 +136,9 @@ class Synthesizer:
     def _player(self, output_device: "DeviceSpec", prebuffer: float, volume: float) -> "Player":
         """A Player that keeps PortAudio started for this Synthesizer's next speak(), until close() (or
         until the Synthesizer is garbage-collected)."""
-        from .playback import Player, PortAudioHold  # PyAudio is imported here, and only when sound is wanted
+        from .playback import Player, PortAudioHold, _import_pyaudio
 
+        _import_pyaudio()  # no PyAudio: an AudioDeviceError before connecting (the device opens later)
         with self._spare_lock:
             if self._portaudio is None:
                 self._portaudio = PortAudioHold()
