@@ -282,6 +282,25 @@ def test_buffer_size_goes_through_int_as_on_the_real_server(server: LocalServer)
         assert server.last().segments == [["a", "b"], ["c"]]
 
 
+@pytest.mark.parametrize("settings", [
+    {"temperature": "hot"}, {"temperature": -0.1}, {"top_p": 0}, {"top_p": 1.5}, {"top_p": None},
+    {"repetition_penalty": 0}, {"repetition_penalty": "1.3"}, {"max_tokens": 0}, {"max_tokens": 2.5},
+])
+def test_bad_sampling_values_are_a_1011_at_the_first_generation(server: LocalServer, settings: dict) -> None:
+    """As on the real server, the sampler refuses them when it first runs, not when they arrive."""
+    raw = raw_conversation(server, json.dumps({"buffer_size": 2, **settings}), ["a", "b", "c", SENTINEL])
+    assert (raw.close_code, raw.close_reason) == (1011, HANDLER_ERROR)
+    assert raw.frames == [] and server.last().close_code == 1011
+    raw = raw_conversation(server, json.dumps(settings), [SENTINEL])  # nothing to generate: no sampler
+    assert (raw.close_code, raw.close_reason) == (1000, "")
+
+
+def test_good_sampling_values_are_spoken(server: LocalServer) -> None:
+    settings = {"temperature": 0, "top_p": 1, "repetition_penalty": 1.1, "max_tokens": 1, "buffer_size": 2}
+    raw = raw_conversation(server, json.dumps(settings), ["a", "b", SENTINEL])
+    assert (raw.close_code, raw.audio) == (1000, server.expected_pcm("a b"))
+
+
 def test_a_binary_message_after_the_settings_is_a_1011(server: LocalServer) -> None:
     raw = raw_conversation(server, "{}", ["a", b"\x00\x01"])
     assert (raw.close_code, raw.close_reason) == (1011, HANDLER_ERROR)

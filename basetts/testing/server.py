@@ -84,6 +84,28 @@ def flush_rule(buffer: List[str], buffer_size: int, final: bool) -> Optional[Lis
     return segment
 
 
+def sampling_problem(settings: Dict[str, Any]) -> Optional[str]:
+    """Why the real server's sampler would refuse these settings at its first generation, or None. The
+    checks are vLLM's SamplingParams ones (*inferred*: the deployment runs Orpheus on vLLM)."""
+    def number(name: str) -> Optional[float]:
+        value = settings[name]
+        if not isinstance(value, (int, float)) or not math.isfinite(value):
+            return None
+        return float(value)
+
+    temperature, top_p, penalty = number("temperature"), number("top_p"), number("repetition_penalty")
+    max_tokens = settings["max_tokens"]
+    if temperature is None or temperature < 0:
+        return f"temperature must be a number >= 0, got {settings['temperature']!r}"
+    if top_p is None or not 0 < top_p <= 1:
+        return f"top_p must be in (0, 1], got {settings['top_p']!r}"
+    if penalty is None or penalty <= 0:
+        return f"repetition_penalty must be > 0, got {settings['repetition_penalty']!r}"
+    if not isinstance(max_tokens, int) or max_tokens < 1:
+        return f"max_tokens must be an integer >= 1, got {max_tokens!r}"
+    return None
+
+
 @functools.lru_cache(maxsize=4096)
 def tone_pcm(word: str, samples: int = 2400) -> bytes:
     """The deterministic audio for one word: a faded sine whose pitch comes from the word's CRC."""
@@ -374,7 +396,18 @@ class LocalServer:
                 record.close_code = 1011
                 return
             encoding = str(settings["encoding"])
+            problem = sampling_problem(settings)  # raised by the real server at its first generation
             buffer: List[str] = []
+
+            def generate(segment: List[str]) -> bool:
+                """Speak `segment`; False (after a 1011) when the sampler refuses the settings."""
+                if problem is not None:
+                    log.debug("local server: %s", problem)
+                    connection.close(1011, HANDLER_ERROR)
+                    record.close_code = 1011
+                    return False
+                sender.generate(segment, encoding)
+                return True
             try:
                 while True:
                     message = connection.recv()
@@ -390,15 +423,16 @@ class LocalServer:
                         if segment is None:
                             record.close_code = 1000  # the handler ends; the framework closes
                             return
-                        sender.generate(segment, encoding)
+                        if not generate(segment):
+                            return
                         connection.close(1000)
                         record.close_code = 1000
                         record.explicit_close = True
                         return
                     buffer.extend(message.strip().split())
                     segment = flush_rule(buffer, buffer_size, final=False)
-                    if segment is not None:
-                        sender.generate(segment, encoding)
+                    if segment is not None and not generate(segment):
+                        return
             except ConnectionClosed:
                 # Like the real server: the client left early; it still "generates" what it had.
                 record.client_disconnected = True
