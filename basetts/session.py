@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import queue
 import threading
-from typing import TYPE_CHECKING, Callable, Iterator, List, Optional
+import weakref
+from typing import TYPE_CHECKING, Any, Callable, Iterator, List, Optional
 
 from . import protocol
 from .audio import Audio, Stats
@@ -17,6 +18,7 @@ if TYPE_CHECKING:
     from .playback import Player
 
 _DONE = object()
+_ABANDONED = object()  # the session was closed or garbage-collected: the word feed stops
 
 
 class _Aborted(Exception):
@@ -51,6 +53,7 @@ class Session:
         self._error: Optional[BaseException] = None
         self._conversation: Optional[Conversation] = None
         self._receiver: Optional[threading.Thread] = None
+        self._closer: Optional[Any] = None  # weakref.finalize: closes everything, once
 
     # lifecycle -------------------------------------------------------------------------------------
     def open(self) -> "Session":
@@ -66,13 +69,18 @@ class Session:
             # The device opens while the server answers the upgrade (see speak()); no sound card: an
             # AudioDeviceError before any text is sent.
             self._conversation = open_conversation(
-                self.settings, self._feed(), self.stats, spare,
+                self.settings, _feed(self._words, self._aborted), self.stats, spare,
                 on_upgrade=self._player.open if self._player is not None else None)
         except BaseException:
             self._aborted.set()  # a session that could not open is over: the next send() says so
             self._close()
             raise
-        self._receiver = threading.Thread(target=self._receive, name="basetts-session", daemon=True)
+        # The threads hold no reference to this Session, so one that is dropped unfinished (no `with`,
+        # no finish()) is garbage-collected, and the finalizer closes its connection and threads.
+        self._receiver = threading.Thread(
+            target=_receive, args=(weakref.ref(self), self._conversation, self._player),
+            name="basetts-session", daemon=True)
+        self._closer = weakref.finalize(self, _close, self._words, self._player, self._conversation, self._receiver)
         self._receiver.start()
         return self
 
@@ -142,47 +150,69 @@ class Session:
             yield chunk
 
     # internals -------------------------------------------------------------------------------------
-    def _feed(self) -> Iterator[str]:
-        """The words for the writer thread, as send() queues them."""
-        while True:
-            try:
-                item = self._words.get(timeout=0.05)
-            except queue.Empty:
-                item = None
-            if self._aborted.is_set():
-                raise _Aborted()
-            if item is _DONE:
-                return
-            if isinstance(item, str):
-                yield item
-
-    def _receive(self) -> None:
-        assert self._conversation is not None
-        try:
-            for chunk in self._conversation.chunks():
-                with self._changed:
-                    self._chunks.append(chunk)
-                    self._changed.notify_all()
-                if self._player is not None:
-                    self._player.feed(chunk)  # waits while the player's buffer is full: back-pressure
-        except BaseException as exc:  # noqa: BLE001 - handed to the caller by finish() or iteration
-            self._error = exc
-        finally:
-            with self._changed:
-                self._ended = True
-                self._changed.notify_all()
-
     def _wait_receiver(self) -> None:
         receiver = self._receiver
         while receiver is not None and receiver.is_alive():
             receiver.join(0.1)  # short joins keep Ctrl+C responsive
 
     def _close(self) -> None:
-        if self._player is not None:
-            self._player.stop()  # silence first (Ctrl+C, an exception): closing may wait on threads
-        if self._conversation is not None:
-            self._conversation.close()
-        if self._receiver is not None and self._receiver is not threading.current_thread():
-            self._receiver.join(2.0)
-        if self._player is not None:
-            self._player.close()
+        if self._closer is not None:
+            self._closer()  # once: a finalizer runs at most once, here or when the session is collected
+        else:
+            _close(self._words, self._player, None, None)
+
+
+def _feed(words: "queue.Queue[object]", aborted: threading.Event) -> Iterator[str]:
+    """The words for the writer thread, as send() queues them. Waits on the queue: abort() and close
+    put an item in it, so a wait ends at once, and the timeout only bounds the worst case."""
+    while True:
+        try:
+            item = words.get(timeout=1.0)
+        except queue.Empty:
+            item = None
+        if aborted.is_set() or item is _ABANDONED:
+            raise _Aborted()
+        if item is _DONE:
+            return
+        if isinstance(item, str):
+            yield item
+
+
+def _receive(ref: "weakref.ref[Session]", conversation: Conversation, player: Optional["Player"]) -> None:
+    """The receiver thread: chunks into the session (while it exists) and the player."""
+    error: Optional[BaseException] = None
+    try:
+        for chunk in conversation.chunks():
+            session = ref()
+            if session is None:
+                return  # dropped unfinished: its finalizer closes everything
+            with session._changed:
+                session._chunks.append(chunk)
+                session._changed.notify_all()
+            del session  # hold it no longer than needed: the user may drop it meanwhile
+            if player is not None:
+                player.feed(chunk)  # waits while the player's buffer is full: back-pressure
+    except BaseException as exc:  # noqa: BLE001 - handed to the caller by finish() or iteration
+        error = exc
+    finally:
+        session = ref()
+        if session is not None:
+            with session._changed:
+                if error is not None:
+                    session._error = error
+                session._ended = True
+                session._changed.notify_all()
+
+
+def _close(words: "queue.Queue[object]", player: Optional["Player"], conversation: Optional[Conversation],
+           receiver: Optional[threading.Thread]) -> None:
+    """Stop the word feed, silence the player, close the connection, join the receiver, close the player."""
+    words.put(_ABANDONED)  # the writer's wait for a word ends now (after _DONE it is never read)
+    if player is not None:
+        player.stop()  # silence first (Ctrl+C, an exception): closing may wait on threads
+    if conversation is not None:
+        conversation.close()
+    if receiver is not None and receiver is not threading.current_thread():
+        receiver.join(2.0)
+    if player is not None:
+        player.close()

@@ -1,6 +1,7 @@
 """Sessions: text that arrives over time, spoken on one connection."""
 from __future__ import annotations
 
+import gc
 import threading
 import time
 
@@ -106,6 +107,24 @@ def test_a_session_used_without_with_opens_on_the_first_send(basetts_server, bas
     assert basetts_server.last().messages == TEXT.split() + ["__END__"]
     with pytest.raises(RuntimeError, match="ended"):
         session.send("more")
+
+
+def test_a_session_dropped_unfinished_is_closed_when_collected(basetts_server):
+    """No `with`, no finish(), and then no reference: garbage collection closes the connection and
+    joins the threads (they hold no reference to the session), instead of them running until exit."""
+    synth = synth_for(basetts_server, buffer_size=2)
+    session = synth.session()
+    session.send("alpha beta gamma ")
+    deadline = time.monotonic() + 10
+    while not session.audio.pcm:  # the session is live: words went out, audio came back
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    record = basetts_server.conversations[-1]  # still open
+    del session
+    gc.collect()
+    assert [t for t in threading.enumerate() if t.name.startswith("basetts-") and "server" not in t.name] == []
+    assert record.done.wait(10) and record.client_disconnected
+    assert "__END__" not in record.messages  # dropped, not finished: the end was never sent
 
 
 def test_a_session_takes_the_spare_connection_when_it_opens(basetts_server, basetts_synthesizer):
