@@ -27,6 +27,15 @@ def run_example(script: str, *args: str, cwd, env: dict = None) -> subprocess.Co
                           text=True, timeout=120, env=environment)
 
 
+def run_playing(pulse, script: str, cwd) -> "tuple[subprocess.CompletedProcess[str], bytes]":
+    """Run an example with `--local` against the test PulseAudio; its result and what the sink played."""
+    recording = pulse.record()
+    result = run_example(script, "--local", cwd=cwd, env=pulse.env)
+    played = recording.stop()
+    assert result.returncode == 0, result.stderr
+    return result, played
+
+
 # --- examples/say.py --------------------------------------------------------------------------------------
 SPOKEN = "Hello! This sentence is spoken as it is generated."
 SAVED = "And this one goes to a file."
@@ -34,10 +43,7 @@ SAVED = "And this one goes to a file."
 
 @pytest.mark.playback
 def test_say_plays_one_sentence_and_saves_the_other(pulse, tmp_path):
-    recording = pulse.record()
-    result = run_example("say.py", "--local", cwd=tmp_path, env=pulse.env)
-    played = recording.stop()
-    assert result.returncode == 0, result.stderr
+    result, played = run_playing(pulse, "say.py", tmp_path)
     assert expected_pcm(SPOKEN) in played  # every sample, in order
     assert read_wav(tmp_path / "example.wav") == expected_pcm(SAVED)
     assert result.stdout.strip() == "saved 0.7 s to example.wav"
@@ -66,10 +72,7 @@ def test_llm_session_without_playing_saves_the_answer(tmp_path):
 
 @pytest.mark.playback
 def test_llm_session_plays_the_answer(pulse, tmp_path):
-    recording = pulse.record()
-    result = run_example("llm_session.py", "--local", cwd=tmp_path, env=pulse.env)
-    played = recording.stop()
-    assert result.returncode == 0, result.stderr
+    result, played = run_playing(pulse, "llm_session.py", tmp_path)
     # The server speaks each segment as soon as the words trickling in complete it, so the sound card
     # may wait (silence) between segments: every word's audio is played whole, in order.
     position = 0

@@ -7,10 +7,9 @@ import math
 from typing import List
 
 import pytest
+import websocket
 from hypothesis import given
 from hypothesis import strategies as st
-
-import websocket
 
 from basetts.errors import ServerError, StreamInterrupted
 from basetts.protocol import (

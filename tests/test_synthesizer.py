@@ -207,8 +207,9 @@ def raw_server(answer):
             connection, _ = listener.accept()
             with connection:
                 request = connection.recv(65536).decode("latin-1")
-                key = re.search(r"Sec-WebSocket-Key: (\S+)", request).group(1)
-                answer(connection, key)
+                match = re.search(r"Sec-WebSocket-Key: (\S+)", request)
+                assert match is not None, request
+                answer(connection, match.group(1))
 
         thread = threading.Thread(target=serve)
         thread.start()
