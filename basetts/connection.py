@@ -103,6 +103,7 @@ def connect(settings: Settings, while_waiting: Optional[Callable[[], None]] = No
         if while_waiting is not None:
             while_waiting()
         response = _read_upgrade(sock, deadline)
+        log.debug("upgrade answered: HTTP %d", response.status)
         if response.status != 101:
             raise _status_error(response, settings)
         problem = protocol.upgrade_problem(response, key)

@@ -142,7 +142,9 @@ class Synthesizer:
         with self._spare_lock:
             if self._portaudio is None:
                 self._portaudio = PortAudioHold()
-                weakref.finalize(self, self._portaudio.release)
+                # Not at exit: a PortAudio call stuck in a hung sound server would hold up the exit
+                # (and the OS lets go of everything anyway).
+                weakref.finalize(self, self._portaudio.release).atexit = False
         try:
             return Player(output_device, prebuffer=prebuffer, volume=volume, hold=self._portaudio)
         except ValueError as exc:

@@ -275,8 +275,8 @@ def test_the_device_opens_while_the_server_answers_the_upgrade(pulse: Any, serve
     synth_for(server).speak("overlapped start")
     assert_played_exactly(recording.stop(), server.expected_pcm("overlapped start"))
     steps = [r.getMessage() for r in caplog.records
-             if r.getMessage().startswith(("upgrade request sent", "playing on"))]
-    assert [step.split()[0] for step in steps] == ["upgrade", "playing"], steps
+             if r.getMessage().startswith(("upgrade request sent", "playing on", "upgrade answered"))]
+    assert [step.split()[1] for step in steps] == ["request", "on", "answered:"], steps
 
 
 @playback_test
