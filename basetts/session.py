@@ -81,6 +81,7 @@ class Session:
             target=_receive, args=(weakref.ref(self), self._conversation, self._player),
             name="basetts-session", daemon=True)
         self._closer = weakref.finalize(self, _close, self._words, self._player, self._conversation, self._receiver)
+        self._closer.atexit = False  # at exit the process lets go of it all; joining could only delay the exit
         self._receiver.start()
         return self
 
