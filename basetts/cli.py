@@ -145,14 +145,15 @@ def _cannot_play(device: Optional[str]) -> Optional[str]:
 def _serve(args: argparse.Namespace) -> int:
     from .testing import Faults, LocalServer
 
+    off = lambda seconds: seconds if seconds > 0 else None  # noqa: E731 - 0 turns the keepalive off
     server = LocalServer(api_key=args.api_key, port=args.port, engine=args.engine, speed=args.speed,
-                         samples_per_word=args.samples_per_word, faults=Faults.parse(args.fault))
+                         samples_per_word=args.samples_per_word, faults=Faults.parse(args.fault),
+                         ping_interval=off(args.ping_interval), ping_timeout=off(args.ping_timeout))
     with server:
         print(f"basetts local server ({server.engine} engine), Ctrl+C to stop\n"
               f"  BASETTS_URL={server.url}\n  BASETEN_API_KEY={server.api_key}", flush=True)
         with contextlib.suppress(KeyboardInterrupt):
-            while True:
-                server._thread.join(3600) if server._thread else None  # noqa: SLF001
+            server.wait()
     return 0
 
 
@@ -207,8 +208,14 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, default=0, help="port (default: a free one)")
     serve.add_argument("--api-key", help="the key clients must send (default: a random one)")
     serve.add_argument("--engine", choices=("tone", "espeak"), default="tone")
-    serve.add_argument("--speed", type=float, help="pace audio at this multiple of real time")
-    serve.add_argument("--samples-per-word", type=int, default=2400, help="tone engine: audio per word")
+    serve.add_argument("--speed", type=float,
+                       help="pace audio at this multiple of real time (0.5: a model slower than real time)")
+    serve.add_argument("--samples-per-word", type=int, default=2048,
+                       help="tone engine: audio per word (2048: one 4096-byte message, as the real server sends)")
+    serve.add_argument("--ping-interval", type=float, default=20.0,
+                       help="keepalive ping every this many seconds, as uvicorn does (0: no pings)")
+    serve.add_argument("--ping-timeout", type=float, default=20.0,
+                       help="close with 1011 when a pong is this many seconds late, as uvicorn does (0: never)")
     serve.add_argument("--fault", action="append", default=[], metavar="NAME=VALUE",
                        help="misbehave on purpose, e.g. drop_after_bytes=8192 (see basetts.testing.Faults)")
     serve.set_defaults(run=_serve)

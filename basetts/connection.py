@@ -13,7 +13,7 @@ import socket
 import ssl
 import threading
 import time
-from typing import Callable, Iterable, Iterator, List, Optional, Union
+from typing import Callable, Iterable, Iterator, List, Optional, Tuple, Union
 from urllib.parse import urlsplit
 
 import websocket
@@ -51,10 +51,10 @@ DEFAULT_QUEUE_FRAMES = 64
 _COALESCE_BYTES = 32768
 # Once, after queueing the first audio: long enough for the waiting consumer to wake and run.
 _FIRST_AUDIO_HANDOFF = 50e-6
-# How much of a whole text open() sends itself before leaving the rest to the writer thread.
-_EAGER_MESSAGES = 128
+# How much of a whole text open() sends itself (at most its first batch) before leaving the rest to the
+# writer thread.
 _EAGER_BYTES = 4096
-# The writer thread sends a list of words this many messages per write.
+# The writer thread sends a list of words at most this many messages per write.
 _BATCH_MESSAGES = 64
 # TLS: bytes written per turn of the TLS lock: fits in the room poll() reports for a socket, so the
 # write does not wait for room while holding the lock.
@@ -312,8 +312,13 @@ class Conversation:
         self._started = time.monotonic() if started is None else started
         self._finished = False
         self.words_sent = 0
-        self._messages = protocol.outgoing(settings.session_message(), words)
+        self._messages = protocol.outgoing(settings.session_message(), words, settings.buffer_size)
         self._messages_sent = 0
+        self._pacer = protocol.Pacer()
+        self._acknowledged = threading.Condition(self._lock)  # notified when a batch's ping comes back
+        self._reader_done = False
+        self._writer_waiting = False
+        self._room = max(1, queue_frames // 2)  # the next batch waits while the queue holds this many
         self._all_sent = False
         self._pending_pong: Optional[bytes] = None  # a ping's payload still to be answered
         # TLS only: one OpenSSL connection must not read and write from two threads at once (reported
@@ -357,7 +362,7 @@ class Conversation:
         # reads none, so this never blocks. A short text needs no writer thread at all.
         # (docs/performance.md, "What we fixed".)
         if isinstance(self._words, (list, tuple)):
-            self._send_now(_EAGER_MESSAGES)
+            self._send_now()
         self._start_reader()
         self._connected.set()
         if not self._all_sent:
@@ -379,21 +384,12 @@ class Conversation:
         self._threads.append(thread)
         thread.start()
 
-    def _send_now(self, limit: int) -> None:
-        """Send up to `limit` messages, at most _EAGER_BYTES, from the caller's thread in one write: so
-        little that it fits in the socket buffers even if the server reads none (no reader runs yet)."""
-        messages: List[str] = []
-        size = 0
-        for message in self._messages:
-            size += len(message.encode("utf-8")) + 14  # the frame header and mask, at most
-            if messages and size > _EAGER_BYTES:
-                self._messages = itertools.chain([message], self._messages)  # the writer sends it
-                break
-            messages.append(message)
-            if len(messages) >= limit:
-                break
+    def _send_now(self) -> None:
+        """Send the first batch, at most _EAGER_BYTES, from the caller's thread in one write: so little
+        that it fits in the socket buffers even if the server reads none (no reader runs yet)."""
+        messages, ping = self._take(eager=True, max_bytes=_EAGER_BYTES)
         try:
-            self._send(messages, wait_for_room=False)
+            self._send(messages, ping, wait_for_room=False)
         except BasetenTTSError:
             raise  # our TimeoutError, which is also an OSError
         except (OSError, websocket.WebSocketException) as exc:
@@ -401,10 +397,33 @@ class Conversation:
             with self._lock:
                 self._all_sent = True  # nothing more can go out on this connection
 
+    def _take(self, eager: bool, max_bytes: Optional[int] = None) -> Tuple[List[str], Optional[bytes]]:
+        """The next messages to write at once, and the ping payload to follow them (at a batch's end).
+
+        A whole text (`eager`) goes out a batch per write (at most _BATCH_MESSAGES, or `max_bytes`); an
+        iterable (an LLM's tokens) may make us wait for each word, so each goes out as soon as it comes.
+        """
+        messages: List[str] = []
+        size = 0
+        for message in self._messages:
+            size += len(message.text.encode("utf-8")) + 14  # the frame header and mask, at most
+            if messages and max_bytes is not None and size > max_bytes:
+                self._messages = itertools.chain([message], self._messages)  # the next write sends it
+                break
+            messages.append(message.text)
+            if message.ends_batch and message.text != protocol.SENTINEL:
+                with self._lock:
+                    return messages, self._pacer.end_batch()
+            if not eager or len(messages) >= _BATCH_MESSAGES:
+                break
+        return messages, None
+
     def close(self) -> None:
         """Stop the threads, close the socket, join. Safe to call any number of times, from any path."""
         self._stop.set()
         self._connected.set()  # a reader still waiting for the connection wakes and sees the stop
+        with self._acknowledged:
+            self._acknowledged.notify_all()  # a writer waiting for a pong sees the stop
         if self._preopened is not None:  # never opened: the spare it was given is still ours to close
             self._preopened.shutdown()
             self._preopened = None
@@ -457,7 +476,7 @@ class Conversation:
     def _next_item(self) -> Union[bytes, _End]:
         while True:
             try:
-                return self._queue.get(timeout=0.5)
+                item = self._queue.get(timeout=0.5)
             except queue.Empty:
                 if not any(t.is_alive() for t in self._threads):
                     # Both threads gone without an _End: only possible after close(); never wait forever.
@@ -465,13 +484,11 @@ class Conversation:
                         return self._queue.get_nowait()
                     except queue.Empty:
                         return _End(StreamInterrupted("The conversation was closed."))
-
-    def get_nowait(self) -> Union[bytes, None, _End]:
-        """Non-blocking: a chunk, None if nothing is queued, or the end marker (for audio callbacks)."""
-        try:
-            return self._queue.get_nowait()
-        except queue.Empty:
-            return None
+                continue
+            if self._writer_waiting and self._queue.qsize() < self._room:
+                with self._acknowledged:
+                    self._acknowledged.notify_all()  # the consumer caught up: the writer may go on
+            return item
 
     # threads ---------------------------------------------------------------------------------------
     def _elapsed(self) -> float:
@@ -487,8 +504,9 @@ class Conversation:
                 continue
         return False
 
-    def _send(self, messages: List[str], wait_for_room: bool = True) -> None:
-        """Send messages (settings, words, the sentinel), each its own websocket message, in one write.
+    def _send(self, messages: List[str], ping: Optional[bytes] = None, wait_for_room: bool = True) -> None:
+        """Send messages (settings, words, the sentinel), each its own websocket message, and then a
+        pacing ping with `ping` as its payload, in one write.
 
         The deadlines count the words as handed to the socket: a server that stops reading them owes
         audio all the same, so the reader's deadlines end a conversation whose server is gone, however
@@ -496,6 +514,8 @@ class Conversation:
         """
         ws = self._ws
         assert ws is not None
+        if not messages:
+            return
         words = len(messages) - (self._messages_sent == 0) - (messages[-1] == protocol.SENTINEL)
         self._messages_sent += len(messages)
         now = time.monotonic()
@@ -503,14 +523,18 @@ class Conversation:
             self.words_sent += words
             for _ in range(words):
                 self._deadlines.word_sent(now)
+            if ping is not None:
+                self._deadlines.ping_sent(now)
             if messages[-1] == protocol.SENTINEL:
                 self._all_sent = True
                 self._deadlines.end_sent(now)  # before sending: the close may come before send() returns
         # What ws.send does for each message, in one syscall; the random mask keys (RFC 6455 5.3) come
         # from one os.urandom call instead of one each.
-        keys = os.urandom(4 * len(messages))
+        keys = os.urandom(4 * len(messages) + 4)
         frames = [protocol.client_frame(message.encode("utf-8"), keys[4 * index:4 * index + 4])
                   for index, message in enumerate(messages)]
+        if ping is not None:
+            frames.append(protocol.client_frame(ping, keys[-4:], protocol.OPCODE_PING))
         with ws.lock:
             assert ws.sock is not None
             self._send_bytes(ws.sock, memoryview(b"".join(frames)), wait_for_room)
@@ -568,16 +592,15 @@ class Conversation:
             ws.lock.release()
 
     def _write(self) -> None:
-        """Send settings, one word per message, then the sentinel (whatever open() has not sent)."""
+        """Send settings, one word per message, then the sentinel (whatever open() has not sent), each
+        batch once the server has read the one before (see `protocol.Pacer`)."""
+        eager = isinstance(self._words, (list, tuple))
         try:
-            # A list of words is all there: send it in batches. An iterable (an LLM's tokens) may make
-            # us wait for each word: send each as soon as it comes.
-            batch = _BATCH_MESSAGES if isinstance(self._words, (list, tuple)) else 1
-            while not self._stop.is_set():
-                messages = list(itertools.islice(self._messages, batch))
+            while self._wait_until_paced():
+                messages, ping = self._take(eager)
                 if not messages:
                     return
-                self._send(messages)
+                self._send(messages, ping)
         except BaseException as exc:  # noqa: BLE001 - reported to the consumer, never lost
             if self._stop.is_set():
                 return
@@ -587,8 +610,31 @@ class Conversation:
                 return
             self._put(_End(exc))  # the caller's text iterable failed: re-raise it in the caller
 
+    def _wait_until_paced(self) -> bool:
+        """Wait until the next batch may go out: the server has read the one before, and the consumer
+        is not behind (else the server would get ahead of a slow consumer, our reader would stop reading
+        behind the queue, and the server's pings would go unanswered). False once the conversation is over."""
+        with self._acknowledged:
+            while not self._stop.is_set() and not self._reader_done:
+                if self._pacer.may_send() and self._queue.qsize() < self._room:
+                    return True
+                self._writer_waiting = True
+                # Notified by the reader on each pong and when it ends, by the consumer when it catches
+                # up, and by close().
+                self._acknowledged.wait()
+                self._writer_waiting = False
+            return False
+
     def _read(self) -> None:
-        """Receive frames until the close; queue aligned PCM; enforce the audio deadlines."""
+        """Receive frames until the close; queue aligned PCM; enforce the deadlines; let the writer go on."""
+        try:
+            self._receive()
+        finally:
+            with self._acknowledged:
+                self._reader_done = True  # the writer, waiting for a pong, stops: nothing more is read
+                self._acknowledged.notify_all()
+
+    def _receive(self) -> None:
         self._connected.wait()
         ws = self._ws
         if ws is None or self._stop.is_set():
@@ -614,6 +660,8 @@ class Conversation:
                 opcode, frame = ws.recv_data_frame(control_frame=True)
                 if opcode == websocket.ABNF.OPCODE_BINARY:
                     self._on_audio(frame.data)
+                elif opcode == websocket.ABNF.OPCODE_PONG:
+                    self._on_pong(frame.data)
                 elif opcode == websocket.ABNF.OPCODE_CLOSE:
                     error = self._on_close(frame.data)
                     break
@@ -683,6 +731,12 @@ class Conversation:
         self._pending_bytes += len(pcm)
         if self._pending_bytes >= _COALESCE_BYTES:
             self._flush_pending()
+
+    def _on_pong(self, payload: bytes) -> None:
+        with self._acknowledged:
+            if self._pacer.pong(payload):
+                self._deadlines.pong_received(time.monotonic(), self._pacer.pings_outstanding)
+                self._acknowledged.notify_all()
 
     def _flush_pending(self) -> None:
         if not self._pending:

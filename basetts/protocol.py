@@ -12,6 +12,7 @@ from typing import Any, Dict, Iterable, Iterator, List, NamedTuple, Optional
 from urllib.parse import urlsplit
 
 from .errors import BasetenTTSError, ServerError, StreamInterrupted
+from .flush import SegmentModel, safe_pieces
 
 SENTINEL = "__END__"
 """The text message that ends the words. The server compares the raw message to it."""
@@ -49,16 +50,67 @@ def word_message(word: str) -> str:
     return f" {word}" if word == SENTINEL else word
 
 
-def outgoing(settings_message: Dict[str, Any], words: Iterable[str]) -> Iterator[str]:
+class Outgoing(NamedTuple):
+    """One text message, and whether the server will have a segment to generate once it has read it."""
+
+    text: str
+    ends_batch: bool
+
+
+def outgoing(settings_message: Dict[str, Any], words: Iterable[str], buffer_size: int = 10) -> Iterator[Outgoing]:
     """Every message of one conversation, in order: settings, one word per message, sentinel.
 
     One word per message matters: the server takes at most one flush action per message, so words sent
-    together can stay in its buffer and never be spoken.
+    together can stay in its buffer and never be spoken. A word in which pysbd finds a sentence end goes
+    out in pieces cut there (the server would delete words otherwise). `ends_batch` marks where our copy
+    of the server's flush rule says it will speak: the pacing's batches end there (see `Pacer`).
     """
-    yield json.dumps(settings_message, ensure_ascii=False)
+    yield Outgoing(json.dumps(settings_message, ensure_ascii=False), False)
+    model = SegmentModel(buffer_size)
     for word in words:
-        yield word_message(word)
-    yield SENTINEL
+        for piece in safe_pieces(word):
+            yield Outgoing(word_message(piece), model.push(piece))
+    yield Outgoing(SENTINEL, True)
+
+
+class Pacer:
+    """How much text may be in flight: at most one batch (the words up to a segment's end) that the
+    server has not read yet.
+
+    The real server reads nothing while it generates, and its websocket layer stops reading the socket
+    while a received message waits, so a keepalive pong waits behind every unread word. A ping after
+    each batch tells us when the server has read it (its pong comes back only then): the next batch goes
+    out then, so the server always holds the next segment's words and a pong never waits behind more
+    than the segment being generated (docs/reliability.md, "Long texts").
+    """
+
+    def __init__(self) -> None:
+        self.batch = 1  # the batch the next message belongs to
+        self.acknowledged = 0  # the last batch whose ping came back
+
+    def may_send(self) -> bool:
+        return self.acknowledged >= self.batch - 1
+
+    def end_batch(self) -> bytes:
+        """The ping payload that follows the batch just sent; messages after it form the next batch."""
+        payload = str(self.batch).encode("ascii")
+        self.batch += 1
+        return payload
+
+    @property
+    def pings_outstanding(self) -> int:
+        return self.batch - 1 - self.acknowledged
+
+    def pong(self, payload: bytes) -> bool:
+        """A pong came back; True if it acknowledges one of our batches (pongs of other pings are not)."""
+        try:
+            batch = int(payload.decode("ascii"))
+        except (UnicodeDecodeError, ValueError):
+            return False
+        if not self.acknowledged < batch < self.batch:
+            return False
+        self.acknowledged = batch  # the server reads in order: every earlier batch is read too
+        return True
 
 
 class WordSplitter:
@@ -262,6 +314,7 @@ def upgrade_problem(response: UpgradeResponse, key: str) -> Optional[str]:
 
 
 OPCODE_TEXT = 0x1
+OPCODE_PING = 0x9
 OPCODE_PONG = 0xA
 
 
@@ -286,8 +339,8 @@ class Deadlines:
     """When audio is owed and by when, from the times words go out and audio comes in.
 
     Audio is owed once the sentinel is sent, or once `buffer_size` words went out since the last audio
-    (the server speaks at least every `buffer_size` words). Text still being produced (an LLM) owes
-    nothing, so a slow producer never trips a timeout.
+    (the server speaks at least every `buffer_size` words); while a pacing ping is unanswered, audio or
+    its pong is. Text still being produced (an LLM) owes nothing, so a slow producer never trips a timeout.
     """
 
     def __init__(self, buffer_size: int, first_audio_timeout: float, read_timeout: float) -> None:
@@ -295,6 +348,7 @@ class Deadlines:
         self.first_audio_timeout = first_audio_timeout
         self.read_timeout = read_timeout
         self.sentinel_sent = False
+        self.pings_outstanding = 0
         self._words_since_audio = 0
         self._owed_since: Optional[float] = None
         self._last_audio: Optional[float] = None
@@ -309,10 +363,25 @@ class Deadlines:
         if self._owed_since is None:
             self._owed_since = now
 
+    def ping_sent(self, now: float) -> None:
+        self.pings_outstanding += 1
+        if self._owed_since is None:
+            self._owed_since = now
+
+    def pong_received(self, now: float, outstanding: int) -> None:
+        """One of our pings was answered; `outstanding` are still unanswered."""
+        self.pings_outstanding = outstanding
+        if self._owed_since is not None:
+            self._owed_since = now if self._owes(audio=False) else None
+
     def audio_received(self, now: float) -> None:
         self._last_audio = now
         self._words_since_audio = 0
-        self._owed_since = now if self.sentinel_sent else None
+        self._owed_since = now if self._owes(audio=True) else None
+
+    def _owes(self, audio: bool) -> bool:
+        words_owe = not audio and self._words_since_audio >= self.buffer_size
+        return self.sentinel_sent or self.pings_outstanding > 0 or words_owe
 
     def deadline(self) -> Optional[float]:
         """Monotonic time by which the next frame (or the close) must arrive, or None."""
@@ -322,6 +391,7 @@ class Deadlines:
         return self._owed_since + timeout
 
     def describe(self) -> str:
+        unanswered = " (and no answer to our ping)" if self.pings_outstanding else ""
         if self._last_audio is None:
-            return f"no audio within first_audio_timeout={self.first_audio_timeout:g} s"
-        return f"no audio for read_timeout={self.read_timeout:g} s"
+            return f"no audio within first_audio_timeout={self.first_audio_timeout:g} s{unanswered}"
+        return f"no audio for read_timeout={self.read_timeout:g} s{unanswered}"

@@ -193,7 +193,7 @@ def test_the_progress_line_counts_words_split_across_reads_once(tmp_path):
             os.close(leader)
     assert server.last().words == "one two three four five.".split()
     counts = re.findall(r"(\d+) words sent, ([\d.]+) s of audio", shown.decode())
-    assert counts and counts[-1] == ("5", "0.5"), shown  # 5 words of 0.1 s each
+    assert counts and counts[-1] == ("5", "0.4"), shown  # 5 words of 2048 samples (0.085 s) each
 
 
 @pytest.mark.parametrize("command", ["say", "doctor"])

@@ -46,7 +46,7 @@ def test_say_plays_one_sentence_and_saves_the_other(pulse, tmp_path):
     result, played = run_playing(pulse, "say.py", tmp_path)
     assert expected_pcm(SPOKEN) in played  # every sample, in order
     assert read_wav(tmp_path / "example.wav") == expected_pcm(SAVED)
-    assert result.stdout.strip() == "saved 0.7 s to example.wav"
+    assert result.stdout.strip() == f"saved {len(expected_pcm(SAVED)) / 48000:.1f} s to example.wav"
 
 
 @needs_no_oss_device
@@ -66,8 +66,9 @@ def llm_answer() -> str:
 def test_llm_session_without_playing_saves_the_answer(tmp_path):
     result = run_example("llm_session.py", "--local", "--no-play", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
-    assert read_wav(tmp_path / "answer.wav") == expected_pcm(llm_answer())
-    assert result.stdout.strip() == "saved 1.3 s to answer.wav"
+    expected = expected_pcm(llm_answer())
+    assert read_wav(tmp_path / "answer.wav") == expected
+    assert result.stdout.strip() == f"saved {len(expected) / 48000:.1f} s to answer.wav"
 
 
 @pytest.mark.playback
@@ -80,7 +81,7 @@ def test_llm_session_plays_the_answer(pulse, tmp_path):
         found = played.find(tone_pcm(word), position)
         assert found >= 0, f"{word!r} was not played whole, or not in order"
         position = found + len(tone_pcm(word))
-    assert result.stdout.strip() == "spoke 1.3 s of audio"
+    assert result.stdout.strip() == f"spoke {len(expected_pcm(llm_answer())) / 48000:.1f} s of audio"
 
 
 @needs_no_oss_device

@@ -115,7 +115,7 @@ def test_a_stall_longer_than_read_timeout_raises_with_the_audio_so_far():
 
 
 def test_frequent_pings_are_answered():
-    with LocalServer(faults=Faults(ping_interval=0.05), speed=4.0) as server:
+    with LocalServer(ping_interval=0.05, speed=4.0) as server:
         audio = synth_for(server).synthesize(TEXT)
         assert audio.pcm == server.expected_pcm(TEXT)
         assert server.last().close_code == 1000

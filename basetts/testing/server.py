@@ -1,10 +1,11 @@
 """`LocalServer`: Baseten's Orpheus TTS websocket protocol, served on 127.0.0.1 with deterministic audio.
 
 It behaves like the real handler (see docs/protocol.md): the same paths and key check, settings first,
-the same flush rule (one action per message, nothing read while a segment is generated), 4096-byte
-audio messages, close 1000 after the sentinel and 1011 on a bad first message. Instead of a model it
-plays one tone per word (or speaks with espeak-ng), so tests can predict every byte. `Faults` make it
-misbehave on purpose.
+the same flush rule with pysbd's sentences (one action per message, nothing read while a segment is
+generated, words deleted where pysbd ends a sentence inside one), whole 4096-byte audio messages, close
+1000 after the sentinel and 1011 on a bad first message; and uvicorn's timing around it (keepalive
+pings, reading paused while a message waits: see `transport`). Instead of a model it plays one tone per
+word (or speaks with espeak-ng), so tests can predict every byte. `Faults` make it misbehave on purpose.
 """
 from __future__ import annotations
 
@@ -26,8 +27,13 @@ import time
 import zlib
 from typing import Any, Dict, List, Optional, Sequence, Set
 
+from .. import flush
 from ..audio import resample
 from ..protocol import SAMPLE_RATE, SENTINEL
+from .transport import Closed, Connection, Idle
+
+_QUIET = logging.getLogger("basetts.server.websockets")
+_QUIET.setLevel(logging.CRITICAL)
 
 log = logging.getLogger("basetts.server")
 
@@ -40,48 +46,26 @@ PATHS = (
 DEFAULTS = {"voice": "tara", "max_tokens": 6144, "temperature": 0.6, "top_p": 0.8,
             "repetition_penalty": 1.3, "buffer_size": 10, "encoding": "pcm_s16le"}
 HANDLER_ERROR = "Internal Server Error (in model/chainlet)."
-# One SNAC window per message, as the real server sends. Its windows always fill; here a segment's
-# last message holds what is left (a full window when samples_per_word is a multiple of 2048).
+# One SNAC window per message, as the real server sends: a segment's audio is whole windows. The tone
+# engine's words are one window each by default; a test that asks for another length gets a segment's
+# last message holding what is left. espeak's speech is padded with silence to whole windows.
 WINDOW_SAMPLES = 2048
+# uvicorn's keepalive defaults, which truss keeps for this model.
+PING_INTERVAL = 20.0
+PING_TIMEOUT = 20.0
 MAX_MESSAGE = 100 * 2 ** 20  # uvicorn's inbound cap
 
-_CLOSERS = "\"'”’)]"
-_SENTENCE_ENDS = (".", "!", "?", "…")
 
 
 def split_sentences(words: Sequence[str]) -> List[List[str]]:
-    """Words grouped into sentences; a stand-in for pysbd: a sentence ends at a word ending in . ! ?"""
-    sentences: List[List[str]] = [[]]
-    for word in words:
-        sentences[-1].append(word)
-        if word.rstrip(_CLOSERS).endswith(_SENTENCE_ENDS):  # . ! ? … then closing quotes or brackets
-            sentences.append([])
-    if not sentences[-1] and len(sentences) > 1:
-        sentences.pop()
-    return sentences
+    """Words grouped into sentences by the server's splitter (pysbd if installed)."""
+    return [sentence.split() for sentence in flush.server_sentences()(" ".join(words))] if words else [[]]
 
 
 def flush_rule(buffer: List[str], buffer_size: int, final: bool) -> Optional[List[str]]:
-    """The real server's flush: take (and remove from `buffer`) the words to speak now, or None.
-
-    All complete sentences once more than one is buffered (the last one may still grow); else the
-    first `buffer_size` words once that many are buffered; else, at the sentinel, whatever is left.
-    One action per call: that is why a client must send one word per message.
-    """
-    if not buffer:
-        return None
-    sentences = split_sentences(buffer)
-    if len(sentences) > 1:
-        count = sum(len(s) for s in sentences[:-1])
-    elif len(buffer) >= buffer_size:
-        count = buffer_size
-    elif final:
-        count = len(buffer)
-    else:
-        return None
-    segment = buffer[:count]
-    del buffer[:count]
-    return segment
+    """The real server's flush (`basetts.flush.flush`, with its splitter): the words it speaks now, or None."""
+    done = flush.flush(buffer, buffer_size, final, flush.server_sentences())
+    return None if done is None else done.spoken
 
 
 def sampling_problem(settings: Dict[str, Any]) -> Optional[str]:
@@ -107,7 +91,7 @@ def sampling_problem(settings: Dict[str, Any]) -> Optional[str]:
 
 
 @functools.lru_cache(maxsize=4096)
-def tone_pcm(word: str, samples: int = 2400) -> bytes:
+def tone_pcm(word: str, samples: int = WINDOW_SAMPLES) -> bytes:
     """The deterministic audio for one word: a faded sine whose pitch comes from the word's CRC."""
     frequency = 200 + zlib.crc32(word.encode("utf-8")) % 800
     fade = min(120, samples // 4)
@@ -166,10 +150,10 @@ class Faults:
     """Seed: cut audio into messages of random sizes from 1 to 8192 bytes, odd ones included."""
     text_frame: Optional[str] = None
     """Send this text message (an error message, say) instead of the first audio."""
-    ping_interval: Optional[float] = None
-    """Ping the client this often (seconds) instead of every 20 s."""
     one_at_a_time: bool = False
     """Refuse (503) an upgrade while another conversation is running."""
+    idle_timeout: Optional[float] = None
+    """Close with 1001 "idle timeout" when no message comes for this long, as some proxies do."""
 
     @classmethod
     def parse(cls, specs: Sequence[str]) -> "Faults":
@@ -187,7 +171,7 @@ class Faults:
                 values[name] = raw.strip().lower() in ("", "1", "true", "yes")
             elif name in ("close_reason", "text_frame"):
                 values[name] = raw
-            elif name in ("retry_after", "stall_seconds", "ping_interval"):
+            elif name in ("retry_after", "stall_seconds", "idle_timeout"):
                 values[name] = float(raw)
             else:
                 values[name] = int(raw)
@@ -210,12 +194,25 @@ class ConversationRecord:
     """After the sentinel: True if the handler closed after the last segment, False if it just ended
     with nothing left to say (the framework closed), as the real server's two paths do."""
     client_disconnected: bool = False
+    keepalive_timeout: bool = False
+    pings: int = 0
+    """Keepalive pings the server sent during the conversation."""
+    """The client's pong came too late (it waited behind unread words): closed with 1011."""
+    lost: List[str] = dataclasses.field(default_factory=list)
+    """Words the flush removed unspoken (a sentence end inside a word), as the real server loses them."""
+    audio: bytearray = dataclasses.field(default_factory=bytearray, repr=False)
+    """Every audio byte sent, in order."""
     done: threading.Event = dataclasses.field(default_factory=threading.Event, repr=False)
 
     @property
     def words(self) -> List[str]:
         """Every word received, in order (the sentinel and the settings excluded)."""
         return [w for m in self.messages if m != SENTINEL for w in m.strip().split()]
+
+    @property
+    def spoken(self) -> List[str]:
+        """Every word generated, in order."""
+        return [word for segment in self.segments for word in segment]
 
 
 class _Dropped(Exception):
@@ -234,15 +231,21 @@ class LocalServer:
         api_key: Optional[str] = None,
         port: int = 0,
         engine: str = "tone",
-        samples_per_word: int = 2400,
+        samples_per_word: int = WINDOW_SAMPLES,
         speed: Optional[float] = None,
         faults: Optional[Faults] = None,
         legacy: bool = False,
         ssl_context: Optional[ssl.SSLContext] = None,
+        ping_interval: Optional[float] = PING_INTERVAL,
+        ping_timeout: Optional[float] = PING_TIMEOUT,
     ) -> None:
-        """`speed`: None sends as fast as it can; 1.0 paces audio in real time, 2.0 twice as fast.
-        `legacy`: behave like older servers that ignore `encoding` and always send 16-bit PCM.
-        `ssl_context`: serve wss:// with it (clients must trust its certificate, e.g. via SSL_CERT_FILE)."""
+        """`speed`: None sends as fast as it can; 1.0 paces audio in real time, 2.0 twice as fast, 0.5 a
+        model slower than real time. `legacy`: behave like older servers that ignore `encoding` and always
+        send 16-bit PCM. `ssl_context`: serve wss:// with it (clients must trust its certificate, e.g. via
+        SSL_CERT_FILE). `ping_interval`, `ping_timeout`: uvicorn's keepalive (None: off); tests shorten
+        both, and speed the server up by the same factor, to run a long text in seconds."""
+        if speed is not None and not speed > 0:
+            raise ValueError("speed must be > 0 (or None: as fast as it can)")
         if engine not in ("tone", "espeak"):
             raise ValueError("engine must be 'tone' or 'espeak'")
         if engine == "espeak" and not shutil.which("espeak-ng"):
@@ -254,22 +257,27 @@ class LocalServer:
         self.faults = faults or Faults()
         self.legacy = legacy
         self.ssl_context = ssl_context
+        self.ping_interval = ping_interval
+        self.ping_timeout = ping_timeout
         self.conversations: List[ConversationRecord] = []
         self._requested_port = port
-        self._server: Any = None
+        self._listener: Optional[socket.socket] = None
         self._thread: Optional[threading.Thread] = None
+        self._stopping = threading.Event()
         self._lock = threading.Lock()
         self.handshakes = 0
         self.handshake_times: List[float] = []
-        self._accepted: Set[Any] = set()  # connections past the upgrade check, until their handler ends
+        self._accepted: Set[Connection] = set()  # connections past the upgrade check, until they close
+        self._live: Set[Connection] = set()  # every connection being served, for stop()
+        self._workers: Set[threading.Thread] = set()
 
     # lifecycle -------------------------------------------------------------------------------------
     @property
     def port(self) -> int:
         """The port it listens on (127.0.0.1); chosen free when 0 was asked for."""
-        if self._server is None:
+        if self._listener is None:
             raise RuntimeError("the server is not started")
-        return int(self._server.socket.getsockname()[1])
+        return int(self._listener.getsockname()[1])
 
     @property
     def url(self) -> str:
@@ -278,35 +286,42 @@ class LocalServer:
         return f"{scheme}://127.0.0.1:{self.port}/environments/production/websocket"
 
     def __repr__(self) -> str:
-        state = f"ws://127.0.0.1:{self.port}" if self._server else "stopped"
+        state = f"ws://127.0.0.1:{self.port}" if self._listener else "stopped"
         return f"<LocalServer {state} engine={self.engine}>"
 
     def start(self) -> "LocalServer":
         """Listen and serve in a background thread; returns self (also what ``with`` does)."""
         try:
-            from websockets.sync.server import serve
+            from . import transport  # noqa: F401 - needs websockets
         except ImportError:  # pragma: no cover - depends on the install
             raise RuntimeError("The local server needs websockets: pip install 'basetts[server]'") from None
-        quiet = logging.getLogger("basetts.server.websockets")
-        quiet.setLevel(logging.CRITICAL)
-        self._server = serve(
-            self._handle, "127.0.0.1", self._requested_port, process_request=self._check_request,
-            ssl=self.ssl_context,
-            compression=None, max_size=MAX_MESSAGE, ping_interval=self.faults.ping_interval or 20,
-            ping_timeout=20,
-            close_timeout=2, server_header=None, logger=quiet)
-        self._thread = threading.Thread(target=self._server.serve_forever, name="basetts-local-server",
-                                        daemon=True)
+        self._stopping.clear()
+        self._listener = socket.create_server(("127.0.0.1", self._requested_port), backlog=128)
+        self._listener.settimeout(0.1)  # how soon stop() is noticed
+        self._thread = threading.Thread(target=self._accept, name="basetts-local-server", daemon=True)
         self._thread.start()
         return self
 
+    def wait(self, timeout: Optional[float] = None) -> None:
+        """Block until the server stops (or `timeout` passes): what `basetts serve` does."""
+        if self._thread is not None:
+            self._thread.join(timeout)
+
     def stop(self) -> None:
-        """Stop accepting connections and join the server thread."""
-        if self._server is not None:
-            self._server.shutdown()
-            if self._thread is not None:
-                self._thread.join(5)
-            self._server = None
+        """Stop accepting, cut the connections still open, and join every thread."""
+        if self._listener is None:
+            return
+        self._stopping.set()
+        if self._thread is not None:
+            self._thread.join(5)
+        with self._lock:
+            live, workers = list(self._live), list(self._workers)
+        for connection in live:
+            connection.abort(reset=False)
+        for worker in workers:
+            worker.join(5)
+        self._listener.close()
+        self._listener = None
 
     def __enter__(self) -> "LocalServer":
         return self.start()
@@ -314,11 +329,50 @@ class LocalServer:
     def __exit__(self, *exc_info: object) -> None:
         self.stop()
 
+    def _accept(self) -> None:
+        assert self._listener is not None
+        while not self._stopping.is_set():
+            try:
+                sock, _ = self._listener.accept()
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+            worker = threading.Thread(target=self._serve, args=(sock,), name="basetts-local-server-conn",
+                                      daemon=True)
+            with self._lock:
+                self._workers = {w for w in self._workers if w.is_alive()}
+                self._workers.add(worker)
+            worker.start()
+
+    def _serve(self, sock: socket.socket) -> None:
+        """One connection: TLS, the upgrade, then the handler with uvicorn's websocket behaviour."""
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            if self.ssl_context is not None:
+                sock.settimeout(10)
+                sock = self.ssl_context.wrap_socket(sock, server_side=True)
+            connection = Connection(sock, max_size=MAX_MESSAGE, ping_interval=self.ping_interval,
+                                    ping_timeout=self.ping_timeout, close_timeout=2.0, logger=_QUIET)
+            with self._lock:
+                self._live.add(connection)
+            try:
+                if connection.handshake(lambda request: self._check_request(connection, request), timeout=10):
+                    connection.serve(self._handle, name="basetts-local-server")
+            finally:
+                with self._lock:
+                    self._live.discard(connection)
+        except (OSError, ssl.SSLError) as exc:
+            log.debug("local server: connection failed: %s", exc)
+        finally:
+            sock.close()
+
     # what tests ask ------------------------------------------------------------------------------------
     def render(self, words: Sequence[str], encoding: str = "pcm_s16le") -> bytes:
         """The audio this server generates for one segment of words."""
         if self.engine == "espeak":
             pcm = espeak_pcm(" ".join(words))
+            pcm += bytes(-len(pcm) % (2 * WINDOW_SAMPLES))  # whole windows, as the model's are
         else:
             pcm = b"".join(tone_pcm(word, self.samples_per_word) for word in words)
         if encoding == "pcm_mulaw" and not self.legacy:
@@ -342,7 +396,7 @@ class LocalServer:
         return record
 
     # protocol --------------------------------------------------------------------------------------------
-    def _check_request(self, connection: Any, request: Any) -> Any:
+    def _check_request(self, connection: Connection, request: Any) -> Any:
         path = request.path.split("?", 1)[0]
         with self._lock:
             self.handshakes += 1
@@ -350,33 +404,30 @@ class LocalServer:
             attempt = self.handshakes
         failures = self.faults.handshake_failures
         if self.faults.handshake_status is not None and (failures is None or attempt <= failures):
-            response = connection.respond(self.faults.handshake_status, "Refused by fault injection.\n")
+            response = connection.reject(self.faults.handshake_status, "Refused by fault injection.\n")
             if self.faults.retry_after is not None:
                 response.headers["Retry-After"] = f"{self.faults.retry_after:g}"
             return response
         if not any(p.match(path) for p in PATHS):
-            return connection.respond(404, "Not Found\n")
+            return connection.reject(404, "Not Found\n")
         authorization = request.headers.get("Authorization", "")
         scheme, _, key = authorization.partition(" ")
         if scheme not in ("Api-Key", "Bearer") or not secrets.compare_digest(key.strip(), self.api_key):
-            response = connection.respond(401, "")
+            response = connection.reject(401, "")
             body = json.dumps({"error": "Invalid API key"}).encode()
             response.body = body
             response.headers["Content-Type"] = "application/json"
             response.headers["Content-Length"] = str(len(body))
             return response
         with self._lock:  # decided with the accept itself, so two simultaneous upgrades cannot both pass
-            from websockets.protocol import State
-
-            self._accepted = {c for c in self._accepted if c.state is not State.CLOSED}
+            self._accepted = {c for c in self._accepted if c.open}
             if self.faults.one_at_a_time and self._accepted:
-                return connection.respond(503, "Busy: one conversation at a time.\n")
+                return connection.reject(503, "Busy: one conversation at a time.\n")
             self._accepted.add(connection)
         return None
 
-    def _handle(self, connection: Any) -> None:
-        from websockets.exceptions import ConnectionClosed
-
+    def _handle(self, connection: Connection) -> None:
+        assert connection.request is not None
         record = ConversationRecord(path=connection.request.path,
                                     authorization=connection.request.headers.get("Authorization"))
         with self._lock:
@@ -398,6 +449,17 @@ class LocalServer:
             encoding = str(settings["encoding"])
             problem = sampling_problem(settings)  # raised by the real server at its first generation
             buffer: List[str] = []
+            sentences = flush.server_sentences()
+
+            def take(final: bool) -> Optional[List[str]]:
+                """The real server's flush: the words to speak now, losing what it loses."""
+                done = flush.flush(buffer, buffer_size, final, sentences)
+                if done is None:
+                    return None
+                if done.lost:
+                    log.debug("local server: %r removed unspoken, as the real server does", done.lost)
+                    record.lost.append(done.lost)
+                return done.spoken
 
             def generate(segment: List[str]) -> bool:
                 """Speak `segment`; False (after a 1011) when the sampler refuses the settings."""
@@ -410,7 +472,12 @@ class LocalServer:
                 return True
             try:
                 while True:
-                    message = connection.recv()
+                    try:
+                        message = connection.recv(self.faults.idle_timeout)
+                    except Idle:
+                        connection.close(1001, "idle timeout")
+                        record.close_code = 1001
+                        return
                     if isinstance(message, bytes):
                         connection.close(1011, HANDLER_ERROR)
                         record.close_code = 1011
@@ -419,7 +486,7 @@ class LocalServer:
                     if message == SENTINEL:
                         if self.faults.silent:
                             connection.recv()  # never answers: waits for the client to give up
-                        segment = flush_rule(buffer, buffer_size, final=True)
+                        segment = take(final=True)
                         if segment is None:
                             record.close_code = 1000  # the handler ends; the framework closes
                             return
@@ -430,20 +497,23 @@ class LocalServer:
                         record.explicit_close = True
                         return
                     buffer.extend(message.strip().split())
-                    segment = flush_rule(buffer, buffer_size, final=False)
+                    segment = take(final=False)
                     if segment is not None and not generate(segment):
                         return
-            except ConnectionClosed:
+            except Closed:
                 # Like the real server: the client left early; it still "generates" what it had.
                 record.client_disconnected = True
-                segment = flush_rule(buffer, buffer_size, final=True)
+                segment = take(final=True)
                 if segment is not None:
                     record.segments.append(segment)
         except _Dropped:
             pass
-        except ConnectionClosed:
+        except Closed:
             record.client_disconnected = True
         finally:
+            record.keepalive_timeout, record.pings = connection.keepalive_timed_out, connection.pings
+            if record.keepalive_timeout:
+                record.close_code = 1011
             with self._lock:
                 self._accepted.discard(connection)
             record.done.set()
@@ -452,7 +522,7 @@ class LocalServer:
 class _Sender:
     """Sends one conversation's audio: framing, pacing and the fault plan."""
 
-    def __init__(self, server: LocalServer, connection: Any, record: ConversationRecord) -> None:
+    def __init__(self, server: LocalServer, connection: Connection, record: ConversationRecord) -> None:
         self.server = server
         self.faults = server.faults
         self.connection = connection
@@ -484,6 +554,7 @@ class _Sender:
             frame = self._apply_faults(frame)
             self._pace(len(frame) / bytes_per_sample / SAMPLE_RATE)
             self.connection.send(frame)
+            self.record.audio += frame
             self.record.bytes_sent += len(frame)
             self.record.frame_sizes.append(len(frame))
             offset += len(frame)
@@ -520,9 +591,7 @@ class _Sender:
 
     def _drop(self) -> None:
         """Cut TCP with no close frame (RST), as a crashed server or broken network would."""
-        sock = self.connection.socket
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
-        sock.shutdown(socket.SHUT_RDWR)
+        self.connection.end("reset")
         raise _Dropped()
 
     def _pace(self, seconds: float) -> None:

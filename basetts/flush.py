@@ -1,0 +1,133 @@
+"""The real server's flush rule: when it speaks, what it speaks, and the words it deletes unspoken.
+
+Both sides use it: the local server to behave as the real one does, and the client to predict where the
+server's segments end (to pace its words) and to cut words so that no sentence boundary falls inside a
+message (the real server deletes words when one does: docs/protocol.md, "Sentence ends inside a word").
+"""
+from __future__ import annotations
+
+import functools
+import re
+from typing import Any, Callable, List, NamedTuple, Optional
+
+Sentences = Callable[[str], List[str]]
+"""Text in, its sentences out, as pysbd's ``Segmenter(language="en", clean=False).segment`` gives them."""
+
+_CLOSERS = "\"'”’)]"
+_ENDS = (".", "!", "?", "…")
+# Abbreviations pysbd never ends a sentence at, whatever follows.
+_NEVER_ENDS = {"mr.", "mrs.", "ms.", "dr.", "prof.", "st.", "sr.", "jr.", "no.", "vs.", "e.g.", "i.e.", "etc."}
+# A character that can end a sentence with something after it in the same word ("日本語。テスト。", "Hmm..").
+_INNER_END = re.compile(r"[.!?…。！？](?=\S)")
+
+
+def _ends_sentence(word: str, following: str) -> bool:
+    bare = word.rstrip(_CLOSERS)
+    if not bare.endswith(_ENDS):
+        return False
+    lower = bare.lower()
+    if lower in _NEVER_ENDS or (len(bare) == 2 and bare[0].isalpha()):  # "Dr.", "X." (an initial)
+        return False
+    if "." in bare[:-1].strip("."):  # "U.S.", "p.m.": a sentence end only before a capital
+        return following[:1].isupper()
+    return True
+
+
+def builtin_sentences(text: str) -> List[str]:
+    """A stand-in for pysbd where it is not installed: it agrees with pysbd on the usual cases ("Dr.",
+    "Mr.", "p.m.", "U.S.", "e.g.") and never finds a boundary inside a word."""
+    words = text.split()
+    sentences: List[str] = []
+    start = 0
+    for index, word in enumerate(words):
+        following = words[index + 1] if index + 1 < len(words) else ""
+        if following and _ends_sentence(word, following):
+            sentences.append(" ".join(words[start:index + 1]) + " ")
+            start = index + 1
+    if start < len(words):
+        sentences.append(" ".join(words[start:]))
+    return sentences
+
+
+@functools.lru_cache(maxsize=1)
+def pysbd_sentences() -> Optional[Sentences]:
+    """pysbd's segmenter, configured as the real server's; None when pysbd is not installed."""
+    try:
+        import pysbd
+    except ImportError:
+        return None
+    segmenter: Any = pysbd.Segmenter(language="en", clean=False)
+    return segmenter.segment  # type: ignore[no-any-return]
+
+
+def server_sentences() -> Sentences:
+    """The splitter the real server uses (pysbd) if installed, else the built-in one."""
+    return pysbd_sentences() or builtin_sentences
+
+
+class Flush(NamedTuple):
+    """One generation: the words spoken, and the buffered words the server removed for it."""
+
+    spoken: List[str]
+    removed: List[str]
+
+    @property
+    def lost(self) -> str:
+        """Text removed from the buffer but never spoken (a sentence end inside a word), else ""."""
+        removed, spoken = "".join(self.removed), "".join(self.spoken)
+        return removed[len(spoken):] if removed.startswith(spoken) else ""
+
+
+def flush(buffer: List[str], buffer_size: int, final: bool, sentences: Sentences) -> Optional[Flush]:
+    """The real server's `flush`: take the words to speak now out of `buffer`, or None.
+
+    All complete sentences once more than one is buffered (the last may still grow); else the first
+    `buffer_size` words once that many are buffered; else, at the end, whatever is left. Words are
+    removed by counting each complete sentence's words, as the server does, so a sentence end inside a
+    word removes more than it speaks. One action per call: why a client sends one word per message.
+    """
+    if not buffer:
+        return None
+    found = sentences(" ".join(buffer))
+    if len(found) > 1:
+        spoken = " ".join(found[:-1]).split()
+        consumed = sum(len(sentence.split()) for sentence in found[:-1])
+    elif len(buffer) >= buffer_size:
+        spoken, consumed = buffer[:buffer_size], buffer_size
+    elif final:
+        spoken, consumed = list(buffer), len(buffer)
+    else:
+        return None
+    removed = buffer[:consumed]
+    del buffer[:consumed]
+    return Flush(spoken, removed)
+
+
+def safe_pieces(word: str) -> List[str]:
+    """`word` cut where pysbd finds sentence ends inside it ("日本語。テスト。" -> "日本語。", "テスト。"), so
+    that each piece goes out as its own message and the server loses none of it. Most words are one piece."""
+    if not _INNER_END.search(word):
+        return [word]
+    sentences = pysbd_sentences()
+    if sentences is None:  # without pysbd, cut after each inner sentence-ending character
+        pieces = re.split(r"(?<=[.!?…。！？])(?=[^\s.!?…。！？])", word)
+    else:
+        pieces = [piece.strip() for piece in sentences(word)]
+    pieces = [piece for piece in pieces if piece]
+    if "".join(pieces) != word:  # pysbd rewrote something: keep the word whole rather than change it
+        return [word]
+    return pieces
+
+
+class SegmentModel:
+    """Our copy of the server's buffer, fed the messages we send: tells which message makes it speak."""
+
+    def __init__(self, buffer_size: int, sentences: Sentences = builtin_sentences) -> None:
+        self.buffer_size = buffer_size
+        self._sentences = sentences
+        self._buffer: List[str] = []
+
+    def push(self, message: str) -> bool:
+        """Add one message; True if the server generates a segment once it has read it."""
+        self._buffer.extend(message.split())
+        return flush(self._buffer, self.buffer_size, False, self._sentences) is not None

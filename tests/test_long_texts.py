@@ -1,0 +1,210 @@
+"""Long texts against the real server's keepalive: every word spoken once, in order, byte-exact.
+
+Time is compressed: the local server pings every 1 s and gives 1 s for the pong, standing for uvicorn's
+20 s / 20 s, and generates 20 times faster than the real-time multiple a case stands for, so a segment's
+generation shrinks by the same factor. A text of 30 minutes at "3x real time" then runs in 30 s.
+"""
+from __future__ import annotations
+
+import time
+from typing import Any, List
+
+import pytest
+import websocket
+
+import basetts
+from basetts.testing import Faults, LocalServer
+from basetts.testing.server import ConversationRecord
+
+COMPRESSION = 20.0
+PING = 20.0 / COMPRESSION
+SAMPLES_PER_WORD = 8192  # 0.34 s, about a spoken word; four whole 4096-byte messages
+WORD_SECONDS = SAMPLES_PER_WORD / 24000
+
+
+def long_text(minutes: float) -> str:
+    """Words (300 distinct: the tone engine caches them), sentences of 7 to 19 words, some abbreviations."""
+    count = int(minutes * 60 / WORD_SECONDS) + 1
+    words: List[str] = []
+    for index in range(count):
+        word = f"w{index % 300}"
+        if index % 97 == 40:
+            word = "Dr."
+        elif index % 13 == 12 or index % 19 == 18:
+            word += "."
+        words.append(word)
+    return " ".join(words)
+
+
+def server_standing_for(real_time: float, **options: Any) -> LocalServer:
+    """A local server generating at `real_time` times real time, keepalive and speed compressed alike."""
+    return LocalServer(speed=real_time * COMPRESSION, samples_per_word=SAMPLES_PER_WORD, ping_interval=PING,
+                       ping_timeout=PING, **options)
+
+
+def synth_for(server: LocalServer, **options: Any) -> basetts.Synthesizer:
+    return basetts.Synthesizer(url=server.url, api_key=server.api_key, **options)
+
+
+def assert_complete(server: LocalServer, record: ConversationRecord, text: str, pcm: bytes) -> None:
+    words = text.split()
+    assert not record.keepalive_timeout, "the server's keepalive ping went unanswered"
+    assert record.close_code == 1000
+    assert record.words == words, "words were lost, repeated or reordered on the way"
+    assert record.spoken == words, "the server did not speak every word exactly once"
+    assert record.lost == []
+    assert pcm == bytes(record.audio), "the audio is not the bytes the server sent"
+    assert pcm == server.expected_pcm(text)
+
+
+@pytest.mark.slow
+def test_synthesize_30_minutes_at_3x_real_time() -> None:
+    text = long_text(30)
+    with server_standing_for(3.0) as server:
+        audio = synth_for(server).synthesize(text)
+        record = server.last()
+    assert audio.duration >= 30 * 60
+    assert record.pings >= 20, "the case did not span many keepalive windows"
+    assert_complete(server, record, text, audio.pcm)
+
+
+@pytest.mark.slow
+def test_stream_30_minutes_at_3x_real_time_over_a_session_of_many_keepalive_windows() -> None:
+    text = long_text(30)
+    with server_standing_for(3.0) as server:
+        chunks = list(synth_for(server).stream(text))
+        record = server.last()
+    assert record.pings >= 20
+    assert_complete(server, record, text, b"".join(chunks))
+
+
+@pytest.mark.slow
+def test_a_session_fed_word_by_word_by_a_slow_producer_for_30_minutes_of_audio() -> None:
+    text = long_text(30)
+    words = text.split()
+    with server_standing_for(3.0) as server:
+        with synth_for(server).session() as session:
+            for index, word in enumerate(words):
+                session.send(word + " ")
+                if index % 50 == 49:
+                    time.sleep(0.2)  # an LLM producing in bursts, slower than the server at times
+        record = server.last()
+    assert record.pings >= 20
+    assert_complete(server, record, text, session.audio.pcm)
+
+
+@pytest.mark.parametrize("real_time", [0.5, 1.2], ids=["slow-model-0.5x", "1.2x"])
+def test_a_slow_model_speaks_a_long_text_whole(real_time: float) -> None:
+    """Slower than real time, generation of a few minutes of audio spans many keepalive windows."""
+    text = long_text(2.5 * real_time)
+    with server_standing_for(real_time) as server:
+        audio = synth_for(server).synthesize(text)
+        record = server.last()
+    assert record.pings >= 5
+    assert_complete(server, record, text, audio.pcm)
+
+
+def test_a_client_sending_everything_at_once_loses_the_connection_as_on_the_real_server() -> None:
+    """The local server's fidelity: a bare websocket-client loop, as the official example client sends
+    (the whole text ahead), loses the connection to the keepalive: its pong waits behind unread words."""
+    text = long_text(5)
+    with server_standing_for(3.0) as server:
+        ws = websocket.create_connection(server.url, header=[f"Authorization: Api-Key {server.api_key}"],
+                                         timeout=30)
+        try:
+            ws.send('{"voice": "tara", "max_tokens": 2000, "buffer_size": 10}')
+            for word in text.split():
+                ws.send(word)
+            ws.send("__END__")
+            received = 0
+            while True:
+                opcode, frame = ws.recv_data_frame(control_frame=True)
+                if opcode == websocket.ABNF.OPCODE_BINARY:
+                    received += len(frame.data)
+                elif opcode == websocket.ABNF.OPCODE_CLOSE:
+                    code = int.from_bytes(frame.data[:2], "big")
+                    reason = frame.data[2:].decode()
+                    break
+        except (websocket.WebSocketConnectionClosedException, ConnectionError):
+            code, reason = None, "dropped"
+        finally:
+            ws.shutdown()
+        record = server.last()
+    assert record.keepalive_timeout
+    assert (code, reason) in ((1011, "keepalive ping timeout"), (None, "dropped"))
+    assert received < len(server.expected_pcm(text)), "the whole text was spoken: the keepalive did not bite"
+    assert len(record.spoken) < len(text.split())
+
+
+def test_the_same_text_through_basetts_completes() -> None:
+    text = long_text(5)
+    with server_standing_for(3.0) as server:
+        audio = synth_for(server).synthesize(text)
+        assert_complete(server, server.last(), text, audio.pcm)
+
+
+# Edges -----------------------------------------------------------------------------------------------
+
+def test_500_words_without_punctuation() -> None:
+    text = " ".join(f"plain{i % 50}" for i in range(500))
+    with server_standing_for(3.0) as server:
+        audio = synth_for(server).synthesize(text)
+        assert_complete(server, server.last(), text, audio.pcm)
+
+
+def test_one_10000_character_word() -> None:
+    text = "start " + "x" * 10000 + " end."
+    with server_standing_for(3.0) as server:
+        audio = synth_for(server).synthesize(text)
+        assert_complete(server, server.last(), text, audio.pcm)
+
+
+@pytest.mark.parametrize("buffer_size", [1, 100])
+def test_extreme_buffer_sizes(buffer_size: int) -> None:
+    text = " ".join(f"b{i % 40}" for i in range(600))  # no sentence ends: buffer_size decides
+    with server_standing_for(3.0) as server:
+        audio = synth_for(server, buffer_size=buffer_size).synthesize(text)
+        record = server.last()
+        assert_complete(server, record, text, audio.pcm)
+    assert {len(segment) for segment in record.segments} == {buffer_size}
+
+
+def test_a_session_idle_for_many_keepalive_windows_stays_up() -> None:
+    """A producer that pauses (60 s, compressed): nothing is owed, pings are answered, nothing closes."""
+    with server_standing_for(3.0) as server:
+        with synth_for(server).session() as session:
+            session.send("before the pause. ")
+            time.sleep(6 * PING)
+            session.send("and after it.")
+        record = server.last()
+    assert record.pings >= 5
+    assert_complete(server, record, "before the pause. and after it.", session.audio.pcm)
+
+
+def test_a_server_that_closes_an_idle_connection_is_a_clear_error_with_the_audio_so_far() -> None:
+    """A proxy that closes connections idle for 2 s, while the producer pauses for 4: the error says so."""
+    with server_standing_for(3.0, faults=Faults(idle_timeout=2 * PING)) as server:
+        session = synth_for(server).session()
+        session.send("before the pause. and")
+        time.sleep(4 * PING)
+        with pytest.raises(basetts.StreamInterrupted, match="idle timeout") as info:
+            session.send("after it.")
+            session.finish()
+    assert info.value.partial.pcm == server.expected_pcm("before the pause.")
+
+
+@pytest.mark.playback
+def test_a_long_speak_into_the_sound_card(pulse: Any) -> None:
+    """Real-time playback of a text whose generation outlasts many keepalive windows (1 s pings, a
+    server at 3x real time): the reader keeps answering pings while the device drains."""
+    text = " ".join(f"s{i % 60}{'.' if i % 11 == 10 else ''}" for i in range(45))  # ~15 s of audio
+    with server_standing_for(3.0 / COMPRESSION) as server:  # generation at 3x, not compressed: playback
+        recording = pulse.record()
+        audio = synth_for(server).speak(text)
+        played = recording.stop()
+        record = server.last()
+    assert_complete(server, record, text, audio.pcm)
+    from .test_playback import assert_played_exactly
+
+    assert_played_exactly(played, audio.pcm)
+    assert audio.stats.underruns == 0
