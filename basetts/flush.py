@@ -10,8 +10,8 @@ import functools
 import re
 from typing import Any, Callable, List, NamedTuple, Optional
 
-Sentences = Callable[[str], List[str]]
-"""Text in, its sentences out, as pysbd's ``Segmenter(language="en", clean=False).segment`` gives them."""
+Sentences = Callable[[List[str]], List[List[str]]]
+"""The server's buffered words in, its sentences out (each a list of words, split as pysbd's text is)."""
 
 _CLOSERS = "\"'”’)]"
 _ENDS = (".", "!", "?", "…")
@@ -33,25 +33,23 @@ def _ends_sentence(word: str, following: str) -> bool:
     return True
 
 
-def builtin_sentences(text: str) -> List[str]:
+def builtin_sentences(words: List[str]) -> List[List[str]]:
     """A stand-in for pysbd where it is not installed: it agrees with pysbd on the usual cases ("Dr.",
     "Mr.", "p.m.", "U.S.", "e.g.") and never finds a boundary inside a word."""
-    words = text.split()
-    sentences: List[str] = []
+    sentences: List[List[str]] = []
     start = 0
-    for index, word in enumerate(words):
-        following = words[index + 1] if index + 1 < len(words) else ""
-        if following and _ends_sentence(word, following):
-            sentences.append(" ".join(words[start:index + 1]) + " ")
+    for index in range(len(words) - 1):
+        if _ends_sentence(words[index], words[index + 1]):
+            sentences.append(words[start:index + 1])
             start = index + 1
     if start < len(words):
-        sentences.append(" ".join(words[start:]))
+        sentences.append(words[start:])
     return sentences
 
 
 @functools.lru_cache(maxsize=1)
-def pysbd_sentences() -> Optional[Sentences]:
-    """pysbd's segmenter, configured as the real server's; None when pysbd is not installed."""
+def pysbd_segment() -> Optional[Callable[[str], List[str]]]:
+    """pysbd's ``segment``, configured as the real server's; None when pysbd is not installed."""
     try:
         import pysbd
     except ImportError:
@@ -60,9 +58,16 @@ def pysbd_sentences() -> Optional[Sentences]:
     return segmenter.segment  # type: ignore[no-any-return]
 
 
+def pysbd_sentences(words: List[str]) -> List[List[str]]:
+    """What the real server finds: pysbd on the buffer joined by spaces, each sentence split again."""
+    segment = pysbd_segment()
+    assert segment is not None, "pysbd is not installed"
+    return [sentence.split() for sentence in segment(" ".join(words))]
+
+
 def server_sentences() -> Sentences:
     """The splitter the real server uses (pysbd) if installed, else the built-in one."""
-    return pysbd_sentences() or builtin_sentences
+    return pysbd_sentences if pysbd_segment() is not None else builtin_sentences
 
 
 class Flush(NamedTuple):
@@ -88,10 +93,10 @@ def flush(buffer: List[str], buffer_size: int, final: bool, sentences: Sentences
     """
     if not buffer:
         return None
-    found = sentences(" ".join(buffer))
+    found = sentences(buffer)
     if len(found) > 1:
-        spoken = " ".join(found[:-1]).split()
-        consumed = sum(len(sentence.split()) for sentence in found[:-1])
+        spoken = [word for sentence in found[:-1] for word in sentence]
+        consumed = len(spoken)
     elif len(buffer) >= buffer_size:
         spoken, consumed = buffer[:buffer_size], buffer_size
     elif final:
@@ -108,11 +113,11 @@ def safe_pieces(word: str) -> List[str]:
     that each piece goes out as its own message and the server loses none of it. Most words are one piece."""
     if not _INNER_END.search(word):
         return [word]
-    sentences = pysbd_sentences()
-    if sentences is None:  # without pysbd, cut after each inner sentence-ending character
+    segment = pysbd_segment()
+    if segment is None:  # without pysbd, cut after each inner sentence-ending character
         pieces = re.split(r"(?<=[.!?…。！？])(?=[^\s.!?…。！？])", word)
     else:
-        pieces = [piece.strip() for piece in sentences(word)]
+        pieces = [piece.strip() for piece in segment(word)]
     pieces = [piece for piece in pieces if piece]
     if "".join(pieces) != word:  # pysbd rewrote something: keep the word whole rather than change it
         return [word]

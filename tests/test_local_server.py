@@ -411,3 +411,76 @@ def test_legacy_server_sends_16_bit_though_mulaw_was_asked(caplog: pytest.LogCap
         assert audio.stats.encoding == "pcm_s16le"
         assert any("16-bit" in r.getMessage() for r in caplog.records)
         assert b"".join(synth.stream(TEXT)) == server.expected_pcm(TEXT)
+
+
+# The real server's word loss, and uvicorn's timing ---------------------------------------------------------
+@pytest.mark.parametrize("word, spoken, lost", [("日本語。テスト。", ["日本語。"], "テスト。"), ("Hmm..", ["Hmm."], ".")])
+def test_a_sentence_end_inside_a_word_deletes_words_as_on_the_real_server(
+        server: LocalServer, word: str, spoken: List[str], lost: str) -> None:
+    """pysbd ends a sentence inside the word; the flush counts words per sentence and removes more than
+    it spoke: a client that sends the word whole loses part of it."""
+    raw = raw_words(server, f"{word} later words")
+    record = server.last()
+    assert record.segments[0] == spoken and record.lost == [lost]
+    assert raw.audio == render(server, record.segments)
+
+
+@pytest.mark.parametrize("text", ["日本語。テスト。 later words", "Hmm.. ok then", "Wait?!What? Yes."])
+def test_basetts_cuts_such_words_so_nothing_is_lost(server: LocalServer, text: str) -> None:
+    audio = Synthesizer(url=server.url, api_key=server.api_key).synthesize(text)
+    record = server.last()
+    assert record.lost == []
+    assert "".join(record.spoken) == "".join(text.split())  # every character, once, in order
+    assert audio.pcm == bytes(record.audio)
+
+
+@pytest.mark.parametrize("text", [
+    "I saw Dr. Smith at 5 p.m. Then he left.", "Mr. Brown lives in the U.S. He likes it, e.g. the food.",
+    "It was late. ok then", "Wow! Great. Really? Yes", "The U.S. is big. Yes", "We met at 5 p.m. in town"])
+def test_the_builtin_splitter_agrees_with_pysbd(text: str) -> None:
+    from basetts.flush import builtin_sentences, pysbd_sentences
+
+    assert builtin_sentences(text.split()) == pysbd_sentences(text.split())
+
+
+def test_a_client_that_does_not_answer_pings_is_closed_with_1011() -> None:
+    with LocalServer(ping_interval=0.2, ping_timeout=0.2) as server:
+        ws = websocket.create_connection(server.url, header=[f"Authorization: Api-Key {server.api_key}"], timeout=10)
+        try:
+            import time
+
+            time.sleep(1.0)
+            while True:
+                frame = ws.recv_frame()  # read, never answered
+                if frame.opcode == websocket.ABNF.OPCODE_CLOSE:
+                    break
+        finally:
+            ws.shutdown()
+        record = server.last()
+    assert frame.data[:2] == (1011).to_bytes(2, "big") and frame.data[2:] == b"keepalive ping timeout"
+    assert record.keepalive_timeout and record.close_code == 1011
+
+
+def test_pings_wait_behind_unread_words_as_on_uvicorn() -> None:
+    """While the handler generates, a received message waits and the server reads nothing more: a pong
+    sent behind it is not seen until the handler has taken every queued message."""
+    with LocalServer(ping_interval=None, speed=1.0, samples_per_word=24000) as server:  # 1 s per word
+        ws = websocket.create_connection(server.url, header=[f"Authorization: Api-Key {server.api_key}"], timeout=10)
+        try:
+            import time
+
+            ws.send(json.dumps({"buffer_size": 1}))
+            ws.send("first")  # the server generates 1 s of audio for it, reading nothing meanwhile
+            ws.send("second")  # waits in the server's queue: reading stops
+            time.sleep(0.2)  # read by then (a ping read together with it would be answered at once)
+            sent = time.monotonic()
+            ws.ping(b"probe")  # its pong comes only once "second" has been taken, after "first"'s audio
+            while True:
+                opcode, frame = ws.recv_data_frame(control_frame=True)
+                if opcode == websocket.ABNF.OPCODE_PONG:
+                    waited = time.monotonic() - sent
+                    break
+            ws.send(SENTINEL)
+        finally:
+            ws.shutdown()
+    assert waited > 0.6, "the pong was read while a message waited: uvicorn would not have"

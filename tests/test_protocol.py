@@ -4,7 +4,7 @@ from __future__ import annotations
 import array
 import json
 import math
-from typing import List
+from typing import Iterable, List
 
 import pytest
 import websocket
@@ -16,6 +16,8 @@ from basetts.protocol import (
     SENTINEL,
     AudioDecoder,
     Deadlines,
+    Outgoing,
+    Pacer,
     SampleAligner,
     UpgradeResponse,
     WordSplitter,
@@ -42,19 +44,38 @@ def samples(pcm: bytes) -> List[int]:
 # outgoing ---------------------------------------------------------------------------------------------------
 def test_outgoing_is_settings_then_one_word_per_message_then_the_sentinel() -> None:
     settings = {"voice": "tara", "max_tokens": 2000, "buffer_size": 10}
-    messages = list(outgoing(settings, ["Hello", "wörld", "👋"]))
+    messages = texts(outgoing(settings, ["Hello", "wörld", "👋"]))
     assert json.loads(messages[0]) == settings
     assert messages[1:] == ["Hello", "wörld", "👋", SENTINEL]
     # Non-ASCII settings go out as UTF-8, not \u escapes.
-    assert list(outgoing({"voice": "zoë"}, []))[0] == '{"voice": "zoë"}'
+    assert texts(outgoing({"voice": "zoë"}, []))[0] == '{"voice": "zoë"}'
+
+
+def texts(messages: Iterable[Outgoing]) -> List[str]:
+    return [message.text for message in messages]
 
 
 def test_outgoing_without_words_still_ends_with_the_sentinel() -> None:
-    assert list(outgoing({}, []))[1:] == [SENTINEL]
+    assert texts(outgoing({}, []))[1:] == [SENTINEL]
+
+
+def test_batches_end_where_the_server_will_speak() -> None:
+    """Our copy of the flush rule: a batch ends at the word after a sentence end (the server sees the
+    sentence complete only then), or at buffer_size words, and at the sentinel."""
+    words = "One two. Three four five six seven".split()
+    ends = [m.text for m in outgoing({}, words, buffer_size=3) if m.ends_batch]
+    assert ends == ["Three", "five", SENTINEL]
+
+
+def test_a_word_with_a_sentence_end_inside_goes_out_in_pieces() -> None:
+    """The real server would delete "テスト。" (and, after "Hmm..", the next word): pieces cut where
+    pysbd ends a sentence keep every character."""
+    assert texts(outgoing({}, ["日本語。テスト。", "Hmm..", "ok", "U.S.", "e.g.", "3.14"]))[1:] == [
+        "日本語。", "テスト。", "Hmm.", ".", "ok", "U.S.", "e.g.", "3.14", SENTINEL]
 
 
 def test_a_word_equal_to_the_sentinel_is_padded_and_still_spoken() -> None:
-    messages = list(outgoing({}, ["say", SENTINEL, "now"]))
+    messages = texts(outgoing({}, ["say", SENTINEL, "now"]))
     assert messages[1:] == ["say", " " + SENTINEL, "now", SENTINEL]
     assert messages.count(SENTINEL) == 1 and messages[-1] == SENTINEL
     # What the server does with it: not equal to the sentinel, and one word once split.
@@ -427,3 +448,35 @@ def test_client_frames_match_websocket_client_at_every_length_boundary(size: int
 def test_client_frames_match_websocket_client(text: str, key: bytes) -> None:
     payload = text.encode("utf-8", "surrogatepass")
     assert client_frame(payload, key) == abnf_frame(payload, key, websocket.ABNF.OPCODE_TEXT)
+
+
+def test_deadlines_owe_an_answer_to_a_pacing_ping() -> None:
+    """A ping after a batch owes its pong or audio within the timeout: a server that answers neither
+    cannot leave the writer waiting for ever."""
+    deadlines = Deadlines(buffer_size=10, first_audio_timeout=60, read_timeout=5)
+    deadlines.word_sent(0.0)
+    assert deadlines.deadline() is None
+    deadlines.ping_sent(1.0)
+    assert deadlines.deadline() == 61.0 and "no answer to our ping" in deadlines.describe()
+    deadlines.audio_received(2.0)
+    assert deadlines.deadline() == 7.0  # audio came, the pong still has not
+    deadlines.pong_received(3.0, outstanding=0)
+    assert deadlines.deadline() is None
+
+
+# Pacer ----------------------------------------------------------------------------------------------------------
+def test_the_pacer_lets_one_unread_batch_out_at_a_time() -> None:
+    pacer = Pacer()
+    assert pacer.may_send()  # the first batch goes at once
+    first = pacer.end_batch()
+    assert not pacer.may_send() and pacer.pings_outstanding == 1
+    assert not pacer.pong(b"not ours") and not pacer.may_send()  # a pong of someone else's ping
+    assert pacer.pong(first) and pacer.may_send() and pacer.pings_outstanding == 0
+    second, third = pacer.end_batch(), None
+    assert pacer.pong(second)
+    third = pacer.end_batch()
+    fourth = pacer.end_batch()
+    assert pacer.pings_outstanding == 2
+    assert pacer.pong(fourth) and pacer.pings_outstanding == 0  # the server reads in order
+    assert not pacer.pong(third)  # already acknowledged
+    assert not pacer.pong(b"99")  # never sent

@@ -68,7 +68,9 @@ def test_text_waits_while_the_server_generates_longer_than_read_timeout(scheme, 
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         context.load_cert_chain(os.path.join(CERTS, "untrusted-cert.pem"), os.path.join(CERTS, "untrusted-key.pem"))
     # 1000 words of 2 ms each: the first segment takes 2 s, during which the other 1000 words wait.
-    with LocalServer(samples_per_word=48, speed=1.0, ssl_context=context) as server:
+    # The built-in splitter: pysbd on a 10 MB buffer at every message would take minutes (on the real
+    # server too).
+    with LocalServer(samples_per_word=48, speed=1.0, ssl_context=context, pysbd=False) as server:
         synth = Synthesizer(url=server.url, api_key=server.api_key, buffer_size=1000, read_timeout=0.5)
         for given in (text, iter(w + " " for w in words)):  # from a list (batches) and an iterable
             result: dict = {}

@@ -35,7 +35,7 @@ def test_synthesize_is_byte_exact(basetts_server, basetts_synthesizer):
     audio = basetts_synthesizer.synthesize(TEXT)
     assert audio.pcm == basetts_server.expected_pcm(TEXT)
     assert (audio.sample_rate, audio.channels, audio.sample_width) == (24000, 1, 2)
-    assert audio.duration == pytest.approx(len(TEXT.split()) * 0.1)
+    assert audio.duration == pytest.approx(len(TEXT.split()) * 2048 / 24000)
     assert audio.stats.bytes_received == len(audio.pcm)
     assert audio.stats.first_byte_time is not None
 

@@ -59,7 +59,7 @@ MAX_MESSAGE = 100 * 2 ** 20  # uvicorn's inbound cap
 
 def split_sentences(words: Sequence[str]) -> List[List[str]]:
     """Words grouped into sentences by the server's splitter (pysbd if installed)."""
-    return [sentence.split() for sentence in flush.server_sentences()(" ".join(words))] if words else [[]]
+    return flush.server_sentences()(list(words)) if words else [[]]
 
 
 def flush_rule(buffer: List[str], buffer_size: int, final: bool) -> Optional[List[str]]:
@@ -238,12 +238,17 @@ class LocalServer:
         ssl_context: Optional[ssl.SSLContext] = None,
         ping_interval: Optional[float] = PING_INTERVAL,
         ping_timeout: Optional[float] = PING_TIMEOUT,
+        pysbd: Optional[bool] = None,
     ) -> None:
         """`speed`: None sends as fast as it can; 1.0 paces audio in real time, 2.0 twice as fast, 0.5 a
         model slower than real time. `legacy`: behave like older servers that ignore `encoding` and always
         send 16-bit PCM. `ssl_context`: serve wss:// with it (clients must trust its certificate, e.g. via
         SSL_CERT_FILE). `ping_interval`, `ping_timeout`: uvicorn's keepalive (None: off); tests shorten
-        both, and speed the server up by the same factor, to run a long text in seconds."""
+        both, and speed the server up by the same factor, to run a long text in seconds. `pysbd`: split
+        sentences with pysbd as the real server does (None: when it is installed; False: the built-in
+        splitter, for megabytes of text, where pysbd on every message is as slow as on the real server)."""
+        if pysbd and flush.pysbd_segment() is None:
+            raise RuntimeError("pysbd=True needs pysbd: pip install pysbd")
         if speed is not None and not speed > 0:
             raise ValueError("speed must be > 0 (or None: as fast as it can)")
         if engine not in ("tone", "espeak"):
@@ -259,6 +264,7 @@ class LocalServer:
         self.ssl_context = ssl_context
         self.ping_interval = ping_interval
         self.ping_timeout = ping_timeout
+        self.sentences = flush.builtin_sentences if pysbd is False else flush.server_sentences()
         self.conversations: List[ConversationRecord] = []
         self._requested_port = port
         self._listener: Optional[socket.socket] = None
@@ -449,7 +455,7 @@ class LocalServer:
             encoding = str(settings["encoding"])
             problem = sampling_problem(settings)  # raised by the real server at its first generation
             buffer: List[str] = []
-            sentences = flush.server_sentences()
+            sentences = self.sentences
 
             def take(final: bool) -> Optional[List[str]]:
                 """The real server's flush: the words to speak now, losing what it loses."""
