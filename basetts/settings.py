@@ -78,12 +78,20 @@ class Settings:
     # Transient failures before any audio (refused, 429, 5xx at the upgrade) are retried this often.
     retries: int = 2
     retry_backoff: float = 0.5
+    # An HTTP proxy to tunnel through (http://user:password@host:port); None: HTTPS_PROXY and the other
+    # standard variables decide; "": no proxy.
+    proxy: Optional[str] = dataclasses.field(default=None, repr=False)  # may hold credentials
+    # The largest audio message accepted, in bytes: a server announcing more is refused, not buffered.
+    max_message_size: int = 16 * 2 ** 20
+    # A file to append a JSON line to for every event of each call (docs/troubleshooting.md).
+    trace: Optional[str] = None
 
     def __repr__(self) -> str:
         shown = ", ".join(
-            f"{f.name}={getattr(self, f.name)!r}" for f in dataclasses.fields(self) if f.name != "api_key"
+            f"{f.name}={getattr(self, f.name)!r}" for f in dataclasses.fields(self) if f.name not in ("api_key", "proxy")
         )
-        return f"Settings({shown}, api_key={'<set>' if self.api_key else '<missing>'})"
+        proxy = "" if self.proxy is None else ", proxy=<set>"
+        return f"Settings({shown}, api_key={'<set>' if self.api_key else '<missing>'}{proxy})"
 
     @classmethod
     def resolve(
@@ -187,6 +195,11 @@ class Settings:
             # None would mean "wait forever" to the socket: a timeout is always required.
             _check_number(name, getattr(self, name), low=0.0, required=True)
         _check_int("retries", self.retries, 0)
+        _check_int("max_message_size", self.max_message_size, 4096)
+        if self.proxy is not None and not isinstance(self.proxy, str):
+            raise ConfigurationError("proxy must be a URL string like 'http://host:3128' (or '' for none)")
+        if self.trace is not None and not isinstance(self.trace, (str, os.PathLike)):
+            raise ConfigurationError("trace must be a file path")
         _check_number("retry_backoff", self.retry_backoff, low=0.0, low_open=False, required=True)
 
     def session_message(self) -> Dict[str, Any]:

@@ -1,0 +1,405 @@
+"""The transport: TCP, a proxy tunnel, TLS, the websocket upgrade, and moving bytes. The only module that
+imports websocket-client, and only its public API.
+
+websocket-client does the upgrade (`WebSocket.connect` with `socket=`, `header=`, redirects refused) and
+builds our frames (`ABNF`). It is handed a `BoundedSocket` of ours, so that `handshake_timeout` bounds the
+whole upgrade (not each of its one-byte reads), those reads come from memory, and what arrives after the
+upgrade stays with us. Frames are read by `protocol.FrameReader`, which bounds them (docs/design.md).
+"""
+from __future__ import annotations
+
+import base64
+import logging
+import select
+import socket
+import ssl
+import threading
+import time
+import urllib.request
+from typing import Callable, Dict, Iterable, List, NamedTuple, Optional, Tuple
+from urllib.parse import unquote, urlsplit
+
+import websocket
+
+from . import protocol
+from .errors import (
+    AuthenticationError,
+    BasetenTTSError,
+    ConnectError,
+    ModelNotFoundError,
+    ServerError,
+    TimeoutError,
+)
+from .settings import Settings, is_loopback
+
+log = logging.getLogger("basetts")
+
+# Bytes asked of the socket per read: several 4096-byte audio messages at once.
+READ_SIZE = 65536
+# TLS: bytes written per turn of the TLS lock: fits in the room poll() reports for a socket, so the
+# write does not wait for room while holding the lock.
+_TLS_WRITE = 4096
+# How often a writer waiting for room looks at its stop flag.
+_POLL = 0.05
+
+
+def frame(payload: bytes, opcode: int = websocket.ABNF.OPCODE_TEXT) -> bytes:
+    """One final, masked client frame (a fresh random mask, as RFC 6455 5.3 requires)."""
+    return websocket.ABNF.create_frame(payload, opcode).format()  # type: ignore[no-any-return]
+
+
+def ready(sock: socket.socket, timeout: float, write: bool = False) -> bool:
+    """Whether `sock` has data or EOF (or, with `write`, room for a write) within `timeout` seconds.
+    poll(), not select(): select() fails for descriptors above 1023, which a long-running service reaches."""
+    if not hasattr(select, "poll"):  # Windows: its select() has no such limit
+        readable, writable, _ = select.select([] if write else [sock], [sock] if write else [], [], timeout)
+        return bool(writable if write else readable)
+    poller = select.poll()
+    poller.register(sock, select.POLLOUT if write else select.POLLIN)
+    return bool(poller.poll(max(0.0, timeout) * 1000))
+
+
+class BoundedSocket:
+    """A TCP or TLS socket, as websocket-client's `socket=` takes it, with what we need around it:
+    - `deadline`: every read and write gives up then (socket.timeout), however the bytes trickle;
+    - reads are buffered, so websocket-client's byte-at-a-time header reads come from memory, and what
+      arrives with the upgrade's answer stays here for the frame reader (`take_buffered`);
+    - the raw bytes of the upgrade's answer are kept (`received`), for the checks websocket-client skips;
+    - TLS: one OpenSSL connection must not read and write from two threads at once (reported to corrupt
+      its state: python-engineio #461, python-socketio #1568), so each side waits for the socket outside
+      `tls_lock` and reads or writes under it: a writer waiting for room never stops the reader.
+    """
+
+    def __init__(self, sock: socket.socket, deadline: Optional[float]) -> None:
+        self.sock = sock
+        self.deadline = deadline
+        self.tls_lock: Optional[threading.Lock] = threading.Lock() if isinstance(sock, ssl.SSLSocket) else None
+        self._buffer = b""
+        self.received = b""  # everything read while `recording`
+        self.recording = True
+        self.on_sent: Optional[Callable[[], None]] = None  # runs once, after the first complete send
+
+    # what websocket-client calls ---------------------------------------------------------------------
+    def gettimeout(self) -> Optional[float]:
+        return None if self.deadline is None else max(0.0, self.deadline - time.monotonic())
+
+    def settimeout(self, timeout: Optional[float]) -> None:
+        """Ignored: the deadline is ours to set (websocket-client only restates its default here)."""
+
+    def fileno(self) -> int:
+        return self.sock.fileno()
+
+    def setsockopt(self, *args: object) -> None:
+        self.sock.setsockopt(*args)  # type: ignore[arg-type]
+
+    def send(self, data: bytes) -> int:
+        remaining = self.gettimeout()
+        if remaining is not None and not ready(self.sock, remaining, write=True):
+            raise socket.timeout("the write timed out")
+        if self.tls_lock is None:
+            sent = self.sock.send(data)
+        else:
+            with self.tls_lock:
+                sent = self.sock.send(data[:_TLS_WRITE])
+        if sent == len(data) and self.on_sent is not None:
+            log.debug("upgrade request sent")
+            on_sent, self.on_sent = self.on_sent, None
+            on_sent()
+        return sent
+
+    def recv(self, size: int) -> bytes:
+        if not self._buffer:
+            remaining = self.gettimeout()
+            data = self.read(READ_SIZE, remaining if remaining is not None else 3600.0)
+            if data is None:
+                raise socket.timeout("the read timed out")
+            if self.recording:
+                self.received += data
+            self._buffer = data
+        data, self._buffer = self._buffer[:size], self._buffer[size:]
+        return data
+
+    def shutdown(self, how: int = socket.SHUT_RDWR) -> None:
+        try:
+            self.sock.shutdown(how)
+        except OSError:
+            pass
+
+    def close(self) -> None:
+        self.sock.close()
+
+    # ours ------------------------------------------------------------------------------------------------
+    def take_buffered(self) -> bytes:
+        """What was read but not yet taken (the start of the first frame, after the upgrade)."""
+        data, self._buffer = self._buffer, b""
+        self.recording = False
+        return data
+
+    def read(self, size: int, timeout: float) -> Optional[bytes]:
+        """Up to `size` bytes within `timeout` seconds: None if nothing came, b"" at the end."""
+        sock = self.sock
+        if self.tls_lock is None:
+            if not ready(sock, timeout):
+                return None
+            return sock.recv(size)
+        assert isinstance(sock, ssl.SSLSocket)
+        with self.tls_lock:
+            pending = sock.pending()  # bytes OpenSSL already decrypted: poll() cannot see them
+        if not pending and not ready(sock, timeout):
+            return None
+        with self.tls_lock:
+            sock.settimeout(0)  # poll() saw bytes, but maybe not a whole TLS record: never wait here
+            try:
+                return sock.recv(size)
+            except ssl.SSLWantReadError:
+                return None
+            finally:
+                sock.settimeout(None)
+
+    def write(self, data: memoryview, stop: threading.Event, give_up: Optional[float]) -> None:
+        """Write all of `data`, waiting for room as long as it takes (the server reads no text while it
+        generates) until `stop` is set, or until `give_up` (monotonic time; then socket.timeout)."""
+        sock = self.sock
+        while data:
+            if not ready(sock, _POLL, write=True):
+                if give_up is not None and time.monotonic() > give_up:
+                    raise socket.timeout("no room to write")
+                if stop.is_set():
+                    return
+                continue
+            if self.tls_lock is None:
+                data = data[sock.send(data):]
+            else:
+                with self.tls_lock:
+                    data = data[sock.send(data[:_TLS_WRITE]):]
+
+    def try_write(self, data: bytes) -> bool:
+        """Write a small frame (a pong, a close) only if that cannot block; False if it did not go."""
+        if not ready(self.sock, 0, write=True):
+            return False
+        try:
+            if self.tls_lock is None:
+                sent = self.sock.send(data)
+            else:
+                with self.tls_lock:
+                    sent = self.sock.send(data)
+        except (OSError, ValueError):
+            return False
+        if sent < len(data):  # a few bytes of room only: finish it, briefly
+            self.write(memoryview(data)[sent:], threading.Event(), time.monotonic() + 1.0)
+        return True
+
+
+class Proxy(NamedTuple):
+    host: str
+    port: int
+    authorization: Optional[str]  # the Proxy-Authorization header's value, from the URL's credentials
+
+    def __repr__(self) -> str:
+        return f"Proxy({self.host}:{self.port}{', with credentials' if self.authorization else ''})"
+
+
+def proxy_for(settings: Settings, environ: Optional[Dict[str, str]] = None) -> Optional[Proxy]:
+    """The HTTP proxy to tunnel through: `proxy=` (or "" for none), else HTTPS_PROXY/https_proxy (for
+    wss://) or HTTP_PROXY (ws://), ALL_PROXY, honouring NO_PROXY; loopback is never proxied."""
+    host = urlsplit(settings.url).hostname or ""
+    if is_loopback(host):
+        return None
+    value = settings.proxy
+    if value is None:
+        found = urllib.request.getproxies_environment() if environ is None else {
+            name.lower()[:-len("_proxy")]: url for name, url in environ.items() if name.lower().endswith("_proxy")}
+        if _bypassed(host, found.get("no", "")):
+            return None
+        scheme = "https" if settings.url.startswith("wss:") else "http"
+        value = found.get(scheme) or found.get("all")
+    if not value:
+        return None
+    parts = urlsplit(value if "://" in value else f"http://{value}")
+    if parts.scheme not in ("http", "") or not parts.hostname:
+        raise ConnectError(f"Unsupported proxy {parts.scheme}://{parts.hostname or ''}: basetts tunnels "
+                           "through HTTP proxies (http://host:port); set proxy= or HTTPS_PROXY to one.")
+    authorization = None
+    if parts.username is not None:
+        credentials = f"{unquote(parts.username)}:{unquote(parts.password or '')}"
+        authorization = "Basic " + base64.b64encode(credentials.encode("utf-8")).decode("ascii")
+    return Proxy(parts.hostname, parts.port or 8080, authorization)
+
+
+def _bypassed(host: str, no_proxy: str) -> bool:
+    for entry in (item.strip().lower() for item in no_proxy.split(",")):
+        if not entry:
+            continue
+        if entry == "*":
+            return True
+        entry = entry.lstrip(".").split(":")[0]
+        if host.lower() == entry or host.lower().endswith("." + entry):
+            return True
+    return False
+
+
+def open_socket(settings: Settings, while_waiting: Optional[Callable[[], None]] = None
+                ) -> Tuple[websocket.WebSocket, BoundedSocket]:
+    """TCP (connect_timeout), a proxy tunnel and TLS, the upgrade (handshake_timeout); every failure
+    mapped to our errors. `while_waiting` runs once the upgrade request is sent, while the server answers."""
+    parts = urlsplit(settings.url)
+    host = parts.hostname or ""
+    port = parts.port or (443 if parts.scheme == "wss" else 80)
+    proxy = proxy_for(settings)
+    target = (proxy.host, proxy.port) if proxy else (host, port)
+    try:
+        raw = socket.create_connection(target, timeout=settings.connect_timeout)
+    except socket.timeout:
+        where = f"the proxy {target[0]}:{target[1]}" if proxy else f"{host}:{port}"
+        raise TimeoutError(f"Could not connect to {where} within connect_timeout={settings.connect_timeout:g} s.") from None
+    except OSError as exc:
+        transient = isinstance(exc, (ConnectionRefusedError, ConnectionResetError))
+        if proxy:
+            raise ConnectError(f"Cannot reach the proxy {proxy.host}:{proxy.port}: {exc.strerror or exc}. "
+                               "Check proxy= or HTTPS_PROXY.", transient=transient) from None
+        raise ConnectError(f"Cannot reach {host}:{port}: {exc.strerror or exc}. Check the URL and network.",
+                           transient=transient) from None
+    deadline = time.monotonic() + settings.handshake_timeout
+    sock: socket.socket = raw
+    try:
+        raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if proxy is not None:
+            _tunnel(BoundedSocket(raw, deadline), proxy, host, port)
+        if parts.scheme == "wss":
+            raw.settimeout(max(0.001, deadline - time.monotonic()))
+            sock = ssl.create_default_context().wrap_socket(raw, server_side=False, server_hostname=host)
+            sock.settimeout(None)
+        else:
+            raw.settimeout(None)
+        bounded = BoundedSocket(sock, deadline)
+        ws = _upgrade(bounded, settings, while_waiting)
+        bounded.deadline = None
+        return ws, bounded
+    except BaseException as exc:
+        sock.close()
+        raw.close()
+        if isinstance(exc, BasetenTTSError) or not isinstance(exc, Exception):
+            raise
+        raise _handshake_error(exc, settings) from None
+
+
+def _tunnel(sock: BoundedSocket, proxy: Proxy, host: str, port: int) -> None:
+    """HTTP CONNECT through the proxy; the API key is not in this request (it goes inside the tunnel)."""
+    authority = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    lines = [f"CONNECT {authority} HTTP/1.1", f"Host: {authority}"]
+    if proxy.authorization:
+        lines.append(f"Proxy-Authorization: {proxy.authorization}")
+    sock.write(memoryview("\r\n".join(lines + ["", ""]).encode("latin-1")), threading.Event(), sock.deadline)
+    answer = b""
+    while True:
+        response = protocol.parse_upgrade_response(answer)
+        if response is not None:
+            break
+        piece = sock.recv(4096)
+        if not piece:
+            raise ConnectError(f"The proxy {proxy.host}:{proxy.port} closed the connection instead of "
+                               "answering CONNECT.")
+        answer += piece
+    if response.rest:  # the tunnel's first bytes can only come after our TLS hello: a broken proxy
+        raise ConnectError(f"The proxy {proxy.host}:{proxy.port} sent data before the tunnel was used.")
+    if response.status // 100 != 2:
+        hint = {407: " (it wants credentials: put them in the proxy URL, http://user:password@host:port)",
+                403: " (it does not allow this destination)", 502: " (it could not reach the server)"}
+        raise ConnectError(f"The proxy {proxy.host}:{proxy.port} refused to tunnel to {authority} with HTTP "
+                           f"{response.status}{hint.get(response.status, '')}. Check proxy= or HTTPS_PROXY.",
+                           transient=response.status in (502, 503, 504))
+    sock.take_buffered()
+
+
+def _upgrade(sock: BoundedSocket, settings: Settings, while_waiting: Optional[Callable[[], None]]
+             ) -> websocket.WebSocket:
+    """websocket-client's upgrade on our socket; then the RFC 6455 checks it leaves to its caller."""
+    ws = websocket.WebSocket(skip_utf8_validation=True)
+    sock.on_sent = while_waiting
+    try:
+        ws.connect(settings.url, socket=sock, header=[f"Authorization: Api-Key {settings.api_key}"],
+                   suppress_origin=True, redirect_limit=0)
+    except websocket.WebSocketBadStatusException as exc:
+        raise _status_error(exc.status_code, _headers(exc.resp_headers), settings) from None
+    finally:
+        sock.on_sent = None
+    log.debug("upgrade answered: HTTP %d", ws.getstatus())
+    status_line = sock.received.split(b"\r\n", 1)[0].decode("latin-1")
+    if ws.getstatus() != 101:  # a redirect: websocket-client returns it when told to follow none
+        raise _status_error(ws.getstatus(), _headers(ws.getheaders()), settings)
+    headers = _headers(ws.getheaders())
+    if not status_line.startswith("HTTP/1.1 "):
+        raise ConnectError(f"The websocket upgrade failed: the server answered {status_line[:40]!r} "
+                           "(a websocket upgrade needs HTTP/1.1).")
+    if headers.get("sec-websocket-protocol"):
+        raise ConnectError("The websocket upgrade failed: the server chose a subprotocol we did not ask for "
+                           f"({headers['sec-websocket-protocol']}).")
+    if headers.get("sec-websocket-extensions"):
+        raise ConnectError("The websocket upgrade failed: the server answered with an extension we did not "
+                           f"ask for ({headers['sec-websocket-extensions']}).")
+    return ws
+
+
+def _headers(headers: Optional[Dict[str, str]]) -> Dict[str, str]:
+    return {name.lower(): value for name, value in (headers or {}).items()}
+
+
+def _status_error(status: int, headers: Dict[str, str], settings: Settings) -> BasetenTTSError:
+    if status in protocol.REDIRECT_STATUSES:
+        return ConnectError(
+            f"The server redirected the websocket upgrade (HTTP {status}). basetts does not follow "
+            "redirects, so your API key goes only to the URL you configured: check that URL.")
+    if status in (401, 403):
+        return AuthenticationError(
+            f"The server refused the API key (HTTP {status}). Check BASETEN_API_KEY and that the key "
+            "may call this model.", status=status)
+    if status == 404:
+        return ModelNotFoundError(
+            f"Nothing at {settings.url} (HTTP 404). Check the model id and environment.", status=status)
+    return ServerError(
+        f"The server refused the connection with HTTP {status}"
+        + (" (overloaded)" if status in (429, 503) else "")
+        + ". Retry later; a deployment scaled to zero may be starting.",
+        status=status, retry_after=_retry_after(headers.get("retry-after")))
+
+
+def _handshake_error(exc: Exception, settings: Settings) -> BasetenTTSError:
+    if isinstance(exc, (socket.timeout, websocket.WebSocketTimeoutException)):
+        return TimeoutError(
+            f"The server did not complete the websocket upgrade within handshake_timeout="
+            f"{settings.handshake_timeout:g} s.")
+    if isinstance(exc, ssl.SSLError):
+        return ConnectError(f"TLS failed: {exc.reason or exc}. Certificates are always verified.")
+    if isinstance(exc, websocket.WebSocketConnectionClosedException):
+        return ConnectError("The server closed the connection during the websocket upgrade.")
+    if isinstance(exc, (websocket.WebSocketException, ValueError)):
+        detail = str(exc)
+        if "Invalid WebSocket Header" in detail:
+            detail = "headers that do not open a websocket (no Upgrade, or a wrong Sec-WebSocket-Accept)"
+        return ConnectError(f"The websocket upgrade failed: the server answered with {detail} "
+                            "(is this a websocket server, or a proxy in the way?)")
+    return ConnectError(f"The websocket upgrade failed: {exc}")
+
+
+def _retry_after(value: Optional[str]) -> Optional[float]:
+    try:
+        return max(0.0, float(value)) if value is not None else None
+    except ValueError:
+        return None
+
+
+def close_frame(code: int = protocol.NORMAL_CLOSE) -> bytes:
+    return frame(code.to_bytes(2, "big"), websocket.ABNF.OPCODE_CLOSE)
+
+
+def frames(messages: Iterable[str], ping: Optional[bytes]) -> bytes:
+    """Text messages, each its own frame, then a ping with `ping` as its payload, as one write."""
+    out: List[bytes] = [frame(message.encode("utf-8")) for message in messages]
+    if ping is not None:
+        out.append(frame(ping, websocket.ABNF.OPCODE_PING))
+    return b"".join(out)
+
+
+def pong(payload: bytes) -> bytes:
+    return frame(payload, websocket.ABNF.OPCODE_PONG)
+
