@@ -4,14 +4,11 @@ Nothing here touches a socket or a thread, so every rule is unit-tested directly
 """
 from __future__ import annotations
 
-import base64
-import hashlib
 import json
 import math
-from typing import Any, Dict, Iterable, Iterator, List, NamedTuple, Optional
-from urllib.parse import urlsplit
+from typing import Any, Dict, Iterable, Iterator, List, NamedTuple, Optional, Tuple
 
-from .errors import BasetenTTSError, ServerError, StreamInterrupted
+from .errors import BasetenTTSError, ServerError, StreamInterrupted, TimeoutError
 from .flush import SegmentModel, safe_pieces
 
 SENTINEL = "__END__"
@@ -245,38 +242,25 @@ def close_error(code: Optional[int], reason: str, sentinel_sent: bool) -> Option
     )
 
 
-# The websocket upgrade (RFC 6455 section 4). websocket-client reads the response one byte per call, which
-# costs ~0.25 ms of Python for a 200-byte response (an eighth of the time to first audio on loopback);
-# these parse it from whatever the reads brought (docs/performance.md).
-_WEBSOCKET_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
-MAX_UPGRADE_RESPONSE = 65536
-"""Bytes a response may take before its blank line: more is not a websocket server."""
+# Parsing a proxy's answer to CONNECT (transport.py): an HTTP response header.
+MAX_HTTP_HEADER = 65536
+"""Bytes a response may take before its blank line: more is not an HTTP server."""
 REDIRECT_STATUSES = (301, 302, 303, 307, 308)
 
 
-class UpgradeResponse(NamedTuple):
+class HTTPResponse(NamedTuple):
     status: int
     headers: Dict[str, str]
     """Lower-case names; a repeated header's values joined with ", "."""
     rest: bytes
-    """What came after the blank line: the start of the first frame."""
+    """What came after the blank line."""
 
 
-def upgrade_request(url: str, api_key: str, key: str) -> bytes:
-    """The HTTP request that opens the websocket. No Origin: this is not a browser."""
-    parts = urlsplit(url)
-    resource = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-    lines = [f"GET {resource} HTTP/1.1", f"Host: {parts.netloc.rpartition('@')[2]}", "Upgrade: websocket",
-             "Connection: Upgrade", f"Sec-WebSocket-Key: {key}", "Sec-WebSocket-Version: 13",
-             f"Authorization: Api-Key {api_key}", "", ""]
-    return "\r\n".join(lines).encode("utf-8")
-
-
-def parse_upgrade_response(data: bytes) -> Optional[UpgradeResponse]:
+def parse_http_response(data: bytes) -> Optional[HTTPResponse]:
     """The response, or None while its header is incomplete. ValueError if it is not HTTP."""
     end = data.find(b"\r\n\r\n")
     if end < 0:
-        if len(data) > MAX_UPGRADE_RESPONSE:
+        if len(data) > MAX_HTTP_HEADER:
             raise ValueError(f"no end of the HTTP header in {len(data)} bytes")
         return None
     status_line, *lines = data[:end].decode("latin-1").split("\r\n")
@@ -291,48 +275,144 @@ def parse_upgrade_response(data: bytes) -> Optional[UpgradeResponse]:
             raise ValueError(f"malformed HTTP header line: {line[:80]!r}")
         name, value = name.strip().lower(), value.strip()
         headers[name] = f"{headers[name]}, {value}" if name in headers else value
-    return UpgradeResponse(int(status), headers, data[end + 4:])
+    return HTTPResponse(int(status), headers, data[end + 4:])
 
 
-def accept_key(key: str) -> str:
-    """The Sec-WebSocket-Accept a real websocket server answers `key` with."""
-    return base64.b64encode(hashlib.sha1((key + _WEBSOCKET_GUID).encode("ascii")).digest()).decode("ascii")
-
-
-def upgrade_problem(response: UpgradeResponse, key: str) -> Optional[str]:
-    """Why a 101 response does not open a websocket we can read, or None if it does."""
-    headers = response.headers
-    if headers.get("upgrade", "").lower() != "websocket":
-        return "no 'Upgrade: websocket' header"
-    if "upgrade" not in (token.strip().lower() for token in headers.get("connection", "").split(",")):
-        return "no 'Connection: Upgrade' header"
-    if headers.get("sec-websocket-accept") != accept_key(key):
-        return "a wrong Sec-WebSocket-Accept (not a websocket server, or a proxy in the way)"
-    if headers.get("sec-websocket-extensions"):
-        return f"an extension we did not ask for ({headers['sec-websocket-extensions']})"
-    return None
-
-
+OPCODE_CONTINUATION = 0x0
 OPCODE_TEXT = 0x1
+OPCODE_BINARY = 0x2
+OPCODE_CLOSE = 0x8
 OPCODE_PING = 0x9
 OPCODE_PONG = 0xA
+_OPCODES = (OPCODE_CONTINUATION, OPCODE_TEXT, OPCODE_BINARY, OPCODE_CLOSE, OPCODE_PING, OPCODE_PONG)
 
 
-def client_frame(payload: bytes, mask_key: bytes, opcode: int = OPCODE_TEXT) -> bytes:
-    """One final, masked client frame (RFC 6455 section 5.2); `mask_key` is 4 fresh random bytes.
+class ProtocolViolation(ValueError):
+    """The server broke RFC 6455; the message says what it did. `before`: what came whole before it."""
 
-    websocket-client's ABNF does the same in ~5 µs a frame; this is a few times faster, which counts
-    when a whole text goes out at once, ahead of the first audio."""
-    size = len(payload)
-    if size < 126:
-        header = bytes((0x80 | opcode, 0x80 | size))
-    elif size < 65536:
-        header = bytes((0x80 | opcode, 0x80 | 126)) + size.to_bytes(2, "big")
-    else:
-        header = bytes((0x80 | opcode, 0x80 | 127)) + size.to_bytes(8, "big")
-    key_stream = (mask_key * (size // 4 + 1))[:size]
-    masked = (int.from_bytes(payload, "big") ^ int.from_bytes(key_stream, "big")).to_bytes(size, "big")
-    return header + mask_key + masked
+    before: List[Tuple[int, bytes]] = []
+
+
+class MessageTooBig(ProtocolViolation):
+    """A message longer than `max_message_size`."""
+
+
+def valid_close_code(code: int) -> bool:
+    """RFC 6455 7.4 (and the IANA registry): the codes a close frame may carry."""
+    return 1000 <= code <= 1003 or 1007 <= code <= 1014 or 3000 <= code <= 4999
+
+
+class FrameReader:
+    """Server bytes in, whole messages and control frames out, checked as RFC 6455 requires of a client.
+
+    Bounded: a message (all its fragments) may be at most `max_size` bytes, refused as soon as a frame
+    header announces more, so memory never follows a hostile length; fragments are joined once, at the
+    end (linear time). `partial_since` is when the unfinished frame or message began, so the caller can
+    bound the whole frame and the whole message, not each read.
+    """
+
+    def __init__(self, max_size: int) -> None:
+        self.max_size = max_size
+        self._buffer = bytearray()
+        self._fragments: List[bytes] = []
+        self._fragments_size = 0
+        self._fragment_opcode: Optional[int] = None
+        self.partial_since: Optional[float] = None
+
+    def feed(self, data: bytes, now: float) -> List[Tuple[int, bytes]]:
+        """(opcode, payload) for each complete message (text or binary, fragments joined) and each
+        control frame (ping, pong, close), in order. Raises ProtocolViolation."""
+        buffer = self._buffer
+        buffer += data
+        out: List[Tuple[int, bytes]] = []
+        offset = 0
+        while True:
+            try:
+                parsed = self._frame(buffer, offset)
+            except ProtocolViolation as exc:
+                exc.before = out
+                raise
+            if parsed is None:
+                break
+            offset, fin, opcode, payload = parsed
+            if opcode >= OPCODE_CLOSE:
+                out.append((opcode, payload))
+            elif fin and opcode != OPCODE_CONTINUATION:
+                out.append((opcode, payload))
+            else:
+                if opcode != OPCODE_CONTINUATION:
+                    self._fragment_opcode = opcode
+                self._fragments.append(payload)
+                if fin:
+                    assert self._fragment_opcode is not None
+                    out.append((self._fragment_opcode, b"".join(self._fragments)))
+                    self._fragments, self._fragments_size, self._fragment_opcode = [], 0, None
+        del buffer[:offset]
+        if not buffer and self._fragment_opcode is None:
+            self.partial_since = None
+        elif self.partial_since is None or (offset and self._fragment_opcode is None):
+            self.partial_since = now  # a frame (or a message's first fragment) began: bound from here
+        return out
+
+    def _frame(self, buffer: bytearray, offset: int) -> Optional[Tuple[int, bool, int, bytes]]:
+        available = len(buffer) - offset
+        if available < 2:
+            return None
+        first, second = buffer[offset], buffer[offset + 1]
+        fin, rsv, opcode = bool(first & 0x80), first & 0x70, first & 0x0F
+        length, start = second & 0x7F, offset + 2
+        if rsv:
+            raise ProtocolViolation(f"the server set reserved bits ({rsv >> 4:03b}) with no extension agreed")
+        if second & 0x80:
+            raise ProtocolViolation("the server masked a frame (a server must not)")
+        if opcode not in _OPCODES:
+            raise ProtocolViolation(f"the server sent a frame with the reserved opcode {opcode:#x}")
+        if opcode >= OPCODE_CLOSE:
+            if not fin:
+                raise ProtocolViolation("the server fragmented a control frame")
+        elif opcode == OPCODE_CONTINUATION and self._fragment_opcode is None:
+            raise ProtocolViolation("the server sent a continuation frame with no message to continue")
+        elif opcode != OPCODE_CONTINUATION and self._fragment_opcode is not None:
+            raise ProtocolViolation("the server began a new message before finishing the last one")
+        if length == 126:
+            if available < 4:
+                return None
+            length, start = int.from_bytes(buffer[offset + 2:offset + 4], "big"), offset + 4
+        elif length == 127:
+            if available < 10:
+                return None
+            length, start = int.from_bytes(buffer[offset + 2:offset + 10], "big"), offset + 10
+            if length >> 63:
+                raise ProtocolViolation("the server announced a frame length with the top bit set")
+        if opcode >= OPCODE_CLOSE and length > 125:
+            raise ProtocolViolation(f"the server sent a control frame of {length} bytes (at most 125)")
+        if opcode < OPCODE_CLOSE and self._fragments_size + length > self.max_size:
+            raise MessageTooBig(
+                f"the server sent a message of over {self.max_size} bytes (a frame of {length}); "
+                "raise max_message_size if that is expected")
+        end = start + length
+        if len(buffer) < end:
+            return None
+        payload = bytes(buffer[start:end])
+        if opcode < OPCODE_CLOSE and not (fin and opcode != OPCODE_CONTINUATION):
+            self._fragments_size += length  # a fragment: the message's size so far
+        elif opcode == OPCODE_CLOSE:
+            check_close(payload)
+        return end, fin, opcode, payload
+
+
+def check_close(payload: bytes) -> None:
+    """A close frame's payload: empty, or a valid code and a UTF-8 reason."""
+    if len(payload) == 1:
+        raise ProtocolViolation("the server sent a close frame with a 1-byte payload")
+    if payload:
+        code = int.from_bytes(payload[:2], "big")
+        if not valid_close_code(code):
+            raise ProtocolViolation(f"the server closed with code {code}, which is not a valid close code")
+        try:
+            payload[2:].decode("utf-8")
+        except UnicodeDecodeError:
+            raise ProtocolViolation("the server's close reason is not UTF-8") from None
 
 
 class Deadlines:
@@ -395,3 +475,121 @@ class Deadlines:
         if self._last_audio is None:
             return f"no audio within first_audio_timeout={self.first_audio_timeout:g} s{unanswered}"
         return f"no audio for read_timeout={self.read_timeout:g} s{unanswered}"
+
+
+class Received(NamedTuple):
+    """What one read meant."""
+
+    audio: bytes
+    """Whole 16-bit samples, decoded, in order (empty if none)."""
+    pongs: List[bytes]
+    """Payloads of the server's pings, to answer."""
+    acknowledged: bool
+    """One of our batches was read by the server: the writer may go on."""
+    ended: bool
+    """The conversation is over (with `error`, or normally when it is None)."""
+    error: Optional[BasetenTTSError]
+    close: Optional[Tuple[int, str]] = None
+    """The close frame's code and reason, when one came."""
+
+
+class Utterance:
+    """The state of one utterance, sans-I/O: what to send and when (pacing), what the server owes and by
+    when (deadlines), and what received bytes mean (audio, pings, pongs, the close). The conversation
+    (connection.py) feeds it the bytes and times it sees; it owns only the threads, socket and queue.
+    Not thread-safe: the conversation calls it under one lock."""
+
+    def __init__(self, settings_message: Dict[str, Any], words: Iterable[str], *, buffer_size: int,
+                 encoding: Optional[str], first_audio_timeout: float, read_timeout: float,
+                 max_message_size: int) -> None:
+        self.messages: Iterator[Outgoing] = outgoing(settings_message, words, buffer_size)
+        """Read by the one thread sending at a time (it may wait on the caller's text), never under a lock."""
+        self.pacer = Pacer()
+        self.deadlines = Deadlines(buffer_size, first_audio_timeout, read_timeout)
+        self.read_timeout = read_timeout
+        self.decoder = AudioDecoder(encoding)
+        self.frames = FrameReader(max_message_size)
+        self.words_sent = 0
+        self.messages_sent = 0
+        self.all_sent = False
+        self.audio_messages = 0
+        self.audio_bytes = 0
+        self.ended = False
+
+    # sending ----------------------------------------------------------------------------------------------
+    def may_send(self) -> bool:
+        return self.pacer.may_send() and not self.ended
+
+    def end_batch(self) -> bytes:
+        return self.pacer.end_batch()
+
+    def sent(self, messages: List[str], ping: Optional[bytes], now: float) -> None:
+        """Messages (and a ping) are about to go out: from now on the server owes for them. Counted before
+        the write, because the close may come before the write returns."""
+        words = len(messages) - (self.messages_sent == 0) - (messages[-1] == SENTINEL)
+        self.messages_sent += len(messages)
+        self.words_sent += words
+        for _ in range(words):
+            self.deadlines.word_sent(now)
+        if ping is not None:
+            self.deadlines.ping_sent(now)
+        if messages[-1] == SENTINEL:
+            self.all_sent = True
+            self.deadlines.end_sent(now)
+
+    # receiving --------------------------------------------------------------------------------------------
+    def receive(self, data: bytes, now: float) -> Received:
+        """Bytes from the server (b"" for the end of the connection)."""
+        if not data:
+            return self._end(close_error(None, "", self.deadlines.sentinel_sent))
+        violation: Optional[ProtocolViolation] = None
+        try:
+            messages = self.frames.feed(data, now)
+        except ProtocolViolation as exc:
+            messages, violation = exc.before, exc
+        audio: List[bytes] = []
+        pongs: List[bytes] = []
+        acknowledged = False
+        for opcode, payload in messages:
+            if opcode == OPCODE_BINARY:
+                self.audio_messages += 1
+                self.audio_bytes += len(payload)
+                self.deadlines.audio_received(now)
+                audio.append(self.decoder.feed(payload))
+            elif opcode == OPCODE_PING:
+                pongs.append(payload)
+            elif opcode == OPCODE_PONG:
+                if self.pacer.pong(payload):
+                    self.deadlines.pong_received(now, self.pacer.pings_outstanding)
+                    acknowledged = True
+            elif opcode == OPCODE_CLOSE:
+                code = int.from_bytes(payload[:2], "big") if len(payload) >= 2 else NORMAL_CLOSE
+                reason = payload[2:].decode("utf-8")
+                error = close_error(code, reason, self.deadlines.sentinel_sent)
+                self.ended = True
+                return Received(b"".join(audio), pongs, acknowledged, True, error, (code, reason))
+            else:  # the protocol has no text messages: one is an error from a proxy or a newer server
+                text = payload.decode("utf-8", "replace")
+                return self._end(ServerError(f"The server sent a message instead of audio: {text[:300]!r}"),
+                                 b"".join(audio))
+        if violation is not None:
+            return self._end(StreamInterrupted(f"The connection failed: {violation}. The audio is incomplete."),
+                             b"".join(audio))
+        return Received(b"".join(audio), pongs, acknowledged, False, None)
+
+    def _end(self, error: Optional[BasetenTTSError], audio: bytes = b"") -> Received:
+        self.ended = True
+        return Received(audio, [], False, True, error)
+
+    def deadline(self) -> Optional[float]:
+        """When the next byte must have come: audio owed, or an unfinished frame or message to complete."""
+        owed = self.deadlines.deadline()
+        started = self.frames.partial_since
+        partial = None if started is None else started + self.read_timeout
+        return min((d for d in (owed, partial) if d is not None), default=None)
+
+    def timeout_error(self, now: float) -> BasetenTTSError:
+        started = self.frames.partial_since
+        if started is not None and started + self.read_timeout <= now:
+            return TimeoutError(f"A frame or message stalled halfway for read_timeout={self.read_timeout:g} s.")
+        return TimeoutError(f"The server stopped sending: {self.deadlines.describe()}.")

@@ -13,9 +13,8 @@ from .errors import BasetenTTSError
 from .settings import Settings
 
 if TYPE_CHECKING:
-    import websocket
-
     from .playback import Player
+    from .transport import BoundedSocket
 
 _DONE = object()
 _ABANDONED = object()  # the session was closed or garbage-collected: the word feed stops
@@ -37,7 +36,7 @@ class Session:
     """
 
     def __init__(self, settings: Settings, player: Optional["Player"] = None,
-                 take_spare: Optional[Callable[[Settings], Optional["websocket.WebSocket"]]] = None) -> None:
+                 take_spare: Optional[Callable[[Settings], Optional["BoundedSocket"]]] = None) -> None:
         """`take_spare`: gives the connection opened ahead by `Synthesizer.connect()`, if any, at open."""
         self.settings = settings
         self.stats = Stats()

@@ -17,10 +17,9 @@ from .connection import Conversation, Spare, is_transient
 from .errors import AudioDeviceError, BasetenTTSError, ConfigurationError
 from .session import Session
 from .settings import Settings
+from .transport import BoundedSocket
 
 if TYPE_CHECKING:
-    import websocket
-
     from .playback import DeviceSpec, Player, PortAudioHold
 
 log = logging.getLogger("basetts")
@@ -46,7 +45,7 @@ class Cancelled(Exception):
 
 
 def open_conversation(settings: Settings, words: Iterable[str], stats: Stats,
-                      spare: Optional[websocket.WebSocket] = None,
+                      spare: Optional[BoundedSocket] = None,
                       cancel: Optional[threading.Event] = None, started: Optional[float] = None,
                       on_upgrade: Optional[Callable[[], object]] = None) -> Conversation:
     """Connect (on `spare` if given), retrying transient failures (nothing has been sent or heard yet,
@@ -58,9 +57,9 @@ def open_conversation(settings: Settings, words: Iterable[str], stats: Stats,
     for attempt in range(settings.retries + 1):
         if cancel is not None and cancel.is_set():
             if spare is not None:
-                spare.shutdown()
+                spare.close()
             raise Cancelled()
-        conversation = Conversation(settings, words, stats=stats, ws=spare, started=started,
+        conversation = Conversation(settings, words, stats=stats, sock=spare, started=started,
                                     on_upgrade=on_upgrade)
         spare = None
         try:

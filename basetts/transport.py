@@ -16,7 +16,7 @@ import ssl
 import threading
 import time
 import urllib.request
-from typing import Callable, Dict, Iterable, List, NamedTuple, Optional, Tuple
+from typing import Callable, Dict, Iterable, List, NamedTuple, Optional
 from urllib.parse import unquote, urlsplit
 
 import websocket
@@ -108,11 +108,15 @@ class BoundedSocket:
         return sent
 
     def recv(self, size: int) -> bytes:
-        if not self._buffer:
+        while not self._buffer:
             remaining = self.gettimeout()
             data = self.read(READ_SIZE, remaining if remaining is not None else 3600.0)
-            if data is None:
-                raise socket.timeout("the read timed out")
+            if data is None:  # nothing yet (or only TLS records that are not data, e.g. session tickets)
+                if remaining is not None and self.gettimeout() == 0:
+                    raise socket.timeout("the read timed out")
+                continue
+            if not data:
+                return b""
             if self.recording:
                 self.received += data
             self._buffer = data
@@ -238,8 +242,7 @@ def _bypassed(host: str, no_proxy: str) -> bool:
     return False
 
 
-def open_socket(settings: Settings, while_waiting: Optional[Callable[[], None]] = None
-                ) -> Tuple[websocket.WebSocket, BoundedSocket]:
+def open_socket(settings: Settings, while_waiting: Optional[Callable[[], None]] = None) -> BoundedSocket:
     """TCP (connect_timeout), a proxy tunnel and TLS, the upgrade (handshake_timeout); every failure
     mapped to our errors. `while_waiting` runs once the upgrade request is sent, while the server answers."""
     parts = urlsplit(settings.url)
@@ -272,9 +275,9 @@ def open_socket(settings: Settings, while_waiting: Optional[Callable[[], None]] 
         else:
             raw.settimeout(None)
         bounded = BoundedSocket(sock, deadline)
-        ws = _upgrade(bounded, settings, while_waiting)
+        _upgrade(bounded, settings, while_waiting)  # websocket-client's object is done with: we own the socket
         bounded.deadline = None
-        return ws, bounded
+        return bounded
     except BaseException as exc:
         sock.close()
         raw.close()
@@ -292,7 +295,7 @@ def _tunnel(sock: BoundedSocket, proxy: Proxy, host: str, port: int) -> None:
     sock.write(memoryview("\r\n".join(lines + ["", ""]).encode("latin-1")), threading.Event(), sock.deadline)
     answer = b""
     while True:
-        response = protocol.parse_upgrade_response(answer)
+        response = protocol.parse_http_response(answer)
         if response is not None:
             break
         piece = sock.recv(4096)
@@ -321,6 +324,12 @@ def _upgrade(sock: BoundedSocket, settings: Settings, while_waiting: Optional[Ca
                    suppress_origin=True, redirect_limit=0)
     except websocket.WebSocketBadStatusException as exc:
         raise _status_error(exc.status_code, _headers(exc.resp_headers), settings) from None
+    except websocket.WebSocketException:
+        status = sock.received.split(b"\r\n", 1)[0].split(b" ")[1:2]
+        if status and status[0].isdigit() and int(status[0]) in protocol.REDIRECT_STATUSES:
+            # Some websocket-client versions refuse a redirect themselves when told to follow none.
+            raise _status_error(int(status[0]), {}, settings) from None
+        raise
     finally:
         sock.on_sent = None
     log.debug("upgrade answered: HTTP %d", ws.getstatus())

@@ -1,12 +1,16 @@
 """Test helpers: the local server in its own process, so leak checks count only the client's threads and fds."""
 from __future__ import annotations
 
+import base64
 import contextlib
+import hashlib
 import os
 import re
+import socket
 import subprocess
 import sys
-from typing import Dict, Iterator, Sequence, Set, Tuple
+import threading
+from typing import Callable, Dict, Iterator, Sequence, Set, Tuple
 
 import pytest
 
@@ -60,3 +64,39 @@ def no_sound_card_env(directory: object) -> Dict[str, str]:
 # PortAudio's OSS host API opens /dev/dsp directly: no environment variable hides an OSS device.
 needs_no_oss_device = pytest.mark.skipif(os.path.exists("/dev/dsp"),
                                          reason="/dev/dsp exists: PortAudio's OSS host API always finds it")
+
+
+def accept_key(key: str) -> str:
+    """The Sec-WebSocket-Accept a real websocket server answers `key` with (RFC 6455 4.2.2)."""
+    digest = hashlib.sha1((key + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11").encode("ascii")).digest()
+    return base64.b64encode(digest).decode("ascii")
+
+
+@contextlib.contextmanager
+def raw_server(answer: Callable[[socket.socket, str], None]) -> Iterator[str]:
+    """A one-connection TCP server that reads the upgrade request and runs `answer(connection, key)`."""
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        listener.settimeout(10)
+
+        def serve() -> None:
+            connection, _ = listener.accept()
+            with connection:
+                request = connection.recv(65536).decode("latin-1")
+                match = re.search(r"Sec-WebSocket-Key: (\S+)", request)
+                assert match is not None, request
+                answer(connection, match.group(1))
+
+        thread = threading.Thread(target=serve)
+        thread.start()
+        try:
+            yield f"ws://127.0.0.1:{listener.getsockname()[1]}/v1/websocket"
+        finally:
+            thread.join(10)
+
+
+def upgrade_response(key: str) -> bytes:
+    return ("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            f"Sec-WebSocket-Accept: {accept_key(key)}\r\n\r\n").encode()
+
+
+

@@ -4,7 +4,8 @@ from __future__ import annotations
 import array
 import json
 import math
-from typing import Iterable, List
+import time
+from typing import Iterable, List, Optional
 
 import pytest
 import websocket
@@ -16,20 +17,20 @@ from basetts.protocol import (
     SENTINEL,
     AudioDecoder,
     Deadlines,
+    FrameReader,
+    HTTPResponse,
+    MessageTooBig,
     Outgoing,
     Pacer,
     SampleAligner,
-    UpgradeResponse,
     WordSplitter,
-    accept_key,
-    client_frame,
     close_error,
     decode_mulaw,
+    parse_http_response,
+    ProtocolViolation,
     iter_words,
     outgoing,
-    parse_upgrade_response,
-    upgrade_problem,
-    upgrade_request,
+    valid_close_code,
     word_message,
 )
 from basetts.testing.server import mulaw_encode
@@ -359,95 +360,109 @@ def test_the_sentinel_does_not_postpone_audio_already_owed() -> None:
     assert deadlines.deadline() == 1.0 + 60
 
 
-# the websocket upgrade -----------------------------------------------------------------------------------
-RFC_KEY = "dGhlIHNhbXBsZSBub25jZQ=="  # the example in RFC 6455 section 1.3
-
-
-def test_the_upgrade_request_names_the_resource_host_key_and_api_key() -> None:
-    request = upgrade_request("wss://model-x.api.baseten.co:8443/environments/production/websocket?a=1",
-                              "sk-1", RFC_KEY)
-    assert request == (b"GET /environments/production/websocket?a=1 HTTP/1.1\r\n"
-                       b"Host: model-x.api.baseten.co:8443\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-                       b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
-                       b"Authorization: Api-Key sk-1\r\n\r\n")
-    assert upgrade_request("ws://127.0.0.1", "k", RFC_KEY).startswith(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n")
-
-
-def test_the_accept_key_is_the_rfc_example() -> None:
-    assert accept_key(RFC_KEY) == "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
-
-
-OK_RESPONSE = (b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-               b"Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n")
-
-
+# HTTP responses (a proxy's answer to CONNECT) ---------------------------------------------------------------
 def test_a_response_is_parsed_once_its_header_is_complete_and_keeps_what_follows() -> None:
-    frame = b"\x82\x02\x01\x02"
-    data = OK_RESPONSE + frame
-    for end in range(len(OK_RESPONSE)):  # however the reads split it, nothing before the blank line
-        assert parse_upgrade_response(data[:end]) is None
-    response = parse_upgrade_response(data)
-    assert response == UpgradeResponse(101, {"upgrade": "websocket", "connection": "Upgrade",
-                                             "sec-websocket-accept": "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="}, frame)
-    assert upgrade_problem(response, RFC_KEY) is None
-
-
-def test_header_names_are_case_insensitive_and_repeats_are_joined() -> None:
-    response = parse_upgrade_response(b"HTTP/1.1 503 Service Unavailable\r\nRETRY-AFTER:  7 \r\n"
-                                      b"Via: a\r\nvia: b\r\n\r\nbody")
-    assert response == UpgradeResponse(503, {"retry-after": "7", "via": "a, b"}, b"body")
-    assert parse_upgrade_response(b"HTTP/1.0 404\r\n\r\n") == UpgradeResponse(404, {}, b"")  # no reason phrase
+    data = b"HTTP/1.1 200 Connection established\r\nVia: a\r\nvia: b\r\nRETRY-AFTER:  7 \r\n\r\nrest"
+    for end in range(data.index(b"\r\n\r\n") + 3):  # however the reads split it, nothing before the blank line
+        assert parse_http_response(data[:end]) is None
+    assert parse_http_response(data) == HTTPResponse(200, {"via": "a, b", "retry-after": "7"}, b"rest")
+    assert parse_http_response(b"HTTP/1.0 407\r\n\r\n") == HTTPResponse(407, {}, b"")  # no reason phrase
 
 
 @pytest.mark.parametrize("data", [
     b"SSH-2.0-OpenSSH_9.6\r\n\r\n",
     b"HTTP/1.1 OK\r\n\r\n",
     b"HTTP/1.1 1011 Switching\r\n\r\n",
-    b"HTTP/1.1 101 Switching Protocols\r\nno colon here\r\n\r\n",
+    b"HTTP/1.1 200 OK\r\nno colon here\r\n\r\n",
     b"x" * 70000,  # never a blank line: not waited for forever
 ])
 def test_what_is_not_an_http_response_is_a_value_error(data: bytes) -> None:
     with pytest.raises(ValueError):
-        parse_upgrade_response(data)
+        parse_http_response(data)
 
 
-@pytest.mark.parametrize("replace, expected", [
-    ((b"Upgrade: websocket", b"Upgrade: h2c"), "Upgrade: websocket"),
-    ((b"Connection: Upgrade", b"Connection: keep-alive"), "Connection: Upgrade"),
-    ((b"xOo=", b"xOA="), "Sec-WebSocket-Accept"),
-    ((b"\r\n\r\n", b"\r\nSec-WebSocket-Extensions: permessage-deflate\r\n\r\n"), "extension"),
+# frames we receive --------------------------------------------------------------------------------------------
+def server_frame(payload: bytes, opcode: int = 0x2, fin: bool = True, first: int = 0, masked: bool = False,
+                 length: Optional[int] = None) -> bytes:
+    """A frame as a server would send it; `first` adds bits to the first byte (RSV), `length` lies."""
+    size = len(payload) if length is None else length
+    head = bytes([(0x80 if fin else 0) | first | opcode])
+    mask = 0x80 if masked else 0
+    if size < 126:
+        head += bytes([mask | size])
+    elif size < 65536:
+        head += bytes([mask | 126]) + size.to_bytes(2, "big")
+    else:
+        head += bytes([mask | 127]) + size.to_bytes(8, "big")
+    return head + (b"\0\0\0\0" if masked else b"") + payload
+
+
+def test_frames_split_anywhere_come_out_whole_and_in_order() -> None:
+    data = (server_frame(b"a" * 300) + server_frame(b"ping!", 0x9) + server_frame(b"x" * 70000)
+            + server_frame(b"part1", 0x2, fin=False) + server_frame(b"pong", 0xA) + server_frame(b"part2", 0x0)
+            + server_frame((1000).to_bytes(2, "big") + b"bye", 0x8))
+    expected = [(2, b"a" * 300), (9, b"ping!"), (2, b"x" * 70000), (10, b"pong"), (2, b"part1part2"),
+                (8, (1000).to_bytes(2, "big") + b"bye")]
+    for step in (1, 7, 4096, len(data)):
+        reader = FrameReader(max_size=2 ** 20)
+        out = []
+        for start in range(0, len(data), step):
+            out += reader.feed(data[start:start + step], now=float(start))
+        assert out == expected
+        assert reader.partial_since is None
+
+
+def test_an_unfinished_frame_or_message_is_timed_from_its_start() -> None:
+    reader = FrameReader(max_size=2 ** 20)
+    abc = server_frame(b"abc")
+    assert reader.feed(server_frame(b"whole") + abc[:3], now=1.0) == [(2, b"whole")]
+    assert reader.partial_since == 1.0
+    assert reader.feed(abc[3:], now=2.0) == [(2, b"abc")] and reader.partial_since is None
+    reader.feed(server_frame(b"one", fin=False), now=3.0)
+    reader.feed(server_frame(b"two", 0x0, fin=False), now=4.0)  # the message goes on: still timed from 3
+    assert reader.partial_since == 3.0
+
+
+def test_fragments_are_joined_in_linear_time() -> None:
+    """10,000 fragments of 4 kB: joined once at the end (websocket-client's += took minutes)."""
+    reader = FrameReader(max_size=64 * 2 ** 20)
+    piece = b"z" * 4096
+    data = server_frame(piece, 0x2, fin=False) + server_frame(piece, 0x0, fin=False) * 9998 + server_frame(piece, 0x0)
+    started = time.process_time()
+    assert reader.feed(data, now=0.0) == [(2, piece * 10000)]
+    assert time.process_time() - started < 5  # quadratic joining would take minutes
+
+
+@pytest.mark.parametrize("data, gist", [
+    (server_frame(b"x", first=0x40), "reserved bits"),
+    (server_frame(b"x", masked=True), "masked"),
+    (server_frame(b"x", opcode=0x3), "reserved opcode 0x3"),
+    (server_frame(b"x" * 200, opcode=0x9), "control frame of 200 bytes"),
+    (server_frame(b"x", opcode=0x9, fin=False), "fragmented a control frame"),
+    (server_frame(b"x", opcode=0x0), "continuation frame with no message"),
+    (server_frame(b"a", fin=False) + server_frame(b"b"), "new message before finishing"),
+    (server_frame(b"\x03", opcode=0x8), "1-byte payload"),
+    (server_frame((999).to_bytes(2, "big"), opcode=0x8), "code 999"),
+    (server_frame((1000).to_bytes(2, "big") + b"\xff", opcode=0x8), "not UTF-8"),
+    (server_frame(b"", length=2 ** 62), "over 16777216 bytes"),
 ])
-def test_a_101_that_does_not_open_a_websocket_says_why(replace: tuple, expected: str) -> None:
-    response = parse_upgrade_response(OK_RESPONSE.replace(*replace))
-    assert response is not None and response.status == 101
-    problem = upgrade_problem(response, RFC_KEY)
-    assert problem is not None and expected in problem
+def test_a_server_breaking_rfc_6455_is_named(data: bytes, gist: str) -> None:
+    with pytest.raises(ProtocolViolation, match=gist):
+        FrameReader(max_size=16 * 2 ** 20).feed(data, now=0.0)
 
 
-def test_connection_may_list_upgrade_among_other_tokens() -> None:
-    response = parse_upgrade_response(OK_RESPONSE.replace(b"Connection: Upgrade", b"Connection: keep-alive, upgrade"))
-    assert response is not None and upgrade_problem(response, RFC_KEY) is None
+def test_a_message_too_big_is_refused_at_its_header_before_its_payload() -> None:
+    reader = FrameReader(max_size=1000)
+    reader.feed(server_frame(b"x" * 600, fin=False), now=0.0)
+    with pytest.raises(MessageTooBig, match="max_message_size"):
+        reader.feed(server_frame(b"", 0x0, length=600)[:4], now=0.0)  # only its header has come
 
 
-# frames we send ------------------------------------------------------------------------------------------
-def abnf_frame(payload: bytes, key: bytes, opcode: int) -> bytes:
-    """websocket-client's own encoding of the same frame: the reference."""
-    frame = websocket.ABNF(1, 0, 0, 0, opcode, 1, payload)
-    frame.get_mask_key = lambda _size: key
-    return frame.format()
-
-
-@pytest.mark.parametrize("size", [0, 1, 3, 4, 5, 125, 126, 127, 65535, 65536, 70001])
-def test_client_frames_match_websocket_client_at_every_length_boundary(size: int) -> None:
-    payload = bytes((i * 7) % 256 for i in range(size))
-    for opcode in (websocket.ABNF.OPCODE_TEXT, websocket.ABNF.OPCODE_PONG):
-        assert client_frame(payload, b"\x01\x80\xfe\x7f", opcode) == abnf_frame(payload, b"\x01\x80\xfe\x7f", opcode)
-
-
-@given(st.text(), st.binary(min_size=4, max_size=4))
-def test_client_frames_match_websocket_client(text: str, key: bytes) -> None:
-    payload = text.encode("utf-8", "surrogatepass")
-    assert client_frame(payload, key) == abnf_frame(payload, key, websocket.ABNF.OPCODE_TEXT)
+@pytest.mark.parametrize("code, valid", [(999, False), (1000, True), (1004, False), (1005, False), (1006, False),
+                                         (1011, True), (1014, True), (1015, False), (2999, False), (3000, True),
+                                         (4999, True), (5000, False)])
+def test_close_codes(code: int, valid: bool) -> None:
+    assert valid_close_code(code) is valid
 
 
 def test_deadlines_owe_an_answer_to_a_pacing_ping() -> None:

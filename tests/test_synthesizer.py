@@ -14,10 +14,9 @@ import pytest
 
 import basetts
 from basetts import Audio, Synthesizer
-from basetts.protocol import accept_key
 from basetts.testing import Faults, LocalServer
 
-from .helpers import open_fds, server_process
+from .helpers import open_fds, raw_server, server_process, upgrade_response
 
 TEXT = "Hello there. This is a small test of the streaming speech server, with words to spare."
 
@@ -195,33 +194,6 @@ def test_a_server_that_never_answers_the_upgrade_times_out():
             synth.synthesize(TEXT)
         assert time.monotonic() - started < 10  # bounded by the timeout, not hanging
     assert isinstance(info.value, TimeoutError)  # the built-in one too
-
-
-@contextlib.contextmanager
-def raw_server(answer):
-    """A one-connection TCP server that reads the upgrade request and runs `answer(connection, key)`."""
-    with socket.create_server(("127.0.0.1", 0)) as listener:
-        listener.settimeout(10)
-
-        def serve() -> None:
-            connection, _ = listener.accept()
-            with connection:
-                request = connection.recv(65536).decode("latin-1")
-                match = re.search(r"Sec-WebSocket-Key: (\S+)", request)
-                assert match is not None, request
-                answer(connection, match.group(1))
-
-        thread = threading.Thread(target=serve)
-        thread.start()
-        try:
-            yield f"ws://127.0.0.1:{listener.getsockname()[1]}/v1/websocket"
-        finally:
-            thread.join(10)
-
-
-def upgrade_response(key: str) -> bytes:
-    return ("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-            f"Sec-WebSocket-Accept: {accept_key(key)}\r\n\r\n").encode()
 
 
 def test_an_upgrade_response_split_over_reads_with_the_first_frame_in_its_last_read():

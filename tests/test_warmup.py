@@ -119,8 +119,8 @@ def test_a_spare_the_server_closed_is_not_used(server):
     synth.connect()
     assert wait_for(lambda: len(server.conversations) == 1)
     spare = synth._spare
-    assert spare is not None and spare.ws is not None
-    spare.ws.sock.shutdown(2)  # as if the server or a proxy had closed it
+    assert spare is not None and spare.sock is not None
+    spare.sock.sock.shutdown(2)  # as if the server or a proxy had closed it
     assert synth.synthesize(TEXT).pcm == server.expected_pcm(TEXT)
     assert len(server.conversations) == 2
 

@@ -1,0 +1,67 @@
+"""A trace of one call, for a bug report: one JSON line per event (`trace=` or BASETTS_TRACE).
+
+Off by default. It holds the settings sent (never the key), each message sent with its time, each read
+with its size and what it brought (audio, pings, pongs, the close), and the end or the error. Times are
+seconds since the conversation started (`t`), plus the wall clock once (`started`).
+"""
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+from typing import IO, TYPE_CHECKING, Any, List, Optional
+
+if TYPE_CHECKING:
+    from .protocol import Received
+    from .settings import Settings
+
+
+class Trace:
+    """Appends events to the trace file; every method is a no-op when tracing is off."""
+
+    def __init__(self, file: Optional[IO[str]]) -> None:
+        self._file = file
+        self._lock = threading.Lock()
+        self._started = time.monotonic()
+        if file is not None:
+            self.event("start", started=time.strftime("%Y-%m-%dT%H:%M:%S%z"), pid=os.getpid())
+
+    @classmethod
+    def open(cls, settings: "Settings") -> "Trace":
+        if not settings.trace:
+            return cls(None)
+        return cls(open(settings.trace, "a", encoding="utf-8"))  # noqa: SIM115 - closed by close()
+
+    def event(self, name: str, **fields: Any) -> None:
+        if self._file is None:
+            return
+        line = json.dumps({"t": round(time.monotonic() - self._started, 6), "event": name, **fields},
+                          ensure_ascii=False)
+        with self._lock:
+            if self._file is not None:
+                self._file.write(line + "\n")
+
+    def sent(self, messages: List[str], ping: Optional[bytes]) -> None:
+        if self._file is None:
+            return
+        for message in messages:
+            self.event("sent", text=message)
+        if ping is not None:
+            self.event("ping sent", payload=ping.decode("ascii", "replace"))
+
+    def received(self, size: int, received: "Received") -> None:
+        if self._file is None:
+            return
+        self.event("read", size=size, audio=len(received.audio), pings=len(received.pongs),
+                   acknowledged=received.acknowledged)
+        if received.ended:
+            code, reason = received.close or (None, None)
+            self.event("closed", close_code=code, reason=reason,
+                       error=None if received.error is None else str(received.error))
+
+    def close(self) -> None:
+        with self._lock:
+            file, self._file = self._file, None
+        if file is not None:
+            file.close()
