@@ -5,9 +5,10 @@ VENV := .venv
 PY := $(VENV)/bin/python
 BIN := $(VENV)/bin
 # Debian packages: PortAudio headers to build PyAudio, PulseAudio for the null-sink playback
-# tests, espeak-ng so the local server (and the demo) can speak real words. Debian's PortAudio has
+# tests, espeak-ng so the local server (and the demo) can speak real words, tinyproxy for the proxy
+# tests (a real HTTP CONNECT proxy on loopback). Debian's PortAudio has
 # no PulseAudio host API: it reaches PulseAudio through ALSA's pulse plugin (libasound2-plugins).
-DEB_PACKAGES := portaudio19-dev libasound2-plugins pulseaudio pulseaudio-utils espeak-ng
+DEB_PACKAGES := portaudio19-dev libasound2-plugins pulseaudio pulseaudio-utils espeak-ng tinyproxy
 # Also installed, only when what they provide is missing (python3 and the compiler may come from
 # elsewhere, e.g. pyenv, so these are checked by file/command, not by package name):
 #   gcc libc6-dev  PyAudio has no Linux wheel, so pip compiles it (libc6-dev: only a Recommends of gcc).
@@ -58,8 +59,24 @@ system-deps:
 	  fi; \
 	fi
 
-test: install
+# The transport, protocol and local-server tests run again on the oldest websocket-client, websockets,
+# python-dotenv and pysbd that setup.cfg allows (its `>=` floors), in a venv of their own.
+OLDEST_VENV := .venv-oldest
+OLDEST := $(shell sed -n 's/^ *\(websocket-client\|websockets\|python-dotenv\|pysbd\)>=\([0-9.]*\).*/\1==\2/p' setup.cfg | sort -u)
+OLDEST_TESTS := tests/test_protocol.py tests/test_transport.py tests/test_local_server.py tests/test_sending.py \
+	tests/test_proxy.py tests/test_trace.py
+
+test: install $(OLDEST_VENV)/.installed
 	$(PY) -m pytest
+	@echo "Again on the oldest dependencies allowed: $(OLDEST)"
+	$(OLDEST_VENV)/bin/python -m pytest -p no:cacheprovider $(OLDEST_TESTS)
+
+$(OLDEST_VENV)/.installed: setup.cfg setup.py $(VENV)/.installed
+	$(PYTHON) -m venv $(OLDEST_VENV)
+	$(OLDEST_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(OLDEST_VENV)/bin/python -m pip install --quiet $(OLDEST) 'pytest>=7' 'hypothesis>=6' 'pytest-timeout>=2.1'
+	$(OLDEST_VENV)/bin/python -m pip install --quiet --no-deps -e .
+	@touch $@
 
 demo: install
 	$(BIN)/basetts say --local "Hello! This is basetts, speaking through a local test server."
@@ -78,7 +95,7 @@ lint: install
 	$(BIN)/mypy basetts
 
 clean:
-	rm -rf $(VENV) *.egg-info .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(OLDEST_VENV) *.egg-info .pytest_cache .mypy_cache .ruff_cache
 
 docs: install
 	$(PY) docs/make_api.py

@@ -12,6 +12,7 @@ import contextlib
 import dataclasses
 import logging
 import math
+import os
 import sys
 import threading
 import time
@@ -125,10 +126,33 @@ def _quiet_native_libraries() -> None:
         _quiet_handlers.append(handler)
 
 
+# Set in a child of fork() whose parent had PortAudio started: the C library's state (its device list,
+# its sound-server connections, whose threads did not survive the fork) is the parent's, and PortAudio
+# cannot be started afresh over it. Such a child never touches it and says so when asked to play.
+_inherited_portaudio = False
+
+
+def _forget_portaudio_after_fork() -> None:
+    """In a child of fork(): nothing of the parent's PortAudio is used (a lock another thread may have
+    held included)."""
+    global _portaudio_lock, _shared_pa, _shared_users, _inherited_portaudio
+    _inherited_portaudio = _inherited_portaudio or _shared_pa is not None
+    _portaudio_lock, _shared_pa, _shared_users = threading.RLock(), None, 0
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_portaudio_after_fork)
+
+
 def _open_portaudio() -> Tuple[Any, Any]:
     """(pyaudio module, the process's `PyAudio`); give it back with `_close_portaudio`."""
     global _shared_pa, _shared_users
     pyaudio = _import_pyaudio()
+    if _inherited_portaudio:
+        raise AudioDeviceError(
+            "This process was forked from one that had the sound device open (PortAudio cannot be restarted "
+            "in a forked child). Play from the parent, or start workers with the 'spawn' method "
+            "(multiprocessing.get_context('spawn')); synthesize()/save() work here as usual.")
     with _portaudio_locked():
         if _shared_pa is None:
             _quiet_native_libraries()
@@ -160,11 +184,14 @@ class PortAudioHold:
 
     def __init__(self) -> None:
         self._pa: Any = None
+        self._pid = os.getpid()  # a hold inherited through fork() is the parent's: never touched
         self._lock = threading.Lock()
 
     def take(self) -> None:
         """Hold PortAudio (already started by the caller's Player), once."""
         with self._lock:
+            if self._pid != os.getpid():
+                self._pa, self._pid = None, os.getpid()
             if self._pa is None:
                 _, self._pa = _open_portaudio()
 
@@ -172,7 +199,7 @@ class PortAudioHold:
         """Let PortAudio stop once its last Player is done."""
         with self._lock:
             pa, self._pa = self._pa, None
-        if pa is not None:
+        if pa is not None and self._pid == os.getpid():
             _close_portaudio(pa)
 
 

@@ -26,6 +26,7 @@ ENCODINGS = ("pcm_s16le", "pcm_mulaw")
 ENV_API_KEY = ("BASETEN_API_KEY", "BASETEN-API-KEY")
 ENV_MODEL_ID = "BASETEN_MODEL_ID"
 ENV_URL = "BASETTS_URL"
+ENV_TRACE = "BASETTS_TRACE"
 
 # Fields that go into the JSON settings message. None means "not set": the server's default applies.
 _SERVER_FIELDS = ("voice", "max_tokens", "buffer_size", "temperature", "top_p", "repetition_penalty", "encoding")
@@ -142,6 +143,12 @@ class Settings:
             raise ConfigurationError(
                 "No API key: pass api_key=, or set BASETEN_API_KEY in the environment or in .env."
             )
+        if options.get("trace") is None:
+            for source in sources:
+                trace = lookup(source, ENV_TRACE)
+                if trace:
+                    options["trace"] = trace
+                    break
         unknown = set(options) - {f.name for f in dataclasses.fields(cls)}
         if unknown:
             raise TypeError(f"unknown setting(s): {', '.join(sorted(unknown))}")

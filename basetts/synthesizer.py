@@ -9,7 +9,7 @@ import random
 import threading
 import time
 import weakref
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, List, Optional, Set, Union
+from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, Iterator, List, Optional, Set, Union
 
 from . import protocol
 from .audio import Audio, Stats
@@ -98,17 +98,28 @@ class Synthesizer:
         read_timeout: float = 30.0,
         **options: Any,
     ) -> None:
-        self.settings = Settings.resolve(
+        self._init(Settings.resolve(
             api_key, model_id, environment, url, voice=voice, max_tokens=max_tokens,
-            buffer_size=buffer_size, connect_timeout=connect_timeout, read_timeout=read_timeout, **options)
-        self._playing: Set["Player"] = set()  # players of the speak() calls in progress, for stop()
-        self._playing_lock = threading.Lock()
-        self._spare: Optional[Spare] = None
-        self._spare_lock = threading.Lock()
-        self._portaudio: Optional["PortAudioHold"] = None  # once speak() has played: see _player
+            buffer_size=buffer_size, connect_timeout=connect_timeout, read_timeout=read_timeout, **options))
 
     def __repr__(self) -> str:
         return f"Synthesizer(url={self.settings.url!r}, voice={self.settings.voice!r})"
+
+    def __getstate__(self) -> Dict[str, Any]:
+        """Pickled (for multiprocessing, a process pool, Dask, Ray): the settings travel, key included, as
+        the worker needs them; the spare connection, locks and PortAudio stay behind."""
+        return {"settings": self.settings}
+
+    def __setstate__(self, state: Dict[str, Any]) -> None:
+        self._init(state["settings"])
+
+    def _init(self, settings: Settings) -> None:
+        self.settings = settings
+        self._playing: Set["Player"] = set()  # players of the speak() calls in progress, for stop()
+        self._playing_lock = threading.Lock()
+        self._spare: Optional[Spare] = None  # never used in a child of fork(): see Spare
+        self._spare_lock = threading.Lock()
+        self._portaudio: Optional["PortAudioHold"] = None  # once speak() has played: see _player
 
     def connect(self) -> None:
         """Open a connection now, so the next call skips the TCP, TLS and websocket handshakes.

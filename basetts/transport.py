@@ -205,12 +205,13 @@ class Proxy(NamedTuple):
 
 def proxy_for(settings: Settings, environ: Optional[Dict[str, str]] = None) -> Optional[Proxy]:
     """The HTTP proxy to tunnel through: `proxy=` (or "" for none), else HTTPS_PROXY/https_proxy (for
-    wss://) or HTTP_PROXY (ws://), ALL_PROXY, honouring NO_PROXY; loopback is never proxied."""
+    wss://) or HTTP_PROXY (ws://), ALL_PROXY, honouring NO_PROXY. An environment's proxy is never used
+    for loopback (it could not reach this machine's 127.0.0.1); `proxy=` always is."""
     host = urlsplit(settings.url).hostname or ""
-    if is_loopback(host):
-        return None
     value = settings.proxy
     if value is None:
+        if is_loopback(host):
+            return None
         found = urllib.request.getproxies_environment() if environ is None else {
             name.lower()[:-len("_proxy")]: url for name, url in environ.items() if name.lower().endswith("_proxy")}
         if _bypassed(host, found.get("no", "")):
@@ -303,15 +304,14 @@ def _tunnel(sock: BoundedSocket, proxy: Proxy, host: str, port: int) -> None:
             raise ConnectError(f"The proxy {proxy.host}:{proxy.port} closed the connection instead of "
                                "answering CONNECT.")
         answer += piece
-    if response.rest:  # the tunnel's first bytes can only come after our TLS hello: a broken proxy
-        raise ConnectError(f"The proxy {proxy.host}:{proxy.port} sent data before the tunnel was used.")
     if response.status // 100 != 2:
         hint = {407: " (it wants credentials: put them in the proxy URL, http://user:password@host:port)",
                 403: " (it does not allow this destination)", 502: " (it could not reach the server)"}
         raise ConnectError(f"The proxy {proxy.host}:{proxy.port} refused to tunnel to {authority} with HTTP "
                            f"{response.status}{hint.get(response.status, '')}. Check proxy= or HTTPS_PROXY.",
                            transient=response.status in (502, 503, 504))
-    sock.take_buffered()
+    if response.rest or sock.take_buffered():  # the server speaks only after our request: a broken proxy
+        raise ConnectError(f"The proxy {proxy.host}:{proxy.port} sent data before the tunnel was used.")
 
 
 def _upgrade(sock: BoundedSocket, settings: Settings, while_waiting: Optional[Callable[[], None]]

@@ -73,8 +73,10 @@ def accept_key(key: str) -> str:
 
 
 @contextlib.contextmanager
-def raw_server(answer: Callable[[socket.socket, str], None]) -> Iterator[str]:
-    """A one-connection TCP server that reads the upgrade request and runs `answer(connection, key)`."""
+def raw_server(answer: Callable[[socket.socket, str], None],
+               pattern: str = r"Sec-WebSocket-Key: (\S+)") -> Iterator[str]:
+    """A one-connection TCP server that reads the upgrade request and runs `answer(connection, key)`
+    (with `pattern`, another request, and what its group matched)."""
     with socket.create_server(("127.0.0.1", 0)) as listener:
         listener.settimeout(10)
 
@@ -82,7 +84,7 @@ def raw_server(answer: Callable[[socket.socket, str], None]) -> Iterator[str]:
             connection, _ = listener.accept()
             with connection:
                 request = connection.recv(65536).decode("latin-1")
-                match = re.search(r"Sec-WebSocket-Key: (\S+)", request)
+                match = re.search(pattern, request, re.MULTILINE)
                 assert match is not None, request
                 answer(connection, match.group(1))
 

@@ -1,0 +1,58 @@
+"""`trace=` / BASETTS_TRACE: one JSON line per event of a call, for a bug report; never the key."""
+from __future__ import annotations
+
+import json
+from typing import Any, Dict, List
+
+import pytest
+
+import basetts
+from basetts.testing import Faults, LocalServer
+
+
+def events(path: Any) -> List[Dict[str, Any]]:
+    with open(path, encoding="utf-8") as file:
+        return [json.loads(line) for line in file]
+
+
+def test_a_trace_has_every_event_of_a_call_and_never_the_key(tmp_path: Any) -> None:
+    path = tmp_path / "trace.jsonl"
+    with LocalServer(ping_interval=0.05, speed=20) as server:
+        synth = basetts.Synthesizer(url=server.url, api_key=server.api_key, trace=str(path))
+        text = "One sentence here. And another one after it, a bit longer than ten words."
+        synth.synthesize(text)
+    lines = events(path)
+    names = [line["event"] for line in lines]
+    assert names[:3] == ["start", "connect", "open"]
+    assert lines[1]["settings"] == {"voice": "tara", "max_tokens": 2000, "buffer_size": 10}
+    assert [line["text"] for line in lines if line["event"] == "sent"][1:] == text.split() + ["__END__"]
+    assert "ping sent" in names and "pong sent" in names  # our pacing pings; the server's pings answered
+    reads = [line for line in lines if line["event"] == "read"]
+    assert sum(line["audio"] for line in reads) == len(server.expected_pcm(text))
+    assert any(line["acknowledged"] for line in reads)
+    closed = [line for line in lines if line["event"] == "closed"]
+    assert closed == [{"t": closed[0]["t"], "event": "closed", "close_code": 1000, "reason": "", "error": None}]
+    assert names[-1] == "end"
+    assert all(b >= a for a, b in zip([line["t"] for line in lines], [line["t"] for line in lines][1:]))
+    assert server.api_key not in path.read_text()
+
+
+def test_a_failed_call_traces_its_error(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "env.jsonl"
+    monkeypatch.setenv("BASETTS_TRACE", str(path))  # the environment turns it on too
+    with LocalServer(faults=Faults(close_code=1011, close_reason="boom")) as server:
+        with pytest.raises(basetts.ServerError):
+            basetts.Synthesizer(url=server.url, api_key=server.api_key).synthesize("hello there")
+    lines = events(path)
+    assert [line for line in lines if line["event"] == "closed"][0]["close_code"] == 1011
+    assert "boom" in lines[-1]["error"] and lines[-1]["kind"] == "ServerError"
+
+
+def test_a_connect_failure_is_traced(tmp_path: Any) -> None:
+    path = tmp_path / "refused.jsonl"
+    with pytest.raises(basetts.ConnectError):
+        basetts.Synthesizer(url="ws://127.0.0.1:9/v1/websocket", api_key="secret-key", retries=0,
+                            trace=str(path)).synthesize("hello")
+    lines = events(path)
+    assert lines[-1]["event"] == "error" and lines[-1]["kind"] == "ConnectError"
+    assert "secret-key" not in path.read_text()
