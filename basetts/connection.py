@@ -414,7 +414,7 @@ class Conversation:
         sock = self._sock
         if sock is None or self._stop.is_set():
             return None
-        data = sock.take_buffered()  # what came with the upgrade's answer
+        data: Optional[bytes] = sock.take_buffered()  # what came with the upgrade's answer
         while not self._stop.is_set():
             if self._pending_pongs:
                 self._send_pongs()

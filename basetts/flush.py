@@ -51,7 +51,7 @@ def builtin_sentences(words: List[str]) -> List[List[str]]:
 def pysbd_segment() -> Optional[Callable[[str], List[str]]]:
     """pysbd's ``segment``, configured as the real server's; None when pysbd is not installed."""
     try:
-        import pysbd
+        import pysbd  # type: ignore[import-untyped]
     except ImportError:
         return None
     segmenter: Any = pysbd.Segmenter(language="en", clean=False)

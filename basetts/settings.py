@@ -89,7 +89,8 @@ class Settings:
 
     def __repr__(self) -> str:
         shown = ", ".join(
-            f"{f.name}={getattr(self, f.name)!r}" for f in dataclasses.fields(self) if f.name not in ("api_key", "proxy")
+            f"{f.name}={getattr(self, f.name)!r}" for f in dataclasses.fields(self)
+            if f.name not in ("api_key", "proxy")
         )
         proxy = "" if self.proxy is None else ", proxy=<set>"
         return f"Settings({shown}, api_key={'<set>' if self.api_key else '<missing>'}{proxy})"

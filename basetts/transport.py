@@ -89,8 +89,8 @@ class BoundedSocket:
     def fileno(self) -> int:
         return self.sock.fileno()
 
-    def setsockopt(self, *args: object) -> None:
-        self.sock.setsockopt(*args)  # type: ignore[arg-type]
+    def setsockopt(self, level: int, option: int, value: int) -> None:
+        self.sock.setsockopt(level, option, value)
 
     def send(self, data: bytes) -> int:
         remaining = self.gettimeout()
@@ -255,7 +255,8 @@ def open_socket(settings: Settings, while_waiting: Optional[Callable[[], None]] 
         raw = socket.create_connection(target, timeout=settings.connect_timeout)
     except socket.timeout:
         where = f"the proxy {target[0]}:{target[1]}" if proxy else f"{host}:{port}"
-        raise TimeoutError(f"Could not connect to {where} within connect_timeout={settings.connect_timeout:g} s.") from None
+        raise TimeoutError(
+            f"Could not connect to {where} within connect_timeout={settings.connect_timeout:g} s.") from None
     except OSError as exc:
         transient = isinstance(exc, (ConnectionRefusedError, ConnectionResetError))
         if proxy:
@@ -325,17 +326,18 @@ def _upgrade(sock: BoundedSocket, settings: Settings, while_waiting: Optional[Ca
     except websocket.WebSocketBadStatusException as exc:
         raise _status_error(exc.status_code, _headers(exc.resp_headers), settings) from None
     except websocket.WebSocketException:
-        status = sock.received.split(b"\r\n", 1)[0].split(b" ")[1:2]
-        if status and status[0].isdigit() and int(status[0]) in protocol.REDIRECT_STATUSES:
+        answered = sock.received.split(b"\r\n", 1)[0].split(b" ")[1:2]
+        if answered and answered[0].isdigit() and int(answered[0]) in protocol.REDIRECT_STATUSES:
             # Some websocket-client versions refuse a redirect themselves when told to follow none.
-            raise _status_error(int(status[0]), {}, settings) from None
+            raise _status_error(int(answered[0]), {}, settings) from None
         raise
     finally:
         sock.on_sent = None
     log.debug("upgrade answered: HTTP %d", ws.getstatus())
     status_line = sock.received.split(b"\r\n", 1)[0].decode("latin-1")
-    if ws.getstatus() != 101:  # a redirect: websocket-client returns it when told to follow none
-        raise _status_error(ws.getstatus(), _headers(ws.getheaders()), settings)
+    status = ws.getstatus() or 0
+    if status != 101:  # a redirect: websocket-client returns it when told to follow none
+        raise _status_error(status, _headers(ws.getheaders()), settings)
     headers = _headers(ws.getheaders())
     if not status_line.startswith("HTTP/1.1 "):
         raise ConnectError(f"The websocket upgrade failed: the server answered {status_line[:40]!r} "

@@ -5,6 +5,7 @@ import dataclasses
 import json
 import logging
 import threading
+import time
 from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 import pytest
@@ -414,7 +415,8 @@ def test_legacy_server_sends_16_bit_though_mulaw_was_asked(caplog: pytest.LogCap
 
 
 # The real server's word loss, and uvicorn's timing ---------------------------------------------------------
-@pytest.mark.parametrize("word, spoken, lost", [("日本語。テスト。", ["日本語。"], "テスト。"), ("Hmm..", ["Hmm."], ".")])
+@pytest.mark.parametrize("word, spoken, lost", [
+    ("日本語。テスト。", ["日本語。"], "テスト。"), ("Hmm..", ["Hmm."], ".")])
 def test_a_sentence_end_inside_a_word_deletes_words_as_on_the_real_server(
         server: LocalServer, word: str, spoken: List[str], lost: str) -> None:
     """pysbd ends a sentence inside the word; the flush counts words per sentence and removes more than
@@ -447,8 +449,6 @@ def test_a_client_that_does_not_answer_pings_is_closed_with_1011() -> None:
     with LocalServer(ping_interval=0.2, ping_timeout=0.2) as server:
         ws = websocket.create_connection(server.url, header=[f"Authorization: Api-Key {server.api_key}"], timeout=10)
         try:
-            import time
-
             time.sleep(1.0)
             while True:
                 frame = ws.recv_frame()  # read, never answered
@@ -467,8 +467,6 @@ def test_pings_wait_behind_unread_words_as_on_uvicorn() -> None:
     with LocalServer(ping_interval=None, speed=1.0, samples_per_word=24000) as server:  # 1 s per word
         ws = websocket.create_connection(server.url, header=[f"Authorization: Api-Key {server.api_key}"], timeout=10)
         try:
-            import time
-
             ws.send(json.dumps({"buffer_size": 1}))
             ws.send("first")  # the server generates 1 s of audio for it, reading nothing meanwhile
             ws.send("second")  # waits in the server's queue: reading stops

@@ -8,7 +8,6 @@ import time
 from typing import Iterable, List, Optional
 
 import pytest
-import websocket
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -22,14 +21,14 @@ from basetts.protocol import (
     MessageTooBig,
     Outgoing,
     Pacer,
+    ProtocolViolation,
     SampleAligner,
     WordSplitter,
     close_error,
     decode_mulaw,
-    parse_http_response,
-    ProtocolViolation,
     iter_words,
     outgoing,
+    parse_http_response,
     valid_close_code,
     word_message,
 )

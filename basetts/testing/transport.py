@@ -20,7 +20,7 @@ import threading
 import time
 from typing import Callable, Deque, List, Optional, Union
 
-from websockets.frames import Opcode
+from websockets.frames import Frame, Opcode
 from websockets.http11 import Request, Response
 from websockets.protocol import State
 from websockets.server import ServerProtocol
@@ -206,11 +206,13 @@ class Connection:
 
     def _take_events(self) -> None:
         for frame in self._protocol.events_received():
-            opcode = getattr(frame, "opcode", None)
+            if not isinstance(frame, Frame):
+                continue
+            opcode = frame.opcode
             if opcode in (Opcode.TEXT, Opcode.BINARY, Opcode.CONT):
                 if opcode is not Opcode.CONT:
                     self._fragment_opcode = opcode
-                self._fragments.append(frame.data)
+                self._fragments.append(bytes(frame.data))
                 if frame.fin:
                     data = b"".join(self._fragments)
                     self._fragments = []
