@@ -46,11 +46,6 @@ class _End:
         self.error = error
 
 
-def connect(settings: Settings, while_waiting: Optional[Callable[[], None]] = None) -> transport.BoundedSocket:
-    """An open websocket (see `transport.open_socket`), ready for the first message."""
-    return transport.open_socket(settings, while_waiting)
-
-
 def is_transient(exc: BaseException) -> bool:
     """Worth another try before any audio: refused or reset connections, 429 and 5xx at the upgrade."""
     if isinstance(exc, ConnectError):
@@ -71,7 +66,7 @@ class Spare:
 
     def __init__(self, settings: Settings) -> None:
         self.url, self.api_key = settings.url, settings.api_key
-        self.sock: Optional[transport.BoundedSocket] = connect(settings)
+        self.sock: Optional[transport.BoundedSocket] = transport.open_socket(settings)
         self.opened = time.monotonic()
         self.pid = os.getpid()
 
@@ -178,7 +173,7 @@ class Conversation:
             if self._on_upgrade is not None:
                 self._on_upgrade()
         else:
-            self._sock = connect(self.settings, while_waiting=self._while_upgrading)
+            self._sock = transport.open_socket(self.settings, while_waiting=self._while_upgrading)
         self.stats.connect_time = self._elapsed()
         self._trace.event("open")
         # A whole text (a list of words) starts from this thread, not the writer's: the first batch goes

@@ -49,13 +49,15 @@ class Plan:
     underrun_words: int = 100  # 10 s
     underrun_reps: int = 3
     jitter: float = 0.08  # up to one 85 ms frame late, at random
+    long_minutes: float = 30.0  # of audio, the server at long_speed with uvicorn's 20 s / 20 s keepalive
+    long_speed: float = 3.0
 
     @classmethod
     def quick(cls) -> "Plan":
         return cls(ttfb_reps=5, throughput_words=600, throughput_reps=1, encoding_words=120,
                    encoding_reps=1, cpu_levels=(1, 8), cpu_bare_levels=(1,), cpu_words=30, cpu_reps=1,
                    memory_minutes=(1, 10), speak_budget=3.0, ttfs_repeat=2, underrun_speeds=(1.2,),
-                   underrun_words=30, underrun_reps=1)
+                   underrun_words=30, underrun_reps=1, long_minutes=2.0)
 
 
 def log(message: str) -> None:
@@ -143,6 +145,30 @@ def measure_encodings(plan: Plan) -> Dict[str, Any]:
                              wire_bytes=wire, wire_bytes_per_audio_second=wire / audio.duration,
                              received_encoding=stats.encoding, audio_seconds=audio.duration)
     return results
+
+
+# a long text against the keepalive ---------------------------------------------------------------------
+LONG_SAMPLES_PER_WORD = 8192  # 0.34 s: about a spoken word
+
+
+def measure_long_text(plan: Plan) -> Dict[str, Any]:
+    """synthesize() of a long text from a server at `long_speed` with uvicorn's keepalive: it must
+    complete, in about the server's own generation time (each segment takes its audio over the speed)."""
+    words = int(plan.long_minutes * 60 * 24000 / LONG_SAMPLES_PER_WORD) + 1
+    text = clients.words(words, sentence=12)
+    with procs.server(speed=plan.long_speed, samples_per_word=LONG_SAMPLES_PER_WORD) as server:
+        synth = Synthesizer(url=server.url, api_key=server.api_key)
+        started = time.monotonic()
+        error = None
+        try:
+            audio = synth.synthesize(text)
+            seconds = audio.duration
+        except Exception as exc:  # noqa: BLE001 - the row reports it
+            error, seconds = f"{type(exc).__name__}: {exc}", len(getattr(exc, "partial", b"")) / BYTES_PER_SECOND
+        wall = time.monotonic() - started
+    expected = words * LONG_SAMPLES_PER_WORD / 24000
+    return {"words": words, "audio_seconds": seconds, "expected_seconds": expected, "wall": wall,
+            "generation": expected / plan.long_speed, "speed": plan.long_speed, "error": error}
 
 
 # CPU per stream --------------------------------------------------------------------------------------
@@ -257,6 +283,9 @@ def main(argv: Optional[List[str]] = None) -> int:
         if wanted("encoding"):
             log("encodings (issue 7)")
             results["encodings"] = measure_encodings(plan)
+        if wanted("long"):
+            log(f"long text: {plan.long_minutes:g} minutes at {plan.long_speed:g}x, keepalive 20 s / 20 s")
+            results["long_text"] = measure_long_text(plan)
         if wanted("cpu"):
             log("CPU per stream")
             results["cpu"] = measure_cpu(plan)

@@ -29,10 +29,10 @@ def jittered_sender(jitter: float, seed: int) -> Any:
             now = time.monotonic()
             if self._started is None:
                 self._started = now
+            self._audio_seconds += seconds
             due = self._started + self._audio_seconds / speed + rng.uniform(0.0, jitter)
             if due > now:
                 time.sleep(due - now)
-            self._audio_seconds += seconds
 
     return JitteredSender
 
@@ -43,10 +43,13 @@ def main(argv: Optional[list] = None) -> int:
     parser.add_argument("--samples-per-word", type=int, default=2400)
     parser.add_argument("--jitter", type=float, default=0.0)
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--ping-interval", type=float, default=local_server.PING_INTERVAL)
+    parser.add_argument("--ping-timeout", type=float, default=local_server.PING_TIMEOUT)
     args = parser.parse_args(argv)
     if args.jitter:
         local_server._Sender = jittered_sender(args.jitter, args.seed)  # type: ignore[misc]
-    with local_server.LocalServer(speed=args.speed, samples_per_word=args.samples_per_word) as server:
+    with local_server.LocalServer(speed=args.speed, samples_per_word=args.samples_per_word,
+                                  ping_interval=args.ping_interval, ping_timeout=args.ping_timeout) as server:
         print(json.dumps({"url": server.url, "api_key": server.api_key}), flush=True)
         sys.stdin.read()  # until the parent closes our stdin (or dies)
     return 0

@@ -197,6 +197,8 @@ class ConversationRecord:
     keepalive_timeout: bool = False
     pings: int = 0
     """Keepalive pings the server sent during the conversation."""
+    generation_seconds: float = 0.0
+    """Time spent generating segments (the rest it spent waiting for words or reading them)."""
     """The client's pong came too late (it waited behind unread words): closed with 1011."""
     lost: List[str] = dataclasses.field(default_factory=list)
     """Words the flush removed unspoken (a sentence end inside a word), as the real server loses them."""
@@ -543,6 +545,16 @@ class _Sender:
         self._audio_seconds = 0.0
 
     def generate(self, words: List[str], encoding: str) -> None:
+        """One segment: its generation takes its audio's length over `speed`, from now (a model cannot
+        make up later for time it spent waiting for words)."""
+        started = time.monotonic()
+        self._started, self._audio_seconds = None, 0.0
+        try:
+            self._generate(words, encoding)
+        finally:
+            self.record.generation_seconds += time.monotonic() - started
+
+    def _generate(self, words: List[str], encoding: str) -> None:
         self.record.segments.append(list(words))
         if self.faults.silent:
             return
@@ -601,12 +613,14 @@ class _Sender:
         raise _Dropped()
 
     def _pace(self, seconds: float) -> None:
+        """Wait until the next `seconds` of audio have been generated: a segment's frames go out as the
+        model makes them, the first one too."""
         if not self.server.speed:
             return
         now = time.monotonic()
         if self._started is None:
             self._started = now
+        self._audio_seconds += seconds
         due = self._started + self._audio_seconds / self.server.speed
         if due > now:
             time.sleep(due - now)
-        self._audio_seconds += seconds
