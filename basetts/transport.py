@@ -296,15 +296,22 @@ def _tunnel(sock: BoundedSocket, proxy: Proxy, host: str, port: int) -> None:
         lines.append(f"Proxy-Authorization: {proxy.authorization}")
     sock.write(memoryview("\r\n".join(lines + ["", ""]).encode("latin-1")), threading.Event(), sock.deadline)
     answer = b""
-    while True:
-        response = protocol.parse_http_response(answer)
-        if response is not None:
-            break
-        piece = sock.recv(4096)
-        if not piece:
-            raise ConnectError(f"The proxy {proxy.host}:{proxy.port} closed the connection instead of "
-                               "answering CONNECT.")
-        answer += piece
+    try:
+        while True:
+            response = protocol.parse_http_response(answer)
+            if response is not None:
+                break
+            piece = sock.recv(4096)
+            if not piece:
+                raise ConnectError(f"The proxy {proxy.host}:{proxy.port} closed the connection instead of "
+                                   "answering CONNECT.")
+            answer += piece
+    except ValueError as exc:
+        raise ConnectError(f"The proxy {proxy.host}:{proxy.port} did not answer CONNECT in HTTP ({exc}): "
+                           "is proxy= (or HTTPS_PROXY) an HTTP proxy?") from None
+    except socket.timeout:
+        raise TimeoutError(f"The proxy {proxy.host}:{proxy.port} did not answer CONNECT within "
+                           f"handshake_timeout.") from None
     if response.status // 100 != 2:
         hint = {407: " (it wants credentials: put them in the proxy URL, http://user:password@host:port)",
                 403: " (it does not allow this destination)", 502: " (it could not reach the server)"}

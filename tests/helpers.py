@@ -10,7 +10,7 @@ import socket
 import subprocess
 import sys
 import threading
-from typing import Callable, Dict, Iterator, Sequence, Set, Tuple
+from typing import Callable, Dict, Iterator, Optional, Sequence, Set, Tuple
 
 import pytest
 
@@ -102,3 +102,18 @@ def upgrade_response(key: str) -> bytes:
 
 
 
+
+
+def server_frame(payload: bytes, opcode: int = 0x2, fin: bool = True, first: int = 0, masked: bool = False,
+                 length: Optional[int] = None) -> bytes:
+    """A frame as a server would send it; `first` adds bits to the first byte (RSV), `length` lies."""
+    size = len(payload) if length is None else length
+    head = bytes([(0x80 if fin else 0) | first | opcode])
+    mask = 0x80 if masked else 0
+    if size < 126:
+        head += bytes([mask | size])
+    elif size < 65536:
+        head += bytes([mask | 126]) + size.to_bytes(2, "big")
+    else:
+        head += bytes([mask | 127]) + size.to_bytes(8, "big")
+    return head + (b"\0\0\0\0" if masked else b"") + payload

@@ -5,7 +5,7 @@ import array
 import json
 import math
 import time
-from typing import Iterable, List, Optional
+from typing import Iterable, List
 
 import pytest
 from hypothesis import given
@@ -33,6 +33,8 @@ from basetts.protocol import (
     word_message,
 )
 from basetts.testing.server import mulaw_encode
+
+from .helpers import server_frame
 
 
 def samples(pcm: bytes) -> List[int]:
@@ -381,21 +383,6 @@ def test_what_is_not_an_http_response_is_a_value_error(data: bytes) -> None:
 
 
 # frames we receive --------------------------------------------------------------------------------------------
-def server_frame(payload: bytes, opcode: int = 0x2, fin: bool = True, first: int = 0, masked: bool = False,
-                 length: Optional[int] = None) -> bytes:
-    """A frame as a server would send it; `first` adds bits to the first byte (RSV), `length` lies."""
-    size = len(payload) if length is None else length
-    head = bytes([(0x80 if fin else 0) | first | opcode])
-    mask = 0x80 if masked else 0
-    if size < 126:
-        head += bytes([mask | size])
-    elif size < 65536:
-        head += bytes([mask | 126]) + size.to_bytes(2, "big")
-    else:
-        head += bytes([mask | 127]) + size.to_bytes(8, "big")
-    return head + (b"\0\0\0\0" if masked else b"") + payload
-
-
 def test_frames_split_anywhere_come_out_whole_and_in_order() -> None:
     data = (server_frame(b"a" * 300) + server_frame(b"ping!", 0x9) + server_frame(b"x" * 70000)
             + server_frame(b"part1", 0x2, fin=False) + server_frame(b"pong", 0xA) + server_frame(b"part2", 0x0)

@@ -16,23 +16,9 @@ import basetts
 from basetts import Synthesizer
 from basetts.transport import BoundedSocket, frame
 
-from .helpers import accept_key, open_fds, raw_server, upgrade_response
+from .helpers import accept_key, open_fds, raw_server, server_frame, upgrade_response
 
 AUDIO = bytes(range(256)) * 16  # one 4096-byte message
-
-
-def server_frame(payload: bytes, opcode: int = 0x2, fin: bool = True, first: int = 0, masked: bool = False,
-                 length: Optional[int] = None) -> bytes:
-    size = len(payload) if length is None else length
-    head = bytes([(0x80 if fin else 0) | first | opcode])
-    mask = 0x80 if masked else 0
-    if size < 126:
-        head += bytes([mask | size])
-    elif size < 65536:
-        head += bytes([mask | 126]) + size.to_bytes(2, "big")
-    else:
-        head += bytes([mask | 127]) + size.to_bytes(8, "big")
-    return head + (b"\0\0\0\0" if masked else b"") + payload
 
 
 def close(code: int, reason: bytes = b"") -> bytes:
