@@ -130,7 +130,7 @@ class Conversation:
         self._utterance = protocol.Utterance(
             settings.session_message(), words, buffer_size=settings.buffer_size, encoding=settings.encoding,
             first_audio_timeout=settings.first_audio_timeout, read_timeout=settings.read_timeout,
-            max_message_size=settings.max_message_size)
+            max_message_size=settings.max_message_size, keepalive_timeout=settings.keepalive_timeout)
         self._messages = self._utterance.messages
         # A deadline that appears while the reader waits (words sent meanwhile) is seen within a tenth
         # of its timeout.
@@ -313,7 +313,7 @@ class Conversation:
             messages.append(message.text)
             if message.ends_batch and message.text != protocol.SENTINEL:
                 with self._lock:
-                    return messages, self._utterance.end_batch()
+                    return messages, self._utterance.end_batch(time.monotonic())
             if not eager or len(messages) >= _BATCH_MESSAGES:
                 break
         return messages, None

@@ -71,26 +71,34 @@ def outgoing(settings_message: Dict[str, Any], words: Iterable[str], buffer_size
 
 
 class Pacer:
-    """How much text may be in flight: at most one batch (the words up to a segment's end) that the
-    server has not read yet.
+    """How much text may be in flight: a window of batches (the words up to a segment's end) that the
+    server has not read yet, one at first.
 
     The real server reads nothing while it generates, and its websocket layer stops reading the socket
     while a received message waits, so a keepalive pong waits behind every unread word. A ping after
-    each batch tells us when the server has read it (its pong comes back only then): the next batch goes
-    out then, so the server always holds the next segment's words and a pong never waits behind more
-    than the segment being generated (docs/reliability.md, "Long texts").
+    each batch tells us when the server has read it (its pong comes back only then), and how long that
+    took: exactly how long the server's own pong would wait. While that stays under `budget` (a tenth
+    of the keepalive timeout) the window grows by one batch, up to `MAX_WINDOW`; past it the window
+    halves. So a slow model gets one batch at a time (a pong never waits behind more than the segment
+    being generated), a fast one is never kept waiting for words (docs/protocol.md, "Keepalive").
     """
 
-    def __init__(self) -> None:
+    MAX_WINDOW = 8
+
+    def __init__(self, budget: float) -> None:
+        self.budget = budget
         self.batch = 1  # the batch the next message belongs to
         self.acknowledged = 0  # the last batch whose ping came back
+        self.window = 1
+        self._sent: Dict[int, float] = {}  # batch -> when its ping went out
 
     def may_send(self) -> bool:
-        return self.acknowledged >= self.batch - 1
+        return self.pings_outstanding < self.window
 
-    def end_batch(self) -> bytes:
+    def end_batch(self, now: float) -> bytes:
         """The ping payload that follows the batch just sent; messages after it form the next batch."""
         payload = str(self.batch).encode("ascii")
+        self._sent[self.batch] = now
         self.batch += 1
         return payload
 
@@ -98,7 +106,7 @@ class Pacer:
     def pings_outstanding(self) -> int:
         return self.batch - 1 - self.acknowledged
 
-    def pong(self, payload: bytes) -> bool:
+    def pong(self, payload: bytes, now: float) -> bool:
         """A pong came back; True if it acknowledges one of our batches (pongs of other pings are not)."""
         try:
             batch = int(payload.decode("ascii"))
@@ -106,7 +114,14 @@ class Pacer:
             return False
         if not self.acknowledged < batch < self.batch:
             return False
-        self.acknowledged = batch  # the server reads in order: every earlier batch is read too
+        for read in range(self.acknowledged + 1, batch):  # the server reads in order: these are read too
+            self._sent.pop(read, None)
+        self.acknowledged = batch
+        waited = now - self._sent.pop(batch)
+        if waited < self.budget:
+            self.window = min(self.MAX_WINDOW, self.window + 1)
+        else:
+            self.window = max(1, self.window // 2)
         return True
 
 
@@ -501,10 +516,10 @@ class Utterance:
 
     def __init__(self, settings_message: Dict[str, Any], words: Iterable[str], *, buffer_size: int,
                  encoding: Optional[str], first_audio_timeout: float, read_timeout: float,
-                 max_message_size: int) -> None:
+                 max_message_size: int, keepalive_timeout: float = 20.0) -> None:
         self.messages: Iterator[Outgoing] = outgoing(settings_message, words, buffer_size)
         """Read by the one thread sending at a time (it may wait on the caller's text), never under a lock."""
-        self.pacer = Pacer()
+        self.pacer = Pacer(budget=keepalive_timeout / 10)
         self.deadlines = Deadlines(buffer_size, first_audio_timeout, read_timeout)
         self.read_timeout = read_timeout
         self.decoder = AudioDecoder(encoding)
@@ -520,8 +535,8 @@ class Utterance:
     def may_send(self) -> bool:
         return self.pacer.may_send() and not self.ended
 
-    def end_batch(self) -> bytes:
-        return self.pacer.end_batch()
+    def end_batch(self, now: float) -> bytes:
+        return self.pacer.end_batch(now)
 
     def sent(self, messages: List[str], ping: Optional[bytes], now: float) -> None:
         """Messages (and a ping) are about to go out: from now on the server owes for them. Counted before
@@ -559,7 +574,7 @@ class Utterance:
             elif opcode == OPCODE_PING:
                 pongs.append(payload)
             elif opcode == OPCODE_PONG:
-                if self.pacer.pong(payload):
+                if self.pacer.pong(payload, now):
                     self.deadlines.pong_received(now, self.pacer.pings_outstanding)
                     acknowledged = True
             elif opcode == OPCODE_CLOSE:

@@ -82,6 +82,9 @@ class Settings:
     # An HTTP proxy to tunnel through (http://user:password@host:port); None: HTTPS_PROXY and the other
     # standard variables decide; "": no proxy.
     proxy: Optional[str] = dataclasses.field(default=None, repr=False)  # may hold credentials
+    # The server's keepalive: it closes the connection when a pong is this late (uvicorn's default,
+    # which Baseten's server keeps). basetts paces its words so that no pong waits a tenth of it.
+    keepalive_timeout: float = 20.0
     # The largest audio message accepted, in bytes: a server announcing more is refused, not buffered.
     max_message_size: int = 16 * 2 ** 20
     # A file to append a JSON line to for every event of each call (docs/troubleshooting.md).
@@ -199,7 +202,8 @@ class Settings:
         _check_number("repetition_penalty", self.repetition_penalty, low=0.0)
         if self.encoding is not None and self.encoding not in ENCODINGS:
             raise ConfigurationError(f"encoding must be one of {ENCODINGS}, got {self.encoding!r}")
-        for name in ("connect_timeout", "handshake_timeout", "first_audio_timeout", "read_timeout"):
+        for name in ("connect_timeout", "handshake_timeout", "first_audio_timeout", "read_timeout",
+                     "keepalive_timeout"):
             # None would mean "wait forever" to the socket: a timeout is always required.
             _check_number(name, getattr(self, name), low=0.0, required=True)
         _check_int("retries", self.retries, 0)

@@ -43,7 +43,8 @@ def server_standing_for(real_time: float, **options: Any) -> LocalServer:
 
 
 def synth_for(server: LocalServer, **options: Any) -> basetts.Synthesizer:
-    return basetts.Synthesizer(url=server.url, api_key=server.api_key, **options)
+    """The client told the server's (compressed) keepalive timeout, as it is told uvicorn's 20 s by default."""
+    return basetts.Synthesizer(url=server.url, api_key=server.api_key, keepalive_timeout=PING, **options)
 
 
 def assert_complete(server: LocalServer, record: ConversationRecord, text: str, pcm: bytes) -> None:

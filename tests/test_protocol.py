@@ -466,18 +466,34 @@ def test_deadlines_owe_an_answer_to_a_pacing_ping() -> None:
 
 
 # Pacer ----------------------------------------------------------------------------------------------------------
-def test_the_pacer_lets_one_unread_batch_out_at_a_time() -> None:
-    pacer = Pacer()
+def test_the_pacer_starts_with_one_unread_batch_and_counts_pongs_in_order() -> None:
+    pacer = Pacer(budget=2.0)
     assert pacer.may_send()  # the first batch goes at once
-    first = pacer.end_batch()
+    first = pacer.end_batch(0.0)
     assert not pacer.may_send() and pacer.pings_outstanding == 1
-    assert not pacer.pong(b"not ours") and not pacer.may_send()  # a pong of someone else's ping
-    assert pacer.pong(first) and pacer.may_send() and pacer.pings_outstanding == 0
-    second, third = pacer.end_batch(), None
-    assert pacer.pong(second)
-    third = pacer.end_batch()
-    fourth = pacer.end_batch()
-    assert pacer.pings_outstanding == 2
-    assert pacer.pong(fourth) and pacer.pings_outstanding == 0  # the server reads in order
-    assert not pacer.pong(third)  # already acknowledged
-    assert not pacer.pong(b"99")  # never sent
+    assert not pacer.pong(b"not ours", 0.1) and not pacer.may_send()  # a pong of someone else's ping
+    assert pacer.pong(first, 0.1) and pacer.may_send() and pacer.pings_outstanding == 0
+    second, third = pacer.end_batch(1.0), pacer.end_batch(1.0)  # the window grew to 2 (a quick pong)
+    assert not pacer.may_send() and pacer.pings_outstanding == 2
+    assert pacer.pong(third, 1.1) and pacer.pings_outstanding == 0  # the server reads in order
+    assert not pacer.pong(second, 1.2)  # already acknowledged
+    assert not pacer.pong(b"99", 1.2)  # never sent
+
+
+def test_the_window_grows_while_pongs_are_quick_and_halves_when_one_is_slow() -> None:
+    """A pong's delay is what the server's keepalive pong would wait: kept under the budget."""
+    pacer = Pacer(budget=2.0)
+    now = 0.0
+    for _ in range(20):  # a fast server: every pong within the budget
+        payload = pacer.end_batch(now)
+        now += 0.01
+        pacer.pong(payload, now)
+    assert pacer.window == Pacer.MAX_WINDOW
+    payload = pacer.end_batch(now)
+    pacer.pong(payload, now + 2.5)  # the server slowed down: that pong waited 2.5 s behind our words
+    assert pacer.window == Pacer.MAX_WINDOW // 2
+    for _ in range(5):
+        payload = pacer.end_batch(now)
+        now += 3.0
+        pacer.pong(payload, now)
+    assert pacer.window == 1  # a slow model: one batch at a time
