@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from basetts import Synthesizer, connection
+from basetts import Synthesizer, connection, transport
 from basetts.testing import LocalServer
 
 TEXT = "Warm connections skip the handshake. Every word still arrives, in order, once."
@@ -60,7 +60,7 @@ def wait_for(predicate, timeout: float = 5.0) -> bool:
     return predicate()
 
 
-def refuse_to_connect(settings):
+def refuse_to_connect(settings, while_waiting=None):
     raise AssertionError("the warm call opened a new connection")
 
 
@@ -78,7 +78,7 @@ def test_the_call_after_connect_uses_the_spare_and_opens_nothing(server, monkeyp
     synth = synth_for(server)
     synth.connect()
     assert wait_for(lambda: len(server.conversations) == 1)  # the handshake happened in connect()
-    monkeypatch.setattr(connection, "connect", refuse_to_connect)  # any connect at call time fails
+    monkeypatch.setattr(transport, "open_socket", refuse_to_connect)  # any connect at call time fails
     audio = synth.synthesize(TEXT)
     assert audio.pcm == server.expected_pcm(TEXT)
     assert len(server.conversations) == 1  # the same connection carried the conversation

@@ -64,6 +64,7 @@ class Connection:
         self._then: Optional[str] = None
         self._closing = False  # the handler closed: read on (the close reply), never pause
         self._reading_done = False
+        self._broken = False  # a write failed: the client is gone (uvicorn learns it the same way)
         self._finished = False
         self._ping: Optional[bytes] = None
         self._ping_sent = 0.0
@@ -101,7 +102,7 @@ class Connection:
         """The next message; raises Closed once the client has closed and every message was taken, Idle
         when none came within `timeout` seconds."""
         with self._changed:
-            if not self._changed.wait_for(lambda: self._inbox or self._reading_done, timeout):
+            if not self._changed.wait_for(lambda: self._inbox or self._reading_done or self._broken, timeout):
                 raise Idle()
             if not self._inbox:
                 raise Closed()
@@ -152,7 +153,7 @@ class Connection:
 
     @property
     def open(self) -> bool:
-        return self._protocol.state is State.OPEN and self._then not in ("shutdown", "reset")
+        return self._protocol.state is State.OPEN and self._then not in ("shutdown", "reset") and not self._broken
 
     # threads --------------------------------------------------------------------------------------------
     def serve(self, handler: Callable[["Connection"], None], name: str) -> None:
@@ -187,7 +188,7 @@ class Connection:
         while True:
             with self._changed:
                 # Paused while a message waits for the handler, as uvicorn does, unless it is closing.
-                while self._inbox and not self._closing and self._then is None:
+                while self._inbox and not self._closing and self._then is None and not self._broken:
                     self._changed.wait()
             try:
                 data = self.socket.recv(READ_SIZE)
@@ -252,7 +253,10 @@ class Connection:
                     elif then is not None:
                         self.abort(reset=then == "reset")
             except OSError:
-                pass
+                with self._changed:
+                    self._broken = True
+                    self._changed.notify_all()
+                self.abort(reset=False)  # the reader, paused or not, sees the end
             done = then
             if finished:
                 return
