@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import functools
 import re
-from typing import Any, Callable, List, NamedTuple, Optional
+from typing import Any, Callable, List, NamedTuple, Optional, Sequence
 
 Sentences = Callable[[List[str]], List[List[str]]]
 """The server's buffered words in, its sentences out (each a list of words, split as pysbd's text is)."""
@@ -108,18 +108,28 @@ def flush(buffer: List[str], buffer_size: int, final: bool, sentences: Sentences
     return Flush(spoken, removed)
 
 
-def safe_pieces(word: str) -> List[str]:
+def safe_pieces(word: str, before: Sequence[str] = ()) -> List[str]:
     """`word` cut where pysbd finds sentence ends inside it ("日本語。テスト。" -> "日本語。", "テスト。"), so
-    that each piece goes out as its own message and the server loses none of it. Most words are one piece."""
+    that each piece goes out as its own message and the server loses none of it. `before`: the words
+    the server holds before it (pysbd decides in context: "0 !0" ends a sentence after "!"). Most
+    words are one piece, found so without pysbd."""
     if not _INNER_END.search(word):
         return [word]
     segment = pysbd_segment()
     if segment is None:  # without pysbd, cut after each inner sentence-ending character
         pieces = re.split(r"(?<=[.!?…。！？])(?=[^\s.!?…。！？])", word)
     else:
-        pieces = [piece.strip() for piece in segment(word)]
-    pieces = [piece for piece in pieces if piece]
-    if "".join(pieces) != word:  # pysbd rewrote something: keep the word whole rather than change it
+        text = " ".join([*before, word])
+        start, cuts, offset = len(text) - len(word), [], 0
+        for sentence in segment(text):
+            offset += len(sentence)
+            if start < offset < len(text):
+                cuts.append(offset - start)
+        if offset != len(text):  # pysbd rewrote something: keep the word whole rather than change it
+            return [word]
+        pieces = [word[a:b] for a, b in zip([0, *cuts], [*cuts, len(word)])]
+    pieces = [piece for piece in pieces if piece.strip()]
+    if "".join(pieces) != word:
         return [word]
     return pieces
 
@@ -131,6 +141,10 @@ class SegmentModel:
         self.buffer_size = buffer_size
         self._sentences = sentences
         self._buffer: List[str] = []
+
+    def context(self) -> List[str]:
+        """The last words the server holds (what pysbd sees before the next word)."""
+        return self._buffer[-3:]
 
     def push(self, message: str) -> bool:
         """Add one message; True if the server generates a segment once it has read it."""

@@ -65,7 +65,7 @@ def outgoing(settings_message: Dict[str, Any], words: Iterable[str], buffer_size
     yield Outgoing(json.dumps(settings_message, ensure_ascii=False), False)
     model = SegmentModel(buffer_size)
     for word in words:
-        for piece in safe_pieces(word):
+        for piece in safe_pieces(word, model.context()):
             yield Outgoing(word_message(piece), model.push(piece))
     yield Outgoing(SENTINEL, True)
 

@@ -74,6 +74,8 @@ def test_a_word_with_a_sentence_end_inside_goes_out_in_pieces() -> None:
     pysbd ends a sentence keep every character."""
     assert texts(outgoing({}, ["日本語。テスト。", "Hmm..", "ok", "U.S.", "e.g.", "3.14"]))[1:] == [
         "日本語。", "テスト。", "Hmm.", ".", "ok", "U.S.", "e.g.", "3.14", SENTINEL]
+    # In context: pysbd ends a sentence inside "!0" only after "0".
+    assert texts(outgoing({}, ["0", "!0"]))[1:] == ["0", "!", "0", SENTINEL]
 
 
 def test_a_word_equal_to_the_sentinel_is_padded_and_still_spoken() -> None:
