@@ -212,3 +212,20 @@ def test_a_long_speak_into_the_sound_card(pulse: Any) -> None:
 
     assert_played_exactly(played, audio.pcm)
     assert audio.stats.underruns == 0
+
+
+def test_a_stalled_consumer_holds_the_text_back_and_the_keepalive_holds() -> None:
+    """stream() whose caller stalls for 6 keepalive windows while a fast server could speak the whole
+    text: once the queue to the caller is half full no more words go out, so the server stops with
+    little audio ahead and our reader, never blocked for long, keeps answering its pings."""
+    text = long_text(20)
+    with LocalServer(samples_per_word=SAMPLES_PER_WORD, ping_interval=0.5, ping_timeout=0.5) as server:
+        synth = basetts.Synthesizer(url=server.url, api_key=server.api_key, keepalive_timeout=0.5)
+        stream = synth.stream(text)
+        chunks = [next(stream)]
+        time.sleep(3.0)  # the caller is busy
+        during_stall = len(server.conversations[-1].messages)
+        chunks.extend(stream)
+        record = server.last()
+    assert during_stall < len(text.split()) / 4, "the text kept going out while nobody read the audio"
+    assert_complete(server, record, text, b"".join(chunks))
