@@ -7,6 +7,7 @@ import hashlib
 import os
 import re
 import socket
+import ssl
 import subprocess
 import sys
 import threading
@@ -74,14 +75,16 @@ def accept_key(key: str) -> str:
 
 @contextlib.contextmanager
 def raw_server(answer: Callable[[socket.socket, str], None],
-               pattern: str = r"Sec-WebSocket-Key: (\S+)") -> Iterator[str]:
+               pattern: str = r"Sec-WebSocket-Key: (\S+)", tls: Optional[ssl.SSLContext] = None) -> Iterator[str]:
     """A one-connection TCP server that reads the upgrade request and runs `answer(connection, key)`
-    (with `pattern`, another request, and what its group matched)."""
+    (with `pattern`, another request, and what its group matched); with `tls`, over TLS (wss://)."""
     with socket.create_server(("127.0.0.1", 0)) as listener:
         listener.settimeout(10)
 
         def serve() -> None:
             connection, _ = listener.accept()
+            if tls is not None:
+                connection = tls.wrap_socket(connection, server_side=True)
             with connection:
                 request = connection.recv(65536).decode("latin-1")
                 match = re.search(pattern, request, re.MULTILINE)
@@ -91,7 +94,7 @@ def raw_server(answer: Callable[[socket.socket, str], None],
         thread = threading.Thread(target=serve)
         thread.start()
         try:
-            yield f"ws://127.0.0.1:{listener.getsockname()[1]}/v1/websocket"
+            yield f"{'wss' if tls else 'ws'}://127.0.0.1:{listener.getsockname()[1]}/v1/websocket"
         finally:
             thread.join(10)
 

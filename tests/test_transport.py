@@ -3,11 +3,13 @@ with our error, saying what the server did, with the audio so far, and leaves no
 from __future__ import annotations
 
 import contextlib
+import os
 import resource
 import socket
+import ssl
 import threading
 import time
-from typing import Any, Callable, Iterator, Optional
+from typing import Any, Callable, Iterator, List, Optional
 
 import pytest
 import websocket
@@ -19,6 +21,7 @@ from basetts.transport import BoundedSocket, frame
 from .helpers import accept_key, open_fds, raw_server, server_frame, upgrade_response
 
 AUDIO = bytes(range(256)) * 16  # one 4096-byte message
+CERTS = os.path.join(os.path.dirname(__file__), "certs")
 
 
 def close(code: int, reason: bytes = b"") -> bytes:
@@ -68,8 +71,16 @@ def run(answer: Callable[[socket.socket, str], None], text: str = "hello world",
 
 
 # Hangs ---------------------------------------------------------------------------------------------------
-def test_a_server_that_stops_reading_then_closes_ends_the_call() -> None:
+@pytest.mark.parametrize("call", ["synthesize", "stream"])
+@pytest.mark.parametrize("scheme", ["ws", "wss"])
+def test_a_server_that_stops_reading_then_closes_ends_the_call(call: str, scheme: str, monkeypatch) -> None:
     """Our writer waits for room (megabytes of text); the server's close still ends everything."""
+    tls = None
+    if scheme == "wss":
+        monkeypatch.setenv("SSL_CERT_FILE", os.path.join(CERTS, "untrusted-cert.pem"))
+        tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        tls.load_cert_chain(os.path.join(CERTS, "untrusted-cert.pem"), os.path.join(CERTS, "untrusted-key.pem"))
+
     def answer(connection: socket.socket, key: str) -> None:
         connection.sendall(upgrade_response(key) + server_frame(AUDIO))
         time.sleep(1.0)  # reads nothing: the client's writer fills the socket and waits
@@ -77,9 +88,20 @@ def test_a_server_that_stops_reading_then_closes_ends_the_call() -> None:
         time.sleep(1.0)
         reset(connection)
 
-    error = run(answer, text=" ".join(["w" * 5000] * 2000), buffer_size=2000)
-    assert isinstance(error, basetts.ServerError) and error.close_code == 1011 and "gave up" in str(error)
-    assert error.partial.pcm == AUDIO
+    received: List[bytes] = []
+    with no_leaks(), raw_server(answer, tls=tls) as url:
+        started = time.monotonic()
+        client = synth(url, buffer_size=2000)
+        text = " ".join(["w" * 5000] * 2000)
+        with pytest.raises(basetts.ServerError) as info:
+            if call == "stream":
+                received.extend(client.stream(text))
+            else:
+                client.synthesize(text)
+        assert time.monotonic() - started < 10
+    error = info.value
+    assert error.close_code == 1011 and "gave up" in str(error)
+    assert (b"".join(received) if call == "stream" else error.partial.pcm) == AUDIO
 
 
 def test_a_frame_trickling_in_is_timed_out_as_a_whole() -> None:
