@@ -16,16 +16,17 @@ from .errors import (
     StreamInterrupted,
     TimeoutError,
 )
+from .playback import Playback, play
 from .settings import EMOTION_TAGS, VOICES, Settings
 from .synthesizer import Synthesizer
 
 if TYPE_CHECKING:
-    from .playback import Device
+    from .portaudio import Device
 
 
 def devices() -> List["Device"]:
     """The audio output devices `speak(output_device=...)` can use (imports PyAudio only when called)."""
-    from .playback import devices as _devices
+    from .portaudio import devices as _devices
 
     return _devices()
 
@@ -36,4 +37,5 @@ __all__ = [
     "__version__", "Audio", "Stats", "Settings", "Synthesizer", "VOICES", "EMOTION_TAGS",
     "BasetenTTSError", "ConfigurationError", "ConnectError", "HandshakeError", "AuthenticationError",
     "ModelNotFoundError", "ServerError", "TimeoutError", "StreamInterrupted", "AudioDeviceError", "devices",
+    "play", "Playback",
 ]

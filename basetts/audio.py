@@ -25,6 +25,10 @@ class Stats:
     frames_received: int = 0
     underruns: int = 0
     encoding: Optional[str] = None
+    rebuffer_time: float = 0.0
+    """Seconds of silence played while rebuffering after underruns."""
+    prebuffer: Optional[float] = None
+    """The prebuffer playback ended with: as asked, or grown by underruns."""
 
     def real_time_factor(self, duration: float) -> Optional[float]:
         """Wall time over audio time: below 1.0 means faster than real time."""
@@ -186,6 +190,42 @@ class Resampler:
             k += 1
         self._emitted = k
         return out
+
+
+def playable(source: Union[Audio, str, "os.PathLike[str]"]) -> Audio:
+    """`source` (an `Audio` or a WAV file's path) as 16-bit mono PCM at its own rate, for a player: wider
+    or narrower samples are cut or widened, channels are averaged."""
+    if isinstance(source, (str, os.PathLike)):
+        source = Audio.from_wav(source)
+    elif not isinstance(source, Audio):
+        raise TypeError(f"play() takes an Audio or a WAV file's path, not {type(source).__name__}")
+    pcm, width, channels = source.pcm, source.sample_width, source.channels
+    if width != 2:
+        pcm = _to_16_bit(pcm, width)
+    if channels > 1:
+        pcm = _to_mono(pcm, channels)
+    return Audio(pcm, sample_rate=source.sample_rate, stats=source.stats)
+
+
+def _to_16_bit(pcm: bytes, width: int) -> bytes:
+    """Little-endian PCM of `width` bytes per sample (8-bit unsigned, as WAV has it) as 16-bit."""
+    count = len(pcm) // width
+    out = bytearray(2 * count)
+    if width == 1:
+        out[1::2] = pcm[:count].translate(bytes((b ^ 0x80) for b in range(256)))
+    elif width in (3, 4):
+        out[0::2] = pcm[width - 2:count * width:width]  # the two most significant bytes
+        out[1::2] = pcm[width - 1:count * width:width]
+    else:
+        raise ValueError(f"cannot play {8 * width}-bit samples")
+    return bytes(out)
+
+
+def _to_mono(pcm: bytes, channels: int) -> bytes:
+    samples = _samples(pcm[:len(pcm) - len(pcm) % (2 * channels)])
+    parts = [samples[c::channels] for c in range(channels)]
+    mixed = array.array("h", (sum(group) // channels for group in zip(*parts)))
+    return _pcm(mixed)
 
 
 def _samples(pcm: bytes) -> "array.array[int]":

@@ -13,8 +13,10 @@ import os
 import shutil
 import sys
 import time
+import wave
 from typing import Iterable, Iterator, List, Optional
 
+from .audio import Audio
 from .errors import AudioDeviceError, BasetenTTSError, ConfigurationError
 from .protocol import iter_words
 from .settings import EMOTION_TAGS, VOICES
@@ -132,14 +134,34 @@ def _say(args: argparse.Namespace) -> int:
 def _cannot_play(device: Optional[str]) -> Optional[str]:
     """Why playback is impossible here, or None: checked before any text is read or sent."""
     try:
-        from . import playback
+        from . import portaudio
 
-        playback.check_output(device)
+        portaudio.check_output(device)
     except ImportError:
         return "playback is not available in this build"
     except AudioDeviceError as exc:
         return str(exc)
     return None
+
+
+def _play(args: argparse.Namespace) -> int:
+    from .playback import play
+
+    if not os.path.isfile(args.file):
+        print(f"basetts: no such file: {args.file}", file=sys.stderr)
+        return 2
+    why = _cannot_play(args.device)
+    if why is not None:
+        print(f"basetts: cannot play here: {why}", file=sys.stderr)
+        return 1
+    try:
+        audio = Audio.from_wav(args.file)
+    except (EOFError, wave.Error) as exc:
+        print(f"basetts: {args.file} is not a WAV file basetts can read ({exc})", file=sys.stderr)
+        return 2
+    heard = play(audio, output_device=args.device, volume=args.volume)  # Ctrl+C: a fade, then exit 130
+    print(f"basetts: played {heard.duration:.1f} s", file=sys.stderr)
+    return 0
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -175,9 +197,9 @@ def _doctor(args: argparse.Namespace) -> int:
 
 
 def _devices(args: argparse.Namespace) -> int:
-    from . import playback
+    from . import portaudio
 
-    found = playback.devices()
+    found = portaudio.devices()
     if not found:
         print("basetts: no audio output devices found (no sound card, or no access to the sound server). "
               "`basetts say -o out.wav` writes a file instead; `basetts doctor` checks the set-up.",
@@ -219,6 +241,12 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--fault", action="append", default=[], metavar="NAME=VALUE",
                        help="misbehave on purpose, e.g. drop_after_bytes=8192 (see basetts.testing.Faults)")
     serve.set_defaults(run=_serve)
+
+    play = commands.add_parser("play", help="play a WAV file (any rate and channel count)")
+    play.add_argument("file", help="the WAV file")
+    play.add_argument("--device", help="output device: an index or part of its name")
+    play.add_argument("--volume", type=float, default=1.0, help="software gain from 0 to 1 (default 1)")
+    play.set_defaults(run=_play)
 
     commands.add_parser("voices", help="list voices and emotion tags").set_defaults(run=_voices)
     commands.add_parser("devices", help="list audio output devices").set_defaults(run=_devices)

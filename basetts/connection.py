@@ -24,10 +24,12 @@ log = logging.getLogger("basetts")
 _IDLE_WAKE = 1.0
 # Time a thread gets to finish after being told to stop.
 _JOIN_TIMEOUT = 2.0
-# Queue of chunks between the reader and the consumer: 64 chunks, each what one read brought (one 4 kB
-# frame when audio arrives at the pace it plays, up to 64 kB in bursts). When full, the reader stops
-# reading, so the socket (not memory) absorbs a slow consumer; the writer holds the text back then.
-DEFAULT_QUEUE_FRAMES = 64
+# The queue of chunks between the reader and the consumer. Once it holds ROOM_BYTES (~2.7 s of audio)
+# the writer holds the text back, so what piles up behind a slow or paused consumer is the audio of text
+# already sent; the reader goes on reading it, answering the server's pings. Only past MAX_QUEUED_BYTES
+# (a server sending audio nobody asked for) does it stop reading and leave the rest in the socket.
+ROOM_BYTES = 128 * 1024
+MAX_QUEUED_BYTES = 64 * 1024 * 1024
 # Once, after queueing the first audio: long enough for the waiting consumer to wake and run.
 _FIRST_AUDIO_HANDOFF = 50e-6
 # How much of a whole text open() sends itself (at most its first batch) before leaving the rest to the
@@ -110,7 +112,7 @@ class Conversation:
     """
 
     def __init__(self, settings: Settings, words: Iterable[str], *,
-                 queue_frames: int = DEFAULT_QUEUE_FRAMES, stats: Optional[Stats] = None,
+                 stats: Optional[Stats] = None,
                  sock: Optional[transport.BoundedSocket] = None, started: Optional[float] = None,
                  on_upgrade: Optional[Callable[[], object]] = None) -> None:
         """`sock`: an already connected websocket (from `connect`) to use instead of connecting; the
@@ -121,8 +123,8 @@ class Conversation:
         self.settings = settings
         self.stats = stats if stats is not None else Stats()
         self._words = words
-        self._queue: "queue.Queue[Union[bytes, _End]]" = queue.Queue(maxsize=queue_frames)
-        self._room = max(1, queue_frames // 2)  # the next batch waits while the queue holds this many
+        self._queue: "queue.Queue[Union[bytes, _End]]" = queue.Queue()
+        self._queued = 0  # bytes of audio in the queue (under _lock): see ROOM_BYTES
         self._stop = threading.Event()
         self._connected = threading.Event()  # set once the reader may use the connection (or must stop)
         self._lock = threading.Lock()  # guards the utterance's state
@@ -224,10 +226,8 @@ class Conversation:
                                 thread.name, _JOIN_TIMEOUT)
         if sock is not None:
             sock.close()
-        try:  # wake a consumer waiting in chunks() (another thread) now, not at its next poll
-            self._queue.put_nowait(_End(StreamInterrupted("The conversation was closed.")))
-        except queue.Full:  # then the consumer is not waiting
-            pass
+        # Wake a consumer waiting in chunks() (another thread) now, not at its next poll.
+        self._queue.put_nowait(_End(StreamInterrupted("The conversation was closed.")))
         if self.stats.total_time is None:
             self.stats.total_time = self._elapsed()
         self._trace.close()
@@ -267,9 +267,11 @@ class Conversation:
                     except queue.Empty:
                         return _End(StreamInterrupted("The conversation was closed."))
                 continue
-            if self._writer_waiting and self._queue.qsize() < self._room:
+            if isinstance(item, bytes):
                 with self._changed:
-                    self._changed.notify_all()  # the consumer caught up: the writer may go on
+                    self._queued -= len(item)
+                    if self._writer_waiting and self._queued < ROOM_BYTES:
+                        self._changed.notify_all()  # the consumer caught up: the writer may go on
             return item
 
     # threads ---------------------------------------------------------------------------------------
@@ -277,14 +279,15 @@ class Conversation:
         return time.monotonic() - self._started
 
     def _put(self, item: Union[bytes, _End]) -> bool:
-        """Queue an item, waiting while the consumer is behind (back-pressure), unless told to stop."""
-        while not self._stop.is_set():
-            try:
-                self._queue.put(item, timeout=0.05)
-                return True
-            except queue.Full:
-                continue
-        return False
+        """Queue an item; past MAX_QUEUED_BYTES, wait for the consumer (unless told to stop)."""
+        if isinstance(item, bytes):
+            while self._queued > MAX_QUEUED_BYTES:
+                if self._stop.wait(0.05):
+                    return False
+            with self._lock:
+                self._queued += len(item)
+        self._queue.put(item)
+        return True
 
     # sending ---------------------------------------------------------------------------------------
     def _send_now(self) -> None:
@@ -378,7 +381,7 @@ class Conversation:
         behind the queue, and the server's pings would go unanswered). False once the conversation is over."""
         with self._changed:
             while not self._stop.is_set() and not self._reader_done:
-                if self._utterance.may_send() and self._queue.qsize() < self._room:
+                if self._utterance.may_send() and self._queued < ROOM_BYTES:
                     return True
                 self._writer_waiting = True
                 self._changed.wait()

@@ -41,11 +41,12 @@ def tone(seconds: float = 0.3, frequency: float = 440.0, rate: int = SAMPLE_RATE
 
 
 def _sound_checks(device: Any) -> Iterator[Check]:
-    from . import playback
+    from . import portaudio
+    from .playback import Player
 
     names = ("output device", "24 kHz", "test tone")
     try:
-        pyaudio, pa = playback._open_portaudio()
+        pyaudio, pa = portaudio.acquire()
     except BasetenTTSError as exc:
         yield Check("PortAudio", FAIL, str(exc))
         yield from (Check(name, FAIL, "not checked: needs PortAudio") for name in names)
@@ -53,9 +54,9 @@ def _sound_checks(device: Any) -> Iterator[Check]:
     try:
         yield Check("PortAudio", OK, f"PyAudio {pyaudio.__version__}, {pyaudio.get_portaudio_version_text()}")
         try:
-            with playback._portaudio_locked():
-                found = playback._resolve_device(pa, device)
-                native = playback._supports(pa, pyaudio, found, SAMPLE_RATE)
+            with portaudio.locked():
+                found = portaudio.resolve_device(pa, device)
+                native = portaudio.supports(pa, pyaudio, found, SAMPLE_RATE)
         except (BasetenTTSError, TypeError) as exc:
             yield Check("output device", FAIL, str(exc))
             yield from (Check(name, FAIL, "not checked: needs an output device") for name in names[1:])
@@ -65,18 +66,18 @@ def _sound_checks(device: Any) -> Iterator[Check]:
                Check("24 kHz", WARN, f"the device refuses 24000 Hz; basetts resamples to "
                                      f"{found.default_sample_rate:g} Hz (small extra CPU, same sound)"))
         try:
-            with playback.Player(device, prebuffer=0.0) as player:
-                started = time.monotonic()
+            with Player(device, prebuffer=0.0) as player:
+                begun = time.monotonic()
                 player.feed(tone())
                 player.drain()
             heard = "" if player.first_sound_at is None else \
-                f", first sound after {1000 * (player.first_sound_at - started):.0f} ms"
+                f", first sound after {1000 * (player.first_sound_at - begun):.0f} ms"
             yield Check("test tone", OK, f"played 0.3 s at {player.device_rate} Hz{heard}; "
                                          f"underruns {player.underruns}")
         except BasetenTTSError as exc:
             yield Check("test tone", FAIL, str(exc))
     finally:
-        playback._close_portaudio(pa)
+        portaudio.release(pa)
 
 
 def _endpoint_checks(make_synthesizer: Callable[..., Any], url: Optional[str], local: bool) -> Iterator[Check]:

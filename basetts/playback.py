@@ -1,39 +1,46 @@
-"""Playback through the sound card: a PyAudio *callback* stream fed from a flat-memory ring buffer.
+"""Playback: `Player`, a PyAudio *callback* stream fed from a `Ring`, and `Playback`, the handle users hold.
 
-The caller's thread `feed()`s PCM (volume and resampling happen there, never in the audio callback);
-PortAudio's thread runs `_callback`, which only copies whole samples out of the ring, pads silence on
-underrun and counts it. Only this module imports PyAudio, and only when playback is asked for, so
-`synthesize()`, `stream()` and `save()` work on machines without a sound card.
+The feeding thread `feed()`s PCM (volume and resampling happen there, never in the audio callback);
+PortAudio's thread runs `_callback`, which copies whole samples out of the ring, fades in and out (stop,
+pause, an underrun: never a click) and pads silence. PortAudio itself (starting it, devices) is
+`portaudio.py`'s.
 """
 from __future__ import annotations
 
 import array
+import atexit
 import contextlib
-import dataclasses
 import logging
 import math
 import os
 import sys
 import threading
 import time
-from typing import Any, Callable, Iterator, List, Mapping, Optional, Tuple, Union
+import weakref
+from typing import Any, Callable, Iterable, Iterator, List, Literal, Mapping, Optional, Tuple, Union, overload
 
-from .audio import Resampler
-from .errors import AudioDeviceError
+from . import portaudio
+from .audio import Audio, Resampler, Stats, playable
+from .errors import AudioDeviceError, BasetenTTSError, ConfigurationError, TimeoutError
+from .portaudio import Device, DeviceSpec, PortAudioHold
 from .protocol import SAMPLE_RATE, SAMPLE_WIDTH
+from .ring import Ring
 
 log = logging.getLogger("basetts")
 
-DeviceSpec = Union[int, str, None]
-"""An output device: its index, part of its name (case-insensitive), or None for the default."""
-
 DEFAULT_PREBUFFER = 0.1
 """Seconds queued before the sound starts: enough to ride out network jitter, short enough not to be heard."""
+MAX_PREBUFFER = 1.0
+"""After an underrun the prebuffer grows, for the rest of the utterance, up to this (or the one asked for)."""
+PREBUFFER_STEP = 0.2
+"""An underrun grows the prebuffer by at least this, and at least doubles it."""
 MAX_BUFFERED = 4.0
 """Seconds `feed()` lets pile up ahead of the device before it waits: memory stays flat on long texts."""
 CALLBACK_SECONDS = 0.02
 """Length of one callback buffer. Small keeps `stop()` and the end of speech prompt; 20 ms is safe on
 PulseAudio, ALSA, CoreAudio and WASAPI alike."""
+FADE_SECONDS = 0.005
+"""Fade out on stop, pause and underrun, and in on resume and after an underrun: no click, nothing heard late."""
 
 # How often waiting loops look again; a stop wakes them at once through an Event.
 _POLL = 0.005
@@ -48,269 +55,8 @@ _STALL_GRACE = 2.0
 # Before the device has taken any audio: some (Bluetooth headsets, a sound server resuming a suspended
 # sink) take seconds to start calling back.
 _START_GRACE = 10.0
-
-_INSTALL_HINT = (
-    "Install PortAudio and PyAudio: `pip install 'basetts[play]'` (Debian/Ubuntu: `apt-get install "
-    "portaudio19-dev` first; macOS: `brew install portaudio`). Or skip the sound card: "
-    "`synth.synthesize(text)` or `synth.save(text, 'out.wav')` need neither."
-)
-
-
-def _import_pyaudio() -> Any:
-    """PyAudio, or an `AudioDeviceError` that says what to install."""
-    try:
-        import pyaudio  # type: ignore[import-untyped]
-    except ImportError as exc:  # PyAudio missing, or its extension cannot find libportaudio
-        raise AudioDeviceError(f"Playback needs PyAudio, which cannot be imported ({exc}). {_INSTALL_HINT}") from None
-    return pyaudio
-
-
-# PortAudio is process-global and its initialise, terminate, open and close are not thread-safe (two
-# speak() calls initialising at once abort the process). One shared `PyAudio`, counted, under a lock.
-_portaudio_lock = threading.RLock()
-_shared_pa: Any = None
-_shared_users = 0
-# A PortAudio call stuck in a hung sound server holds the lock; nobody waits for it longer than this.
-_LOCK_TIMEOUT = 10.0
-
-
-@contextlib.contextmanager
-def _portaudio_locked() -> Iterator[None]:
-    """`_portaudio_lock`, or an `AudioDeviceError` if a call stuck in the sound server holds it."""
-    if not _portaudio_lock.acquire(timeout=_LOCK_TIMEOUT):
-        raise AudioDeviceError("The sound system is not responding (a PortAudio call has been stuck for "
-                               f"{_LOCK_TIMEOUT:g} s). Check the sound server, or use synthesize()/save().")
-    try:
-        yield
-    finally:
-        _portaudio_lock.release()
-
-
-def _in_background(call: Callable[[], None], name: str, wait: float = 1.0) -> None:
-    """Run a PortAudio call that a hung sound server can block forever: wait for it at most `wait`
-    seconds, then leave it to finish in its (daemon) thread whenever the server answers."""
-    worker = threading.Thread(target=call, name=f"basetts-{name}", daemon=True)
-    worker.start()
-    worker.join(wait)
-    if worker.is_alive():
-        log.warning("%s is blocked in the sound server; it finishes in the background", name)
-
-
-# C callbacks handed to ALSA and JACK: kept alive here for as long as the libraries may call them.
-_quiet_handlers: List[Any] = []
-
-
-def _quiet_native_libraries() -> None:
-    """Stop ALSA and JACK printing to stderr while PortAudio probes every device it knows of (a hundred
-    lines on a machine without a sound card, none of them actionable): basetts says what matters.
-    Left alone when basetts logs at DEBUG, for whoever debugs the sound setup."""
-    if _quiet_handlers or log.isEnabledFor(logging.DEBUG):
-        return
-    import ctypes
-
-    def ignore(*_args: Any) -> None:
-        pass
-
-    # ALSA's handler is printf-like (file, line, function, err, fmt, ...); the varargs are not read.
-    alsa = ctypes.CFUNCTYPE(None, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p)
-    jack = ctypes.CFUNCTYPE(None, ctypes.c_char_p)
-    for library, setter, prototype in (("libasound.so.2", "snd_lib_error_set_handler", alsa),
-                                       ("libjack.so.0", "jack_set_error_function", jack),
-                                       ("libjack.so.0", "jack_set_info_function", jack)):
-        try:
-            install = getattr(ctypes.CDLL(library), setter)
-        except (OSError, AttributeError):  # not this platform, or PortAudio built without it
-            continue
-        handler = prototype(ignore)
-        install(handler)
-        _quiet_handlers.append(handler)
-
-
-# Set in a child of fork() whose parent had PortAudio started: the C library's state (its device list,
-# its sound-server connections, whose threads did not survive the fork) is the parent's, and PortAudio
-# cannot be started afresh over it. Such a child never touches it and says so when asked to play.
-_inherited_portaudio = False
-
-
-def _forget_portaudio_after_fork() -> None:
-    """In a child of fork(): nothing of the parent's PortAudio is used (a lock another thread may have
-    held included)."""
-    global _portaudio_lock, _shared_pa, _shared_users, _inherited_portaudio
-    _inherited_portaudio = _inherited_portaudio or _shared_pa is not None
-    _portaudio_lock, _shared_pa, _shared_users = threading.RLock(), None, 0
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_forget_portaudio_after_fork)
-
-
-def _open_portaudio() -> Tuple[Any, Any]:
-    """(pyaudio module, the process's `PyAudio`); give it back with `_close_portaudio`."""
-    global _shared_pa, _shared_users
-    pyaudio = _import_pyaudio()
-    if _inherited_portaudio:
-        raise AudioDeviceError(
-            "This process was forked from one that had the sound device open (PortAudio cannot be restarted "
-            "in a forked child). Play from the parent, or start workers with the 'spawn' method "
-            "(multiprocessing.get_context('spawn')); synthesize()/save() work here as usual.")
-    with _portaudio_locked():
-        if _shared_pa is None:
-            _quiet_native_libraries()
-            try:
-                _shared_pa = pyaudio.PyAudio()
-            except Exception as exc:  # noqa: BLE001 - PortAudio's own init failure, rare but possible
-                raise AudioDeviceError(f"PortAudio failed to start: {exc}. {_INSTALL_HINT}") from None
-        _shared_users += 1
-        return pyaudio, _shared_pa
-
-
-def _close_portaudio(pa: Any) -> None:
-    """Terminate PortAudio once its last user is done."""
-    global _shared_pa, _shared_users
-    with _portaudio_locked():
-        if pa is not _shared_pa:  # not the shared instance (tests pass their own)
-            pa.terminate()
-            return
-        _shared_users -= 1
-        if _shared_users == 0:
-            _shared_pa = None
-            pa.terminate()
-
-
-class PortAudioHold:
-    """Keeps PortAudio started from one `Player` to the next (a Synthesizer has one). Starting it probes
-    every device: 40 ms here, often far more on a desktop, before every speak()'s first sound if each
-    call started it again. Devices plugged in later are seen after `release()`."""
-
-    def __init__(self) -> None:
-        self._pa: Any = None
-        self._pid = os.getpid()  # a hold inherited through fork() is the parent's: never touched
-        self._lock = threading.Lock()
-
-    def take(self) -> None:
-        """Hold PortAudio (already started by the caller's Player), once."""
-        with self._lock:
-            if self._pid != os.getpid():
-                self._pa, self._pid = None, os.getpid()
-            if self._pa is None:
-                _, self._pa = _open_portaudio()
-
-    def release(self) -> None:
-        """Let PortAudio stop once its last Player is done."""
-        with self._lock:
-            pa, self._pa = self._pa, None
-        if pa is not None and self._pid == os.getpid():
-            _close_portaudio(pa)
-
-
-@dataclasses.dataclass(frozen=True)
-class Device:
-    """One output device as PortAudio lists it."""
-
-    index: int
-    name: str
-    host_api: str
-    max_output_channels: int
-    default_sample_rate: float
-    is_default: bool = False
-
-    def __str__(self) -> str:
-        mark = "  (default)" if self.is_default else ""
-        return f"{self.index}: {self.name} [{self.host_api}, {self.default_sample_rate:g} Hz]{mark}"
-
-
-def _output_devices(pa: Any) -> List[Device]:
-    try:
-        default = pa.get_default_output_device_info()["index"]
-    except (OSError, IOError):
-        default = None
-    host_apis = {}
-    for i in range(pa.get_host_api_count()):
-        info = pa.get_host_api_info_by_index(i)
-        host_apis[info["index"]] = info["name"]
-    found = []
-    for i in range(pa.get_device_count()):
-        info = pa.get_device_info_by_index(i)
-        if int(info.get("maxOutputChannels", 0)) < 1:
-            continue
-        found.append(Device(
-            index=int(info["index"]), name=str(info["name"]), host_api=host_apis.get(info["hostApi"], "?"),
-            max_output_channels=int(info["maxOutputChannels"]),
-            default_sample_rate=float(info["defaultSampleRate"]), is_default=info["index"] == default))
-    return found
-
-
-def devices() -> List[Device]:
-    """The audio output devices PortAudio can see, the default one marked. Raises `AudioDeviceError`
-    if PyAudio is missing."""
-    _, pa = _open_portaudio()
-    try:
-        with _portaudio_locked():
-            return _output_devices(pa)
-    finally:
-        _close_portaudio(pa)
-
-
-def _resolve_device(pa: Any, spec: DeviceSpec) -> Device:
-    """The device for an index, a name fragment, or None (the default); a clear error if there is none."""
-    outputs = _output_devices(pa)
-    listing = "; ".join(str(d) for d in outputs) or "none"
-    if not outputs:
-        raise AudioDeviceError(
-            "No audio output device found (PortAudio sees none: no sound card, or no access to the sound "
-            "server). Check the sound setup, or use `synth.synthesize(text)` / `synth.save(text, path)`, "
-            "which need no sound card.")
-    if spec is None:
-        for device in outputs:
-            if device.is_default:
-                return device
-        raise AudioDeviceError(f"There is no default output device; pass output_device=. Devices: {listing}")
-    if isinstance(spec, str) and spec.strip().isdigit():
-        spec = int(spec)
-    if isinstance(spec, bool) or not isinstance(spec, (int, str)):
-        raise TypeError(f"output_device must be an index, a name or None, not {type(spec).__name__}")
-    if isinstance(spec, int):
-        for device in outputs:
-            if device.index == spec:
-                return device
-        raise AudioDeviceError(f"No output device with index {spec}. Devices: {listing}")
-    wanted = spec.strip().lower()
-    exact = [d for d in outputs if d.name.lower() == wanted]
-    matches = exact or [d for d in outputs if wanted in d.name.lower()]
-    if not matches:
-        raise AudioDeviceError(f"No output device named like {spec!r}. Devices: {listing}")
-    if len(matches) > 1:
-        log.info("output_device=%r matches %d devices; using %s", spec, len(matches), matches[0])
-    return matches[0]
-
-
-def check_output(device: DeviceSpec = None) -> Device:
-    """The device `speak()` would use, or an `AudioDeviceError` saying why playback is impossible here.
-
-    For checking before any text is sent (a CLI, a health check)."""
-    _, pa = _open_portaudio()
-    try:
-        with _portaudio_locked():
-            return _resolve_device(pa, device)
-    finally:
-        _close_portaudio(pa)
-
-
-def _supports(pa: Any, pyaudio: Any, device: Device, rate: int) -> bool:
-    try:
-        return bool(pa.is_format_supported(rate, output_device=device.index, output_channels=1,
-                                           output_format=pyaudio.paInt16))
-    except ValueError:  # PyAudio's way of saying "not supported"
-        return False
-
-
-def choose_rate(pa: Any, pyaudio: Any, device: Device, rate: int) -> int:
-    """`rate` if the device takes it, else the device's default rate (we resample): never fail on rate."""
-    if _supports(pa, pyaudio, device, rate):
-        return rate
-    fallback = int(round(device.default_sample_rate))
-    log.info("%s cannot play %d Hz; opening it at %d Hz and resampling", device.name, rate, fallback)
-    return fallback
+# Beyond the device's latency, how long close() waits for a stop's fade-out to be heard.
+_FADE_GRACE = 0.25
 
 
 def _scale(pcm: bytes, gain: float) -> bytes:
@@ -329,9 +75,11 @@ class Player:
     """One output stream: `feed()` PCM from one thread while PortAudio's callback plays it.
 
     Use as a context manager. The stream starts once `prebuffer` seconds are queued (or at `end()`);
-    `drain()` returns when the device has played the last sample; `stop()` (any thread) silences at once.
-    Counters: `underruns` (callbacks that found the buffer empty before the end), `played_samples`
-    (input samples handed to the device), `first_sound_at` (monotonic time the first sample is heard).
+    `drain()` returns when the device has played the last sample; `stop()`, `pause()` and `resume()` work
+    from any thread and fade (`FADE_SECONDS`). After an underrun the callback stays silent until the
+    (grown) prebuffer is queued again, then fades in. Counters: `underruns`, `rebuffer_seconds` (silence
+    played while rebuffering), `played_samples` (device samples taken from the ring), `first_sound_at`
+    (monotonic time the first sample is heard), `prebuffer` (as grown).
     """
 
     def __init__(
@@ -345,8 +93,8 @@ class Player:
         device_rate: Optional[int] = None,
         hold: Optional[PortAudioHold] = None,
     ) -> None:
-        """`device_rate` forces the rate the device is opened at (None: `rate` if the device takes it).
-        `hold` keeps PortAudio started after this player closes, for the next one."""
+        """`rate`: of the PCM fed (mono 16-bit). `device_rate` forces the rate the device is opened at
+        (None: `rate` if the device takes it). `hold` keeps PortAudio started after this player closes."""
         if isinstance(volume, bool) or not isinstance(volume, (int, float)) or not 0.0 <= volume <= 1.0:
             raise ValueError(f"volume must be a number from 0 to 1, got {volume!r}")
         if (isinstance(prebuffer, bool) or not isinstance(prebuffer, (int, float))
@@ -357,19 +105,22 @@ class Player:
         self.prebuffer = float(prebuffer)
         self.volume = float(volume)
         self.max_buffered = max(float(max_buffered), self.prebuffer + 1.0)
+        self.max_prebuffer = max(self.prebuffer, min(MAX_PREBUFFER, self.max_buffered / 2))
         self._forced_rate = device_rate
         self._hold = hold
         self.device: Optional[Device] = None
         self.device_rate = rate
         self.underruns = 0
+        self.rebuffer_seconds = 0.0
         self.played_samples = 0  # device samples taken from the ring (silence padding excluded)
         self.first_sound_at: Optional[float] = None
         self._pyaudio: Any = None
         self._pa: Any = None
         self._stream: Any = None
         self._resampler: Optional[Resampler] = None
-        self._stream_lock = threading.Lock()  # stream start/abort/close; never taken by the callback
+        self._stream_lock = threading.Lock()  # stream start/close; never taken by the callback
         self._stopped = threading.Event()
+        self._paused = False
         self._started = False
         self._input_done = False  # set after the last write: the callback then ends at an empty ring
         self._tail_until: Optional[float] = None  # when the last sample is heard: stream time, or frames
@@ -380,22 +131,25 @@ class Player:
         # (bytes read by the callback, monotonic time that count was first seen), once playing
         self._progress: Optional[Tuple[int, float]] = None
         self._odd = b""  # half a sample, waiting for its other half
-        self._ring = bytearray()
-        self._ring_view = memoryview(self._ring)
-        self._written = 0  # bytes ever written; only the feeding thread changes it
-        self._read = 0  # bytes ever read; only the callback changes it
+        self._ring = Ring(SAMPLE_WIDTH)
         self._out = bytearray()
         self._out_view = memoryview(self._out)
-        self._silence = b""
+        self._out_samples = memoryview(self._out).cast("h")
+        self._silence = memoryview(b"")
+        # Callback state: the fade position in samples (_fade: fully audible, 0: silent), rebuffering.
+        self._fade = max(1, int(FADE_SECONDS * rate))
+        self._level = self._fade
+        self._rebuffering = False
+        self._calls = 0  # callbacks that took nothing from the ring (paused, rebuffering): still alive
 
     # lifecycle -------------------------------------------------------------------------------------
     def open(self) -> "Player":
         """Find the device and open the stream (not started yet); again, a no-op. Raises `AudioDeviceError`."""
         if self._stream is not None:
             return self
-        self._pyaudio, self._pa = _open_portaudio()
+        self._pyaudio, self._pa = portaudio.acquire()
         try:
-            with _portaudio_locked():
+            with portaudio.locked():
                 self._open_device()
             if self._hold is not None:
                 self._hold.take()
@@ -414,9 +168,9 @@ class Player:
         return self
 
     def _open_device(self) -> None:
-        """Resolve the device and open the stream at 24 kHz, or at the device's own rate if it refuses."""
-        self.device = _resolve_device(self._pa, self.device_spec)
-        self.device_rate = self._forced_rate or choose_rate(self._pa, self._pyaudio, self.device, self.rate)
+        """Resolve the device and open the stream at `rate`, or at the device's own rate if it refuses."""
+        self.device = portaudio.resolve_device(self._pa, self.device_spec)
+        self.device_rate = self._forced_rate or portaudio.choose_rate(self._pa, self._pyaudio, self.device, self.rate)
         try:
             self._open_stream()
         except OSError as exc:
@@ -429,12 +183,10 @@ class Player:
 
     def _open_stream(self) -> None:
         frames = max(64, int(self.device_rate * CALLBACK_SECONDS))
-        capacity = int(self.max_buffered * self.device_rate) * SAMPLE_WIDTH + 2 * frames * SAMPLE_WIDTH
-        self._ring = bytearray(capacity)
-        self._ring_view = memoryview(self._ring)
-        self._out = bytearray(4 * frames * SAMPLE_WIDTH)  # PortAudio may ask for more than it was told
-        self._out_view = memoryview(self._out)
-        self._silence = bytes(len(self._out))
+        self._ring = Ring(int(self.max_buffered * self.device_rate) * SAMPLE_WIDTH + 2 * frames * SAMPLE_WIDTH,
+                          SAMPLE_WIDTH)
+        self._grow_out(4 * frames * SAMPLE_WIDTH)  # PortAudio may ask for more than it was told
+        self._fade = self._level = max(1, int(FADE_SECONDS * self.device_rate))
         self.frames_per_buffer = frames
         self._stream = self._pa.open(
             format=self._pyaudio.paInt16, channels=1, rate=self.device_rate, output=True,
@@ -443,8 +195,16 @@ class Player:
         # Fallback for backends without timestamps: this much silence after the end flushes the device.
         self._latency_frames = int(self._output_latency() * self.device_rate) + frames
 
+    def _grow_out(self, size: int) -> None:
+        self._out = bytearray(size)
+        self._out_view = memoryview(self._out)
+        self._out_samples = self._out_view.cast("h")
+        self._silence = memoryview(bytes(size))
+
     def close(self) -> None:
-        """Abort the stream if it still plays, close it, terminate PortAudio. Idempotent."""
+        """Let a stop's fade-out be heard, then close the stream and let PortAudio go. Idempotent."""
+        if self._stopped.is_set() and not self._stalled:
+            self._wait_inactive(self._output_latency() + _FADE_GRACE)
         with self._stream_lock:
             stream, self._stream = self._stream, None
             pa, self._pa = self._pa, None
@@ -452,20 +212,28 @@ class Player:
         def release() -> None:
             if stream is not None:
                 try:
-                    with _portaudio_locked():
+                    with portaudio.locked():
                         stream.close()  # discards pending buffers, like an abort
                 except Exception as exc:  # noqa: BLE001 - closing must not hide the real outcome
                     log.debug("closing the stream: %s", exc)
             if pa is not None:
                 try:
-                    _close_portaudio(pa)
+                    portaudio.release(pa)
                 except AudioDeviceError as exc:
                     log.warning("PortAudio left open: %s", exc)
 
         if self._stalled:  # a hung sound server may never answer the close
-            _in_background(release, "stream-close")
+            portaudio.in_background(release, "stream-close")
         else:
             release()
+
+    def _wait_inactive(self, limit: float) -> None:
+        deadline = time.monotonic() + limit
+        while time.monotonic() < deadline:
+            with self._stream_lock:
+                if not self._started or self._stream is None or not self._stream.is_active():
+                    return
+            time.sleep(_POLL)
 
     def __enter__(self) -> "Player":
         return self.open()
@@ -473,12 +241,7 @@ class Player:
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
-    # the feeding thread -----------------------------------------------------------------------------
-    @property
-    def buffered_seconds(self) -> float:
-        """Audio queued but not yet handed to the device."""
-        return (self._written - self._read) / SAMPLE_WIDTH / self.device_rate
-
+    # control, from any thread ----------------------------------------------------------------------
     @property
     def stopped(self) -> bool:
         """True once `stop()` was called."""
@@ -488,6 +251,34 @@ class Player:
     def stopped_event(self) -> threading.Event:
         """Set by `stop()`: for waits that `stop()` must end."""
         return self._stopped
+
+    @property
+    def paused(self) -> bool:
+        return self._paused
+
+    @property
+    def started(self) -> bool:
+        """The stream has started (the prebuffer was reached, or the input ended)."""
+        return self._started
+
+    def stop(self) -> None:
+        """Fade out now and play nothing more; wakes every wait. `close()` lets the fade be heard."""
+        self._stopped.set()
+
+    def pause(self) -> None:
+        """Fade out and play silence, keeping the place; the stream stays open (and `feed()` fills it)."""
+        self._paused = True
+
+    def resume(self) -> None:
+        """Fade back in where `pause()` left off."""
+        self._progress = None  # time paused is not a stalled device
+        self._paused = False
+
+    # the feeding thread -----------------------------------------------------------------------------
+    @property
+    def buffered_seconds(self) -> float:
+        """Audio queued but not yet handed to the device."""
+        return self._ring.available / SAMPLE_WIDTH / self.device_rate
 
     def feed(self, pcm: bytes) -> bool:
         """Queue 16-bit PCM at `rate` (whole samples). Waits while `max_buffered` seconds are queued.
@@ -510,37 +301,25 @@ class Player:
         """Copy device-rate PCM into the ring, waiting for room; start once the prebuffer is queued."""
         view = memoryview(pcm)
         while view:
-            free = len(self._ring) - (self._written - self._read)
-            if free < SAMPLE_WIDTH:
+            taken = self._ring.write(view)
+            view = view[taken:]
+            if not self._started and self.buffered_seconds >= self.prebuffer:
+                self._start()
+            if view:
                 if not self._started:
                     self._start()  # a buffer smaller than the prebuffer must not wait forever
                 if self._stopped.wait(_FULL_WAIT):
                     return False
                 self._raise_callback_error()
                 self._check_progress()
-                continue
-            count = min(len(view), free - free % SAMPLE_WIDTH)
-            self._write(view[:count])
-            view = view[count:]
-            if not self._started and self.buffered_seconds >= self.prebuffer:
-                self._start()
         return not self._stopped.is_set()
-
-    def _write(self, data: memoryview) -> None:
-        size = len(self._ring)
-        start = self._written % size
-        first = min(len(data), size - start)
-        self._ring_view[start:start + first] = data[:first]
-        if first < len(data):
-            self._ring_view[0:len(data) - first] = data[first:]
-        self._written += len(data)  # published last: the callback only reads up to here
 
     def end(self) -> None:
         """No more input: start if the prebuffer was never reached; the callback completes when empty."""
         if self._resampler is not None and not self._input_done:
             self._push(self._resampler.flush())  # the resampler's last samples
         self._input_done = True
-        if not self._started and self._written and not self._stopped.is_set():
+        if not self._started and self._ring.written and not self._stopped.is_set():
             self._start()
 
     def _start(self) -> None:
@@ -556,6 +335,7 @@ class Player:
 
         The callback completes only once PortAudio's clock says the last sample reached the speaker
         (see `_callback`), and the stream goes inactive after that: no fixed sleeps, no silence timers.
+        While paused, it waits for `resume()` (or `stop()`).
         """
         self.end()
         if not self._started:
@@ -567,7 +347,7 @@ class Player:
                 active = self._stream is not None and self._stream.is_active()
             if not active:
                 break
-            if self._read < self._written:
+            if self._ring.available or self._paused:
                 self._check_progress()  # still playing audio, as long as the device takes it
                 deadline = None
             elif deadline is None:
@@ -580,13 +360,15 @@ class Player:
 
     def _check_progress(self) -> None:
         """Raise `AudioDeviceError` if the device has taken no audio for its latency plus _STALL_GRACE
-        while audio waits (a sound server that hangs or dies never calls back again)."""
+        while audio waits (a sound server that hangs or dies never calls back again). Paused or
+        rebuffering, the callback takes nothing by design; its calls are what count then."""
         now = time.monotonic()
-        if self._progress is None or self._progress[0] != self._read or not self._started:
-            self._progress = (self._read, now)
+        progress = self._ring.read + self._calls
+        if self._progress is None or self._progress[0] != progress or not self._started:
+            self._progress = (progress, now)
             return
         since = self._progress[1]
-        if now - since > self._output_latency() + (_STALL_GRACE if self._read else _START_GRACE):
+        if now - since > self._output_latency() + (_STALL_GRACE if self._ring.read else _START_GRACE):
             self._stalled = True
             raise AudioDeviceError(
                 f"The audio device stopped playing: it has taken no audio for {now - since:.1f} s "
@@ -599,24 +381,6 @@ class Player:
             except Exception:  # noqa: BLE001
                 return 0.0
 
-    def stop(self) -> None:
-        """Silence now, from any thread: abort the stream (pending buffers are dropped) and wake waiters."""
-        self._stopped.set()
-        if self._stalled:
-            return  # the device plays nothing; close() lets go of it without waiting on the sound server
-        with self._stream_lock:
-            stream = self._stream
-            if stream is None or not self._started:
-                return
-            try:
-                abort = getattr(self._pyaudio._portaudio, "abort_stream", None)
-                if abort is not None:
-                    abort(stream._stream)
-                else:
-                    stream.stop_stream()
-            except Exception as exc:  # noqa: BLE001 - already stopped or closed: nothing to silence
-                log.debug("aborting the stream: %s", exc)
-
     def _raise_callback_error(self) -> None:
         error = self._callback_error
         if error is not None:
@@ -626,45 +390,81 @@ class Player:
     # PortAudio's thread -----------------------------------------------------------------------------
     def _callback(self, in_data: Optional[bytes], frame_count: int, time_info: Mapping[str, float],
                   status: int) -> Tuple[bytes, int]:
-        """Copy whole samples from the ring into one output buffer. Never blocks, never raises: an
-        exception here would be injected into the main thread by PyAudio."""
+        """Fill one output buffer from the ring, fading where the sound starts or stops. Never blocks,
+        never raises: an exception here would be injected into the main thread by PyAudio."""
         pyaudio = self._pyaudio
         try:
             wanted = frame_count * SAMPLE_WIDTH
             if wanted > len(self._out):  # PortAudio asked for more than it was told: grow, once
-                self._out = bytearray(wanted)
-                self._out_view = memoryview(self._out)
-                self._silence = bytes(wanted)
+                self._grow_out(wanted)
             done = self._input_done  # read before the ring: data written before `done` is then visible
-            available = self._written - self._read
-            count = min(available, wanted)
-            count -= count % SAMPLE_WIDTH
+            ring, fade = self._ring, self._fade
+            stopping = self._stopped.is_set()
+            quiet = stopping or self._paused
+            if self._rebuffering and (done or ring.available >= self._prebuffer_bytes()):
+                self._rebuffering = False
+            count = 0
+            if self._level == 0 and (quiet or self._rebuffering):
+                self._calls += 1  # silence: nothing taken, the place kept
+                if self._rebuffering and not quiet:
+                    self.rebuffer_seconds += frame_count / self.device_rate
+            elif quiet:  # stop or pause: the next few milliseconds, faded out
+                count = ring.read_into(self._out_view, min(wanted, self._level * SAMPLE_WIDTH))
+                self._ramp(0, count // SAMPLE_WIDTH, self._level, 0)
+                self._level = 0
+            else:
+                count = ring.read_into(self._out_view, wanted)
+                samples = count // SAMPLE_WIDTH
+                if self._level < fade:  # resuming: fade in
+                    rise = min(samples, fade - self._level)
+                    self._ramp(0, rise, self._level, self._level + rise)
+                    self._level += rise
+                if not done and ring.available < fade * SAMPLE_WIDTH:
+                    # Running dry (less than a fade left): fade out the end of what there is, and wait
+                    # for more than before.
+                    tail = min(samples, fade)
+                    self._ramp(samples - tail, samples, fade, 0)
+                    self._level = 0
+                    self._underrun()
             if count:
-                size = len(self._ring)
-                start = self._read % size
-                first = min(count, size - start)
-                self._out_view[:first] = self._ring_view[start:start + first]
-                if first < count:
-                    self._out_view[first:count] = self._ring_view[:count - first]
-                self._read += count
                 self.played_samples += count // SAMPLE_WIDTH
                 if self.first_sound_at is None:
                     self.first_sound_at = _heard_at(time_info)
             if count < wanted:
                 self._out_view[count:wanted] = self._silence[:wanted - count]
-                if not done:
-                    self.underruns += 1
-                elif self._tail_until is None:
+            flag = pyaudio.paContinue
+            if (stopping and self._level == 0) or (done and not ring.available):
+                if self._tail_until is None:
                     # The last sample is in this buffer. Keep the stream running on silence until the
                     # device has played it: PortAudio backends (ALSA's pulse plugin among them) may
                     # drop what is still queued when the callback completes.
                     self._tail_until = self._last_sample_heard(time_info, count // SAMPLE_WIDTH)
-                if done and self._tail_done(time_info, wanted // SAMPLE_WIDTH):
-                    return bytes(self._out_view[:wanted]), pyaudio.paComplete
-            return bytes(self._out_view[:wanted]), pyaudio.paContinue
+                if self._tail_done(time_info, frame_count):
+                    flag = pyaudio.paComplete
+            return bytes(self._out_view[:wanted]), flag
         except BaseException as exc:  # noqa: BLE001 - reported to the feeding thread, never raised here
             self._callback_error = exc
             return b"", pyaudio.paAbort
+
+    def _ramp(self, start: int, end: int, from_level: int, to_level: int) -> None:
+        """Scale output samples [start, end) linearly from from_level/_fade to to_level/_fade."""
+        span = end - start
+        if span <= 0:
+            return
+        samples, fade = self._out_samples, self._fade
+        for i in range(span):
+            level = from_level + (to_level - from_level) * (i + 1) // span if to_level < from_level else \
+                from_level + (to_level - from_level) * i // span
+            samples[start + i] = samples[start + i] * level // fade
+
+    def _underrun(self) -> None:
+        """The ring ran dry before the end: count it, grow the prebuffer, rebuffer."""
+        self.underruns += 1
+        self._rebuffering = True
+        self.prebuffer = min(self.max_prebuffer, max(2 * self.prebuffer, self.prebuffer + PREBUFFER_STEP))
+
+    def _prebuffer_bytes(self) -> int:
+        return int(self.prebuffer * self.device_rate) * SAMPLE_WIDTH
 
     def _last_sample_heard(self, time_info: Mapping[str, float], frames: int) -> float:
         """When the end is heard: a stream time if PortAudio gives timestamps, else frames of silence."""
@@ -691,3 +491,229 @@ def _heard_at(time_info: Mapping[str, float]) -> float:
     now = time.monotonic()
     ahead = time_info.get("output_buffer_dac_time", 0.0) - time_info.get("current_time", 0.0)
     return now + ahead if 0.0 <= ahead < 1.0 else now
+
+
+# Playbacks running in a thread of their own (wait=False): stopped at exit, before the interpreter
+# tears down what their threads and PortAudio's callbacks use.
+_background: "weakref.WeakSet[Playback]" = weakref.WeakSet()
+
+
+@atexit.register
+def _stop_background() -> None:
+    for playback in list(_background):
+        playback.stop()
+    for playback in list(_background):
+        with contextlib.suppress(BaseException):
+            playback.wait(2.0)
+
+
+class Playback:
+    """Whatever plays: `speak()`, `play()` and ``session(play=True)`` give one (``wait=False``).
+
+    `pause()`, `resume()` and `stop()` work from any thread; `wait()` blocks until the sound has ended and
+    returns the `Audio` heard (raising the error, if it failed). A stop the user asked for is not an
+    error. `heard` is the audio played so far, `received` all that arrived.
+    """
+
+    def __init__(self, player: Player, stats: Optional[Stats] = None, started: Optional[float] = None,
+                 chunks: Optional[List[bytes]] = None, on_stop: Optional[Callable[[], None]] = None) -> None:
+        """`chunks`: the list received audio is kept in (a session shares its own); `on_stop`: runs after
+        `stop()` silenced the player (a session closes its connection)."""
+        self._player = player
+        self.stats = stats if stats is not None else Stats()
+        self._started = time.monotonic() if started is None else started
+        self._chunks: List[bytes] = [] if chunks is None else chunks
+        self._on_stop = on_stop
+        self._done = threading.Event()
+        self._when_done: List[Callable[["Playback"], None]] = []
+        self._error: Optional[BaseException] = None
+        self._thread: Optional[threading.Thread] = None
+
+    def __repr__(self) -> str:
+        state = ("stopped" if self.stopped else "done" if self.done else "paused" if self.paused
+                 else "playing" if self.playing else "starting")
+        return f"<Playback {state}, {self.position:.2f} s heard>"
+
+    # control ---------------------------------------------------------------------------------------
+    def pause(self) -> None:
+        """Fade out and hold the place; the audio keeps arriving (within the memory bound)."""
+        self._player.pause()
+
+    def resume(self) -> None:
+        """Go on exactly where `pause()` stopped."""
+        self._player.resume()
+
+    def stop(self) -> None:
+        """Fade out now, play nothing more, close the connection. Not an error: `wait()` returns the audio heard."""
+        self._player.stop()
+        if self._on_stop is not None:
+            self._on_stop()
+
+    def wait(self, timeout: Optional[float] = None) -> Audio:
+        """Block until the sound has ended (or was stopped); the `Audio` heard. Raises our error if it
+        failed (with ``.partial``), or `basetts.TimeoutError` if `timeout` seconds pass first (it plays on)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not self._done.wait(0.1 if deadline is None else max(0.0, min(0.1, deadline - time.monotonic()))):
+            if deadline is not None and time.monotonic() >= deadline:
+                raise TimeoutError(f"Still playing after wait(timeout={timeout:g}); playback.stop() ends it.")
+        thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join()  # done is set as its last step: this returns at once
+        if self._error is not None:
+            raise self._error
+        return self.heard
+
+    # state -----------------------------------------------------------------------------------------
+    @property
+    def done(self) -> bool:
+        """The sound has ended: played to the end, stopped, or failed."""
+        return self._done.is_set()
+
+    @property
+    def playing(self) -> bool:
+        """Sound is going to the device now (started, not paused, not over)."""
+        return self._player.started and not self._player.paused and not self._player.stopped and not self.done
+
+    @property
+    def paused(self) -> bool:
+        return self._player.paused and not self.done
+
+    @property
+    def stopped(self) -> bool:
+        """`stop()` was called (or Ctrl+C came)."""
+        return self._player.stopped
+
+    @property
+    def error(self) -> Optional[BaseException]:
+        """Why it failed, once done; None if it did not."""
+        return self._error
+
+    @property
+    def position(self) -> float:
+        """Seconds of audio handed to the device so far."""
+        player = self._player
+        return player.played_samples / player.device_rate if player.device_rate else 0.0
+
+    @property
+    def heard(self) -> Audio:
+        """The audio played so far (all of it, once it ended unstopped)."""
+        pcm = b"".join(self._chunks)
+        player = self._player
+        if not (self.done and not player.stopped):
+            played = int(player.played_samples * player.rate / player.device_rate) * SAMPLE_WIDTH
+            pcm = pcm[:played]
+        return Audio(pcm, sample_rate=self._player.rate, stats=self.stats)
+
+    @property
+    def received(self) -> Audio:
+        """All the audio that arrived, heard or not."""
+        return Audio(b"".join(self._chunks), sample_rate=self._player.rate, stats=self.stats)
+
+    # feeding ---------------------------------------------------------------------------------------
+    def run(self, chunks: Iterable[bytes], on_audio: Optional[Callable[[bytes], None]] = None) -> Audio:
+        """Play `chunks` in this thread until they end or `stop()`, then until the last sample is heard;
+        the `Audio` heard. An error of ours carries ``.partial`` (all received, or what was heard if
+        stopped). Any other exception (Ctrl+C) silences at once and propagates. Closes the player."""
+        player = self._player
+        try:
+            with contextlib.closing(player):
+                error: Optional[BasetenTTSError] = None
+                try:
+                    for chunk in chunks:
+                        self._chunks.append(chunk)
+                        if on_audio is not None:
+                            on_audio(chunk)
+                        if not player.feed(chunk):
+                            break  # stop() was called
+                except BasetenTTSError as exc:
+                    error = exc  # play what did arrive (unless the device itself failed), then report
+                except BaseException:
+                    player.stop()  # silence now (Ctrl+C, on_audio raising), then close the connection
+                    raise
+                finally:
+                    close = getattr(chunks, "close", None)
+                    if close is not None:
+                        close()  # a generator over a connection: closed and its threads joined here
+                if not isinstance(error, AudioDeviceError):
+                    try:
+                        player.drain()
+                    except AudioDeviceError as exc:
+                        error = error or exc
+                self._finish_stats()
+                if error is not None:
+                    error.partial = self.heard if player.stopped else self.received
+                    raise error
+        except BaseException as exc:
+            player.stop()  # silence first, then unwind (stopping twice is harmless)
+            self._error = exc
+            raise
+        finally:
+            self._finish_stats()
+            self._done.set()
+            for callback in self._when_done:
+                callback(self)
+        return self.heard
+
+    def start(self, chunks: Iterable[bytes], on_audio: Optional[Callable[[bytes], None]] = None) -> "Playback":
+        """`run()` in a thread of this handle's (``basetts-playback``); `wait()` joins it."""
+        def run() -> None:
+            with contextlib.suppress(BaseException):  # kept in self._error, raised by wait()
+                self.run(chunks, on_audio)
+
+        self._thread = threading.Thread(target=run, name="basetts-playback", daemon=True)
+        _background.add(self)
+        self._thread.start()
+        return self
+
+    def end(self) -> None:
+        """For a player fed elsewhere (a session): the sound has ended; stats filled in, `wait()` returns."""
+        self._finish_stats()
+        self._done.set()
+        for callback in self._when_done:
+            callback(self)
+
+    def _finish_stats(self) -> None:
+        player, stats = self._player, self.stats
+        if player.first_sound_at is not None:
+            stats.first_sound_time = max(0.0, player.first_sound_at - self._started)
+        stats.underruns = player.underruns
+        stats.rebuffer_time = player.rebuffer_seconds
+        stats.prebuffer = player.prebuffer
+
+
+def _opened(player: Player, chunks: Iterable[bytes]) -> Iterator[bytes]:
+    """Open the device (its errors raised before any audio), then the chunks."""
+    player.open()
+    yield from chunks
+
+
+def playback_of(source: Union[Audio, str, "os.PathLike[str]"], *, output_device: DeviceSpec = None,
+                prebuffer: float = DEFAULT_PREBUFFER, volume: float = 1.0,
+                hold: Optional[PortAudioHold] = None) -> Tuple[Playback, Iterator[bytes]]:
+    """A `Playback` of an `Audio` or a WAV file (any rate, channels and width: made 16-bit mono, then
+    resampled to what the device takes), and the chunks for its `run()` or `start()`."""
+    portaudio.import_pyaudio()
+    audio = playable(source)
+    player = Player(output_device, rate=audio.sample_rate, prebuffer=prebuffer, volume=volume, hold=hold)
+    return Playback(player, Stats()), _opened(player, audio.chunks(4096))
+
+
+@overload
+def play(source: Union[Audio, str, "os.PathLike[str]"], *, wait: Literal[True] = ...,
+         output_device: DeviceSpec = ..., prebuffer: float = ..., volume: float = ...) -> Audio: ...
+
+
+@overload
+def play(source: Union[Audio, str, "os.PathLike[str]"], *, wait: Literal[False],
+         output_device: DeviceSpec = ..., prebuffer: float = ..., volume: float = ...) -> Playback: ...
+
+
+def play(source: Union[Audio, str, "os.PathLike[str]"], *, wait: bool = True, output_device: DeviceSpec = None,
+         prebuffer: float = DEFAULT_PREBUFFER, volume: float = 1.0) -> Union[Audio, Playback]:
+    """Play an `Audio` or a WAV file on the sound card (`Synthesizer.play` does the same, and its `stop()`
+    reaches it). `wait=True`: the `Audio` heard, once heard; `wait=False`: a `Playback` at once."""
+    try:
+        playback, chunks = playback_of(source, output_device=output_device, prebuffer=prebuffer, volume=volume)
+    except ValueError as exc:
+        raise ConfigurationError(str(exc)) from None
+    return playback.run(chunks) if wait else playback.start(chunks)

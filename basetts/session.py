@@ -13,7 +13,7 @@ from .errors import BasetenTTSError
 from .settings import Settings
 
 if TYPE_CHECKING:
-    from .playback import Player
+    from .playback import Playback, Player
     from .transport import BoundedSocket
 
 _DONE = object()
@@ -30,18 +30,27 @@ class Session:
     Fragments may split words anywhere: whole words go out as soon as they are known complete, and a
     trailing partial word waits for the next fragment. Audio collects in `audio` and can be iterated
     while it arrives; with a `player` (``session(play=True)``) each chunk is also played, and `finish()`
-    returns once the last sample has been heard. Leaving the block by an exception sends nothing more,
-    closes the connection and keeps the audio. Without ``with``, the first `send()` connects and
-    `finish()` ends the session.
+    returns once the last sample has been heard; `playback` pauses, resumes and stops it. Leaving the
+    block by an exception, `abort()` or a stop (`playback.stop()`, `Synthesizer.stop()`) sends nothing
+    more, closes the connection and keeps the audio: `audio` is then what was heard, `received` all that
+    arrived; `send()` after a stop is ignored and `finish()` returns `audio`. Without ``with``, the first
+    `send()` connects and `finish()` ends the session.
     """
 
     def __init__(self, settings: Settings, player: Optional["Player"] = None,
-                 take_spare: Optional[Callable[[Settings], Optional["BoundedSocket"]]] = None) -> None:
-        """`take_spare`: gives the connection opened ahead by `Synthesizer.connect()`, if any, at open."""
+                 take_spare: Optional[Callable[[Settings], Optional["BoundedSocket"]]] = None,
+                 on_audio: Optional[Callable[[bytes], None]] = None) -> None:
+        """`take_spare`: gives the connection opened ahead by `Synthesizer.connect()`, if any, at open.
+        `on_audio(chunk)` runs in the session's receiver thread with each chunk as it arrives."""
+        from .playback import Playback
+
         self.settings = settings
         self.stats = Stats()
         self._player = player
         self._take_spare = take_spare
+        self._on_audio = on_audio
+        self._stopped = False  # stop(): send() is ignored from then on
+        self._ended_by_user = False  # abort() or stop(): not an error; finish() returns the audio
         self._splitter = protocol.WordSplitter()
         self._words: "queue.Queue[object]" = queue.Queue()
         self._aborted = threading.Event()
@@ -53,6 +62,17 @@ class Session:
         self._conversation: Optional[Conversation] = None
         self._receiver: Optional[threading.Thread] = None
         self._closer: Optional[Any] = None  # weakref.finalize: closes everything, once
+        self.playback: Optional["Playback"] = None
+        """With ``play=True``: pause, resume, stop, wait, position, heard."""
+        if player is not None:
+            ref = weakref.ref(self)  # the finalizer holds the playback: it must not hold the session
+
+            def abort() -> None:
+                session = ref()
+                if session is not None:
+                    session.stop()
+
+            self.playback = Playback(player, self.stats, chunks=self._chunks, on_stop=abort)
 
     # lifecycle -------------------------------------------------------------------------------------
     def open(self) -> "Session":
@@ -77,9 +97,10 @@ class Session:
         # The threads hold no reference to this Session, so one that is dropped unfinished (no `with`,
         # no finish()) is garbage-collected, and the finalizer closes its connection and threads.
         self._receiver = threading.Thread(
-            target=_receive, args=(weakref.ref(self), self._conversation, self._player),
+            target=_receive, args=(weakref.ref(self), self._conversation, self._player, self._on_audio),
             name="basetts-session", daemon=True)
-        self._closer = weakref.finalize(self, _close, self._words, self._player, self._conversation, self._receiver)
+        self._closer = weakref.finalize(self, _close, self._words, self._player, self._conversation, self._receiver,
+                                        self.playback)
         self._closer.atexit = False  # at exit the process lets go of it all; joining could only delay the exit
         self._receiver.start()
         return self
@@ -94,7 +115,9 @@ class Session:
             self.abort()
 
     def send(self, fragment: str) -> None:
-        """Queue text; never blocks on the network."""
+        """Queue text; never blocks on the network. Ignored once the session was stopped."""
+        if self._stopped:
+            return
         if self._finishing or self._aborted.is_set():
             raise RuntimeError("this session has ended; open a new one")
         words = self._splitter.feed(fragment)  # checks the fragment before anything is opened
@@ -103,7 +126,11 @@ class Session:
             self._words.put(word)
 
     def finish(self) -> Audio:
-        """Send the held-back word and the end, wait for the rest of the audio, close. Raises on failure."""
+        """Send the held-back word and the end, wait for the rest of the audio, close; `audio`. Raises on
+        failure; after a stop (`abort()`, `playback.stop()`) returns what was heard."""
+        if self._ended_by_user:
+            self._close()
+            return self.audio
         if not self._finishing:
             self.open()  # a session that was never sent anything still ends as the protocol wants
             self._finishing = True
@@ -116,21 +143,42 @@ class Session:
                 self._player.drain()  # what arrived is played, even when the stream then failed
         finally:
             self._close()
-        if self._error is not None:
+        if self._error is not None and not self._ended_by_user:
             if isinstance(self._error, BasetenTTSError):
                 self._error.partial = self.audio
             raise self._error
         return self.audio
 
     def abort(self) -> None:
-        """Stop now: nothing more is sent, the connection closes, the audio so far stays in `audio`."""
+        """Stop now, from any thread: the sound fades out, nothing more is sent, the connection closes;
+        `audio` keeps what was heard (or received, without playback). `send()` then raises."""
+        self._ended_by_user = True
         self._aborted.set()
         self._close()
+
+    def stop(self) -> None:
+        """Like `abort()`, for a stop from elsewhere (`Synthesizer.stop()`, `playback.stop()`, barge-in):
+        the text still being sent is ignored, so the producer's loop needs no change."""
+        self._stopped = True
+        self.abort()
+
+    @property
+    def stopped(self) -> bool:
+        """`stop()` was called (or the playback was stopped)."""
+        return self._stopped
 
     # audio -----------------------------------------------------------------------------------------
     @property
     def audio(self) -> Audio:
-        """The audio received so far."""
+        """The audio received so far; once playback was stopped (or Ctrl+C came), what was heard."""
+        if self.playback is not None and self.playback.stopped:
+            with self._changed:
+                return self.playback.heard
+        return self.received
+
+    @property
+    def received(self) -> Audio:
+        """All the audio that arrived, heard or not."""
         with self._changed:
             return Audio(b"".join(self._chunks), stats=self.stats)
 
@@ -159,7 +207,7 @@ class Session:
         if self._closer is not None:
             self._closer()  # once: a finalizer runs at most once, here or when the session is collected
         else:
-            _close(self._words, self._player, None, None)
+            _close(self._words, self._player, None, None, self.playback)
 
 
 def _feed(words: "queue.Queue[object]", aborted: threading.Event) -> Iterator[str]:
@@ -178,8 +226,9 @@ def _feed(words: "queue.Queue[object]", aborted: threading.Event) -> Iterator[st
             yield item
 
 
-def _receive(ref: "weakref.ref[Session]", conversation: Conversation, player: Optional["Player"]) -> None:
-    """The receiver thread: chunks into the session (while it exists) and the player."""
+def _receive(ref: "weakref.ref[Session]", conversation: Conversation, player: Optional["Player"],
+             on_audio: Optional[Callable[[bytes], None]]) -> None:
+    """The receiver thread: chunks into the session (while it exists), `on_audio` and the player."""
     error: Optional[BaseException] = None
     try:
         for chunk in conversation.chunks():
@@ -190,6 +239,8 @@ def _receive(ref: "weakref.ref[Session]", conversation: Conversation, player: Op
                 session._chunks.append(chunk)
                 session._changed.notify_all()
             del session  # hold it no longer than needed: the user may drop it meanwhile
+            if on_audio is not None:
+                on_audio(chunk)
             if player is not None:
                 player.feed(chunk)  # waits while the player's buffer is full: back-pressure
     except BaseException as exc:  # noqa: BLE001 - handed to the caller by finish() or iteration
@@ -205,7 +256,7 @@ def _receive(ref: "weakref.ref[Session]", conversation: Conversation, player: Op
 
 
 def _close(words: "queue.Queue[object]", player: Optional["Player"], conversation: Optional[Conversation],
-           receiver: Optional[threading.Thread]) -> None:
+           receiver: Optional[threading.Thread], playback: Optional["Playback"] = None) -> None:
     """Stop the word feed, silence the player, close the connection, join the receiver, close the player."""
     words.put(_ABANDONED)  # the writer's wait for a word ends now (after _DONE it is never read)
     if player is not None:
@@ -216,3 +267,5 @@ def _close(words: "queue.Queue[object]", player: Optional["Player"], conversatio
         receiver.join(2.0)
     if player is not None:
         player.close()
+    if playback is not None:
+        playback.end()

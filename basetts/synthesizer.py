@@ -1,7 +1,6 @@
 """`Synthesizer`: the blocking API (synthesize, stream, save, speak) over one conversation per call."""
 from __future__ import annotations
 
-import contextlib
 import io
 import logging
 import os
@@ -9,18 +8,18 @@ import random
 import threading
 import time
 import weakref
-from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, Iterator, List, Optional, Set, Union
+from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, Iterator, Literal, Optional, Set, Union, overload
 
 from . import protocol
 from .audio import Audio, Stats
 from .connection import Conversation, Spare, is_transient
-from .errors import AudioDeviceError, BasetenTTSError, ConfigurationError
+from .errors import BasetenTTSError, ConfigurationError
 from .session import Session
 from .settings import Settings
 from .transport import BoundedSocket
 
 if TYPE_CHECKING:
-    from .playback import DeviceSpec, Player, PortAudioHold
+    from .playback import DeviceSpec, Playback, Player, PortAudioHold
 
 log = logging.getLogger("basetts")
 
@@ -115,7 +114,7 @@ class Synthesizer:
 
     def _init(self, settings: Settings) -> None:
         self.settings = settings
-        self._playing: Set["Player"] = set()  # players of the speak() calls in progress, for stop()
+        self._playing: Set["Playback"] = set()  # what plays now (speak, play, sessions), for stop()
         self._playing_lock = threading.Lock()
         self._spare: Optional[Spare] = None  # never used in a child of fork(): see Spare
         self._spare_lock = threading.Lock()
@@ -143,22 +142,39 @@ class Synthesizer:
         if self._portaudio is not None:
             self._portaudio.release()
 
-    def _player(self, output_device: "DeviceSpec", prebuffer: float, volume: float) -> "Player":
-        """A Player that keeps PortAudio started for this Synthesizer's next speak(), until close() (or
-        until the Synthesizer is garbage-collected)."""
-        from .playback import Player, PortAudioHold, _import_pyaudio
+    def _hold(self) -> "PortAudioHold":
+        """Keeps PortAudio started for this Synthesizer's next playback, until close() (or until the
+        Synthesizer is garbage-collected). No PyAudio: an AudioDeviceError before anything is sent."""
+        from .portaudio import PortAudioHold, import_pyaudio
 
-        _import_pyaudio()  # no PyAudio: an AudioDeviceError before connecting (the device opens later)
+        import_pyaudio()
         with self._spare_lock:
             if self._portaudio is None:
                 self._portaudio = PortAudioHold()
                 # Not at exit: a PortAudio call stuck in a hung sound server would hold up the exit
                 # (and the OS lets go of everything anyway).
                 weakref.finalize(self, self._portaudio.release).atexit = False
+            return self._portaudio
+
+    def _player(self, output_device: "DeviceSpec", prebuffer: float, volume: float) -> "Player":
+        from .playback import Player
+
+        hold = self._hold()
         try:
-            return Player(output_device, prebuffer=prebuffer, volume=volume, hold=self._portaudio)
+            return Player(output_device, prebuffer=prebuffer, volume=volume, hold=hold)
         except ValueError as exc:
             raise ConfigurationError(str(exc)) from None
+
+    def _track(self, playback: "Playback") -> "Playback":
+        """Let stop() reach `playback` until it is done."""
+        def untrack(done: "Playback") -> None:
+            with self._playing_lock:
+                self._playing.discard(done)
+
+        playback._when_done.append(untrack)
+        with self._playing_lock:
+            self._playing.add(playback)
+        return playback
 
     def __enter__(self) -> "Synthesizer":
         return self
@@ -187,8 +203,10 @@ class Synthesizer:
                 exc.partial = Audio(b"", stats=conversation.stats)
                 raise
 
-    def synthesize(self, text: Text, **overrides: Any) -> Audio:
-        """The whole utterance as `Audio`, once the server has closed the stream."""
+    def synthesize(self, text: Text, *, on_audio: Optional[Callable[[bytes], None]] = None,
+                   **overrides: Any) -> Audio:
+        """The whole utterance as `Audio`, once the server has closed the stream. `on_audio(chunk)` runs
+        in this thread with each chunk as it arrives."""
         settings = self.settings.replace(**overrides)
         words = words_of(text)
         stats = Stats()
@@ -199,6 +217,8 @@ class Synthesizer:
             try:
                 for chunk in conversation.chunks():
                     received.write(chunk)
+                    if on_audio is not None:
+                        on_audio(chunk)
             except BasetenTTSError as exc:
                 exc.partial = Audio(received.getvalue(), stats=stats)
                 raise
@@ -211,108 +231,114 @@ class Synthesizer:
         output_device: "DeviceSpec" = None,
         prebuffer: float = 0.1,
         volume: float = 1.0,
+        on_audio: Optional[Callable[[bytes], None]] = None,
         **overrides: Any,
     ) -> Session:
         """Text that arrives over time: ``with synth.session(play=True) as s: s.send("Hel"); s.send("lo")``.
 
-        `play=True` plays the audio as it arrives (options as for `speak()`), and leaving the block
-        returns once the last sample has been heard; `play=False` only collects it (`s.audio`, ``for``).
+        `play=True` plays the audio as it arrives (options as for `speak()`; `s.playback` pauses, resumes
+        and stops it, and so does `stop()`), and leaving the block returns once the last sample has been
+        heard; `play=False` only collects it (`s.audio`, ``for``). `on_audio(chunk)` runs in the
+        session's receiver thread with each chunk as it arrives.
         """
         settings = self.settings.replace(**overrides)
         player = self._player(output_device, prebuffer, volume) if play else None
-        return Session(settings, player=player, take_spare=self._take_spare)
+        session = Session(settings, player=player, take_spare=self._take_spare, on_audio=on_audio)
+        if session.playback is not None:
+            self._track(session.playback)
+        return session
 
-    def save(self, text: Text, path: Union[str, "os.PathLike[str]"], **overrides: Any) -> Audio:
-        """Synthesize and write a WAV file; returns the `Audio` too."""
-        audio = self.synthesize(text, **overrides)
+    def save(self, text: Text, path: Union[str, "os.PathLike[str]"], *,
+             on_audio: Optional[Callable[[bytes], None]] = None, **overrides: Any) -> Audio:
+        """Synthesize and write a WAV file; returns the `Audio` too. `on_audio` as for `synthesize()`."""
+        audio = self.synthesize(text, on_audio=on_audio, **overrides)
         audio.save(path)
         return audio
+
+    @overload
+    def speak(self, text: Text, *, wait: Literal[True] = ..., output_device: "DeviceSpec" = ...,
+              prebuffer: float = ..., volume: float = ..., on_audio: Optional[Callable[[bytes], None]] = ...,
+              **overrides: Any) -> Audio: ...
+
+    @overload
+    def speak(self, text: Text, *, wait: Literal[False], output_device: "DeviceSpec" = ...,
+              prebuffer: float = ..., volume: float = ..., on_audio: Optional[Callable[[bytes], None]] = ...,
+              **overrides: Any) -> "Playback": ...
 
     def speak(
         self,
         text: Text,
         *,
+        wait: bool = True,
         output_device: "DeviceSpec" = None,
         prebuffer: float = 0.1,
         volume: float = 1.0,
         on_audio: Optional[Callable[[bytes], None]] = None,
         **overrides: Any,
-    ) -> Audio:
+    ) -> Union[Audio, "Playback"]:
         """Play `text` on the sound card; return once the device has played the last sample.
 
         Sound starts once `prebuffer` seconds are queued (or the stream has ended), never after the whole
-        text. `output_device`: an index or part of a name (see `basetts.devices()`); `volume`: 0..1
-        software gain; `on_audio(chunk)` is called in this thread with each 24 kHz chunk as it is queued.
-        Returns the `Audio` played: all of it, or what reached the device before `stop()`. Ctrl+C stops
-        the sound at once, closes the connection and re-raises `KeyboardInterrupt`. Stream errors carry
-        ``.partial``: the audio received (and played) before the failure.
+        text; after an underrun the prebuffer grows. `output_device`: an index or part of a name (see
+        `basetts.devices()`); `volume`: 0..1 software gain; `on_audio(chunk)` is called with each 24 kHz
+        chunk as it is queued (in this thread; with ``wait=False``, in the playback's). Returns the `Audio`
+        played: all of it, or what was heard before a stop (`stop()`, `Playback.stop()`: not an error).
+        ``wait=False`` returns a `Playback` at once (pause, resume, stop, wait). Ctrl+C stops the sound at
+        once, closes the connection and re-raises `KeyboardInterrupt`. Stream errors carry ``.partial``:
+        the audio received (and played) before the failure.
         """
+        from .playback import Playback
+
         started = time.monotonic()  # the stats count from here: opening the device is part of the wait
         settings = self.settings.replace(**overrides)
         words = words_of(text)
         player = self._player(output_device, prebuffer, volume)
         stats = Stats()
-        received: List[bytes] = []
-        with contextlib.closing(player):  # the device is opened below, during the upgrade
-            with self._playing_lock:
-                self._playing.add(player)
-            try:
-                error: Optional[BasetenTTSError] = None
-                try:
-                    # The device opens while the server answers the upgrade: starting PortAudio probes
-                    # every device (tens of ms, more on many desktops), time the network takes anyway.
-                    # No sound card: an AudioDeviceError before any text is sent.
-                    conversation = open_conversation(settings, words, stats, self._take_spare(settings),
-                                                     cancel=player.stopped_event, started=started,
-                                                     on_upgrade=player.open)
-                except Cancelled:
-                    return _heard(received, player, stats, started)
-                with conversation:
-                    try:
-                        for chunk in conversation.chunks():
-                            received.append(chunk)
-                            if on_audio is not None:
-                                on_audio(chunk)
-                            if not player.feed(chunk):
-                                break  # stop() was called
-                    except BasetenTTSError as exc:
-                        error = exc  # play what did arrive (unless the device itself failed), then report
-                    except BaseException:
-                        player.stop()  # silence now (Ctrl+C, on_audio raising), then close the connection
-                        raise
-                # The connection is closed and its threads joined; now let the device finish.
-                if not isinstance(error, AudioDeviceError):
-                    try:
-                        player.drain()
-                    except AudioDeviceError as exc:
-                        error = error or exc
-                if error is not None:
-                    error.partial = _heard(received, player, stats, started)  # all received, played or not
-                    raise error
-            except BaseException:
-                player.stop()  # silence first, then unwind (stopping twice is harmless)
-                raise
-            finally:
-                with self._playing_lock:
-                    self._playing.discard(player)
-        return _heard(received, player, stats, started)
+        playback = self._track(Playback(player, stats, started))
+        chunks = self._spoken(settings, words, stats, started, player)
+        return playback.run(chunks, on_audio) if wait else playback.start(chunks, on_audio)
+
+    def _spoken(self, settings: Settings, words: Iterable[str], stats: Stats, started: float,
+                player: "Player") -> Iterator[bytes]:
+        """The chunks of one conversation for a player. The device opens while the server answers the
+        upgrade: starting PortAudio probes every device (tens of ms, more on many desktops), time the
+        network takes anyway; no sound card is an AudioDeviceError before any text is sent. Closing the
+        generator closes the connection."""
+        try:
+            conversation = open_conversation(settings, words, stats, self._take_spare(settings),
+                                             cancel=player.stopped_event, started=started, on_upgrade=player.open)
+        except Cancelled:
+            return
+        with conversation:
+            yield from conversation.chunks()
+
+    @overload
+    def play(self, audio: Union[Audio, str, "os.PathLike[str]"], *, wait: Literal[True] = ...,
+             output_device: "DeviceSpec" = ..., prebuffer: float = ..., volume: float = ...) -> Audio: ...
+
+    @overload
+    def play(self, audio: Union[Audio, str, "os.PathLike[str]"], *, wait: Literal[False],
+             output_device: "DeviceSpec" = ..., prebuffer: float = ..., volume: float = ...) -> "Playback": ...
+
+    def play(self, audio: Union[Audio, str, "os.PathLike[str]"], *, wait: bool = True,
+             output_device: "DeviceSpec" = None, prebuffer: float = 0.1,
+             volume: float = 1.0) -> Union[Audio, "Playback"]:
+        """Play audio you already have (an `Audio`, or a WAV file's path; any rate and channel count) through
+        the same player as `speak()`; `stop()` stops it too. Returns as `speak()` does."""
+        from .playback import playback_of
+
+        try:
+            playback, chunks = playback_of(audio, output_device=output_device, prebuffer=prebuffer,
+                                           volume=volume, hold=self._hold())
+        except ValueError as exc:
+            raise ConfigurationError(str(exc)) from None
+        self._track(playback)
+        return playback.run(chunks) if wait else playback.start(chunks)
 
     def stop(self) -> None:
-        """Stop every `speak()` in progress on this Synthesizer, from any thread: the sound stops at once
-        and each of those calls returns the `Audio` heard so far."""
+        """Stop everything this Synthesizer plays (`speak()`, `play()`, sessions with ``play=True``), from
+        any thread: the sound fades out at once and each blocking call returns the `Audio` heard so far."""
         with self._playing_lock:
-            players = list(self._playing)
-        for player in players:
-            player.stop()
-
-
-def _heard(received: List[bytes], player: "Player", stats: Stats, started: float) -> Audio:
-    """The received PCM, cut to what reached the device if playback was stopped; stats filled in."""
-    pcm = b"".join(received)
-    if player.stopped:
-        played = int(player.played_samples * player.rate / player.device_rate)
-        pcm = pcm[:played * protocol.SAMPLE_WIDTH]
-    if player.first_sound_at is not None:
-        stats.first_sound_time = max(0.0, player.first_sound_at - started)
-    stats.underruns = player.underruns
-    return Audio(pcm, stats=stats)
+            playbacks = list(self._playing)
+        for playback in playbacks:
+            playback.stop()

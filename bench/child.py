@@ -139,7 +139,9 @@ def task_speak(options: Dict[str, Any]) -> Dict[str, Any]:
         audio = synth.speak(options["text"], **kwargs)  # type: ignore[attr-defined]
         stats = audio.stats
         runs.append({"first_sound_time": stats.first_sound_time, "first_byte_time": stats.first_byte_time,
-                     "underruns": stats.underruns, "duration": getattr(audio, "duration", None)})
+                     "underruns": stats.underruns, "duration": getattr(audio, "duration", None),
+                     "prebuffer": getattr(stats, "prebuffer", None),
+                     "rebuffer_time": getattr(stats, "rebuffer_time", None)})
     return {"runs": runs}
 
 

@@ -99,6 +99,8 @@ def summarize(results: Dict[str, Any]) -> Dict[str, Any]:
         s["first_sound"] = median([r["first_sound_time"] for r in runs if r["first_sound_time"] is not None])
         s["first_sound_byte"] = median([r["first_byte_time"] for r in runs if r["first_byte_time"] is not None])
         s["underruns"] = {speed: [r["underruns"] for r in rs] for speed, rs in sp["underruns"].items()}
+        s["rebuffering"] = {speed: [(r.get("prebuffer"), r.get("rebuffer_time")) for r in rs]
+                            for speed, rs in sp["underruns"].items()}
     return s
 
 
@@ -137,10 +139,14 @@ def targets(s: Dict[str, Any], results: Dict[str, Any]) -> List[Tuple[str, str, 
         if "synthesize_per_pcm" in s:
             rows.append((f"synthesize() peak RSS growth ≈ PCM size ({long} min)",
                          f"{s['synthesize_per_pcm']:.2f}× the PCM", verdict(s["synthesize_per_pcm"] <= 1.25)))
+    if "underruns" in s and "1" in s["underruns"]:  # speeds are keyed as f"{speed:g}"
+        counts = s["underruns"]["1"]
+        rows.append(("At most one rebuffer per utterance at 1.0× real time, frames up to 80 ms late, defaults",
+                     f"{max(counts)} (worst of {len(counts)})", verdict(max(counts) <= 1)))
     if "underruns" in s and "1.2" in s["underruns"]:
         counts = s["underruns"]["1.2"]
-        rows.append(("Zero underruns at 1.2× real time, default prebuffer", f"{max(counts)} (worst of {len(counts)})",
-                     verdict(max(counts) == 0)))
+        rows.append(("Zero underruns at 1.2× real time, frames up to 80 ms late, defaults",
+                     f"{max(counts)} (worst of {len(counts)})", verdict(max(counts) == 0)))
     elif skipped:
         rows.append(("Zero underruns at 1.2× real time, default prebuffer", skipped, "–"))
     return rows
@@ -215,10 +221,15 @@ def generated(results: Dict[str, Any], s: Dict[str, Any], plot: Optional[str]) -
         parts += ["### speak()", "",
                   table(["", "median ms"], [["first audio byte", fmt(s["first_sound_byte"] * 1000)],
                                             ["first sound (handed to PortAudio)", fmt(s["first_sound"] * 1000)]]), ""]
-        rows = [[f"{speed}×", ", ".join(str(c) for c in counts)] for speed, counts in s["underruns"].items()]
+        rows = [[f"{speed}×", ", ".join(str(c) for c in counts),
+                 ", ".join(fmt(p) for p, _ in s["rebuffering"].get(speed, [])),
+                 ", ".join(fmt(t) for _, t in s["rebuffering"].get(speed, []))]
+                for speed, counts in s["underruns"].items()]
         parts += [f"Underruns with jitter (each frame up to {plan['jitter'] * 1000:.0f} ms late), default prebuffer "
-                  f"({fmt(results.get('speak_default_prebuffer'))} s), {plan['underrun_words'] / 10:g} s of audio:", "",
-                  table(["server speed", "underruns per run"], rows), ""]
+                  f"({fmt(results.get('speak_default_prebuffer'))} s, growing after an underrun), "
+                  f"{plan['underrun_words'] / 10:g} s of audio:", "",
+                  table(["server speed", "underruns per run", "prebuffer reached (s)", "time rebuffering (s)"], rows),
+                  ""]
     elif results.get("speak_skipped"):
         parts += ["### speak()", "",
                   f"Time to first sound, speak() memory and underruns: {results['speak_skipped']}.", ""]

@@ -11,7 +11,8 @@ import basetts
 from basetts import errors, testing
 from basetts.audio import wav_header
 from basetts.doctor import Check
-from basetts.playback import Device, Player
+from basetts.playback import Player
+from basetts.portaudio import Device
 from basetts.session import Session
 from basetts.testing.server import ConversationRecord
 
@@ -19,7 +20,7 @@ OUT = Path(__file__).with_name("api.md")
 
 SECTIONS = [
     ("Synthesizing", [basetts.Synthesizer, Session, basetts.Audio, basetts.Stats, wav_header]),
-    ("Playback", [basetts.devices, Device, Player]),
+    ("Playback", [basetts.Playback, basetts.play, basetts.devices, Device, Player]),
     ("Settings", [basetts.Settings, "VOICES", "EMOTION_TAGS"]),
     ("Errors", [getattr(errors, name) for name in (
         "BasetenTTSError", "ConfigurationError", "ConnectError", "HandshakeError", "AuthenticationError",

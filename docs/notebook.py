@@ -40,6 +40,25 @@ except AudioDeviceError as exc:
     print("no sound card on the kernel's machine:", exc)
 
 # %% [markdown]
+# `wait=False` returns at once with a handle: the sound plays on while later cells run, and they can
+# pause, resume or stop it (`synth.stop()` stops everything this synthesizer plays).
+
+# %%
+try:
+    playback = synth.speak("This plays while the next cells run.", wait=False)
+except AudioDeviceError as exc:
+    playback = None
+    print("no sound card on the kernel's machine:", exc)
+playback
+
+# %%
+if playback is not None:
+    try:
+        heard = playback.wait(timeout=30)  # the Audio heard
+    except AudioDeviceError as exc:
+        print("no sound card on the kernel's machine:", exc)
+
+# %% [markdown]
 # Streaming text, for example a language model's answer, goes through a session.
 
 # %%

@@ -24,7 +24,7 @@ import pytest
 
 import basetts
 import basetts.testing
-from basetts import playback
+from basetts import playback, portaudio
 from basetts.audio import resample
 from basetts.playback import Player
 from basetts.testing import LocalServer, tone_pcm
@@ -246,22 +246,22 @@ def test_portaudio_starts_once_per_synthesizer_and_stops_with_it(pulse: Any, ser
     keeps it started between speak() calls, and close() (or garbage collection) lets it stop."""
     server = serve()
     gc.collect()  # Synthesizers of earlier tests that are only garbage now let go first
-    users = playback._shared_users
+    users = portaudio._shared_users
     synth = synth_for(server)
     synth.speak("first call")
-    started = playback._shared_pa
-    assert started is not None and playback._shared_users == users + 1  # held between calls, no stream open
+    started = portaudio._shared_pa
+    assert started is not None and portaudio._shared_users == users + 1  # held between calls, no stream open
     recording = pulse.record()
     synth.speak("second call")
     assert_played_exactly(recording.stop(), server.expected_pcm("second call"))
-    assert playback._shared_pa is started  # not started again
+    assert portaudio._shared_pa is started  # not started again
     synth.close()
-    assert playback._shared_users == users
+    assert portaudio._shared_users == users
     synth.speak("after close")  # starts it again
-    assert playback._shared_users == users + 1
+    assert portaudio._shared_users == users + 1
     del synth  # never closed: collected, it lets go too
     gc.collect()
-    assert playback._shared_users == users
+    assert portaudio._shared_users == users
     assert pulse.sink_inputs() == []
 
 
@@ -426,8 +426,8 @@ def test_a_device_that_refuses_24khz_gets_resampled_audio(pulse: Any, serve: Any
     module = pulse.load_sink("basetts_48k", 48000)
     try:
         monkeypatch.setenv("PULSE_SINK", "basetts_48k")
-        real_supports = playback._supports
-        monkeypatch.setattr(playback, "_supports",
+        real_supports = portaudio.supports
+        monkeypatch.setattr(portaudio, "supports",
                             lambda pa, pyaudio, device, rate: rate != RATE and real_supports(pa, pyaudio, device, rate))
         server = serve()
         text = words(8, prefix="tone")
@@ -502,7 +502,7 @@ def test_synthesize_stream_and_save_never_import_pyaudio(serve: Any, tmp_path: A
         synth.synthesize("one two")
         list(synth.stream("one two"))
         synth.save("one two", {str(tmp_path / 'out.wav')!r})
-        print(sorted(m for m in sys.modules if m.startswith(("pyaudio", "basetts.playback"))))
+        print(sorted(m for m in sys.modules if m.startswith(("pyaudio", "_portaudio"))))
     """)
     assert result.stdout.strip() == "[]", result.stderr
 
@@ -607,7 +607,7 @@ FAKE_PYAUDIO = SimpleNamespace(paInt16=8, paContinue=0, paComplete=1, paAbort=2,
 @pytest.fixture
 def fake_pa(monkeypatch: Any) -> FakePortAudio:
     pa = FakePortAudio()
-    monkeypatch.setattr(playback, "_open_portaudio", lambda: (FAKE_PYAUDIO, pa))
+    monkeypatch.setattr(portaudio, "acquire", lambda: (FAKE_PYAUDIO, pa))
     return pa
 
 
@@ -615,29 +615,43 @@ def test_devices_lists_only_outputs(fake_pa: FakePortAudio) -> None:
     listed = basetts.devices()
     assert [d.name for d in listed] == ["Fake speakers"] and listed[0].is_default
     assert "Fake speakers" in str(listed[0]) and fake_pa.terminated
-    assert playback.check_output("speak").index == 0
+    assert portaudio.check_output("speak").index == 0
     with pytest.raises(basetts.AudioDeviceError, match="index 5"):
-        playback.check_output(5)
+        portaudio.check_output(5)
 
 
-def test_prebuffer_then_underruns_are_silence_counted_and_samples_stay_whole(fake_pa: FakePortAudio) -> None:
+def pcm_of(*values: int) -> bytes:
+    return array.array("h", values).tobytes()
+
+
+def test_an_underrun_fades_out_rebuffers_a_grown_prebuffer_and_fades_back_in(fake_pa: FakePortAudio) -> None:
+    fade = int(RATE * playback.FADE_SECONDS)  # 120 samples
     with Player(prebuffer=0.1) as player:
         stream = fake_pa.stream
         assert stream is not None and stream.options["rate"] == RATE
-        player.feed(b"\x01\x00" * 2000)
+        player.feed(pcm_of(*[10000] * 2000))
         assert not stream.started  # 2000 samples < 0.1 s
-        player.feed(b"\x01\x00" * 401)
+        player.feed(pcm_of(*[10000] * 401))
         assert stream.started
         data, flag = stream.pull(2000)
-        assert data == b"\x01\x00" * 2000 and flag == FAKE_PYAUDIO.paContinue
-        data, flag = stream.pull(480)  # 401 samples left: the rest is silence, an underrun
-        assert data == b"\x01\x00" * 401 + bytes(2 * 79) and flag == FAKE_PYAUDIO.paContinue
-        assert player.underruns == 1
-        player.feed(b"\x02\x00" * 10 + b"\x03")  # half a sample waits for its other half
-        player.feed(b"\x00")
-        data, _ = stream.pull(11)
-        assert data == b"\x02\x00" * 10 + b"\x03\x00"
-        assert len(data) == 22 and player.played_samples == 2000 + 401 + 11
+        assert data == pcm_of(*[10000] * 2000) and flag == FAKE_PYAUDIO.paContinue
+        data, flag = stream.pull(480)  # 401 samples left: they play, their last 5 ms fading to 0
+        played = array.array("h", data)
+        assert played[:401 - fade].tolist() == [10000] * (401 - fade)
+        tail = played[401 - fade:401].tolist()
+        assert tail == sorted(tail, reverse=True) and tail[-1] == 0 and tail[0] > 9800
+        assert all(b - a <= 10000 // fade + 1 for a, b in zip(tail[1:], tail))  # no step: a ramp
+        assert played[401:].tolist() == [0] * 79 and flag == FAKE_PYAUDIO.paContinue
+        assert player.underruns == 1 and player.prebuffer == pytest.approx(0.3)
+        # Rebuffering: silence, nothing taken, until 0.3 s are queued again.
+        player.feed(pcm_of(*[7000] * 7000) + b"\x58")  # half a sample waits for its other half
+        assert array.array("h", stream.pull(480)[0]).tolist() == [0] * 480
+        assert player.rebuffer_seconds == pytest.approx(480 / RATE)
+        player.feed(b"\x1b" + pcm_of(*[7000] * 199))  # 0x1b58 = 7000: the split sample, whole
+        resumed = array.array("h", stream.pull(480)[0]).tolist()
+        assert resumed[0] == 0 and resumed[fade - 1] < 7000 and resumed[fade:] == [7000] * (480 - fade)
+        assert resumed[:fade] == sorted(resumed[:fade])  # faded in
+        assert player.played_samples == 2000 + 401 + 480 and player.underruns == 1
 
 
 def test_the_end_is_not_an_underrun_and_completes_only_once_heard(fake_pa: FakePortAudio) -> None:
@@ -661,7 +675,7 @@ def test_the_callback_never_raises(fake_pa: FakePortAudio) -> None:
         stream = fake_pa.stream
         assert stream is not None
         player.feed(b"\x01\x00" * 10)
-        player._ring_view = None  # type: ignore[assignment]  # break it
+        player._ring = None  # type: ignore[assignment]  # break it
         data, flag = stream.pull(480)
         assert (data, flag) == (b"", FAKE_PYAUDIO.paAbort)
         with pytest.raises(basetts.AudioDeviceError, match="audio callback failed"):

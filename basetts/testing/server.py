@@ -195,11 +195,11 @@ class ConversationRecord:
     with nothing left to say (the framework closed), as the real server's two paths do."""
     client_disconnected: bool = False
     keepalive_timeout: bool = False
+    """The client's pong came too late (it waited behind unread words): closed with 1011."""
     pings: int = 0
     """Keepalive pings the server sent during the conversation."""
     generation_seconds: float = 0.0
     """Time spent generating segments (the rest it spent waiting for words or reading them)."""
-    """The client's pong came too late (it waited behind unread words): closed with 1011."""
     lost: List[str] = dataclasses.field(default_factory=list)
     """Words the flush removed unspoken (a sentence end inside a word), as the real server loses them."""
     audio: bytearray = dataclasses.field(default_factory=bytearray, repr=False)
