@@ -79,7 +79,7 @@ $(OLDEST_VENV)/.installed: setup.cfg setup.py $(VENV)/.installed
 	@touch $@
 
 demo: install
-	$(BIN)/basetts say --local "Hello! This is basetts, speaking through a local test server."
+	$(BIN)/basetts say --local --fallback-output basetts-demo.wav "Hello! This is basetts, speaking through a local test server."
 
 # `make bench`: docs/performance.md and .png (~10 minutes); `make bench QUICK=1`: a ~1 minute smoke run
 # written to build/bench-quick/ instead.

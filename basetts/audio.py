@@ -8,7 +8,7 @@ import io
 import os
 import sys
 import wave
-from typing import Iterator, Optional, Union
+from typing import BinaryIO, Iterator, Optional, Union
 
 from .protocol import CHANNELS, SAMPLE_RATE, SAMPLE_WIDTH
 
@@ -138,6 +138,54 @@ class Audio:
         data = base64.b64encode(self.wav()).decode("ascii")
         return (f'<audio controls src="data:audio/wav;base64,{data}"></audio>'
                 f"<div><small>{self.duration:.2f} s, {self.sample_rate} Hz</small></div>")
+
+
+class WavWriter:
+    """A WAV file written as the audio arrives (flat memory). The header's sizes are filled in at
+    `close()`, so a file closed after a failure is a valid file of what arrived; on a stream that
+    cannot seek (a pipe) the header says "length unknown", which players read to the end."""
+
+    def __init__(self, target: Union[str, "os.PathLike[str]", BinaryIO], sample_rate: int = SAMPLE_RATE,
+                 channels: int = CHANNELS, sample_width: int = SAMPLE_WIDTH) -> None:
+        self._owned = isinstance(target, (str, os.PathLike))
+        self._file: BinaryIO = open(target, "wb") if isinstance(target, (str, os.PathLike)) else target
+        self._format = (sample_rate, channels, sample_width)
+        try:
+            self._seekable = self._file.seekable()
+        except (AttributeError, OSError, ValueError):
+            self._seekable = False
+        self.bytes_written = 0
+        self._file.write(wav_header(0 if self._seekable else None, sample_rate, channels, sample_width))
+
+    @property
+    def duration(self) -> float:
+        rate, channels, width = self._format
+        return self.bytes_written / (rate * channels * width)
+
+    def write(self, pcm: bytes) -> None:
+        self._file.write(pcm)
+        self.bytes_written += len(pcm)
+
+    def close(self) -> None:
+        """Fill in the sizes (when the file can seek) and close a file this writer opened."""
+        if self._file.closed:
+            return
+        try:
+            if self._seekable:
+                size = self.bytes_written - self.bytes_written % self._format[2]
+                self._file.seek(0)
+                self._file.write(wav_header(size, *self._format))
+                self._file.seek(0, io.SEEK_END)
+            self._file.flush()
+        finally:
+            if self._owned:
+                self._file.close()
+
+    def __enter__(self) -> "WavWriter":
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
 
 
 class Resampler:

@@ -12,17 +12,19 @@ import logging
 import os
 import shutil
 import sys
+import threading
 import time
 import wave
-from typing import Iterable, Iterator, List, Optional
+from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, Iterator, List, Optional
 
-from .audio import Audio
+from ._version import __version__
+from .audio import Audio, WavWriter
 from .errors import AudioDeviceError, BasetenTTSError, ConfigurationError
 from .protocol import iter_words
 from .settings import EMOTION_TAGS, VOICES
 
-DEMO_WAV = "basetts-demo.wav"
-
+if TYPE_CHECKING:
+    from .synthesizer import Synthesizer
 
 def _stdin_fragments() -> Iterator[str]:
     """Text from stdin as it arrives (not line by line), so a piped LLM is spoken while it writes."""
@@ -79,14 +81,84 @@ class _Progress:
         self._show(final=True)
 
 
-def _say(args: argparse.Namespace) -> int:
-    from .audio import Audio
+class _Usage(Exception):
+    """A usage or configuration error: exit 2 with this message."""
+
+
+class _Failed(Exception):
+    """The call failed, and the message says what was kept: exit 1."""
+
+
+# What the CLI calls each setting the SDK may find missing.
+_MISSING = {
+    "endpoint": "the endpoint: --model-id ID or --url URL, or BASETEN_MODEL_ID (or BASETTS_URL) in the "
+                "environment or .env",
+    "api_key": "the API key: BASETEN_API_KEY in the environment or .env, or --api-key-file FILE",
+}
+_FORMATS = {".wav": "wav", ".pcm": "pcm", ".raw": "pcm"}
+# A status line once the first audio is this late: a deployment scaled to zero can take minutes.
+_WAITING_AFTER = 2.0
+
+
+def _synthesizer(args: argparse.Namespace, url: Optional[str], api_key: Optional[str]) -> "Synthesizer":
+    from .settings import MissingSettings
     from .synthesizer import Synthesizer
 
+    if api_key is None and args.api_key_file:
+        try:
+            with open(args.api_key_file, encoding="utf-8") as file:
+                api_key = file.read().strip() or None
+        except OSError as exc:
+            raise _Usage(f"--api-key-file: cannot read {args.api_key_file} ({exc.strerror})") from None
+        if api_key is None:
+            raise _Usage(f"--api-key-file: {args.api_key_file} is empty")
+    options: Dict[str, Any] = {name: getattr(args, name) for name in
+                               ("connect_timeout", "handshake_timeout", "first_audio_timeout", "read_timeout")
+                               if getattr(args, name) is not None}
+    if args.environment:
+        options["environment"] = args.environment
+    try:
+        return Synthesizer(url=url, api_key=api_key, model_id=args.model_id, voice=args.voice,
+                           buffer_size=args.buffer_size, **options)
+    except MissingSettings as exc:
+        raise _Usage("missing " + "; and ".join(_MISSING[name] for name in exc.missing)) from None
+
+
+def _output_format(args: argparse.Namespace) -> Optional[str]:
+    """wav or pcm, from --format or the file's extension; a usage error for what cannot be written."""
+    if args.output is None:
+        return None
+    if args.format:
+        return str(args.format)
+    if args.output == "-":
+        return "wav"
+    extension = os.path.splitext(args.output)[1].lower()
+    if extension not in _FORMATS:
+        raise _Usage(f"-o {args.output}: basetts writes .wav and .pcm (raw 16-bit 24 kHz mono) files; "
+                     "name the file so, or pass --format wav|pcm")
+    return _FORMATS[extension]
+
+
+def _say(args: argparse.Namespace) -> int:
     if args.text:
         text = " ".join(args.text)
         if not text.strip():
             raise ValueError("text is empty: there is nothing to speak")
+    elif sys.stdin.isatty():
+        print("basetts: reading the text from the terminal; end it with Ctrl+D (or pass it as arguments)",
+              file=sys.stderr)
+    output, fmt = args.output, _output_format(args)
+    if output is None:
+        problem = _cannot_play(args.device)
+        if problem is not None:
+            if args.device is not None and "No output device" in problem:
+                raise _Usage(f"--device {args.device}: {problem}")
+            if not args.fallback_output:
+                print(f"basetts: cannot play here: {problem} (-o FILE writes the audio to a file instead)",
+                      file=sys.stderr)
+                return 1
+            output, fmt = os.path.abspath(args.fallback_output), "wav"
+            print(f"basetts: cannot play here ({problem}); writing {output} instead.", file=sys.stderr)
     progress = _Progress(sys.stderr.isatty())
     with contextlib.ExitStack() as stack:
         url, api_key = args.url, None
@@ -97,14 +169,7 @@ def _say(args: argparse.Namespace) -> int:
             server = stack.enter_context(LocalServer(engine=engine))
             url, api_key = server.url, server.api_key
             print(f"basetts: local server at {server.url} ({engine} engine)", file=sys.stderr)
-        synth = stack.enter_context(
-            Synthesizer(url=url, api_key=api_key, voice=args.voice, buffer_size=args.buffer_size))
-        output = args.output
-        if not output:
-            problem = _cannot_play(args.device)
-            if problem:
-                output = os.path.abspath(DEMO_WAV)
-                print(f"basetts: cannot play here ({problem}); writing {output} instead.", file=sys.stderr)
+        synth = stack.enter_context(_synthesizer(args, url, api_key))
         if args.text:
             fragments: Iterable[str] = [text]
         else:
@@ -116,19 +181,61 @@ def _say(args: argparse.Namespace) -> int:
                 logging.getLogger("basetts").debug("connecting ahead failed: %s", exc)
             fragments = _once_there_are_words(_stdin_fragments())
         words = progress.count_words(fragments)
-        if output:
-            chunks = []
-            for chunk in synth.stream(words):
-                chunks.append(chunk)
-                progress.audio(chunk)
-            audio = Audio(b"".join(chunks))
-            audio.save(output)
-            progress.done()
-            print(f"basetts: wrote {audio.duration:.1f} s of audio to {output}", file=sys.stderr)
-        else:
-            synth.speak(words, on_audio=progress.audio, output_device=args.device)
+        waiting = threading.Timer(_WAITING_AFTER, lambda: print(
+            "basetts: waiting for the first audio (a deployment scaled to zero can take minutes to start)...",
+            file=sys.stderr, flush=True))
+        waiting.daemon = True
+        stack.callback(waiting.cancel)
+
+        def on_audio(chunk: bytes) -> None:
+            waiting.cancel()
+            progress.audio(chunk)
+
+        try:
+            waiting.start()
+            if output:
+                _write(synth, words, output, fmt or "wav", on_audio)
+            else:
+                synth.speak(words, on_audio=on_audio, output_device=args.device)
+        finally:
             progress.done()
     return 0
+
+
+def _write(synth: Any, words: Iterable[str], output: str, fmt: str, on_audio: Callable[[bytes], None]) -> None:
+    """Stream the audio into `output` ("-": stdout) as it arrives; on a failure or Ctrl+C, what arrived
+    stays a valid file, and the message says it is partial."""
+    to_stdout = output == "-"
+    name = "stdout" if to_stdout else output
+    target: Any = sys.stdout.buffer if to_stdout else output
+    sink: Any = WavWriter(target) if fmt == "wav" else (target if to_stdout else open(output, "wb"))
+    written = 0
+    try:
+        for chunk in synth.stream(words):
+            sink.write(chunk)
+            written += len(chunk)
+            on_audio(chunk)
+            if to_stdout:
+                sys.stdout.buffer.flush()
+    except (BasetenTTSError, KeyboardInterrupt) as exc:
+        partial = f"wrote the {written / 48000:.1f} s of audio that arrived to {name} (partial)"
+        _finish(sink, to_stdout)
+        if isinstance(exc, KeyboardInterrupt):
+            print(f"\nbasetts: interrupted; {partial}", file=sys.stderr)
+            raise
+        raise _Failed(f"{exc} ({partial})") from exc
+    _finish(sink, to_stdout)
+    print(f"basetts: wrote {written / 48000:.1f} s of audio to {name}", file=sys.stderr)
+
+
+def _finish(sink: Any, to_stdout: bool) -> None:
+    """Close the file (a WAV's sizes filled in), or flush stdout (left open)."""
+    if isinstance(sink, WavWriter):
+        sink.close()
+    elif to_stdout:
+        sink.flush()
+    else:
+        sink.close()
 
 
 def _cannot_play(device: Optional[str]) -> Optional[str]:
@@ -172,8 +279,8 @@ def _serve(args: argparse.Namespace) -> int:
                          samples_per_word=args.samples_per_word, faults=Faults.parse(args.fault),
                          ping_interval=off(args.ping_interval), ping_timeout=off(args.ping_timeout))
     with server:
-        print(f"basetts local server ({server.engine} engine), Ctrl+C to stop\n"
-              f"  BASETTS_URL={server.url}\n  BASETEN_API_KEY={server.api_key}", flush=True)
+        print(f"basetts local server ({server.engine} engine), Ctrl+C to stop; for clients in a shell:\n"
+              f"export BASETTS_URL={server.url}\nexport BASETEN_API_KEY={server.api_key}", flush=True)
         with contextlib.suppress(KeyboardInterrupt):
             server.wait()
     return 0
@@ -210,19 +317,47 @@ def _devices(args: argparse.Namespace) -> int:
     return 0
 
 
+def _positive(kind: Callable[[str], Any]) -> Callable[[str], Any]:
+    """An argparse type: a number of `kind` above 0, with a message that says so."""
+    def parse(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        if not value > 0:
+            raise argparse.ArgumentTypeError(f"{text!r} must be above 0")
+        return value
+
+    parse.__name__ = kind.__name__
+    return parse
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="basetts", description="Text to speech through Baseten's websocket.")
     parser.add_argument("--debug", action="store_true", help="log details and show tracebacks")
+    parser.add_argument("--version", action="version", version=f"basetts {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
 
     say = commands.add_parser("say", help="speak text (from the arguments, or stdin as it arrives)")
     say.add_argument("text", nargs="*", help="the text; read from stdin when absent")
-    say.add_argument("-o", "--output", help="write a WAV file instead of playing")
+    say.add_argument("-o", "--output", metavar="FILE",
+                     help="write the audio to FILE (.wav, or .pcm: raw 16-bit 24 kHz mono) instead of playing; "
+                          "- writes it to stdout")
+    say.add_argument("--format", choices=("wav", "pcm"), help="for -o: the file's format (default: its extension)")
+    say.add_argument("--fallback-output", metavar="FILE",
+                     help="if there is no way to play here, write FILE instead (without it: exit 1)")
     say.add_argument("--voice", default="tara", help=f"one of {', '.join(VOICES)}")
     endpoint = say.add_mutually_exclusive_group()
-    endpoint.add_argument("--url", help="websocket URL (default: BASETTS_URL or BASETEN_MODEL_ID)")
+    endpoint.add_argument("--url", help="websocket URL (default: BASETTS_URL, or BASETEN_MODEL_ID's)")
+    endpoint.add_argument("--model-id", help="the Baseten model id (default: BASETEN_MODEL_ID)")
     endpoint.add_argument("--local", action="store_true", help="start a local server for this call")
-    say.add_argument("--buffer-size", type=int, default=10, help="words per forced flush (default 10)")
+    say.add_argument("--environment", help="with --model-id: the deployment environment (default production)")
+    say.add_argument("--api-key-file", metavar="FILE",
+                     help="read the API key from FILE (default: BASETEN_API_KEY or .env; never a flag ps shows)")
+    say.add_argument("--buffer-size", type=_positive(int), default=10, help="words per forced flush (default 10)")
+    for name, default in (("connect", 10), ("handshake", 300), ("first-audio", 60), ("read", 30)):
+        say.add_argument(f"--{name}-timeout", type=_positive(float), metavar="SECONDS",
+                         help=f"the {name.replace('-', ' ')} timeout (default {default} s)")
     say.add_argument("--device", help="output device: an index or part of its name")
     say.set_defaults(run=_say)
 
@@ -268,8 +403,15 @@ def main(argv: Optional[List[str]] = None) -> int:
     try:
         return int(args.run(args))
     except KeyboardInterrupt:
+        if sys.stderr.isatty():
+            print(file=sys.stderr)  # end a status line
         return 130
-    except (ConfigurationError, ValueError, TypeError) as exc:
+    except _Failed as exc:
+        if args.debug:
+            raise
+        print(f"basetts: error: {exc}", file=sys.stderr)
+        return 1
+    except (_Usage, ConfigurationError, ValueError, TypeError) as exc:
         if args.debug:
             raise
         print(f"basetts: {exc}", file=sys.stderr)

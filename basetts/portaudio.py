@@ -21,7 +21,7 @@ DeviceSpec = Union[int, str, None]
 """An output device: its index, part of its name (case-insensitive), or None for the default."""
 
 _INSTALL_HINT = (
-    "Install PortAudio and PyAudio: `pip install 'basetts[play]'` (Debian/Ubuntu: `apt-get install "
+    "Install PortAudio and PyAudio: `pip install pyaudio` (the [play] extra) (Debian/Ubuntu: `apt-get install "
     "portaudio19-dev` first; macOS: `brew install portaudio`). Or skip the sound card: "
     "`synth.synthesize(text)` or `synth.save(text, 'out.wav')` need neither."
 )

@@ -7,7 +7,7 @@ import logging
 import math
 import os
 import re
-from typing import Any, Dict, Mapping, Optional, Set
+from typing import Any, Dict, List, Mapping, Optional, Set
 from urllib.parse import urlsplit
 
 from .errors import ConfigurationError
@@ -53,6 +53,20 @@ def is_loopback(host: str) -> bool:
 
 
 _warned_voices: Set[str] = set()
+
+
+class MissingSettings(ConfigurationError):
+    """The endpoint or the API key (or both) is nowhere: all that is missing, in one message."""
+
+    WHERE = {
+        "endpoint": "the endpoint: pass model_id= or url=, or set BASETEN_MODEL_ID (or BASETTS_URL)",
+        "api_key": "the API key: pass api_key=, or set BASETEN_API_KEY",
+    }
+
+    def __init__(self, missing: List[str]) -> None:
+        self.missing = missing
+        super().__init__("Missing " + "; and ".join(self.WHERE[name] for name in missing)
+                         + " (in the environment or in .env).")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -132,21 +146,17 @@ class Settings:
                 url, model_id = lookup(source, ENV_URL), lookup(source, ENV_MODEL_ID)
                 if url or model_id:
                     break
+        missing = [name for name, value in (("endpoint", url or model_id), ("api_key", api_key)) if not value]
+        if missing:
+            raise MissingSettings(missing)
+        assert api_key is not None
         if not url:
-            if not model_id:
-                raise ConfigurationError(
-                    "No endpoint: pass model_id= or url=, or set BASETEN_MODEL_ID (or BASETTS_URL) "
-                    "in the environment or in .env."
-                )
+            assert model_id is not None
             environment = environment or "production"
             for name, value in (("model_id", model_id), ("environment", environment)):
                 if not isinstance(value, str) or not _PATH_SEGMENT.match(value.strip()):
                     raise ConfigurationError(f"{name} must be letters, digits, '-' or '_', got {value!r}")
             url = baseten_url(model_id.strip(), environment.strip())
-        if not api_key:
-            raise ConfigurationError(
-                "No API key: pass api_key=, or set BASETEN_API_KEY in the environment or in .env."
-            )
         if options.get("trace") is None:
             for source in sources:
                 trace = lookup(source, ENV_TRACE)

@@ -6,6 +6,7 @@ import contextlib
 import os
 import pty
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -81,14 +82,151 @@ def test_stdin_is_spoken_as_it_arrives(tmp_path):
 
 
 @needs_no_oss_device
-def test_local_without_a_sound_card_writes_a_wav_and_says_where(tmp_path):
-    result = subprocess.run([sys.executable, "-m", "basetts.cli", "say", "--local", "Hello there."],
+def test_without_a_sound_card_say_fails_saying_what_writes_a_file_and_sends_nothing(tmp_path):
+    with LocalServer() as server:
+        result = subprocess.run([sys.executable, "-m", "basetts.cli", "say", "--url", server.url, "Hello there."],
+                                cwd=tmp_path, capture_output=True, text=True, timeout=60,
+                                env={**os.environ, **no_sound_card_env(tmp_path), "BASETEN_API_KEY": server.api_key})
+    assert result.returncode == 1, result.stderr
+    assert "cannot play here: No audio output device found" in result.stderr and "-o FILE" in result.stderr
+    assert server.conversations == [] and not list(tmp_path.glob("*.wav"))
+
+
+def test_say_reading_a_terminal_says_how_to_end_the_text(tmp_path, basetts_server):
+    leader, terminal = pty.openpty()
+    try:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "basetts.cli", "say", "-o", str(tmp_path / "o.wav"), "--url", basetts_server.url],
+            stdin=terminal, stderr=subprocess.PIPE, text=True,
+            env={**os.environ, "BASETEN_API_KEY": basetts_server.api_key})
+        os.write(leader, b"typed words\n\x04")  # Ctrl+D ends the input
+        _, err = process.communicate(timeout=30)
+    finally:
+        os.close(terminal)
+        os.close(leader)
+    assert process.returncode == 0, err
+    assert "end it with Ctrl+D" in err
+    assert read_wav(tmp_path / "o.wav") == basetts_server.expected_pcm("typed words")
+
+
+@needs_no_oss_device
+def test_the_demos_fallback_writes_a_wav_and_says_where(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "basetts.cli", "say", "--local", "--fallback-output",
+                             "basetts-demo.wav", "Hello there."],
                             cwd=tmp_path, capture_output=True, text=True, timeout=60,
                             env={**os.environ, **no_sound_card_env(tmp_path)})
     assert result.returncode == 0, result.stderr
     assert "cannot play here (No audio output device found" in result.stderr
     assert f"writing {tmp_path / 'basetts-demo.wav'} instead" in result.stderr
     assert len(read_wav(tmp_path / "basetts-demo.wav")) > 24000  # the sentence, spoken by the local server
+
+
+@pytest.mark.playback
+@pytest.mark.parametrize("device", ["nonexistent", "99"])
+def test_a_bad_device_is_a_usage_error_listing_the_devices(pulse, device):
+    with LocalServer() as server:
+        result = run("say", "--device", device, "--url", server.url, "hello",
+                     env={"BASETEN_API_KEY": server.api_key, "PULSE_SERVER": pulse.server})
+    assert result.returncode == 2, result.stderr
+    assert f"--device {device}" in result.stderr and "Devices: " in result.stderr and "(default)" in result.stderr
+    assert server.conversations == []
+
+
+@pytest.mark.parametrize("fmt", ["wav", "pcm"])
+def test_dash_writes_the_audio_to_stdout(basetts_server, fmt):
+    result = subprocess.run([sys.executable, "-m", "basetts.cli", "say", "-o", "-", "--format", fmt, "--url",
+                             basetts_server.url, "piped out"], capture_output=True, timeout=60,
+                            env={**os.environ, "BASETEN_API_KEY": basetts_server.api_key})
+    assert result.returncode == 0, result.stderr
+    expected = basetts_server.expected_pcm("piped out")
+    if fmt == "wav":
+        from basetts.audio import wav_header
+        assert result.stdout == wav_header() + expected  # a pipe: the header says "length unknown"
+    else:
+        assert result.stdout == expected
+    assert not os.path.exists("-")
+
+
+def test_a_failure_with_o_keeps_what_arrived_in_a_valid_file_and_says_partial(tmp_path):
+    out = tmp_path / "partial.wav"
+    with LocalServer(faults=Faults(drop_after_bytes=4096 * 3)) as server:
+        result = run("say", " ".join(f"w{i}" for i in range(20)), "-o", str(out), "--url", server.url,
+                     env={"BASETEN_API_KEY": server.api_key})
+    assert result.returncode == 1
+    assert "partial" in result.stderr and str(out) in result.stderr and result.stderr.strip().count("\n") == 0
+    assert read_wav(out) == server.expected_pcm(" ".join(f"w{i}" for i in range(20)))[:4096 * 3]
+
+
+def test_ctrl_c_with_o_keeps_what_arrived_and_exits_130(tmp_path):
+    out = tmp_path / "interrupted.pcm"
+    with LocalServer(speed=1.0) as server:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "basetts.cli", "say", "-o", str(out), "--url", server.url,
+             " ".join(f"w{i}" for i in range(100))], stderr=subprocess.PIPE, text=True,
+            env={**os.environ, "BASETEN_API_KEY": server.api_key})
+        try:
+            deadline = time.monotonic() + 20
+            while not (out.exists() and out.stat().st_size >= 4096 * 4):
+                assert time.monotonic() < deadline, "no audio arrived"
+                time.sleep(0.02)
+            process.send_signal(signal.SIGINT)
+            _, err = process.communicate(timeout=10)
+        finally:
+            if process.poll() is None:
+                process.kill()
+    assert process.returncode == 130, err
+    assert "interrupted" in err and "partial" in err
+    data = out.read_bytes()
+    assert len(data) >= 4096 * 4 and server.expected_pcm(" ".join(f"w{i}" for i in range(100))).startswith(data)
+
+
+def test_an_unknown_output_extension_is_a_usage_error_before_anything_is_sent(tmp_path, basetts_server):
+    result = run("say", "hi", "-o", str(tmp_path / "out.mp3"), "--url", basetts_server.url,
+                 env={"BASETEN_API_KEY": basetts_server.api_key})
+    assert result.returncode == 2 and ".wav and .pcm" in result.stderr
+    assert basetts_server.conversations == [] and not (tmp_path / "out.mp3").exists()
+
+
+def test_version():
+    import basetts
+
+    result = run("--version")
+    assert result.returncode == 0 and result.stdout.strip() == f"basetts {basetts.__version__}"
+
+
+def test_model_id_environment_and_timeouts_are_flags_and_the_key_comes_from_a_file(tmp_path, basetts_server):
+    key_file = tmp_path / "key"
+    key_file.write_text(basetts_server.api_key + "\n")
+    out = tmp_path / "out.wav"
+    result = run("say", "flagged", "-o", str(out), "--url", basetts_server.url, "--api-key-file", str(key_file),
+                 "--read-timeout", "5", "--first-audio-timeout", "5", "--connect-timeout", "2",
+                 "--handshake-timeout", "5")
+    assert result.returncode == 0, result.stderr
+    assert read_wav(out) == basetts_server.expected_pcm("flagged")
+    result = run("say", "hi", "-o", str(out), "--model-id", "bad/id", "--api-key-file", str(key_file))
+    assert result.returncode == 2 and "model_id" in result.stderr
+    result = run("say", "hi", "-o", str(out), "--url", basetts_server.url, "--api-key-file", str(tmp_path / "none"))
+    assert result.returncode == 2 and "--api-key-file" in result.stderr
+    assert run("say", "hi", "--read-timeout", "0").returncode == 2
+
+
+def test_bad_option_values_are_clear_usage_errors():
+    result = run("serve", "--fault", "drop_after_bytes=abc")
+    assert result.returncode == 2 and "drop_after_bytes='abc': expected a whole number" in result.stderr
+    result = run("say", "--buffer-size", "-3", "x")
+    assert result.returncode == 2 and "must be above 0" in result.stderr
+
+
+def test_a_late_first_audio_gets_a_status_line(tmp_path):
+    with LocalServer(faults=Faults(stall_after_bytes=0, stall_seconds=3.0)) as server:
+        result = run("say", "slow start", "-o", str(tmp_path / "o.wav"), "--url", server.url,
+                     env={"BASETEN_API_KEY": server.api_key})
+    assert result.returncode == 0, result.stderr
+    assert "waiting for the first audio (a deployment scaled to zero can take minutes" in result.stderr
+    with LocalServer() as server:
+        result = run("say", "quick", "-o", str(tmp_path / "o.wav"), "--url", server.url,
+                     env={"BASETEN_API_KEY": server.api_key})
+    assert "waiting" not in result.stderr
 
 
 @pytest.mark.playback
@@ -230,12 +368,15 @@ def test_empty_text_is_a_usage_error():
     assert "empty" in result.stderr and "Traceback" not in result.stderr
 
 
-def test_missing_configuration_is_exit_2_and_names_the_variables(tmp_path):
+def test_missing_configuration_is_exit_2_and_names_everything_missing_in_the_clis_terms(tmp_path):
     result = subprocess.run([sys.executable, "-m", "basetts.cli", "say", "hi", "-o", "x.wav"], cwd=tmp_path,
                             capture_output=True, text=True, timeout=60,
                             env={k: v for k, v in os.environ.items() if not k.startswith(("BASETEN", "BASETTS"))})
     assert result.returncode == 2
-    assert "BASETEN_MODEL_ID" in result.stderr and "Traceback" not in result.stderr
+    for named in ("--model-id", "--url", "BASETEN_MODEL_ID", "BASETEN_API_KEY", "--api-key-file"):
+        assert named in result.stderr, named
+    assert "model_id=" not in result.stderr and "Traceback" not in result.stderr
+    assert result.stderr.count("\n") == 1
 
 
 def test_usage_errors_are_exit_2():
@@ -268,8 +409,9 @@ def test_serve_prints_url_and_key_and_serves(tmp_path):
                                stdout=subprocess.PIPE, text=True)
     try:
         lines = [process.stdout.readline() for _ in range(3)]
+        assert lines[1].startswith("export BASETTS_URL=")  # lines a shell can run
         url = lines[1].split("=", 1)[1].strip()
-        assert url.startswith("ws://127.0.0.1:") and lines[2].strip() == "BASETEN_API_KEY=local-k"
+        assert url.startswith("ws://127.0.0.1:") and lines[2].strip() == "export BASETEN_API_KEY=local-k"
         out = tmp_path / "served.wav"
         result = run("say", "served words", "-o", str(out), env={"BASETTS_URL": url, "BASETEN_API_KEY": "local-k"})
         assert result.returncode == 0, result.stderr

@@ -4,14 +4,16 @@ from __future__ import annotations
 import importlib.util
 import os
 import runpy
+import socket
 import subprocess
 import sys
 
 import pytest
 from flask import Flask  # a dev dependency: a missing Flask is a failure, not a skip
 
+import basetts
 from basetts.audio import wav_header
-from basetts.testing import LocalServer, tone_pcm
+from basetts.testing import Faults, LocalServer, tone_pcm
 
 from .test_cli import needs_no_oss_device, no_sound_card_env, read_wav
 
@@ -97,9 +99,15 @@ def flask_app(monkeypatch, server: LocalServer) -> Flask:
     """The example's `app`, imported as `flask --app` would, configured through the environment."""
     monkeypatch.setenv("BASETTS_URL", server.url)
     monkeypatch.setenv("BASETEN_API_KEY", server.api_key)
-    monkeypatch.delenv("BASETEN_MODEL_ID", raising=False)
+    return load_flask_example(monkeypatch)
+
+
+def load_flask_example(monkeypatch=None) -> Flask:
+    if monkeypatch is not None:
+        monkeypatch.delenv("BASETEN_MODEL_ID", raising=False)
     spec = importlib.util.spec_from_file_location("flask_stream", os.path.join(EXAMPLES, "flask_stream.py"))
     module = importlib.util.module_from_spec(spec)
+    sys.modules["flask_stream"] = module
     spec.loader.exec_module(module)
     return module.app
 
@@ -133,3 +141,52 @@ def test_flask_example_stops_the_synthesis_when_the_client_goes_away(monkeypatch
         record = server.last(timeout=10)
     assert record.client_disconnected
     assert record.bytes_sent < len(server.expected_pcm(text))
+
+
+@pytest.mark.parametrize("faults, status, says", [
+    (Faults(handshake_status=401), 502, "API key"),
+    (Faults(handshake_status=403), 502, "API key"),
+    (Faults(handshake_status=404), 502, "BASETEN_MODEL_ID"),
+    (Faults(handshake_status=503, retry_after=60), 503, "overloaded"),
+    (Faults(handshake_status=429, retry_after=45), 503, "overloaded"),
+    (Faults(text_frame="model crashed"), 502, "failed"),
+], ids=["401", "403", "404", "503", "429", "error-message"])
+def test_flask_example_answers_a_backend_failure_with_an_honest_status(monkeypatch, faults, status, says):
+    with LocalServer(faults=faults) as server:
+        response = flask_app(monkeypatch, server).test_client().get("/speak", query_string={"text": "hello there"})
+    assert response.status_code == status, response.get_data(as_text=True)
+    assert says in response.get_data(as_text=True) and response.mimetype == "text/plain"
+    if faults.retry_after is not None:
+        assert response.headers["Retry-After"] == str(int(faults.retry_after))
+    else:
+        assert "Retry-After" not in response.headers
+
+
+def test_flask_example_answers_504_when_the_backend_never_speaks(monkeypatch):
+    with LocalServer(faults=Faults(silent=True)) as server:
+        app = flask_app(monkeypatch, server)
+        module = sys.modules["flask_stream"]
+        module.synth = basetts.Synthesizer(url=server.url, api_key=server.api_key, first_audio_timeout=0.5)
+        response = app.test_client().get("/speak", query_string={"text": "hello there"})
+    assert response.status_code == 504 and "in time" in response.get_data(as_text=True)
+
+
+def test_flask_example_answers_502_when_nothing_listens(monkeypatch):
+    with socket.socket() as placeholder:  # a port nobody listens on
+        placeholder.bind(("127.0.0.1", 0))
+        port = placeholder.getsockname()[1]
+    monkeypatch.setenv("BASETTS_URL", f"ws://127.0.0.1:{port}/v1/websocket")
+    monkeypatch.setenv("BASETEN_API_KEY", "k")
+    app = load_flask_example()
+    sys.modules["flask_stream"].synth = basetts.Synthesizer(retries=0)
+    response = app.test_client().get("/speak", query_string={"text": "hello there"})
+    assert response.status_code == 502 and "cannot be reached" in response.get_data(as_text=True)
+
+
+def test_flask_example_cuts_the_response_short_when_the_stream_breaks_after_the_first_audio(monkeypatch):
+    with LocalServer(faults=Faults(drop_after_bytes=4096 * 3)) as server:
+        response = flask_app(monkeypatch, server).test_client().get(
+            "/speak", query_string={"text": " ".join(f"w{i}" for i in range(20))})
+        assert response.status_code == 200
+        with pytest.raises(basetts.StreamInterrupted):
+            response.get_data()  # the WSGI server sees the error and drops the connection: no complete file

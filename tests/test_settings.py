@@ -81,11 +81,17 @@ def test_dotenv_in_the_working_directory_by_default(tmp_path: Path, monkeypatch:
     assert settings.url == baseten_url("cwdmodel")
 
 
-def test_missing_key_or_endpoint_is_a_configuration_error(tmp_path: Path) -> None:
-    with pytest.raises(ConfigurationError, match="No API key"):
+def test_missing_key_or_endpoint_is_a_configuration_error_naming_all_that_is_missing(tmp_path: Path) -> None:
+    with pytest.raises(ConfigurationError, match="Missing the API key") as caught:
         resolve(tmp_path, {}, model_id="m")
-    with pytest.raises(ConfigurationError, match="No endpoint"):
+    assert caught.value.missing == ["api_key"] and "BASETEN_API_KEY" in str(caught.value)
+    with pytest.raises(ConfigurationError, match="Missing the endpoint") as caught:
         resolve(tmp_path, {"BASETEN_API_KEY": KEY})
+    assert caught.value.missing == ["endpoint"] and "BASETEN_MODEL_ID" in str(caught.value)
+    with pytest.raises(ConfigurationError) as caught:
+        resolve(tmp_path, {})
+    assert caught.value.missing == ["endpoint", "api_key"]
+    assert "BASETEN_MODEL_ID" in str(caught.value) and "BASETEN_API_KEY" in str(caught.value)
 
 
 # URL building ----------------------------------------------------------------------------------------------

@@ -166,15 +166,21 @@ class Faults:
             if name not in fields:
                 raise ValueError(f"unknown fault {name!r}; known: {', '.join(fields)}")
             if name == "frame_sizes":
-                values[name] = [int(v) for v in raw.split(",")]
+                try:
+                    values[name] = [int(v) for v in raw.split(",")]
+                except ValueError:
+                    raise ValueError(f"fault frame_sizes={raw!r}: expected whole numbers, comma-separated") from None
             elif name in ("silent", "one_at_a_time"):
                 values[name] = raw.strip().lower() in ("", "1", "true", "yes")
             elif name in ("close_reason", "text_frame"):
                 values[name] = raw
-            elif name in ("retry_after", "stall_seconds", "idle_timeout"):
-                values[name] = float(raw)
             else:
-                values[name] = int(raw)
+                kind = float if name in ("retry_after", "stall_seconds", "idle_timeout") else int
+                try:
+                    values[name] = kind(raw)
+                except ValueError:
+                    wanted = "a number" if kind is float else "a whole number"
+                    raise ValueError(f"fault {name}={raw!r}: expected {wanted}") from None
         return cls(**values)
 
 
@@ -302,7 +308,7 @@ class LocalServer:
         try:
             from . import transport  # noqa: F401 - needs websockets
         except ImportError:  # pragma: no cover - depends on the install
-            raise RuntimeError("The local server needs websockets: pip install 'basetts[server]'") from None
+            raise RuntimeError("The local server needs websockets: pip install websockets (the [server] extra)") from None
         self._stopping.clear()
         self._listener = socket.create_server(("127.0.0.1", self._requested_port), backlog=128)
         self._listener.settimeout(0.1)  # how soon stop() is noticed
