@@ -308,7 +308,7 @@ class LocalServer:
         try:
             from . import transport  # noqa: F401 - needs websockets
         except ImportError:  # pragma: no cover - depends on the install
-            raise RuntimeError("The local server needs websockets: pip install websockets (the [server] extra)") from None
+            raise RuntimeError("The local server needs websockets: pip install websockets ([server])") from None
         self._stopping.clear()
         self._listener = socket.create_server(("127.0.0.1", self._requested_port), backlog=128)
         self._listener.settimeout(0.1)  # how soon stop() is noticed
