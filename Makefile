@@ -4,11 +4,15 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 BIN := $(VENV)/bin
-# Debian packages: PortAudio headers to build PyAudio, PulseAudio for the null-sink playback
-# tests, espeak-ng so the local server (and the demo) can speak real words, tinyproxy for the proxy
-# tests (a real HTTP CONNECT proxy on loopback). Debian's PortAudio has
-# no PulseAudio host API: it reaches PulseAudio through ALSA's pulse plugin (libasound2-plugins).
-DEB_PACKAGES := portaudio19-dev libasound2-plugins pulseaudio pulseaudio-utils espeak-ng tinyproxy
+# Debian packages. What `make demo` needs: PortAudio's headers to build PyAudio, ALSA's pulse plugin
+# (Debian's PortAudio reaches PulseAudio or PipeWire only through it), espeak-ng so the local server
+# speaks real words.
+DEMO_PACKAGES := portaudio19-dev libasound2-plugins espeak-ng
+# What `make test` needs besides: tinyproxy for the proxy tests (a real HTTP CONNECT proxy on loopback),
+# pactl/parec, and a PulseAudio daemon for the null-sink playback tests, unless a pulse server already
+# answers (a desktop's PipeWire: installing pulseaudio there would remove pipewire-audio), which the
+# tests then use.
+TEST_PACKAGES := tinyproxy pulseaudio-utils $(shell 	if pactl info >/dev/null 2>&1 || dpkg-query -W -f='$${Status}' pipewire-pulse 2>/dev/null | grep -q "ok installed"; 	then :; else echo pulseaudio; fi)
 # Also installed, only when what they provide is missing (python3 and the compiler may come from
 # elsewhere, e.g. pyenv, so these are checked by file/command, not by package name):
 #   gcc libc6-dev  PyAudio has no Linux wheel, so pip compiles it (libc6-dev: only a Recommends of gcc).
@@ -16,22 +20,31 @@ DEB_PACKAGES := portaudio19-dev libasound2-plugins pulseaudio pulseaudio-utils e
 #                  /usr/include): for any other interpreter the Debian package would not help.
 #   python3-venv   Debian's python3 has no ensurepip without it, so `python3 -m venv` fails.
 #   python3        when there is no $(PYTHON) at all (then also python3-dev and python3-venv).
-SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+# apt-get runs as root, or through sudo (`env` keeps DEBIAN_FRONTEND, which sudo would drop), and never
+# removes a package: on a conflict it stops and says what to install by hand.
+SUDO := $(shell if [ "$$(id -u)" = 0 ]; then :; elif command -v sudo >/dev/null; then echo sudo; else echo none; fi)
 
-.PHONY: install system-deps test demo lint bench docs clean
+.PHONY: install install-dev system-deps test demo lint bench docs dist clean
 
+# `make demo`: the package with playback and the local server; `make test`: the dev tools too.
 install: $(VENV)/.installed
+install-dev: $(VENV)/.dev-installed
 
 $(VENV)/.installed: setup.cfg setup.py
-	@$(MAKE) --no-print-directory system-deps
+	@$(MAKE) --no-print-directory system-deps PACKAGES="$(DEMO_PACKAGES)"
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[play,server]'
+	@touch $@
+
+$(VENV)/.dev-installed: setup.cfg setup.py $(VENV)/.installed
+	@$(MAKE) --no-print-directory system-deps PACKAGES="$(TEST_PACKAGES)"
 	$(PY) -m pip install --quiet -e '.[play,server,dev]'
 	@touch $@
 
 system-deps:
 	@missing=""; \
-	for p in $(DEB_PACKAGES); do \
+	for p in $(PACKAGES); do \
 	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "ok installed" || missing="$$missing $$p"; \
 	done; \
 	command -v cc >/dev/null || command -v gcc >/dev/null || missing="$$missing gcc libc6-dev"; \
@@ -50,13 +63,18 @@ system-deps:
 	  fi; \
 	fi; \
 	if [ -n "$$missing" ]; then \
-	  if command -v apt-get >/dev/null; then \
-	    echo "Installing Debian packages:$$missing"; \
-	    $(SUDO) apt-get update -qq && \
-	    DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
-	  else \
-	    echo "Please install with your package manager (Debian names):$$missing"; exit 1; \
+	  if ! command -v apt-get >/dev/null; then \
+	    echo "Please install with your package manager (Debian names):$$missing" >&2; exit 1; \
+	  elif [ "$(SUDO)" = none ]; then \
+	    echo "Installing$$missing needs root, and there is no sudo: run as root 'apt-get install$$missing'," \
+	         "then make again." >&2; exit 1; \
 	  fi; \
+	  echo "Installing Debian packages:$$missing"; \
+	  $(SUDO) apt-get update -qq && \
+	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends --no-remove \
+	    $$missing >/dev/null || { \
+	    echo "apt-get could not install$$missing without removing other packages (or failed; see above)." \
+	         "Nothing was removed. Install them by hand, then make again." >&2; exit 1; }; \
 	fi
 
 # The transport, protocol and local-server tests run again on the oldest websocket-client, websockets,
@@ -66,12 +84,12 @@ OLDEST := $(shell sed -n 's/^ *\(websocket-client\|websockets\|python-dotenv\|py
 OLDEST_TESTS := tests/test_protocol.py tests/test_transport.py tests/test_local_server.py tests/test_sending.py \
 	tests/test_proxy.py tests/test_trace.py
 
-test: install $(OLDEST_VENV)/.installed
+test: install-dev $(OLDEST_VENV)/.installed
 	$(PY) -m pytest
 	@echo "Again on the oldest dependencies allowed: $(OLDEST)"
 	$(OLDEST_VENV)/bin/python -m pytest -p no:cacheprovider $(OLDEST_TESTS)
 
-$(OLDEST_VENV)/.installed: setup.cfg setup.py $(VENV)/.installed
+$(OLDEST_VENV)/.installed: setup.cfg setup.py $(VENV)/.dev-installed
 	$(PYTHON) -m venv $(OLDEST_VENV)
 	$(OLDEST_VENV)/bin/python -m pip install --quiet --upgrade pip
 	$(OLDEST_VENV)/bin/python -m pip install --quiet $(OLDEST) 'pytest>=7' 'hypothesis>=6' 'pytest-timeout>=2.1'
@@ -83,16 +101,23 @@ demo: install
 
 # `make bench`: docs/performance.md and .png (~10 minutes); `make bench QUICK=1`: a ~1 minute smoke run
 # written to build/bench-quick/ instead.
-bench: install $(VENV)/.bench-installed
+bench: install-dev $(VENV)/.bench-installed
 	$(PY) -m bench $(if $(QUICK),--quick)
 
 $(VENV)/.bench-installed: setup.cfg setup.py
 	$(PY) -m pip install --quiet -e '.[play,server,dev,bench]'
 	@touch $@
 
-lint: install
+lint: install-dev
 	$(BIN)/ruff check basetts tests bench examples docs
 	$(BIN)/mypy basetts
+
+# `make dist`: the sdist and the wheel in dist/, checked by twine (tests/test_dist.py installs the wheel
+# into a fresh venv).
+dist: install-dev
+	rm -rf dist
+	$(PY) -m build --outdir dist .
+	$(PY) -m twine check --strict dist/*
 
 clean:
 	rm -rf $(VENV) $(OLDEST_VENV) *.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -131,8 +131,12 @@ class PulseAudio:
         self.pactl("unload-module", module, check=False)
 
     def sink_inputs(self) -> List[str]:
-        """Streams playing right now (an empty list proves every PyAudio stream was closed)."""
-        return [line for line in self.pactl("list", "short", "sink-inputs").stdout.splitlines() if line]
+        """Streams playing into our sinks right now (an empty list proves every PyAudio stream was closed;
+        on a desktop's server, other programs' streams are not ours)."""
+        ours = {line.split("\t")[0] for line in self.pactl("list", "short", "sinks").stdout.splitlines()
+                if line and line.split("\t")[1].startswith("basetts")}
+        return [line for line in self.pactl("list", "short", "sink-inputs").stdout.splitlines()
+                if line and line.split("\t")[1] in ours]
 
     def record(self, sink: str = SINK, rate: int = SINK_RATE) -> Recording:
         return Recording(self.env, f"{sink}.monitor", rate)
@@ -158,23 +162,65 @@ def _die_with_parent() -> None:
         pass
 
 
+class ExistingPulse(PulseAudio):
+    """A pulse server that already answers (PipeWire's on a desktop, where installing PulseAudio would
+    remove it): our null sink is loaded into it for the session, made the default for our streams through
+    PULSE_SINK, and unloaded after; nothing else of the user's is touched."""
+
+    def __init__(self, server: str) -> None:
+        self.server = server
+        self.env = {**os.environ, "PULSE_SERVER": server, "PULSE_SINK": SINK}
+        self._module: Optional[str] = None
+
+    def start(self) -> None:
+        self._module = self.load_sink(SINK, SINK_RATE)
+
+    def log(self) -> str:
+        return ""
+
+    def stop(self) -> None:
+        if self._module:
+            self.unload(self._module)
+
+
+def _answering_server() -> Optional[str]:
+    """The server string of a pulse server that answers with the inherited environment, if any."""
+    if shutil.which("pactl") is None:
+        return None
+    try:
+        info = subprocess.run(["pactl", "info"], capture_output=True, text=True, timeout=5)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    for line in info.stdout.splitlines() if info.returncode == 0 else []:
+        if line.startswith("Server String:"):
+            server = line.split(":", 1)[1].strip()
+            return server if server.startswith(("unix:", "tcp:")) else f"unix:{server}"
+    return None
+
+
 @pytest.fixture(scope="session")
 def pulse() -> Iterator[PulseAudio]:
-    """A private PulseAudio with a 24 kHz mono null sink as the default output; PULSE_SERVER points this
-    process (PyAudio goes through ALSA's pulse plugin) and its subprocesses at it."""
-    missing = [tool for tool in ("pulseaudio", "pactl", "parec") if shutil.which(tool) is None]
+    """A 24 kHz mono null sink as the default output for this process (PyAudio goes through ALSA's
+    pulse plugin) and its subprocesses: in a private PulseAudio daemon, or, where a pulse server already
+    answers (a desktop's PipeWire), loaded into that one."""
+    existing = _answering_server()
+    tools = ("pactl", "parec") if existing else ("pulseaudio", "pactl", "parec")
+    missing = [tool for tool in tools if shutil.which(tool) is None]
     if missing:
         _pulse_unavailable(f"{', '.join(missing)} not installed (Debian: pulseaudio pulseaudio-utils)")
     root = tempfile.mkdtemp(prefix="basetts-pulse-")
-    daemon = PulseAudio(root)
+    daemon: PulseAudio = ExistingPulse(existing) if existing else PulseAudio(root)
     try:
         daemon.start()
-    except (OSError, RuntimeError) as exc:
+    except (OSError, RuntimeError, subprocess.CalledProcessError) as exc:
         daemon.stop()
         _pulse_unavailable(str(exc))
     saved = {name: os.environ.get(name) for name in ("PULSE_SERVER", "PULSE_SINK")}
     os.environ["PULSE_SERVER"] = daemon.server
-    os.environ.pop("PULSE_SINK", None)
+    if existing:
+        os.environ["PULSE_SINK"] = SINK
+    else:
+        os.environ.pop("PULSE_SINK", None)
     try:
         yield daemon
     finally:
