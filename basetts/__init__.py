@@ -7,6 +7,7 @@ from .audio import Audio, Stats
 from .errors import (
     AudioDeviceError,
     AuthenticationError,
+    BasettsWarning,
     BasetenTTSError,
     ConfigurationError,
     ConnectError,
@@ -34,7 +35,7 @@ def devices() -> List["Device"]:
 logging.getLogger("basetts").addHandler(logging.NullHandler())
 
 __all__ = [
-    "__version__", "Audio", "Stats", "Settings", "Synthesizer", "VOICES", "EMOTION_TAGS",
+    "__version__", "Audio", "Stats", "BasettsWarning", "Settings", "Synthesizer", "VOICES", "EMOTION_TAGS",
     "BasetenTTSError", "ConfigurationError", "ConnectError", "HandshakeError", "AuthenticationError",
     "ModelNotFoundError", "ServerError", "TimeoutError", "StreamInterrupted", "AudioDeviceError", "devices",
     "play", "Playback",

@@ -8,7 +8,7 @@ import io
 import os
 import sys
 import wave
-from typing import BinaryIO, Iterator, Optional, Union
+from typing import Any, BinaryIO, Iterator, Optional, Union
 
 from .protocol import CHANNELS, SAMPLE_RATE, SAMPLE_WIDTH
 
@@ -99,6 +99,31 @@ class Audio:
     def __repr__(self) -> str:
         layout = "mono" if self.channels == 1 else f"{self.channels} channels"
         return f"<Audio {self.duration:.2f} s, {self.sample_rate} Hz, {layout}, {8 * self.sample_width}-bit>"
+
+    def __add__(self, other: "Audio") -> "Audio":
+        """The two one after the other (same rate, channels and width; a `ValueError` otherwise)."""
+        if not isinstance(other, Audio):
+            return NotImplemented
+        formats = [(a.sample_rate, a.channels, a.sample_width) for a in (self, other)]
+        if formats[0] != formats[1]:
+            raise ValueError(f"cannot join audio of different formats (rate, channels, width): {formats}")
+        return Audio(self.pcm + other.pcm, self.sample_rate, self.channels, self.sample_width)
+
+    def to_numpy(self, dtype: str = "int16") -> Any:
+        """The samples as a NumPy array (numpy is optional: installed separately): int16 as sent, or
+        float32 in -1..1; shape (samples,) for mono, (samples, channels) otherwise."""
+        try:
+            import numpy
+        except ImportError:
+            raise ImportError("Audio.to_numpy() needs NumPy: pip install numpy") from None
+        if self.sample_width != 2:
+            raise ValueError(f"to_numpy() reads 16-bit audio; this is {8 * self.sample_width}-bit")
+        if dtype not in ("int16", "float32"):
+            raise ValueError(f"dtype must be 'int16' or 'float32', got {dtype!r}")
+        samples = numpy.frombuffer(self.pcm[:self.samples * self.channels * 2], dtype="<i2")
+        if self.channels > 1:
+            samples = samples.reshape(-1, self.channels)
+        return samples.astype(numpy.float32) / 32768.0 if dtype == "float32" else samples.astype(numpy.int16)
 
     def chunks(self, size: int = 4096) -> Iterator[bytes]:
         """The PCM in pieces of `size` bytes (rounded down to whole samples)."""

@@ -12,7 +12,7 @@ from typing import Callable, Iterable, Iterator, List, Optional, Tuple, Union
 
 from . import protocol, transport
 from .audio import Stats
-from .errors import BasetenTTSError, ConnectError, ServerError, StreamInterrupted
+from .errors import BasetenTTSError, ConnectError, ServerError, StreamInterrupted, warn
 from .settings import Settings
 from .trace import Trace
 
@@ -448,8 +448,8 @@ class Conversation:
                 if received.error is None or isinstance(received.error, (ServerError, StreamInterrupted)):
                     self._answer_close()
                 if received.error is None and self._utterance.decoder.pending:
-                    log.warning("dropping %d trailing byte(s): the stream ended mid-sample",
-                                len(self._utterance.decoder.pending))
+                    warn(f"dropping {len(self._utterance.decoder.pending)} trailing byte(s): the stream ended "
+                         "mid-sample (half a 16-bit sample is not audio)")
                 return received.error
         return None
 
@@ -470,7 +470,7 @@ class Conversation:
             stats.first_byte_time = now - self._started
         stats.bytes_received, stats.frames_received = utterance.audio_bytes, utterance.audio_messages
         if utterance.decoder.fell_back and stats.encoding is None:
-            log.warning("asked for pcm_mulaw, but the server sent 16-bit PCM (an older server); decoding that")
+            warn("asked for encoding='pcm_mulaw', but the server sent 16-bit PCM (an older server); decoding that")
         stats.encoding = utterance.decoder.encoding
         if not pcm:
             return

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import builtins
+import logging
+import warnings
 from typing import TYPE_CHECKING, Optional
 
 if TYPE_CHECKING:
@@ -76,3 +78,14 @@ class StreamInterrupted(BasetenTTSError):
 
 class AudioDeviceError(BasetenTTSError):
     """Playback is impossible here: no PyAudio/PortAudio, or no usable output device."""
+
+
+class BasettsWarning(UserWarning):
+    """Something to know that does not stop the call: an unknown voice, an encoding the server did not
+    honour, a stream that ended mid-sample. Filter it with `warnings.filterwarnings`."""
+
+
+def warn(message: str, stacklevel: int = 3) -> None:
+    """Tell the user: `warnings.warn` with `BasettsWarning` (shown once per place by default), and the log."""
+    warnings.warn(message, BasettsWarning, stacklevel=stacklevel)
+    logging.getLogger("basetts").warning(message)

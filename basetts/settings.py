@@ -7,10 +7,10 @@ import logging
 import math
 import os
 import re
-from typing import Any, Dict, List, Mapping, Optional, Set
+from typing import Any, Dict, List, Mapping, Optional, Set, Tuple
 from urllib.parse import urlsplit
 
-from .errors import ConfigurationError
+from .errors import ConfigurationError, warn
 
 log = logging.getLogger("basetts")
 
@@ -32,6 +32,40 @@ ENV_TRACE = "BASETTS_TRACE"
 _SERVER_FIELDS = ("voice", "max_tokens", "buffer_size", "temperature", "top_p", "repetition_penalty", "encoding")
 # A model id or environment name becomes one segment of the URL's path.
 _PATH_SEGMENT = re.compile(r"^[A-Za-z0-9_-]+$")
+
+
+# Baseten's HTTP endpoints for a model, whose websocket sits beside them.
+_HTTP_ENDPOINT = re.compile(r"/(predict|async_predict|sync|async|run_remote)/?$")
+
+
+def websocket_url(url: str) -> str:
+    """`url` as a websocket URL: an https:// (http://) URL becomes wss:// (ws://), and a Baseten model's
+    HTTP endpoint (.../predict) its websocket (.../websocket), saying so. Anything else is left as is."""
+    parts = urlsplit(url.strip())
+    scheme = {"https": "wss", "http": "ws"}.get(parts.scheme.lower())
+    if scheme is None:
+        return url
+    path = parts.path
+    if (parts.hostname or "").endswith(".api.baseten.co"):
+        path = _HTTP_ENDPOINT.sub("/websocket", path) if _HTTP_ENDPOINT.search(path) else path
+        if not path.rstrip("/").endswith("/websocket"):
+            path = path.rstrip("/") + "/websocket"
+    converted = parts._replace(scheme=scheme, path=path).geturl()
+    warn(f"url {url!r} is an HTTP URL; using its websocket URL {converted!r}", stacklevel=5)
+    return converted
+
+
+def model_id_of(model_id: str) -> Tuple[Optional[str], Optional[str]]:
+    """(model id, url) from what users pass as a model id: "abc123", the host's "model-abc123", or a
+    whole URL (copied from the dashboard)."""
+    value = model_id.strip()
+    if "://" in value or ".api.baseten.co" in value:
+        return None, websocket_url(value if "://" in value else f"https://{value}")
+    if value.startswith("model-") and len(value) > len("model-"):
+        warn(f"model_id {value!r} is the host's name (model-{{id}}.api.baseten.co); using {value[6:]!r}",
+             stacklevel=5)
+        return value[6:], None
+    return value, None
 
 
 def baseten_url(model_id: str, environment: str = "production") -> str:
@@ -150,6 +184,10 @@ class Settings:
         if missing:
             raise MissingSettings(missing)
         assert api_key is not None
+        if isinstance(url, str) and url:
+            url = websocket_url(url)
+        elif isinstance(model_id, str) and model_id:
+            model_id, url = model_id_of(model_id)
         if not url:
             assert model_id is not None
             environment = environment or "production"
@@ -183,6 +221,10 @@ class Settings:
         settings.validate()
         return settings
 
+    def __post_init__(self) -> None:
+        if isinstance(self.voice, str) and self.voice not in VOICES and self.voice.strip().lower() in VOICES:
+            object.__setattr__(self, "voice", self.voice.strip().lower())  # "Tara" is tara: the model knows "tara"
+
     def validate(self) -> None:
         """Reject what the server would crash on, before anything is sent."""
         for name in ("url", "api_key", "voice", "encoding"):
@@ -204,7 +246,8 @@ class Settings:
             raise ConfigurationError("voice must be a non-empty string, e.g. 'tara'")
         if self.voice not in VOICES and self.voice not in _warned_voices:
             _warned_voices.add(self.voice)  # once per voice: every call validates its settings
-            log.warning("voice %r is not one of the Orpheus voices %s; sending it anyway", self.voice, VOICES)
+            warn(f"voice {self.voice!r} is not one of the Orpheus voices {', '.join(VOICES)}; sending it anyway",
+                 stacklevel=4)
         _check_int("max_tokens", self.max_tokens, 1)
         _check_int("buffer_size", self.buffer_size, 1)
         _check_number("temperature", self.temperature, low=0.0, low_open=False)

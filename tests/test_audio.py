@@ -83,3 +83,21 @@ def test_resampling_rounds_to_nearest_and_keeps_the_last_sample():
     pcm = struct.pack("<3h", -3, -4, 7)
     assert struct.unpack("<6h", resample(pcm, 24000, 48000)) == (-3, -3, -4, 2, 7, 7)
     assert resample(struct.pack("<2h", -32768, 32767), 24000, 48000) == struct.pack("<4h", -32768, 0, 32767, 32767)
+
+
+def test_audio_joins_and_gives_its_samples_as_numpy() -> None:
+    import array
+
+    import numpy
+
+    first, second = Audio(array.array("h", [0, 16384, -32768]).tobytes()), Audio(array.array("h", [5]).tobytes())
+    joined = first + second
+    assert joined.pcm == first.pcm + second.pcm and joined.duration == pytest.approx(4 / 24000)
+    with pytest.raises(ValueError, match="different formats"):
+        first + Audio(b"\x00\x00", sample_rate=16000)
+    assert joined.to_numpy().tolist() == [0, 16384, -32768, 5] and joined.to_numpy().dtype == numpy.int16
+    assert joined.to_numpy("float32").tolist() == [0.0, 0.5, -1.0, 5 / 32768]
+    stereo = Audio(array.array("h", [1, 2, 3, 4]).tobytes(), channels=2)
+    assert stereo.to_numpy().shape == (2, 2)
+    with pytest.raises(ValueError, match="dtype"):
+        joined.to_numpy("float64")

@@ -5,6 +5,10 @@ import dataclasses
 import json
 import logging
 import math
+import subprocess
+import sys
+import textwrap
+import warnings
 from pathlib import Path
 from typing import Any, Dict
 
@@ -189,7 +193,7 @@ def test_resolve_validates_and_rejects_unknown_settings(tmp_path: Path) -> None:
 
 def test_unknown_voice_is_a_warning_not_an_error(caplog: pytest.LogCaptureFixture) -> None:
     voice = f"custom-voice-{id(caplog)}"  # warned once per process: a name no other test used
-    with caplog.at_level(logging.WARNING, logger="basetts"):
+    with caplog.at_level(logging.WARNING, logger="basetts"), pytest.warns(basetts.BasettsWarning, match=voice):
         settings = local(voice=voice)
         settings.validate()
         settings.replace(max_tokens=10)  # every call validates: the warning is not repeated
@@ -263,3 +267,48 @@ def test_synthesizer_accepts_every_server_setting() -> None:
         "repetition_penalty": 1.2, "encoding": "pcm_mulaw"}
     with pytest.raises(ConfigurationError, match="top_p"):
         Synthesizer(api_key=KEY, url=LOCAL, top_p=1.5)
+
+
+def test_voice_names_match_case_insensitively() -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no warning: it is a known voice
+        assert local(voice="Tara").voice == "tara" and local(voice=" LEO ").voice == "leo"
+        assert local().replace(voice="Mia").voice == "mia"
+
+
+def test_a_script_sees_the_warning_for_a_misspelt_voice_without_configuring_logging() -> None:
+    from basetts.testing import LocalServer
+
+    with LocalServer() as server:
+        result = subprocess.run([sys.executable, "-c", textwrap.dedent(f"""
+            import basetts
+            synth = basetts.Synthesizer(url={server.url!r}, api_key={server.api_key!r})
+            synth.synthesize("hi", voice="tarra")
+        """)], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert "BasettsWarning: voice 'tarra' is not one of the Orpheus voices" in result.stderr
+
+
+@pytest.mark.parametrize("given, url", [
+    ("model-abc123", baseten_url("abc123")),
+    ("https://model-abc123.api.baseten.co/environments/production/predict", baseten_url("abc123")),
+    ("model-abc123.api.baseten.co/environments/staging/predict", baseten_url("abc123", "staging")),
+    ("https://model-abc123.api.baseten.co/development/predict", baseten_url("abc123", "development")),
+], ids=["host-name", "https-predict-url", "bare-host-url", "development"])
+def test_a_model_id_copied_from_the_host_or_the_dashboard_is_understood_saying_so(
+        tmp_path: Path, given: str, url: str) -> None:
+    with pytest.warns(basetts.BasettsWarning, match="using"):
+        assert resolve(tmp_path, {}, api_key=KEY, model_id=given).url == url
+
+
+def test_an_https_url_becomes_its_websocket_url_saying_so(tmp_path: Path) -> None:
+    with pytest.warns(basetts.BasettsWarning, match="websocket URL"):
+        settings = resolve(tmp_path, {}, api_key=KEY,
+                           url="https://model-abc123.api.baseten.co/environments/production/predict")
+    assert settings.url == baseten_url("abc123")
+    with pytest.warns(basetts.BasettsWarning):
+        assert resolve(tmp_path, {}, api_key=KEY, url="http://127.0.0.1:8080/v1/websocket").url == \
+            "ws://127.0.0.1:8080/v1/websocket"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a websocket URL is taken as it is, without a word
+        assert resolve(tmp_path, {}, api_key=KEY, url=LOCAL).url == LOCAL
