@@ -7,8 +7,8 @@ from .audio import Audio, Stats
 from .errors import (
     AudioDeviceError,
     AuthenticationError,
-    BasettsWarning,
     BasetenTTSError,
+    BasettsWarning,
     ConfigurationError,
     ConnectError,
     HandshakeError,
