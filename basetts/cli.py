@@ -18,7 +18,7 @@ import wave
 from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, Iterator, List, Optional
 
 from ._version import __version__
-from .audio import Audio, WavWriter
+from .audio import Audio
 from .errors import AudioDeviceError, BasetenTTSError, ConfigurationError
 from .protocol import iter_words
 from .settings import EMOTION_TAGS, VOICES
@@ -95,7 +95,6 @@ _MISSING = {
                 "environment or .env",
     "api_key": "the API key: BASETEN_API_KEY in the environment or .env, or --api-key-file FILE",
 }
-_FORMATS = {".wav": "wav", ".pcm": "pcm", ".raw": "pcm"}
 # A status line once the first audio is this late: a deployment scaled to zero can take minutes.
 _WAITING_AFTER = 2.0
 
@@ -125,18 +124,20 @@ def _synthesizer(args: argparse.Namespace, url: Optional[str], api_key: Optional
 
 
 def _output_format(args: argparse.Namespace) -> Optional[str]:
-    """wav or pcm, from --format or the file's extension; a usage error for what cannot be written."""
+    """The extension to write (.wav, .pcm, .mp3, ...), from --format or the file's name; a usage error
+    for what cannot be written here, before anything is sent."""
     if args.output is None:
         return None
-    if args.format:
-        return str(args.format)
     if args.output == "-":
-        return "wav"
-    extension = os.path.splitext(args.output)[1].lower()
-    if extension not in _FORMATS:
-        raise _Usage(f"-o {args.output}: basetts writes .wav and .pcm (raw 16-bit 24 kHz mono) files; "
-                     "name the file so, or pass --format wav|pcm")
-    return _FORMATS[extension]
+        if (args.format or "wav") not in ("wav", "pcm"):
+            raise _Usage("-o - writes wav or pcm to stdout (--format wav|pcm)")
+        return f".{args.format or 'wav'}"
+    from .formats import format_of
+
+    try:
+        return format_of(args.output, args.format)
+    except ConfigurationError as exc:
+        raise _Usage(f"-o {args.output}: {exc}") from None
 
 
 def _say(args: argparse.Namespace) -> int:
@@ -157,7 +158,7 @@ def _say(args: argparse.Namespace) -> int:
                 print(f"basetts: cannot play here: {problem} (-o FILE writes the audio to a file instead)",
                       file=sys.stderr)
                 return 1
-            output, fmt = os.path.abspath(args.fallback_output), "wav"
+            output, fmt = os.path.abspath(args.fallback_output), ".wav"
             print(f"basetts: cannot play here ({problem}); writing {output} instead.", file=sys.stderr)
     progress = _Progress(sys.stderr.isatty())
     with contextlib.ExitStack() as stack:
@@ -194,7 +195,7 @@ def _say(args: argparse.Namespace) -> int:
         try:
             waiting.start()
             if output:
-                _write(synth, words, output, fmt or "wav", on_audio)
+                _write(synth, words, output, fmt or ".wav", on_audio)
             else:
                 synth.speak(words, on_audio=on_audio, output_device=args.device)
         finally:
@@ -202,40 +203,30 @@ def _say(args: argparse.Namespace) -> int:
     return 0
 
 
-def _write(synth: Any, words: Iterable[str], output: str, fmt: str, on_audio: Callable[[bytes], None]) -> None:
+def _write(synth: Any, words: Iterable[str], output: str, extension: str,
+           on_audio: Callable[[bytes], None]) -> None:
     """Stream the audio into `output` ("-": stdout) as it arrives; on a failure or Ctrl+C, what arrived
     stays a valid file, and the message says it is partial."""
+    from .formats import AudioWriter
+
     to_stdout = output == "-"
     name = "stdout" if to_stdout else output
-    target: Any = sys.stdout.buffer if to_stdout else output
-    sink: Any = WavWriter(target) if fmt == "wav" else (target if to_stdout else open(output, "wb"))
-    written = 0
+    writer = AudioWriter(sys.stdout.buffer if to_stdout else output, extension)
     try:
         for chunk in synth.stream(words):
-            sink.write(chunk)
-            written += len(chunk)
+            writer.write(chunk)
             on_audio(chunk)
             if to_stdout:
                 sys.stdout.buffer.flush()
     except (BasetenTTSError, KeyboardInterrupt) as exc:
-        partial = f"wrote the {written / 48000:.1f} s of audio that arrived to {name} (partial)"
-        _finish(sink, to_stdout)
+        writer.close()
+        partial = f"wrote the {writer.duration:.1f} s of audio that arrived to {name} (partial)"
         if isinstance(exc, KeyboardInterrupt):
             print(f"\nbasetts: interrupted; {partial}", file=sys.stderr)
             raise
         raise _Failed(f"{exc} ({partial})") from exc
-    _finish(sink, to_stdout)
-    print(f"basetts: wrote {written / 48000:.1f} s of audio to {name}", file=sys.stderr)
-
-
-def _finish(sink: Any, to_stdout: bool) -> None:
-    """Close the file (a WAV's sizes filled in), or flush stdout (left open)."""
-    if isinstance(sink, WavWriter):
-        sink.close()
-    elif to_stdout:
-        sink.flush()
-    else:
-        sink.close()
+    writer.close()
+    print(f"basetts: wrote {writer.duration:.1f} s of audio to {name}", file=sys.stderr)
 
 
 def _cannot_play(device: Optional[str]) -> Optional[str]:
@@ -341,9 +332,10 @@ def build_parser() -> argparse.ArgumentParser:
     say = commands.add_parser("say", help="speak text (from the arguments, or stdin as it arrives)")
     say.add_argument("text", nargs="*", help="the text; read from stdin when absent")
     say.add_argument("-o", "--output", metavar="FILE",
-                     help="write the audio to FILE (.wav, or .pcm: raw 16-bit 24 kHz mono) instead of playing; "
-                          "- writes it to stdout")
-    say.add_argument("--format", choices=("wav", "pcm"), help="for -o: the file's format (default: its extension)")
+                     help="write the audio to FILE instead of playing: .wav, .pcm (raw 16-bit 24 kHz mono); .flac, "
+                          ".ogg, .opus, .mp3 with the [formats] extra; - writes wav or pcm to stdout")
+    say.add_argument("--format", choices=("wav", "pcm", "flac", "ogg", "opus", "mp3"),
+                     help="for -o: the file's format (default: its extension)")
     say.add_argument("--fallback-output", metavar="FILE",
                      help="if there is no way to play here, write FILE instead (without it: exit 1)")
     say.add_argument("--voice", default="tara", help=f"one of {', '.join(VOICES)}")

@@ -19,6 +19,7 @@ from .settings import Settings
 from .transport import BoundedSocket
 
 if TYPE_CHECKING:
+    from .formats import Saved
     from .playback import DeviceSpec, Playback, Player, PortAudioHold
 
 log = logging.getLogger("basetts")
@@ -248,12 +249,42 @@ class Synthesizer:
             self._track(session.playback)
         return session
 
-    def save(self, text: Text, path: Union[str, "os.PathLike[str]"], *,
-             on_audio: Optional[Callable[[bytes], None]] = None, **overrides: Any) -> Audio:
-        """Synthesize and write a WAV file; returns the `Audio` too. `on_audio` as for `synthesize()`."""
-        audio = self.synthesize(text, on_audio=on_audio, **overrides)
-        audio.save(path)
-        return audio
+    def save(self, text: Text, path: Union[str, "os.PathLike[str]"], *, format: Optional[str] = None,
+             on_audio: Optional[Callable[[bytes], None]] = None, **overrides: Any) -> "Saved":
+        """Synthesize into a file as the audio arrives (flat memory for any length), in the format its name
+        says (.wav, .pcm; .flac, .ogg, .opus, .mp3 with the [formats] extra) or `format`, checked before
+        anything is sent. On failure the file holds what arrived (valid), and the error's ``.partial`` is
+        that audio for .wav and .pcm. Returns a `Saved` (path, duration, stats)."""
+        from .formats import AudioWriter, Saved, format_of
+
+        extension = format_of(path, format)
+        settings = self.settings.replace(**overrides)
+        words = words_of(text)
+        stats = Stats()
+        writer: Optional[AudioWriter] = None
+        try:
+            with open_conversation(settings, words, stats, self._take_spare(settings)) as conversation:
+                for chunk in conversation.chunks():
+                    if writer is None:  # the file appears with the first audio
+                        writer = AudioWriter(path, extension)
+                    writer.write(chunk)
+                    if on_audio is not None:
+                        on_audio(chunk)
+            if writer is None:
+                writer = AudioWriter(path, extension)  # no audio at all: an empty, valid file
+        except BasetenTTSError as exc:
+            if writer is not None:
+                writer.close()
+                kept = Saved(os.fspath(path), writer.duration, stats)
+                try:
+                    exc.partial = kept.audio()
+                except ValueError:
+                    exc.partial = Audio(b"", stats=stats)
+            raise
+        finally:
+            if writer is not None:
+                writer.close()
+        return Saved(os.fspath(path), writer.duration, stats)
 
     @overload
     def speak(self, text: Text, *, wait: Literal[True] = ..., output_device: "DeviceSpec" = ...,

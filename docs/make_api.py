@@ -11,6 +11,7 @@ import basetts
 from basetts import errors, testing
 from basetts.audio import wav_header
 from basetts.doctor import Check
+from basetts.formats import Saved
 from basetts.playback import Player
 from basetts.portaudio import Device
 from basetts.session import Session
@@ -19,12 +20,13 @@ from basetts.testing.server import ConversationRecord
 OUT = Path(__file__).with_name("api.md")
 
 SECTIONS = [
-    ("Synthesizing", [basetts.Synthesizer, Session, basetts.Audio, basetts.Stats, wav_header]),
+    ("Synthesizing", [basetts.Synthesizer, Session, basetts.Audio, basetts.Stats, Saved, wav_header]),
     ("Playback", [basetts.Playback, basetts.play, basetts.devices, Device, Player]),
     ("Settings", [basetts.Settings, "VOICES", "EMOTION_TAGS"]),
     ("Errors", [getattr(errors, name) for name in (
         "BasetenTTSError", "ConfigurationError", "ConnectError", "HandshakeError", "AuthenticationError",
-        "ModelNotFoundError", "ServerError", "TimeoutError", "StreamInterrupted", "AudioDeviceError")]),
+        "ModelNotFoundError", "ServerError", "TimeoutError", "StreamInterrupted", "AudioDeviceError",
+        "BasettsWarning")]),
     ("Testing: the local server", [testing.LocalServer, testing.Faults, ConversationRecord, testing.tone_pcm]),
     ("Diagnostics", [Check]),
 ]

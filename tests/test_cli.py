@@ -181,10 +181,21 @@ def test_ctrl_c_with_o_keeps_what_arrived_and_exits_130(tmp_path):
 
 
 def test_an_unknown_output_extension_is_a_usage_error_before_anything_is_sent(tmp_path, basetts_server):
-    result = run("say", "hi", "-o", str(tmp_path / "out.mp3"), "--url", basetts_server.url,
+    result = run("say", "hi", "-o", str(tmp_path / "out.xyz"), "--url", basetts_server.url,
                  env={"BASETEN_API_KEY": basetts_server.api_key})
-    assert result.returncode == 2 and ".wav and .pcm" in result.stderr
-    assert basetts_server.conversations == [] and not (tmp_path / "out.mp3").exists()
+    assert result.returncode == 2 and ".wav, .pcm" in result.stderr and ".mp3" in result.stderr
+    assert basetts_server.conversations == [] and not (tmp_path / "out.xyz").exists()
+
+
+def test_o_writes_the_format_the_name_says(tmp_path, basetts_server):
+    import soundfile
+
+    out = tmp_path / "out.flac"
+    result = run("say", "a flac file", "-o", str(out), "--url", basetts_server.url,
+                 env={"BASETEN_API_KEY": basetts_server.api_key})
+    assert result.returncode == 0, result.stderr
+    samples, rate = soundfile.read(str(out), dtype="int16")
+    assert rate == 24000 and samples.tobytes() == basetts_server.expected_pcm("a flac file")
 
 
 def test_version():

@@ -403,7 +403,7 @@ def test_on_audio_sees_every_chunk_of_synthesize_save_and_session_in_the_documen
             audio = synth.synthesize(text, on_audio=on_audio)
             expected_thread = threading.current_thread().name
         elif call == "save":
-            audio = synth.save(text, tmp_path / "out.wav", on_audio=on_audio)
+            audio = synth.save(text, tmp_path / "out.wav", on_audio=on_audio).audio()
             expected_thread = threading.current_thread().name
         else:
             with synth.session(on_audio=on_audio) as session:

@@ -1,0 +1,107 @@
+"""Audio files in the format their name says, written as the audio arrives (flat memory).
+
+.wav and .pcm (raw 16-bit) need nothing; .flac, .ogg (Vorbis), .opus (Ogg Opus) and .mp3 go through
+soundfile (libsndfile, whose wheels write all of these: the `[formats]` extra), imported only for them.
+A file closed after a failure is a valid file of what arrived.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Any, BinaryIO, Dict, Optional, Tuple, Union
+
+from .audio import Audio, Stats, WavWriter
+from .errors import ConfigurationError
+from .protocol import CHANNELS, SAMPLE_RATE
+
+PathLike = Union[str, "os.PathLike[str]"]
+
+# Extension -> (libsndfile format, subtype); None for the ones written without a dependency.
+FORMATS: Dict[str, Optional[Tuple[str, str]]] = {
+    ".wav": None, ".pcm": None, ".raw": None,
+    ".flac": ("FLAC", "PCM_16"), ".ogg": ("OGG", "VORBIS"), ".opus": ("OGG", "OPUS"),
+    ".mp3": ("MP3", "MPEG_LAYER_III"),
+}
+_NEEDS_EXTRA = "pip install soundfile (the [formats] extra)"
+
+
+def format_of(path: PathLike, given: Optional[str] = None) -> str:
+    """The extension `path` will be written as (or `given`: "wav", "mp3", ...), checked before anything is
+    synthesized: a `ConfigurationError` for an unknown one, or for one whose library is missing."""
+    extension = f".{given.lower().lstrip('.')}" if given else os.path.splitext(os.fspath(path))[1].lower()
+    if extension not in FORMATS:
+        known = ", ".join(FORMATS)
+        raise ConfigurationError(f"Cannot write {os.fspath(path)!r}: basetts writes {known} (by the file's "
+                                 "extension, or the format given)")
+    if FORMATS[extension] is not None:
+        try:
+            import soundfile  # type: ignore[import-untyped]  # noqa: F401
+        except (ImportError, OSError) as exc:
+            raise ConfigurationError(f"Writing {extension} files needs soundfile ({exc}): {_NEEDS_EXTRA}; "
+                                     ".wav and .pcm need nothing") from None
+    return extension
+
+
+@dataclasses.dataclass
+class Saved:
+    """What `Synthesizer.save()` wrote. The audio itself is in the file, not in memory."""
+
+    path: str
+    duration: float
+    """Seconds of audio written."""
+    stats: Stats
+
+    def audio(self) -> Audio:
+        """The file's audio read back (WAV and raw PCM only: the others need a decoder)."""
+        if self.path.lower().endswith(".wav"):
+            return Audio.from_wav(self.path)
+        if self.path.lower().endswith((".pcm", ".raw")):
+            with open(self.path, "rb") as file:
+                return Audio(file.read(), stats=self.stats)
+        raise ValueError(f"read {self.path} back with a decoder (soundfile.read), not Saved.audio()")
+
+
+class AudioWriter:
+    """`write(pcm)` 16-bit mono PCM as it arrives; `close()` finishes a valid file. A context manager."""
+
+    def __init__(self, target: Union[PathLike, BinaryIO], extension: str, sample_rate: int = SAMPLE_RATE) -> None:
+        self.extension = extension
+        self.sample_rate = sample_rate
+        self.bytes_written = 0
+        self._sink: Any
+        spec = FORMATS[extension]
+        if extension == ".wav":
+            self._sink = WavWriter(target, sample_rate)
+        elif spec is None:  # raw PCM
+            self._owned = isinstance(target, (str, os.PathLike))
+            self._sink = open(target, "wb") if isinstance(target, (str, os.PathLike)) else target
+        else:
+            import soundfile  # type: ignore[import-untyped]
+
+            self._sink = soundfile.SoundFile(target, "w", samplerate=sample_rate, channels=CHANNELS,
+                                             format=spec[0], subtype=spec[1])
+
+    @property
+    def duration(self) -> float:
+        return self.bytes_written / 2 / self.sample_rate
+
+    def write(self, pcm: bytes) -> None:
+        if self.extension in (".wav", ".pcm", ".raw"):
+            self._sink.write(pcm)
+        else:
+            self._sink.buffer_write(pcm, dtype="int16")
+        self.bytes_written += len(pcm)
+
+    def close(self) -> None:
+        if isinstance(self._sink, WavWriter) or FORMATS[self.extension] is not None:
+            self._sink.close()
+        elif getattr(self, "_owned", False):
+            self._sink.close()
+        else:
+            self._sink.flush()
+
+    def __enter__(self) -> "AudioWriter":
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()

@@ -1,0 +1,108 @@
+"""Files in the format their name says: `save()` and `basetts say -o` write .wav, .pcm, .flac, .ogg, .opus and
+.mp3 as the audio arrives (flat memory), check the name before anything is sent, and keep a valid file of
+what arrived when the stream fails. Decoded back with soundfile (libsndfile) to check what was written."""
+from __future__ import annotations
+
+import math
+import subprocess
+import sys
+import tracemalloc
+from typing import Any
+
+import numpy
+import pytest
+import soundfile
+
+import basetts
+from basetts.formats import Saved
+from basetts.testing import Faults, LocalServer
+
+TEXT = " ".join(f"w{i}" for i in range(40))
+
+
+def synth_for(server: LocalServer) -> basetts.Synthesizer:
+    return basetts.Synthesizer(url=server.url, api_key=server.api_key)
+
+
+@pytest.mark.parametrize("extension", [".wav", ".flac"])
+def test_lossless_formats_hold_the_servers_samples_exactly(tmp_path: Any, basetts_server: LocalServer,
+                                                          extension: str) -> None:
+    path = tmp_path / f"out{extension}"
+    saved = synth_for(basetts_server).save(TEXT, path)
+    assert isinstance(saved, Saved) and saved.path == str(path)
+    samples, rate = soundfile.read(str(path), dtype="int16")
+    assert rate == 24000 and samples.tobytes() == basetts_server.expected_pcm(TEXT)
+    assert saved.duration == pytest.approx(len(basetts_server.expected_pcm(TEXT)) / 48000)
+
+
+def test_raw_pcm_is_the_samples_alone(tmp_path: Any, basetts_server: LocalServer) -> None:
+    path = tmp_path / "out.pcm"
+    synth_for(basetts_server).save(TEXT, path)
+    assert path.read_bytes() == basetts_server.expected_pcm(TEXT)
+
+
+@pytest.mark.parametrize("extension", [".ogg", ".opus", ".mp3"])
+def test_lossy_formats_decode_to_the_same_sound(tmp_path: Any, basetts_server: LocalServer, extension: str) -> None:
+    path = tmp_path / f"out{extension}"
+    synth_for(basetts_server).save(TEXT, path)
+    info = soundfile.info(str(path))
+    expected = numpy.frombuffer(basetts_server.expected_pcm(TEXT), dtype="<i2").astype(float)
+    decoded, _ = soundfile.read(str(path), dtype="int16")
+    decoded = decoded.astype(float)
+    assert info.samplerate == 24000 and info.channels == 1
+    assert abs(len(decoded) - len(expected)) < 0.1 * 24000  # the same length, give or take codec padding
+    # The same sound: the best-aligned correlation with what the server sent is high.
+    best = max(numpy.corrcoef(expected[:20000], decoded[shift:shift + 20000])[0, 1] for shift in range(0, 2000, 8))
+    assert best > 0.9, best
+
+
+def test_a_name_that_says_no_known_format_is_refused_before_anything_is_sent(
+        tmp_path: Any, basetts_server: LocalServer) -> None:
+    with pytest.raises(basetts.ConfigurationError, match=r"\.wav, \.pcm.*\.mp3"):
+        synth_for(basetts_server).save(TEXT, tmp_path / "out.aiff2")
+    assert basetts_server.conversations == [] and not list(tmp_path.iterdir())
+    synth_for(basetts_server).save(TEXT, tmp_path / "named.bin", format="wav")  # or say which
+    assert (tmp_path / "named.bin").read_bytes()[:4] == b"RIFF"
+
+
+@pytest.mark.parametrize("extension", [".wav", ".flac", ".pcm"])
+def test_a_stream_that_breaks_leaves_a_valid_file_of_what_arrived(tmp_path: Any, extension: str) -> None:
+    path = tmp_path / f"partial{extension}"
+    with LocalServer(faults=Faults(drop_after_bytes=4096 * 5)) as server:
+        with pytest.raises(basetts.StreamInterrupted) as caught:
+            synth_for(server).save(TEXT, path)
+        arrived = server.expected_pcm(TEXT)[:4096 * 5]
+    if extension == ".pcm":
+        assert path.read_bytes() == arrived
+    else:
+        samples, _ = soundfile.read(str(path), dtype="int16")
+        assert samples.tobytes() == arrived
+    if extension != ".flac":
+        assert caught.value.partial is not None and caught.value.partial.pcm == arrived
+
+
+def test_save_keeps_memory_flat_however_long_the_audio(tmp_path: Any) -> None:
+    """Five minutes of audio (14 MB of PCM) go to the file as they arrive: this process's Python
+    allocations peak far below the audio's size (synthesize() would hold all of it). The server runs in
+    a process of its own, so its copy of the audio does not count."""
+    words = 300  # a second each
+    server = subprocess.Popen([sys.executable, "-m", "basetts", "serve", "--samples-per-word", "24000",
+                               "--api-key", "k"], stdout=subprocess.PIPE, text=True)
+    try:
+        assert server.stdout is not None
+        lines = [server.stdout.readline() for _ in range(3)]
+        url = lines[1].split("=", 1)[1].strip()
+        synth = basetts.Synthesizer(url=url, api_key="k")
+        tracemalloc.start()
+        try:
+            saved = synth.save(" ".join(f"w{i}" for i in range(words)), tmp_path / "long.wav")
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+    finally:
+        server.terminate()
+        server.wait(10)
+    assert saved.duration == pytest.approx(words, abs=0.01)
+    pcm_bytes = words * 48000
+    assert peak < pcm_bytes / 5, f"peak {peak / 1e6:.1f} MB for {pcm_bytes / 1e6:.0f} MB of audio"
+    assert math.isclose(soundfile.info(str(tmp_path / "long.wav")).duration, words, abs_tol=0.01)
