@@ -110,7 +110,7 @@ $(VENV)/.bench-installed: setup.cfg setup.py
 
 lint: install-dev
 	$(BIN)/ruff check basetts tests bench examples docs
-	$(BIN)/mypy basetts
+	$(BIN)/mypy basetts examples
 
 # `make dist`: the sdist and the wheel in dist/, checked by twine (tests/test_dist.py installs the wheel
 # into a fresh venv).

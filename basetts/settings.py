@@ -7,7 +7,7 @@ import logging
 import math
 import os
 import re
-from typing import Any, Dict, List, Mapping, Optional, Set, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Set, Tuple, TypedDict
 from urllib.parse import urlsplit
 
 from .errors import ConfigurationError, warn
@@ -101,6 +101,48 @@ class MissingSettings(ConfigurationError):
         self.missing = missing
         super().__init__("Missing " + "; and ".join(self.WHERE[name] for name in missing)
                          + " (in the environment or in .env).")
+
+
+class CallSettings(TypedDict, total=False):
+    """The settings every call takes as keywords (``synth.speak(text, voice="leo")``), and a
+    `Synthesizer` as its defaults (which are `Settings`'s)."""
+
+    voice: str
+    """One of `VOICES` (case-insensitive); another name is sent with a `BasettsWarning`. Default "tara"."""
+    max_tokens: int
+    """The model's token budget per segment. Default 2000."""
+    buffer_size: int
+    """Words per forced flush: smaller speaks sooner, larger gives more context. Default 10."""
+    temperature: Optional[float]
+    """Sampling temperature; None: the server's default."""
+    top_p: Optional[float]
+    """Nucleus sampling, 0..1; None: the server's default."""
+    repetition_penalty: Optional[float]
+    """None: the server's default."""
+    encoding: Optional[str]
+    """"pcm_mulaw" halves the bytes on the wire (decoded back to 16-bit); None: 16-bit PCM."""
+    connect_timeout: float
+    """Seconds for TCP, the proxy and TLS. Default 10."""
+    handshake_timeout: float
+    """Seconds for the websocket upgrade (a cold start holds it). Default 300."""
+    first_audio_timeout: float
+    """Seconds of silence once audio is owed. Default 60."""
+    read_timeout: float
+    """Seconds between two frames once audio flows. Default 30."""
+    allow_insecure: bool
+    """Allow ws:// with a key to a host other than loopback. Default False."""
+    retries: int
+    """Transient failures retried before any audio. Default 2."""
+    retry_backoff: float
+    """First retry's wait, doubled each time (with jitter). Default 0.5."""
+    proxy: Optional[str]
+    """An HTTP proxy (http://user:password@host:port); "" for none; None: HTTPS_PROXY and the like."""
+    keepalive_timeout: float
+    """How late the server lets a pong be; the words are paced within a tenth of it. Default 20."""
+    max_message_size: int
+    """Bytes: a larger audio message is refused, not buffered. Default 16 MiB."""
+    trace: Optional[str]
+    """A file to append a JSON line per event to (or BASETTS_TRACE). Default off."""
 
 
 @dataclasses.dataclass(frozen=True)

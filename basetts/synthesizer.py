@@ -8,17 +8,32 @@ import random
 import threading
 import time
 import weakref
-from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, Iterator, Literal, Optional, Set, Union, overload
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    Callable,
+    Dict,
+    Generator,
+    Iterable,
+    Iterator,
+    Literal,
+    Optional,
+    Set,
+    Union,
+    overload,
+)
 
 from . import protocol
 from .audio import Audio, Stats
 from .connection import Conversation, Spare, is_transient
 from .errors import BasetenTTSError, ConfigurationError
 from .session import Session
-from .settings import Settings
+from .settings import CallSettings, Settings
 from .transport import BoundedSocket
 
 if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
     from .formats import Saved
     from .playback import DeviceSpec, Playback, Player, PortAudioHold
 
@@ -82,7 +97,11 @@ class Synthesizer:
     """Text to speech over Baseten's streaming websocket. Thread-safe: each call is its own connection.
 
     Settings resolve from arguments, then the environment (``BASETEN_API_KEY``, ``BASETEN_MODEL_ID``,
-    ``BASETTS_URL``), then ``.env``. Any setting can also be overridden per call.
+    ``BASETTS_URL``), then ``.env``. The other keywords (`CallSettings`: voice, max_tokens, buffer_size,
+    temperature, top_p, repetition_penalty, encoding, connect_timeout, handshake_timeout,
+    first_audio_timeout, read_timeout, allow_insecure, retries, retry_backoff, proxy, keepalive_timeout,
+    max_message_size, trace; see `Settings`) are this Synthesizer's defaults, and every call takes them
+    too, to override them for that call.
     """
 
     def __init__(
@@ -91,16 +110,9 @@ class Synthesizer:
         model_id: Optional[str] = None,
         environment: str = "production",
         url: Optional[str] = None,
-        voice: str = "tara",
-        max_tokens: int = 2000,
-        buffer_size: int = 10,
-        connect_timeout: float = 10.0,
-        read_timeout: float = 30.0,
-        **options: Any,
+        **options: Unpack[CallSettings],
     ) -> None:
-        self._init(Settings.resolve(
-            api_key, model_id, environment, url, voice=voice, max_tokens=max_tokens,
-            buffer_size=buffer_size, connect_timeout=connect_timeout, read_timeout=read_timeout, **options))
+        self._init(Settings.resolve(api_key, model_id, environment, url, **options))
 
     def __repr__(self) -> str:
         return f"Synthesizer(url={self.settings.url!r}, voice={self.settings.voice!r})"
@@ -188,7 +200,7 @@ class Synthesizer:
             spare, self._spare = self._spare, None
         return spare.take(settings) if spare is not None else None
 
-    def stream(self, text: Text, **overrides: Any) -> Iterator[bytes]:
+    def stream(self, text: Text, **overrides: Unpack[CallSettings]) -> Generator[bytes, None, None]:
         """Yield 16-bit PCM chunks (whole samples) as they arrive. Breaking out early closes the connection.
 
         On failure the error's ``partial`` is empty: every chunk received was already yielded.
@@ -196,7 +208,7 @@ class Synthesizer:
         settings = self.settings.replace(**overrides)
         return self._stream(settings, words_of(text))
 
-    def _stream(self, settings: Settings, words: Iterable[str]) -> Iterator[bytes]:
+    def _stream(self, settings: Settings, words: Iterable[str]) -> Generator[bytes, None, None]:
         with open_conversation(settings, words, Stats(), self._take_spare(settings)) as conversation:
             try:
                 yield from conversation.chunks()
@@ -205,7 +217,7 @@ class Synthesizer:
                 raise
 
     def synthesize(self, text: Text, *, on_audio: Optional[Callable[[bytes], None]] = None,
-                   **overrides: Any) -> Audio:
+                   **overrides: Unpack[CallSettings]) -> Audio:
         """The whole utterance as `Audio`, once the server has closed the stream. `on_audio(chunk)` runs
         in this thread with each chunk as it arrives."""
         settings = self.settings.replace(**overrides)
@@ -233,7 +245,7 @@ class Synthesizer:
         prebuffer: float = 0.1,
         volume: float = 1.0,
         on_audio: Optional[Callable[[bytes], None]] = None,
-        **overrides: Any,
+        **overrides: Unpack[CallSettings],
     ) -> Session:
         """Text that arrives over time: ``with synth.session(play=True) as s: s.send("Hel"); s.send("lo")``.
 
@@ -250,7 +262,7 @@ class Synthesizer:
         return session
 
     def save(self, text: Text, path: Union[str, "os.PathLike[str]"], *, format: Optional[str] = None,
-             on_audio: Optional[Callable[[bytes], None]] = None, **overrides: Any) -> "Saved":
+             on_audio: Optional[Callable[[bytes], None]] = None, **overrides: Unpack[CallSettings]) -> "Saved":
         """Synthesize into a file as the audio arrives (flat memory for any length), in the format its name
         says (.wav, .pcm; .flac, .ogg, .opus, .mp3 with the [formats] extra) or `format`, checked before
         anything is sent. On failure the file holds what arrived (valid), and the error's ``.partial`` is
@@ -289,12 +301,12 @@ class Synthesizer:
     @overload
     def speak(self, text: Text, *, wait: Literal[True] = ..., output_device: "DeviceSpec" = ...,
               prebuffer: float = ..., volume: float = ..., on_audio: Optional[Callable[[bytes], None]] = ...,
-              **overrides: Any) -> Audio: ...
+              **overrides: Unpack[CallSettings]) -> Audio: ...
 
     @overload
     def speak(self, text: Text, *, wait: Literal[False], output_device: "DeviceSpec" = ...,
               prebuffer: float = ..., volume: float = ..., on_audio: Optional[Callable[[bytes], None]] = ...,
-              **overrides: Any) -> "Playback": ...
+              **overrides: Unpack[CallSettings]) -> "Playback": ...
 
     def speak(
         self,
@@ -305,7 +317,7 @@ class Synthesizer:
         prebuffer: float = 0.1,
         volume: float = 1.0,
         on_audio: Optional[Callable[[bytes], None]] = None,
-        **overrides: Any,
+        **overrides: Unpack[CallSettings],
     ) -> Union[Audio, "Playback"]:
         """Play `text` on the sound card; return once the device has played the last sample.
 

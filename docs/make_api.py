@@ -15,6 +15,7 @@ from basetts.formats import Saved
 from basetts.playback import Player
 from basetts.portaudio import Device
 from basetts.session import Session
+from basetts.settings import CallSettings
 from basetts.testing.server import ConversationRecord
 
 OUT = Path(__file__).with_name("api.md")
@@ -22,7 +23,7 @@ OUT = Path(__file__).with_name("api.md")
 SECTIONS = [
     ("Synthesizing", [basetts.Synthesizer, Session, basetts.Audio, basetts.Stats, Saved, wav_header]),
     ("Playback", [basetts.Playback, basetts.play, basetts.devices, Device, Player]),
-    ("Settings", [basetts.Settings, "VOICES", "EMOTION_TAGS"]),
+    ("Settings", [basetts.Settings, CallSettings, "VOICES", "EMOTION_TAGS"]),
     ("Errors", [getattr(errors, name) for name in (
         "BasetenTTSError", "ConfigurationError", "ConnectError", "HandshakeError", "AuthenticationError",
         "ModelNotFoundError", "ServerError", "TimeoutError", "StreamInterrupted", "AudioDeviceError",
