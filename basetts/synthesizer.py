@@ -88,7 +88,9 @@ def open_conversation(settings: Settings, words: Iterable[str], stats: Stats,
                 delay = retry_after
             else:  # exponential backoff with jitter, so many clients do not retry in step
                 delay = settings.retry_backoff * 2 ** attempt * random.uniform(0.5, 1.0)
-            log.info("retrying in %.2f s (attempt %d of %d): %s", delay, attempt + 2, settings.retries + 1, exc)
+            # As the server asked: said where users see it (the CLI shows warnings), else only logged.
+            log.log(logging.WARNING if retry_after is not None else logging.INFO,
+                    "retrying in %.2f s (attempt %d of %d): %s", delay, attempt + 2, settings.retries + 1, exc)
             (cancel or threading.Event()).wait(delay)  # stop() ends the wait (and the call) at once
     raise AssertionError("unreachable")
 

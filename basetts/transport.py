@@ -374,11 +374,13 @@ def _status_error(status: int, headers: Dict[str, str], settings: Settings) -> B
     if status == 404:
         return ModelNotFoundError(
             f"Nothing at {settings.url} (HTTP 404). Check the model id and environment.", status=status)
+    retry_after = _retry_after(headers.get("retry-after"))
     return ServerError(
         f"The server refused the connection with HTTP {status}"
         + (" (overloaded)" if status in (429, 503) else "")
-        + ". Retry later; a deployment scaled to zero may be starting.",
-        status=status, retry_after=_retry_after(headers.get("retry-after")))
+        + (f". It asks to retry after {retry_after:g} s" if retry_after is not None else ". Retry later")
+        + "; a deployment scaled to zero may be starting.",
+        status=status, retry_after=retry_after)
 
 
 def _handshake_error(exc: Exception, settings: Settings) -> BasetenTTSError:

@@ -430,3 +430,15 @@ def test_serve_prints_url_and_key_and_serves(tmp_path):
     finally:
         process.terminate()
         process.wait(10)
+
+
+def test_a_server_asking_to_wait_says_how_long(tmp_path):
+    with LocalServer(faults=Faults(handshake_status=429, retry_after=60)) as server:  # too long to wait out
+        result = run("say", "hi", "-o", str(tmp_path / "o.wav"), "--url", server.url,
+                     env={"BASETEN_API_KEY": server.api_key})
+    assert result.returncode == 1 and "retry after 60 s" in result.stderr
+    with LocalServer(faults=Faults(handshake_status=503, retry_after=1, handshake_failures=1)) as server:
+        result = run("say", "hi", "-o", str(tmp_path / "o.wav"), "--url", server.url,
+                     env={"BASETEN_API_KEY": server.api_key})
+    assert result.returncode == 0, result.stderr
+    assert "retrying in 1.00 s" in result.stderr  # the wait it is doing, as the server asked
