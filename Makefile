@@ -9,10 +9,13 @@ BIN := $(VENV)/bin
 # speaks real words.
 DEMO_PACKAGES := portaudio19-dev libasound2-plugins espeak-ng
 # What `make test` needs besides: tinyproxy for the proxy tests (a real HTTP CONNECT proxy on loopback),
+# Chromium and its driver for the browser test of the Flask example,
 # pactl/parec, and a PulseAudio daemon for the null-sink playback tests, unless a pulse server already
 # answers (a desktop's PipeWire: installing pulseaudio there would remove pipewire-audio), which the
 # tests then use.
-TEST_PACKAGES := tinyproxy pulseaudio-utils $(shell 	if pactl info >/dev/null 2>&1 || dpkg-query -W -f='$${Status}' pipewire-pulse 2>/dev/null | grep -q "ok installed"; 	then :; else echo pulseaudio; fi)
+TEST_PACKAGES := tinyproxy pulseaudio-utils chromium chromium-driver $(shell \
+	if pactl info >/dev/null 2>&1 || dpkg-query -W -f='$${Status}' pipewire-pulse 2>/dev/null | grep -q "ok installed"; \
+	then :; else echo pulseaudio; fi)
 # Also installed, only when what they provide is missing (python3 and the compiler may come from
 # elsewhere, e.g. pyenv, so these are checked by file/command, not by package name):
 #   gcc libc6-dev  PyAudio has no Linux wheel, so pip compiles it (libc6-dev: only a Recommends of gcc).

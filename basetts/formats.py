@@ -7,8 +7,9 @@ A file closed after a failure is a valid file of what arrived.
 from __future__ import annotations
 
 import dataclasses
+import io
 import os
-from typing import Any, BinaryIO, Dict, Optional, Tuple, Union
+from typing import Any, BinaryIO, Dict, Iterable, Iterator, List, Optional, Tuple, Union
 
 from .audio import Audio, Stats, WavWriter
 from .errors import ConfigurationError
@@ -105,3 +106,60 @@ class AudioWriter:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+
+class _Pipe:
+    """A write-only file for libsndfile that hands on what it writes. libsndfile seeks back only to touch
+    up a header at the end (MP3's): such late writes cannot reach a listener and are dropped."""
+
+    def __init__(self) -> None:
+        self._pieces: List[bytes] = []
+        self._end = 0
+        self._position = 0
+
+    def take(self) -> bytes:
+        data, self._pieces = b"".join(self._pieces), []
+        return data
+
+    def write(self, data: bytes) -> int:
+        if self._position == self._end:
+            self._pieces.append(bytes(data))
+            self._end += len(data)
+        self._position += len(data)
+        return len(data)
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._position, io.SEEK_END: self._end}[whence]
+        self._position = base + offset
+        return self._position
+
+    def tell(self) -> int:
+        return self._position
+
+    def read(self, size: int = -1) -> bytes:
+        return b""
+
+
+def encoded(chunks: Iterable[bytes], extension: str = ".mp3", sample_rate: int = SAMPLE_RATE) -> Iterator[bytes]:
+    """`chunks` of 16-bit mono PCM as a stream of encoded audio, each piece as soon as the encoder gives
+    it: MP3 for an HTTP response a browser plays while it arrives (browsers wait for a WAV of unknown
+    length). Needs soundfile (the [formats] extra); `format_of` checks that first."""
+    spec = FORMATS[format_of("stream" + extension)]
+    if spec is None or spec[0] != "MP3":
+        raise ConfigurationError(f"encoded() streams .mp3 (libsndfile writes {extension} only to a file)")
+    import soundfile  # type: ignore[import-untyped]
+
+    pipe = _Pipe()
+    # Constant, highest bitrate: a browser reads a stream in 32 kB blocks before it starts, and at a
+    # speech VBR's ~6 kB/s that would be the first five seconds.
+    encoder = soundfile.SoundFile(pipe, "w", samplerate=sample_rate, channels=CHANNELS, format=spec[0],
+                                  subtype=spec[1], compression_level=0.0, bitrate_mode="CONSTANT")
+    try:
+        for chunk in chunks:
+            encoder.buffer_write(chunk, dtype="int16")
+            piece = pipe.take()
+            if piece:
+                yield piece
+    finally:
+        encoder.close()
+    yield pipe.take()
