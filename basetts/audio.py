@@ -29,6 +29,8 @@ class Stats:
     """Seconds of silence played while rebuffering after underruns."""
     prebuffer: Optional[float] = None
     """The prebuffer playback ended with: as asked, or grown by underruns."""
+    attempts: int = 0
+    """Connections tried (1 unless a transient failure was retried)."""
 
     def real_time_factor(self, duration: float) -> Optional[float]:
         """Wall time over audio time: below 1.0 means faster than real time."""

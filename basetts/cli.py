@@ -262,6 +262,141 @@ def _play(args: argparse.Namespace) -> int:
     return 0
 
 
+def _batch(args: argparse.Namespace) -> int:
+    """basetts batch INPUT OUTDIR: one file per item, a manifest, resumable, honest about failures."""
+    import json
+
+    from .batch import file_name, input_kind, read_jobs, read_manifest
+    from .formats import AudioWriter, format_of
+
+    extension = format_of("item." + args.format)
+    outdir = os.path.abspath(args.outdir)
+    if os.path.exists(outdir) and not os.path.isdir(outdir):
+        raise _Usage(f"OUTDIR {args.outdir} is a file, not a folder")
+    try:
+        os.makedirs(outdir, exist_ok=True)
+    except OSError as exc:
+        raise _Usage(f"OUTDIR {args.outdir}: cannot create it ({exc.strerror})") from None
+    if not os.access(outdir, os.W_OK):
+        raise _Usage(f"OUTDIR {args.outdir} is not writable")
+    if args.input == "-":
+        source: Any = sys.stdin
+    else:
+        try:
+            source = open(args.input, encoding="utf-8", newline="")
+        except OSError as exc:
+            raise _Usage(f"INPUT {args.input}: cannot read it ({exc.strerror})") from None
+    kind = input_kind(args.input, args.input_format)
+    manifest_path = os.path.join(outdir, "manifest.jsonl")
+    before = read_manifest(manifest_path)
+    skipped_blank: List[int] = []
+    counts = {"done": 0, "skipped": 0, "failed": 0, "bad": 0}
+    synth = _synthesizer(args, args.url, None) if not args.local else None
+    with contextlib.ExitStack() as stack:
+        if source is not sys.stdin:
+            stack.enter_context(source)
+        manifest = stack.enter_context(open(manifest_path, "a", encoding="utf-8"))
+        if synth is None:
+            from .testing import LocalServer
+
+            server = stack.enter_context(LocalServer())
+            synth = _synthesizer(args, server.url, server.api_key)
+
+        def note(entry: Dict[str, Any]) -> None:
+            manifest.write(json.dumps(entry, ensure_ascii=False) + "\n")
+            manifest.flush()
+
+        def todo() -> Iterator[Dict[str, Any]]:
+            """The jobs still to do, as items for synthesize_many; the others are noted or skipped."""
+            for job in read_jobs(source, kind, skipped_blank):
+                name = file_name(job.id, extension)
+                if job.problem is not None:
+                    counts["bad"] += 1
+                    note({"id": job.id, "line": job.line, "error": job.problem})
+                    continue
+                last = before.get(job.id)
+                if (last and last.get("error") is None and last.get("text_sha256") == job.key
+                        and os.path.exists(os.path.join(outdir, name))):
+                    counts["skipped"] += 1
+                    continue
+                yield {"text": job.text, **job.settings, "id": job.id, "_job": job, "_file": name}
+
+        bar = _progress_bar(sys.stderr.isatty())
+        try:
+            for result in synth.synthesize_many(todo(), concurrency=args.concurrency):
+                job, name = result.item["_job"], result.item["_file"]
+                entry: Dict[str, Any] = {"id": job.id, "line": job.line, "text_sha256": job.key, "file": name}
+                if result.audio is not None:
+                    temporary = os.path.join(outdir, f".{name}.partial")
+                    try:
+                        with AudioWriter(temporary, extension) as writer:
+                            writer.write(result.audio.pcm)
+                        os.replace(temporary, os.path.join(outdir, name))  # appears only when complete
+                    except BaseException:
+                        with contextlib.suppress(OSError):
+                            os.remove(temporary)
+                        raise
+                    stats = result.audio.stats
+                    entry.update(seconds=round(result.audio.duration, 3), first_audio=stats.first_byte_time,
+                                 attempts=stats.attempts, error=None)
+                    counts["done"] += 1
+                else:
+                    error = result.error
+                    partial = getattr(error, "partial", None)
+                    entry.update(seconds=None, attempts=getattr(getattr(partial, "stats", None), "attempts", None),
+                                 error=f"{type(error).__name__}: {error}")
+                    counts["failed"] += 1
+                note(entry)
+                bar.update(result)
+        except KeyboardInterrupt:
+            bar.close()
+            print(f"basetts: stopped; {counts['done']} done, {counts['failed']} failed this run "
+                  f"({counts['skipped']} already done). Run the same command again to go on.", file=sys.stderr)
+            raise
+        bar.close()
+    print(f"basetts: {counts['done']} written, {counts['skipped']} already done, {counts['failed']} failed, "
+          f"{counts['bad']} bad input line(s), {len(skipped_blank)} blank line(s) skipped; manifest: "
+          f"{manifest_path}", file=sys.stderr)
+    return 1 if counts["failed"] or counts["bad"] else 0
+
+
+class _NoBar:
+    def update(self, result: Any) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+class _TqdmBar:
+    """tqdm's bar: items, audio seconds, errors, rate and ETA (the ETA once the total is unknown: none)."""
+
+    def __init__(self) -> None:
+        from tqdm import tqdm  # type: ignore[import-untyped]
+
+        self._bar = tqdm(unit="item", file=sys.stderr, dynamic_ncols=True)
+        self._audio, self._errors = 0.0, 0
+
+    def update(self, result: Any) -> None:
+        self._audio += result.audio.duration if result.audio is not None else 0.0
+        self._errors += result.error is not None
+        self._bar.set_postfix(audio=f"{self._audio:.0f}s", errors=self._errors, refresh=False)
+        self._bar.update(1)
+
+    def close(self) -> None:
+        self._bar.close()
+
+
+def _progress_bar(terminal: bool) -> Any:
+    """tqdm's bar on a terminal (if tqdm is installed: the [batch] extra), else nothing."""
+    if not terminal:
+        return _NoBar()
+    try:
+        return _TqdmBar()
+    except ImportError:
+        return _NoBar()
+
+
 def _serve(args: argparse.Namespace) -> int:
     from .testing import Faults, LocalServer
 
@@ -374,6 +509,29 @@ def build_parser() -> argparse.ArgumentParser:
     play.add_argument("--device", help="output device: an index or part of its name")
     play.add_argument("--volume", type=float, default=1.0, help="software gain from 0 to 1 (default 1)")
     play.set_defaults(run=_play)
+
+    batch = commands.add_parser("batch", help="synthesize many texts into a folder, resumably")
+    batch.add_argument("input", metavar="INPUT",
+                       help="a text file (one utterance per line), a .jsonl file ({\"id\", \"text\", \"voice\", ...} "
+                            "per line), a .csv file (a text column), or - for stdin")
+    batch.add_argument("outdir", metavar="OUTDIR", help="where the files and manifest.jsonl go")
+    batch.add_argument("--input-format", choices=("text", "jsonl", "csv"), help="default: by INPUT's extension")
+    batch.add_argument("--format", choices=("wav", "pcm", "flac", "ogg", "opus", "mp3"), default="wav",
+                       help="the files' format (default wav)")
+    batch.add_argument("--concurrency", type=_positive(int), default=8,
+                       help="texts at a time, each one connection (default 8)")
+    batch_endpoint = batch.add_mutually_exclusive_group()
+    batch_endpoint.add_argument("--url", help="websocket URL (default: BASETTS_URL, or BASETEN_MODEL_ID's)")
+    batch_endpoint.add_argument("--model-id", help="the Baseten model id (default: BASETEN_MODEL_ID)")
+    batch_endpoint.add_argument("--local", action="store_true", help="start a local server for this run")
+    batch.add_argument("--environment", help="with --model-id: the deployment environment (default production)")
+    batch.add_argument("--api-key-file", metavar="FILE", help="read the API key from FILE")
+    batch.add_argument("--voice", default="tara", help="the default voice (a JSONL or CSV item may name its own)")
+    batch.add_argument("--buffer-size", type=_positive(int), default=10, help="words per forced flush (default 10)")
+    for name, default in (("connect", 10), ("handshake", 300), ("first-audio", 60), ("read", 30)):
+        batch.add_argument(f"--{name}-timeout", type=_positive(float), metavar="SECONDS",
+                           help=f"the {name.replace('-', ' ')} timeout (default {default} s)")
+    batch.set_defaults(run=_batch)
 
     commands.add_parser("voices", help="list voices and emotion tags").set_defaults(run=_voices)
     commands.add_parser("devices", help="list audio output devices").set_defaults(run=_devices)

@@ -34,6 +34,7 @@ from .transport import BoundedSocket
 if TYPE_CHECKING:
     from typing_extensions import Unpack
 
+    from .batch import Item, Progress, Result
     from .formats import Saved
     from .playback import DeviceSpec, Playback, Player, PortAudioHold
 
@@ -74,6 +75,7 @@ def open_conversation(settings: Settings, words: Iterable[str], stats: Stats,
             if spare is not None:
                 spare.close()
             raise Cancelled()
+        stats.attempts = attempt + 1
         conversation = Conversation(settings, words, stats=stats, sock=spare, started=started,
                                     on_upgrade=on_upgrade)
         spare = None
@@ -238,6 +240,21 @@ class Synthesizer:
                 exc.partial = Audio(received.getvalue(), stats=stats)
                 raise
         return Audio(received.getvalue(), stats=stats)
+
+    def synthesize_many(self, texts: Iterable["Item"], *, concurrency: int = 8, ordered: bool = True,
+                        progress: Optional[Callable[["Progress"], None]] = None,
+                        **overrides: Unpack[CallSettings]) -> Iterator["Result"]:
+        """Many texts, `concurrency` at a time (each one conversation: the deployment sees at most that
+        many connections): a `Result` per text (`.index`, `.text`, `.audio`, `.error`), in input order, or
+        as each completes with ``ordered=False``. One failure never stops the batch (transient ones are
+        retried per text, as any call's). `texts` is read lazily and nothing is kept once yielded, so
+        memory stays flat for any number; an item is a str or a mapping with "text" and per-item settings.
+        `progress(Progress)` runs in this thread after each result. Leaving the loop (Ctrl+C included)
+        closes every connection at once."""
+        from .batch import synthesize_many
+
+        return synthesize_many(self, texts, concurrency=concurrency, ordered=ordered, progress=progress,
+                               **overrides)
 
     def session(
         self,

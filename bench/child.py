@@ -145,8 +145,33 @@ def task_speak(options: Dict[str, Any]) -> Dict[str, Any]:
     return {"runs": runs}
 
 
+# many texts --------------------------------------------------------------------------------------------
+def task_batch(options: Dict[str, Any]) -> Dict[str, Any]:
+    """`count` texts at `concurrency`: through synthesize_many, or a plain ThreadPoolExecutor loop over
+    synthesize(); items per second and CPU per audio second."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    synth = synth_for(options)
+    texts = [f"{options['text']} {i}" for i in range(int(options["count"]))]
+    concurrency = int(options["concurrency"])
+    cpu, started = cpu_seconds(), time.monotonic()
+    audio_bytes = failures = 0
+    if options["mode"] == "many":
+        for result in synth.synthesize_many(texts, concurrency=concurrency):  # type: ignore[attr-defined]
+            audio_bytes += len(result.audio.pcm) if result.audio is not None else 0
+            failures += result.error is not None
+    else:
+        with ThreadPoolExecutor(concurrency) as pool:
+            for audio in pool.map(synth.synthesize, texts):
+                audio_bytes += len(audio.pcm)
+    wall, cpu = time.monotonic() - started, cpu_seconds() - cpu
+    audio_seconds = audio_bytes / BYTES_PER_SECOND
+    return {"items_per_second": len(texts) / wall, "cpu_ms_per_audio_second": 1000 * cpu / audio_seconds,
+            "wall": wall, "audio_seconds": audio_seconds, "failures": failures}
+
+
 TASKS: Dict[str, Callable[[Dict[str, Any]], Dict[str, Any]]] = {
-    "cpu": task_cpu, "memory": task_memory, "speak": task_speak}
+    "cpu": task_cpu, "memory": task_memory, "speak": task_speak, "batch": task_batch}
 
 
 def main() -> int:

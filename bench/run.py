@@ -51,13 +51,17 @@ class Plan:
     jitter: float = 0.08  # up to one 85 ms frame late, at random
     long_minutes: float = 30.0  # of audio, the server at long_speed with uvicorn's 20 s / 20 s keepalive
     long_speed: float = 3.0
+    batch_count: int = 1000
+    batch_words: int = 59  # ~5 s of audio at 2048 samples a word
+    batch_levels: Tuple[int, ...] = (1, 16, 64, 256)
 
     @classmethod
     def quick(cls) -> "Plan":
         return cls(ttfb_reps=5, throughput_words=600, throughput_reps=1, encoding_words=120,
                    encoding_reps=1, cpu_levels=(1, 8), cpu_bare_levels=(1,), cpu_words=30, cpu_reps=1,
                    memory_minutes=(1, 10), speak_budget=3.0, ttfs_repeat=2, underrun_speeds=(1.2,),
-                   underrun_words=30, underrun_reps=1, long_minutes=2.0)
+                   underrun_words=30, underrun_reps=1, long_minutes=2.0, batch_count=60,
+                   batch_levels=(1, 16))
 
 
 def log(message: str) -> None:
@@ -169,6 +173,23 @@ def measure_long_text(plan: Plan) -> Dict[str, Any]:
     expected = words * LONG_SAMPLES_PER_WORD / 24000
     return {"words": words, "audio_seconds": seconds, "expected_seconds": expected, "wall": wall,
             "generation": expected / plan.long_speed, "speed": plan.long_speed, "error": error}
+
+
+# many texts ----------------------------------------------------------------------------------------
+def measure_batch(plan: Plan) -> Dict[str, Any]:
+    """synthesize_many against a plain ThreadPoolExecutor loop over synthesize(), at each concurrency, the
+    server as fast as it can in its own process."""
+    runs: List[Dict[str, Any]] = []
+    text = clients.words(plan.batch_words - 1)
+    with procs.server() as server:
+        for concurrency in plan.batch_levels:
+            for mode in ("many", "pool"):
+                log(f"  batch: {mode} x{concurrency}, {plan.batch_count} texts")
+                run = procs.child("batch", {"url": server.url, "api_key": server.api_key, "text": text,
+                                            "count": plan.batch_count, "concurrency": concurrency, "mode": mode},
+                                  timeout=900)
+                runs.append(dict(run, mode=mode, concurrency=concurrency))
+    return {"runs": runs, "count": plan.batch_count, "words": plan.batch_words}
 
 
 # CPU per stream --------------------------------------------------------------------------------------
@@ -286,6 +307,9 @@ def main(argv: Optional[List[str]] = None) -> int:
         if wanted("long"):
             log(f"long text: {plan.long_minutes:g} minutes at {plan.long_speed:g}x, keepalive 20 s / 20 s")
             results["long_text"] = measure_long_text(plan)
+        if wanted("batch"):
+            log("many texts")
+            results["batch"] = measure_batch(plan)
         if wanted("cpu"):
             log("CPU per stream")
             results["cpu"] = measure_cpu(plan)

@@ -10,6 +10,7 @@ from typing import Any, List
 import basetts
 from basetts import errors, testing
 from basetts.audio import wav_header
+from basetts.batch import Progress, Result
 from basetts.doctor import Check
 from basetts.formats import Saved
 from basetts.playback import Player
@@ -22,6 +23,7 @@ OUT = Path(__file__).with_name("api.md")
 
 SECTIONS = [
     ("Synthesizing", [basetts.Synthesizer, Session, basetts.Audio, basetts.Stats, Saved, wav_header]),
+    ("Many texts", [Result, Progress]),
     ("Playback", [basetts.Playback, basetts.play, basetts.devices, Device, Player]),
     ("Settings", [basetts.Settings, CallSettings, "VOICES", "EMOTION_TAGS"]),
     ("Errors", [getattr(errors, name) for name in (

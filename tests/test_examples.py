@@ -215,3 +215,17 @@ def test_flask_example_cuts_the_response_short_when_the_stream_breaks_after_the_
         assert response.status_code == 200
         with pytest.raises(basetts.StreamInterrupted):
             response.get_data()  # the WSGI server sees the error and drops the connection: no complete file
+
+
+# --- examples/batch_processes.py and examples/batch_dask.py ---------------------------------------------------
+@pytest.mark.parametrize("script", ["batch_processes.py", "batch_dask.py"])
+def test_a_batch_over_processes_or_dask_matches_a_single_synthesize_of_each_text(tmp_path, basetts_server, script):
+    texts = [f"text number {i} for the workers" for i in range(6)]
+    env = {**os.environ, "BASETTS_URL": basetts_server.url, "BASETEN_API_KEY": basetts_server.api_key}
+    env.pop("BASETEN_MODEL_ID", None)
+    result = subprocess.run([sys.executable, os.path.join(EXAMPLES, script), str(tmp_path / "out"), *texts],
+                            capture_output=True, text=True, timeout=240, env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    synth = basetts.Synthesizer(url=basetts_server.url, api_key=basetts_server.api_key)
+    for i, text in enumerate(texts):
+        assert read_wav(tmp_path / "out" / f"{i:06d}.wav") == synth.synthesize(text).pcm, text

@@ -282,6 +282,8 @@ class LocalServer:
         self.handshakes = 0
         self.handshake_times: List[float] = []
         self._accepted: Set[Connection] = set()  # connections past the upgrade check, until they close
+        self.most_at_once = 0
+        """The most conversations that were open at the same time (a client's concurrency, seen here)."""
         self._live: Set[Connection] = set()  # every connection being served, for stop()
         self._workers: Set[threading.Thread] = set()
 
@@ -438,6 +440,7 @@ class LocalServer:
             if self.faults.one_at_a_time and self._accepted:
                 return connection.reject(503, "Busy: one conversation at a time.\n")
             self._accepted.add(connection)
+            self.most_at_once = max(self.most_at_once, len(self._accepted))
         return None
 
     def _handle(self, connection: Connection) -> None:

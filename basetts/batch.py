@@ -1,0 +1,312 @@
+"""Many texts: `synthesize_many` runs them on a bounded pool of threads (one conversation each), yields a
+`Result` per text in input order (or as completed), and keeps memory flat however many there are: the
+texts are read lazily and no result is kept once yielded."""
+from __future__ import annotations
+
+import dataclasses
+import threading
+import time
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, Iterator, Mapping, Optional, Set, Tuple, Union
+
+from .audio import Audio, Stats
+from .errors import BasetenTTSError, ConfigurationError
+
+if TYPE_CHECKING:
+    from .connection import Conversation
+    from .synthesizer import Synthesizer
+
+Item = Union[str, Mapping[str, Any]]
+"""A text, or a mapping with "text" and any per-item settings ("voice", ...); "id" and keys starting
+with "_" are the caller's, handed back in `Result.item`."""
+
+
+@dataclasses.dataclass
+class Result:
+    """One text's outcome: `audio` (None if it failed) or `error` (our exception; None if it worked)."""
+
+    index: int
+    text: str
+    audio: Optional[Audio]
+    error: Optional[BasetenTTSError]
+    item: Any = None
+    """What was given for this text (a str, or the mapping with its settings and id)."""
+    seconds: float = 0.0
+    """Wall time this text took, retries included."""
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+@dataclasses.dataclass
+class Progress:
+    """Where a batch is, given to `progress=` after each result."""
+
+    done: int = 0
+    failed: int = 0
+    audio_seconds: float = 0.0
+    elapsed: float = 0.0
+
+    @property
+    def rate(self) -> float:
+        """Texts per second so far."""
+        return self.done / self.elapsed if self.elapsed > 0 else 0.0
+
+
+def _settings_of(item: Item) -> Tuple[str, Dict[str, Any]]:
+    if isinstance(item, str):
+        return item, {}
+    if isinstance(item, Mapping):
+        settings = {k: v for k, v in item.items() if k not in ("text", "id") and not str(k).startswith("_")}
+        text = item.get("text")
+        if not isinstance(text, str):
+            raise ConfigurationError(f"an item needs a 'text' string, got {type(text).__name__}")
+        return text, settings
+    raise ConfigurationError(f"an item is a str or a mapping with 'text', not {type(item).__name__}")
+
+
+class _Batch:
+    """The pool, the conversations in flight (so a stop closes them at once), and the window of texts."""
+
+    def __init__(self, synth: "Synthesizer", concurrency: int, overrides: Dict[str, Any]) -> None:
+        self.synth = synth
+        self.overrides = overrides
+        self.stopping = threading.Event()
+        self._lock = threading.Lock()
+        self._open: Set["Conversation"] = set()
+        self.pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="basetts-batch")
+
+    def run(self, index: int, item: Item) -> Result:
+        started = time.monotonic()
+        text = item if isinstance(item, str) else str(item.get("text", "")) if isinstance(item, Mapping) else ""
+        try:
+            text, settings = _settings_of(item)
+            audio = self._synthesize(text, {**self.overrides, **settings})
+            return Result(index, text, audio, None, item, time.monotonic() - started)
+        except BasetenTTSError as exc:
+            return Result(index, text, None, exc, item, time.monotonic() - started)
+        except (ValueError, TypeError) as exc:  # bad input or an unknown setting: this item's error only
+            return Result(index, text, None, ConfigurationError(str(exc)), item, time.monotonic() - started)
+
+    def _synthesize(self, text: str, overrides: Dict[str, Any]) -> Audio:
+        from .synthesizer import open_conversation, words_of
+
+        if self.stopping.is_set():
+            raise BasetenTTSError("The batch was stopped before this text was sent.")
+        settings = self.synth.settings.replace(**overrides)
+        words = words_of(text)
+        stats = Stats()
+        pieces = []
+        conversation = open_conversation(settings, words, stats, cancel=self.stopping)
+        with self._lock:
+            self._open.add(conversation)
+            stopped = self.stopping.is_set()  # stop() came while this one was connecting: it missed it
+        if stopped:
+            conversation.close()
+        try:
+            with conversation:
+                for chunk in conversation.chunks():
+                    pieces.append(chunk)
+        except BasetenTTSError as exc:
+            exc.partial = Audio(b"".join(pieces), stats=stats)
+            raise
+        finally:
+            with self._lock:
+                self._open.discard(conversation)
+        return Audio(b"".join(pieces), stats=stats)
+
+    def stop(self) -> None:
+        """No more texts start; the ones in flight are closed now; the threads are joined."""
+        with self._lock:
+            self.stopping.set()
+            conversations = list(self._open)
+        for conversation in conversations:
+            conversation.close()
+        self.pool.shutdown(wait=True, cancel_futures=True)
+
+
+def synthesize_many(synth: "Synthesizer", texts: Iterable[Item], *, concurrency: int = 8, ordered: bool = True,
+                    progress: Optional[Callable[[Progress], None]] = None, **overrides: Any) -> Iterator[Result]:
+    """See `Synthesizer.synthesize_many`."""
+    if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
+        raise ConfigurationError(f"concurrency must be a whole number >= 1, got {concurrency!r}")
+    if isinstance(texts, (str, bytes)):
+        raise TypeError("synthesize_many() takes an iterable of texts; for one text, use synthesize()")
+    synth.settings.replace(**overrides)  # an unknown or bad setting for all: an error now, not per item
+    batch = _Batch(synth, concurrency, overrides)
+    window = 2 * concurrency  # texts read ahead of the oldest one not yet yielded: memory stays flat
+    source = iter(texts)
+    pending: Dict[Future, int] = {}
+    finished: Dict[int, Result] = {}
+    state = Progress()
+    started = time.monotonic()
+    next_index = 0  # the next index to read
+    next_out = 0  # the next index to yield, when ordered
+    exhausted = False
+    try:
+        while True:
+            while not exhausted and len(pending) + len(finished) < window:
+                try:
+                    item = next(source)
+                except StopIteration:
+                    exhausted = True
+                    break
+                pending[batch.pool.submit(_guarded, batch, next_index, item)] = next_index
+                next_index += 1
+            if not pending and not finished:
+                return
+            ready = []
+            if ordered and next_out in finished:
+                ready.append(finished.pop(next_out))
+            elif pending:
+                done, _ = wait(list(pending), return_when=FIRST_COMPLETED)
+                for future in done:
+                    pending.pop(future)
+                    result = future.result()
+                    if ordered:
+                        finished[result.index] = result
+                    else:
+                        ready.append(result)
+                if ordered and next_out in finished:
+                    ready.append(finished.pop(next_out))
+            for result in ready:
+                next_out += 1
+                state.done += 1
+                state.failed += result.error is not None
+                state.audio_seconds += result.audio.duration if result.audio is not None else 0.0
+                state.elapsed = time.monotonic() - started
+                if progress is not None:
+                    progress(state)
+                yield result
+    finally:
+        batch.stop()  # Ctrl+C, an exception, or the caller leaving the loop: everything closes now
+
+
+def _guarded(batch: _Batch, index: int, item: Item) -> Result:
+    """`batch.run`, where a stop before the connection opened is this item's error, not a crash."""
+    from .synthesizer import Cancelled
+
+    try:
+        return batch.run(index, item)
+    except Cancelled:
+        text = item if isinstance(item, str) else ""
+        return Result(index, text, None, BasetenTTSError("The batch was stopped before this text was sent."), item)
+
+
+# --- basetts batch: inputs, file names, the manifest -----------------------------------------------------
+@dataclasses.dataclass
+class Job:
+    """One line of a batch's input: what to say and where, or why it cannot be (`problem`)."""
+
+    line: int
+    id: str
+    text: str = ""
+    settings: Dict[str, Any] = dataclasses.field(default_factory=dict)
+    problem: Optional[str] = None
+
+    @property
+    def key(self) -> str:
+        """A hash of the text and its settings: a finished file is redone when either changed."""
+        import hashlib
+        import json
+
+        blob = json.dumps([self.text, self.settings], sort_keys=True, ensure_ascii=False)
+        return hashlib.sha256(blob.encode("utf-8")).hexdigest()
+
+
+def input_kind(path: str, given: Optional[str] = None) -> str:
+    """text (one utterance per line), jsonl or csv: as given, or by the file's extension."""
+    if given:
+        return given
+    lowered = path.lower()
+    return "jsonl" if lowered.endswith((".jsonl", ".ndjson")) else "csv" if lowered.endswith(".csv") else "text"
+
+
+def read_jobs(lines: Iterable[str], kind: str, skipped: Optional[list] = None) -> Iterator[Job]:
+    """The jobs of an input, lazily. Blank lines are skipped (their numbers appended to `skipped`); a line
+    that cannot be a job (not JSON, no text, an unknown setting, a repeated id) is a Job with a `problem`."""
+    import csv
+    import json
+
+    from .settings import CallSettings
+
+    known = set(CallSettings.__annotations__)
+    seen: Set[str] = set()
+    rows: Iterator[Tuple[int, Any]]
+    if kind == "csv":
+        reader = csv.DictReader(lines)
+        rows = ((reader.line_num, row) for row in reader)
+    else:
+        rows = enumerate(lines, 1)
+    for number, row in rows:
+        if kind == "text":
+            text = str(row).strip()
+            if not text:
+                if skipped is not None:
+                    skipped.append(number)
+                continue
+            job = Job(number, f"{number:06d}", text)
+        else:
+            if kind == "jsonl":
+                if not str(row).strip():
+                    if skipped is not None:
+                        skipped.append(number)
+                    continue
+                try:
+                    row = json.loads(row)
+                except ValueError as exc:
+                    yield Job(number, f"{number:06d}", problem=f"line {number} is not JSON ({exc})")
+                    continue
+                if not isinstance(row, dict):
+                    yield Job(number, f"{number:06d}", problem=f"line {number} is not a JSON object")
+                    continue
+            fields = {k: v for k, v in row.items() if v not in (None, "") or k == "text"}
+            ident = str(fields.pop("id", "") or f"{number:06d}")
+            text = fields.pop("text", None)
+            if not isinstance(text, str) or not text.strip():
+                if kind == "csv" and not any(fields.values()) and not text:
+                    if skipped is not None:
+                        skipped.append(number)
+                    continue
+                yield Job(number, ident, problem=f"line {number} has no text")
+                continue
+            unknown = sorted(set(fields) - known)
+            if unknown:
+                yield Job(number, ident, text, problem=f"line {number}: unknown setting(s) {', '.join(unknown)}")
+                continue
+            job = Job(number, ident, text, fields)
+        if job.id in seen:
+            yield dataclasses.replace(job, problem=f"line {number}: id {job.id!r} was used before")
+            continue
+        seen.add(job.id)
+        yield job
+
+
+def file_name(ident: str, extension: str) -> str:
+    """A safe file name for an id: the id itself if it is short and plain, else a hash of it."""
+    import hashlib
+    import re
+
+    if re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}", ident) and not ident.endswith("."):
+        return ident + extension
+    return hashlib.sha256(ident.encode("utf-8")).hexdigest()[:24] + extension
+
+
+def read_manifest(path: str) -> Dict[str, Dict[str, Any]]:
+    """The last entry for each id in a manifest (one JSON object per line); {} if there is none."""
+    import json
+
+    entries: Dict[str, Dict[str, Any]] = {}
+    try:
+        with open(path, encoding="utf-8") as file:
+            for line in file:
+                try:
+                    entry = json.loads(line)
+                except ValueError:
+                    continue  # a line cut short by a crash
+                if isinstance(entry, dict) and "id" in entry:
+                    entries[str(entry["id"])] = entry
+    except FileNotFoundError:
+        pass
+    return entries
