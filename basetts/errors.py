@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import builtins
 import logging
+import os
+import sys
 import warnings
 from typing import TYPE_CHECKING, Optional
 
@@ -85,7 +87,14 @@ class BasettsWarning(UserWarning):
     honour, a stream that ended mid-sample. Filter it with `warnings.filterwarnings`."""
 
 
-def warn(message: str, stacklevel: int = 3) -> None:
-    """Tell the user: `warnings.warn` with `BasettsWarning` (shown once per place by default), and the log."""
-    warnings.warn(message, BasettsWarning, stacklevel=stacklevel)
+_PACKAGE = os.path.dirname(os.path.abspath(__file__))
+
+
+def warn(message: str) -> None:
+    """Tell the user: `warnings.warn` with `BasettsWarning`, attributed to the user's line that led here
+    (shown once per place by default), and the log."""
+    level, frame = 1, sys._getframe(0)
+    while frame.f_back is not None and os.path.abspath(frame.f_code.co_filename).startswith(_PACKAGE):
+        frame, level = frame.f_back, level + 1
+    warnings.warn(message, BasettsWarning, stacklevel=level)
     logging.getLogger("basetts").warning(message)

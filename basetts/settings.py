@@ -51,7 +51,7 @@ def websocket_url(url: str) -> str:
         if not path.rstrip("/").endswith("/websocket"):
             path = path.rstrip("/") + "/websocket"
     converted = parts._replace(scheme=scheme, path=path).geturl()
-    warn(f"url {url!r} is an HTTP URL; using its websocket URL {converted!r}", stacklevel=5)
+    warn(f"url {url!r} is an HTTP URL; using its websocket URL {converted!r}")
     return converted
 
 
@@ -62,8 +62,7 @@ def model_id_of(model_id: str) -> Tuple[Optional[str], Optional[str]]:
     if "://" in value or ".api.baseten.co" in value:
         return None, websocket_url(value if "://" in value else f"https://{value}")
     if value.startswith("model-") and len(value) > len("model-"):
-        warn(f"model_id {value!r} is the host's name (model-{{id}}.api.baseten.co); using {value[6:]!r}",
-             stacklevel=5)
+        warn(f"model_id {value!r} is the host's name (model-{{id}}.api.baseten.co); using {value[6:]!r}")
         return value[6:], None
     return value, None
 
@@ -288,8 +287,7 @@ class Settings:
             raise ConfigurationError("voice must be a non-empty string, e.g. 'tara'")
         if self.voice not in VOICES and self.voice not in _warned_voices:
             _warned_voices.add(self.voice)  # once per voice: every call validates its settings
-            warn(f"voice {self.voice!r} is not one of the Orpheus voices {', '.join(VOICES)}; sending it anyway",
-                 stacklevel=4)
+            warn(f"voice {self.voice!r} is not one of the Orpheus voices {', '.join(VOICES)}; sending it anyway")
         _check_int("max_tokens", self.max_tokens, 1)
         _check_int("buffer_size", self.buffer_size, 1)
         _check_number("temperature", self.temperature, low=0.0, low_open=False)

@@ -287,6 +287,7 @@ def test_a_script_sees_the_warning_for_a_misspelt_voice_without_configuring_logg
         """)], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     assert "BasettsWarning: voice 'tarra' is not one of the Orpheus voices" in result.stderr
+    assert '<string>:4: BasettsWarning' in result.stderr  # attributed to the user's line, not ours
 
 
 @pytest.mark.parametrize("given, url", [
