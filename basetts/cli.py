@@ -321,7 +321,11 @@ def _batch(args: argparse.Namespace) -> int:
                     continue
                 yield {"text": job.text, **job.settings, "id": job.id, "_job": job, "_file": name}
 
-        bar = _progress_bar(sys.stderr.isatty())
+        total = None
+        if source is not sys.stdin and sys.stderr.isatty():  # a total for the bar's ETA: one quick pass
+            with open(args.input, encoding="utf-8", newline="") as counting:
+                total = sum(1 for line in counting if line.strip()) - (kind == "csv")
+        bar = _progress_bar(sys.stderr.isatty(), total)
         try:
             for result in synth.synthesize_many(todo(), concurrency=args.concurrency):
                 job, name = result.item["_job"], result.item["_file"]
@@ -369,12 +373,12 @@ class _NoBar:
 
 
 class _TqdmBar:
-    """tqdm's bar: items, audio seconds, errors, rate and ETA (the ETA once the total is unknown: none)."""
+    """tqdm's bar: items, audio seconds, errors, rate, and the ETA when the total is known (not for stdin)."""
 
-    def __init__(self) -> None:
+    def __init__(self, total: Optional[int]) -> None:
         from tqdm import tqdm  # type: ignore[import-untyped]
 
-        self._bar = tqdm(unit="item", file=sys.stderr, dynamic_ncols=True)
+        self._bar = tqdm(unit="item", file=sys.stderr, dynamic_ncols=True, total=total)
         self._audio, self._errors = 0.0, 0
 
     def update(self, result: Any) -> None:
@@ -387,12 +391,12 @@ class _TqdmBar:
         self._bar.close()
 
 
-def _progress_bar(terminal: bool) -> Any:
+def _progress_bar(terminal: bool, total: Optional[int] = None) -> Any:
     """tqdm's bar on a terminal (if tqdm is installed: the [batch] extra), else nothing."""
     if not terminal:
         return _NoBar()
     try:
-        return _TqdmBar()
+        return _TqdmBar(total)
     except ImportError:
         return _NoBar()
 

@@ -283,3 +283,36 @@ def test_ctrl_c_stops_within_a_second_closes_everything_and_a_rerun_finishes(tmp
         assert finish.returncode == 0, finish.stderr
         assert f"{len(done_before)} already done" in finish.stderr
     assert len(list(out.glob("*.wav"))) == 12
+
+
+def test_on_a_terminal_batch_draws_tqdms_bar_with_items_audio_errors_and_an_eta(tmp_path: Path) -> None:
+    import fcntl
+    import pty
+    import struct
+    import termios
+
+    source = tmp_path / "in.txt"
+    source.write_text("".join(f"line {i}\n" for i in range(6)))
+    leader, terminal = pty.openpty()
+    fcntl.ioctl(terminal, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))  # a terminal 100 columns wide
+    with LocalServer() as server:
+        child = subprocess.Popen([sys.executable, "-m", "basetts", "batch", str(source), str(tmp_path / "out")],
+                                 stderr=terminal, stdout=subprocess.DEVNULL,
+                                 env={**os.environ, "BASETTS_URL": server.url, "BASETEN_API_KEY": server.api_key})
+        os.close(terminal)
+        shown = b""
+        try:
+            while True:
+                try:
+                    piece = os.read(leader, 4096)
+                except OSError:  # EIO: the child closed the terminal
+                    break
+                if not piece:
+                    break
+                shown += piece
+        finally:
+            child.wait(60)
+            os.close(leader)
+    assert child.returncode == 0
+    text = shown.decode("utf-8", "replace")
+    assert "6/6" in text and "item/s" in text and "audio=" in text and "errors=0" in text, text
