@@ -16,18 +16,17 @@ from typing import List, Optional, Sequence, Tuple
 from basetts import Synthesizer
 
 
-def render(job: Tuple[Synthesizer, str, str]) -> Tuple[str, float]:
-    """In a worker process: one text into one file."""
-    synth, text, path = job
+def render(synth: Synthesizer, text: str, path: str) -> Tuple[str, float]:
+    """In a worker process (the Synthesizer arrived pickled): one text into one file."""
     return path, synth.save(text, path).duration
 
 
 def render_all(synth: Synthesizer, texts: Sequence[str], outdir: str, workers: int = 4) -> List[Tuple[str, float]]:
     os.makedirs(outdir, exist_ok=True)
-    jobs = [(synth, text, os.path.join(outdir, f"{i:06d}.wav")) for i, text in enumerate(texts)]
+    paths = [os.path.join(outdir, f"{i:06d}.wav") for i in range(len(texts))]
     # spawn: a fresh interpreter per worker (fork would copy this process's threads and sound device).
     with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-        return list(pool.map(render, jobs))
+        return list(pool.map(render, [synth] * len(texts), texts, paths))
 
 
 def main(argv: Optional[Sequence[str]] = None) -> None:
