@@ -18,7 +18,6 @@ from typing import (
     Iterator,
     Literal,
     Optional,
-    Set,
     Union,
     overload,
 )
@@ -131,7 +130,8 @@ class Synthesizer:
 
     def _init(self, settings: Settings) -> None:
         self.settings = settings
-        self._playing: Set["Playback"] = set()  # what plays now (speak, play, sessions), for stop()
+        # What plays now (speak, play, sessions), for stop(); weak: a session dropped unopened is forgotten.
+        self._playing: "weakref.WeakSet[Playback]" = weakref.WeakSet()
         self._playing_lock = threading.Lock()
         self._spare: Optional[Spare] = None  # never used in a child of fork(): see Spare
         self._spare_lock = threading.Lock()
