@@ -4,9 +4,10 @@ texts are read lazily and no result is kept once yielded."""
 from __future__ import annotations
 
 import dataclasses
+import queue
 import threading
 import time
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, Iterator, Mapping, Optional, Set, Tuple, Union
 
 from .audio import Audio, Stats
@@ -137,7 +138,8 @@ def synthesize_many(synth: "Synthesizer", texts: Iterable[Item], *, concurrency:
     batch = _Batch(synth, concurrency, overrides)
     window = 2 * concurrency  # texts read ahead of the oldest one not yet yielded: memory stays flat
     source = iter(texts)
-    pending: Dict[Future, int] = {}
+    pending: Set[Future] = set()
+    completed: "queue.Queue[Future]" = queue.Queue()  # each future puts itself here when done: O(1) a result
     finished: Dict[int, Result] = {}
     state = Progress()
     started = time.monotonic()
@@ -152,7 +154,9 @@ def synthesize_many(synth: "Synthesizer", texts: Iterable[Item], *, concurrency:
                 except StopIteration:
                     exhausted = True
                     break
-                pending[batch.pool.submit(_guarded, batch, next_index, item)] = next_index
+                future = batch.pool.submit(_guarded, batch, next_index, item)
+                pending.add(future)
+                future.add_done_callback(completed.put)
                 next_index += 1
             if not pending and not finished:
                 return
@@ -160,16 +164,15 @@ def synthesize_many(synth: "Synthesizer", texts: Iterable[Item], *, concurrency:
             if ordered and next_out in finished:
                 ready.append(finished.pop(next_out))
             elif pending:
-                done, _ = wait(list(pending), return_when=FIRST_COMPLETED)
-                for future in done:
-                    pending.pop(future)
-                    result = future.result()
-                    if ordered:
-                        finished[result.index] = result
-                    else:
-                        ready.append(result)
-                if ordered and next_out in finished:
-                    ready.append(finished.pop(next_out))
+                future = completed.get()
+                pending.discard(future)
+                result = future.result()
+                if ordered:
+                    finished[result.index] = result
+                    if next_out in finished:
+                        ready.append(finished.pop(next_out))
+                else:
+                    ready.append(result)
             for result in ready:
                 next_out += 1
                 state.done += 1

@@ -95,7 +95,9 @@ def summarize(results: Dict[str, Any]) -> Dict[str, Any]:
         s["long_complete"] = lt["error"] is None and abs(lt["audio_seconds"] - lt["expected_seconds"]) < 0.01
     bt = results.get("batch")
     if bt:
-        by = {(r["mode"], r["concurrency"]): r for r in bt["runs"]}
+        keys = {(r["mode"], r["concurrency"]) for r in bt["runs"]}
+        by = {key: {field: median([r[field] for r in bt["runs"] if (r["mode"], r["concurrency"]) == key])
+                    for field in ("items_per_second", "cpu_ms_per_audio_second")} for key in keys}
         levels = sorted({r["concurrency"] for r in bt["runs"]})
         s["batch_levels"] = levels
         s["batch"] = by
@@ -240,7 +242,8 @@ def generated(results: Dict[str, Any], s: Dict[str, Any], plot: Optional[str]) -
                 for c in s["batch_levels"]]
         parts += ["### Many texts", "",
                   f"{results['batch']['count']} texts of {results['batch']['words']} words (~5 s of audio each), the "
-                  "server as fast as it can in its own process:", "",
+                  "server as fast as it can in its own process (on the same 2 cores: it is the bottleneck); "
+                  f"medians of {results['batch'].get('reps', 1)} interleaved runs:", "",
                   table(["concurrency", "synthesize_many items/s", "plain pool items/s",
                          "synthesize_many CPU ms / audio s", "plain pool CPU ms / audio s"], rows), ""]
     if "first_sound" in s:

@@ -54,6 +54,7 @@ class Plan:
     batch_count: int = 1000
     batch_words: int = 59  # ~5 s of audio at 2048 samples a word
     batch_levels: Tuple[int, ...] = (1, 16, 64, 256)
+    batch_reps: int = 3  # interleaved; medians (one run moves ±10%)
 
     @classmethod
     def quick(cls) -> "Plan":
@@ -61,7 +62,7 @@ class Plan:
                    encoding_reps=1, cpu_levels=(1, 8), cpu_bare_levels=(1,), cpu_words=30, cpu_reps=1,
                    memory_minutes=(1, 10), speak_budget=3.0, ttfs_repeat=2, underrun_speeds=(1.2,),
                    underrun_words=30, underrun_reps=1, long_minutes=2.0, batch_count=60,
-                   batch_levels=(1, 16))
+                   batch_levels=(1, 16), batch_reps=1)
 
 
 def log(message: str) -> None:
@@ -182,14 +183,15 @@ def measure_batch(plan: Plan) -> Dict[str, Any]:
     runs: List[Dict[str, Any]] = []
     text = clients.words(plan.batch_words - 1)
     with procs.server() as server:
-        for concurrency in plan.batch_levels:
-            for mode in ("many", "pool"):
-                log(f"  batch: {mode} x{concurrency}, {plan.batch_count} texts")
-                run = procs.child("batch", {"url": server.url, "api_key": server.api_key, "text": text,
-                                            "count": plan.batch_count, "concurrency": concurrency, "mode": mode},
-                                  timeout=900)
-                runs.append(dict(run, mode=mode, concurrency=concurrency))
-    return {"runs": runs, "count": plan.batch_count, "words": plan.batch_words}
+        for rep in range(plan.batch_reps):
+            for concurrency in plan.batch_levels:
+                for mode in ("many", "pool") if rep % 2 == 0 else ("pool", "many"):
+                    log(f"  batch: {mode} x{concurrency}, {plan.batch_count} texts (rep {rep + 1})")
+                    run = procs.child("batch", {"url": server.url, "api_key": server.api_key, "text": text,
+                                                "count": plan.batch_count, "concurrency": concurrency,
+                                                "mode": mode}, timeout=900)
+                    runs.append(dict(run, mode=mode, concurrency=concurrency, rep=rep))
+    return {"runs": runs, "count": plan.batch_count, "words": plan.batch_words, "reps": plan.batch_reps}
 
 
 # CPU per stream --------------------------------------------------------------------------------------

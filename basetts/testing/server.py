@@ -312,7 +312,7 @@ class LocalServer:
         except ImportError:  # pragma: no cover - depends on the install
             raise RuntimeError("The local server needs websockets: pip install websockets ([server])") from None
         self._stopping.clear()
-        self._listener = socket.create_server(("127.0.0.1", self._requested_port), backlog=128)
+        self._listener = socket.create_server(("127.0.0.1", self._requested_port), backlog=1024)
         self._listener.settimeout(0.1)  # how soon stop() is noticed
         self._thread = threading.Thread(target=self._accept, name="basetts-local-server", daemon=True)
         self._thread.start()
