@@ -8,7 +8,7 @@ import subprocess
 import tempfile
 import threading
 import time
-from typing import Dict, Iterator, List, Optional, Tuple
+from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 import pytest
 
@@ -196,6 +196,23 @@ def _answering_server() -> Optional[str]:
             server = line.split(":", 1)[1].strip()
             return server if server.startswith(("unix:", "tcp:")) else f"unix:{server}"
     return None
+
+
+@pytest.fixture
+def serve() -> Iterator[Any]:
+    """Start LocalServers with any options; all stopped after the test."""
+    from basetts.testing import LocalServer
+
+    servers: List[LocalServer] = []
+
+    def start(**options: Any) -> LocalServer:
+        server = LocalServer(**options).start()
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        server.stop()
 
 
 @pytest.fixture(scope="session")

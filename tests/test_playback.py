@@ -7,6 +7,7 @@ Tests marked `playback` play through real PyAudio -> ALSA's pulse plugin -> a Pu
 from __future__ import annotations
 
 import array
+import dataclasses
 import gc
 import logging
 import os
@@ -83,21 +84,6 @@ def zero_crossing_frequency(samples: "array.array[int]", rate: int) -> float:
 
 def basetts_threads() -> List[str]:
     return [t.name for t in threading.enumerate() if t.name in ("basetts-writer", "basetts-reader") and t.is_alive()]
-
-
-@pytest.fixture
-def serve() -> Iterator[Any]:
-    """Start LocalServers with any options; all stopped after the test."""
-    servers: List[LocalServer] = []
-
-    def start(**options: Any) -> LocalServer:
-        server = LocalServer(**options).start()
-        servers.append(server)
-        return server
-
-    yield start
-    for server in servers:
-        server.stop()
 
 
 def synth_for(server: LocalServer) -> basetts.Synthesizer:
@@ -386,12 +372,23 @@ CHILD = textwrap.dedent("""
 """)
 
 
-@playback_test
-def test_ctrl_c_stops_sound_closes_everything_and_raises_keyboard_interrupt(
-        pulse: Any, serve: Any, tmp_path: Any) -> None:
-    server = serve(speed=1.0)
+@dataclasses.dataclass
+class Interrupted:
+    """What a child that played, then got Ctrl+C, left: its exit, output, and what the sink recorded."""
+
+    returncode: int
+    out: str
+    err: str
+    played: bytes
+    recording: Any
+    interrupted_at: float
+    exited_at: float
+
+
+def interrupt_while_playing(pulse: Any, server: LocalServer, tmp_path: Any, source: str) -> Interrupted:
+    """Run `source` (given the server's URL and key) until it prints PLAYING, let it play 1 s, send SIGINT."""
     script = tmp_path / "child.py"
-    script.write_text(CHILD)
+    script.write_text(source)
     recording = pulse.record()
     child = subprocess.Popen([sys.executable, str(script), server.url, server.api_key],
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=pulse.env)
@@ -406,15 +403,22 @@ def test_ctrl_c_stops_sound_closes_everything_and_raises_keyboard_interrupt(
     finally:
         if child.poll() is None:
             child.kill()
-    played = recording.stop()
-    assert child.returncode in (-signal.SIGINT, 128 + signal.SIGINT, 1), err
-    assert "KeyboardInterrupt" in err
-    assert "THREADS ['MainThread']" in out  # writer and reader joined; no thread left behind
-    assert "FINISHED" not in out
-    assert exited_at - interrupted_at < 5.0  # sanity bound
-    assert locate(played, server.expected_pcm(words(400))) >= 0
-    silent_from = last_sound(played) + 1
-    assert silent_from - recording.position_at(interrupted_at) <= int(0.1 * RATE) + RECORDER_SLACK
+    return Interrupted(child.returncode, out, err, recording.stop(), recording, interrupted_at, exited_at)
+
+
+@playback_test
+def test_ctrl_c_stops_sound_closes_everything_and_raises_keyboard_interrupt(
+        pulse: Any, serve: Any, tmp_path: Any) -> None:
+    server = serve(speed=1.0)
+    run = interrupt_while_playing(pulse, server, tmp_path, CHILD)
+    assert run.returncode in (-signal.SIGINT, 128 + signal.SIGINT, 1), run.err
+    assert "KeyboardInterrupt" in run.err
+    assert "THREADS ['MainThread']" in run.out  # writer and reader joined; no thread left behind
+    assert "FINISHED" not in run.out
+    assert run.exited_at - run.interrupted_at < 5.0  # sanity bound
+    assert locate(run.played, server.expected_pcm(words(400))) >= 0
+    silent_from = last_sound(run.played) + 1
+    assert silent_from - run.recording.position_at(run.interrupted_at) <= int(0.1 * RATE) + RECORDER_SLACK
     assert server.last().client_disconnected
 
 

@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import array
 import math
-import signal
 import subprocess
 import sys
 import textwrap
 import threading
 import time
 import wave
-from typing import Any, Iterator, List, Tuple
+from typing import Any, List, Tuple
 
 import pytest
 
@@ -28,6 +27,7 @@ from .test_playback import (
     RECORDER_SLACK,
     assert_played_exactly,
     basetts_threads,
+    interrupt_while_playing,
     last_sound,
     locate,
     synth_for,
@@ -39,20 +39,6 @@ pytestmark = pytest.mark.playback
 FADE = int(RATE * playback.FADE_SECONDS)
 # The edge of a fade: the samples this close to silence must be this quiet (a cliff is not).
 EDGE = FADE // 5
-
-
-@pytest.fixture
-def serve() -> Iterator[Any]:
-    servers: List[LocalServer] = []
-
-    def start(**options: Any) -> LocalServer:
-        server = LocalServer(**options).start()
-        servers.append(server)
-        return server
-
-    yield start
-    for server in servers:
-        server.stop()
 
 
 def client_threads() -> List[str]:
@@ -260,30 +246,15 @@ SESSION_CHILD = textwrap.dedent("""
 
 def test_ctrl_c_stops_a_session_at_once_keeping_what_was_heard(pulse: Any, serve: Any, tmp_path: Any) -> None:
     server = serve(speed=2.0)
-    script = tmp_path / "child.py"
-    script.write_text(SESSION_CHILD)
-    recording = pulse.record()
-    child = subprocess.Popen([sys.executable, str(script), server.url, server.api_key],
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=pulse.env)
-    try:
-        assert child.stdout is not None
-        assert child.stdout.readline().strip() == "PLAYING"
-        time.sleep(1.0)
-        interrupted_at = time.monotonic()
-        child.send_signal(signal.SIGINT)
-        out, err = child.communicate(timeout=10)
-    finally:
-        if child.poll() is None:
-            child.kill()
-    played = recording.stop()
-    assert "KeyboardInterrupt" in err and "FINISHED" not in out
-    fields = out.split()
+    run = interrupt_while_playing(pulse, server, tmp_path, SESSION_CHILD)
+    assert "KeyboardInterrupt" in run.err and "FINISHED" not in run.out
+    fields = run.out.split()
     heard, received = float(fields[fields.index("HEARD") + 1]), float(fields[fields.index("RECEIVED") + 1])
     assert 1.0 < heard < 3.0 and received > heard + 1.0  # at 2x, more arrived than was heard
-    assert "THREADS ['MainThread']" in out
-    silent_from = last_sound(played) + 1
-    assert silent_from - recording.position_at(interrupted_at) <= int(0.1 * RATE) + RECORDER_SLACK
-    assert_fades_out_at(array.array("h", played), silent_from, peak(server.expected_pcm(words(400))))
+    assert "THREADS ['MainThread']" in run.out
+    silent_from = last_sound(run.played) + 1
+    assert silent_from - run.recording.position_at(run.interrupted_at) <= int(0.1 * RATE) + RECORDER_SLACK
+    assert_fades_out_at(array.array("h", run.played), silent_from, peak(server.expected_pcm(words(400))))
 
 
 # --- underruns: a fade out, a grown prebuffer, a fade in ---------------------------------------------------
