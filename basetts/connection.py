@@ -1,5 +1,5 @@
-"""One conversation's threads: a reader, a writer when needed, and a bounded queue between the reader and
-the caller. The rules are `protocol.Utterance`'s; the socket is `transport`'s."""
+"""One conversation's threads: a reader, a writer when needed, and a queue (bounded in bytes) between the
+reader and the caller. The rules are `protocol.Utterance`'s; the socket is `transport`'s."""
 from __future__ import annotations
 
 import itertools

@@ -216,7 +216,7 @@ def test_a_long_speak_into_the_sound_card(pulse: Any) -> None:
 
 def test_a_stalled_consumer_holds_the_text_back_and_the_keepalive_holds() -> None:
     """stream() whose caller stalls for 6 keepalive windows while a fast server could speak the whole
-    text: once the queue to the caller is half full no more words go out, so the server stops with
+    text: once 128 kB wait in the queue to the caller no more words go out, so the server stops with
     little audio ahead and our reader, never blocked for long, keeps answering its pings."""
     text = long_text(20)
     with LocalServer(samples_per_word=SAMPLES_PER_WORD, ping_interval=0.5, ping_timeout=0.5) as server:
