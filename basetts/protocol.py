@@ -81,16 +81,21 @@ class Pacer:
     of the keepalive timeout) the window grows by one batch, up to `MAX_WINDOW`; past it the window
     halves. So a slow model gets one batch at a time (a pong never waits behind more than the segment
     being generated), a fast one is never kept waiting for words (docs/protocol.md, "Keepalive").
+    Before the server is `generating` (until audio has come) the window grows to `EARLY_WINDOW` at most:
+    before its first segment the server reads words as fast as they come, and quick pongs then say
+    nothing of how long a pong will wait behind a segment being made.
     """
 
     MAX_WINDOW = 8
+    EARLY_WINDOW = 2  # the most before the server generates: see below
 
     def __init__(self, budget: float) -> None:
         self.budget = budget
         self.batch = 1  # the batch the next message belongs to
         self.acknowledged = 0  # the last batch whose ping came back
         self.window = 1
-        self._sent: Dict[int, float] = {}  # batch -> when its ping went out
+        self.generating = False  # set once audio has come: see the class's docstring
+        self._sent: Dict[int, Tuple[float, bool]] = {}  # batch -> (when its ping went out, generating then)
 
     def may_send(self) -> bool:
         return self.pings_outstanding < self.window
@@ -98,7 +103,7 @@ class Pacer:
     def end_batch(self, now: float) -> bytes:
         """The ping payload that follows the batch just sent; messages after it form the next batch."""
         payload = str(self.batch).encode("ascii")
-        self._sent[self.batch] = now
+        self._sent[self.batch] = (now, self.generating)
         self.batch += 1
         return payload
 
@@ -117,11 +122,11 @@ class Pacer:
         for read in range(self.acknowledged + 1, batch):  # the server reads in order: these are read too
             self._sent.pop(read, None)
         self.acknowledged = batch
-        waited = now - self._sent.pop(batch)
-        if waited < self.budget:
-            self.window = min(self.MAX_WINDOW, self.window + 1)
-        else:
+        sent, generating = self._sent.pop(batch)
+        if now - sent >= self.budget:
             self.window = max(1, self.window // 2)
+        else:
+            self.window = min(self.MAX_WINDOW if generating else self.EARLY_WINDOW, self.window + 1)
         return True
 
 
@@ -569,6 +574,7 @@ class Utterance:
             if opcode == OPCODE_BINARY:
                 self.audio_messages += 1
                 self.audio_bytes += len(payload)
+                self.pacer.generating = True
                 self.deadlines.audio_received(now)
                 audio.append(self.decoder.feed(payload))
             elif opcode == OPCODE_PING:

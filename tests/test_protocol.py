@@ -23,6 +23,7 @@ from basetts.protocol import (
     Pacer,
     ProtocolViolation,
     SampleAligner,
+    Utterance,
     WordSplitter,
     close_error,
     decode_mulaw,
@@ -470,6 +471,7 @@ def test_deadlines_owe_an_answer_to_a_pacing_ping() -> None:
 # Pacer ----------------------------------------------------------------------------------------------------------
 def test_the_pacer_starts_with_one_unread_batch_and_counts_pongs_in_order() -> None:
     pacer = Pacer(budget=2.0)
+    pacer.generating = True
     assert pacer.may_send()  # the first batch goes at once
     first = pacer.end_batch(0.0)
     assert not pacer.may_send() and pacer.pings_outstanding == 1
@@ -482,9 +484,32 @@ def test_the_pacer_starts_with_one_unread_batch_and_counts_pongs_in_order() -> N
     assert not pacer.pong(b"99", 1.2)  # never sent
 
 
+def test_quick_pongs_before_the_server_generates_open_the_window_only_a_little() -> None:
+    """Before its first segment the server reads words as fast as they come: those pongs are quick
+    whatever the model, and opening the window to 5 on them put four segments' words ahead of the
+    keepalive's pong (a 1011 seen in test_long_texts.py::test_extreme_buffer_sizes)."""
+    pacer = Pacer(budget=0.2)
+    for now in (0.0, 0.01, 0.02, 0.03):
+        assert pacer.pong(pacer.end_batch(now), now + 0.005)
+    assert pacer.window == Pacer.EARLY_WINDOW == 2
+    pacer.generating = True  # audio came: the next quick pongs do say the server keeps up
+    assert pacer.pong(pacer.end_batch(0.1), 0.15) and pacer.window == 3
+    pacer.end_batch(0.2)
+    assert pacer.pong(pacer.end_batch(0.2), 0.7) and pacer.window == 1  # a slow one halves it
+
+
+def test_the_utterance_tells_its_pacer_when_audio_comes() -> None:
+    utterance = Utterance({"voice": "tara"}, ["one", "two"], buffer_size=10, encoding=None,
+                          first_audio_timeout=60.0, read_timeout=30.0, max_message_size=2 ** 20)
+    assert not utterance.pacer.generating
+    utterance.receive(server_frame(b"\x00\x00"), 0.0)
+    assert utterance.pacer.generating
+
+
 def test_the_window_grows_while_pongs_are_quick_and_halves_when_one_is_slow() -> None:
     """A pong's delay is what the server's keepalive pong would wait: kept under the budget."""
     pacer = Pacer(budget=2.0)
+    pacer.generating = True
     now = 0.0
     for _ in range(20):  # a fast server: every pong within the budget
         payload = pacer.end_batch(now)
