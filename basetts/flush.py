@@ -131,7 +131,14 @@ def safe_pieces(word: str, before: Sequence[str] = ()) -> List[str]:
     pieces = [piece for piece in pieces if piece.strip()]
     if "".join(pieces) != word:
         return [word]
-    return pieces
+    if len(pieces) == 1:
+        return pieces
+    # A piece sent on its own is read after a space, where pysbd may find another end inside it
+    # (":.!0" -> ":.", "!0", and then "!", "0"): cut each again, in the context it will have.
+    result: List[str] = []
+    for piece in pieces:
+        result.extend(safe_pieces(piece, [*before, *result]))
+    return result
 
 
 class SegmentModel:

@@ -43,6 +43,7 @@ def assert_spoken_whole(server: LocalServer, text: str, pcm: bytes) -> None:
 
 @FAST
 @example(text="0 !0")  # pysbd ends a sentence inside "!0" only after "0": cut in context
+@example(text=":.!0")  # cut into ":." and "!0", then "!0" alone ends a sentence after "!": cut again
 @given(text=st.text(max_size=300))
 def test_any_text_gives_the_right_audio_or_a_clear_error(server, text):
     synth = _fast_synth(server)
