@@ -79,22 +79,29 @@ class _Batch:
         self.pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="basetts-batch")
 
     def run(self, index: int, item: Item) -> Result:
+        """One item, whatever happens to it, as its Result (in a pool thread)."""
+        from .synthesizer import Cancelled
+
         started = time.monotonic()
         text = item if isinstance(item, str) else str(item.get("text", "")) if isinstance(item, Mapping) else ""
+        error: BasetenTTSError
         try:
             text, settings = _settings_of(item)
             audio = self._synthesize(text, {**self.overrides, **settings})
             return Result(index, text, audio, None, item, time.monotonic() - started)
         except BasetenTTSError as exc:
-            return Result(index, text, None, exc, item, time.monotonic() - started)
+            error = exc
+        except Cancelled:  # the stop came before the connection opened
+            error = BasetenTTSError("The batch was stopped before this text was sent.")
         except (ValueError, TypeError) as exc:  # bad input or an unknown setting: this item's error only
-            return Result(index, text, None, ConfigurationError(str(exc)), item, time.monotonic() - started)
+            error = ConfigurationError(str(exc))
+        return Result(index, text, None, error, item, time.monotonic() - started)
 
     def _synthesize(self, text: str, overrides: Dict[str, Any]) -> Audio:
-        from .synthesizer import open_conversation, words_of
+        from .synthesizer import Cancelled, open_conversation, words_of
 
         if self.stopping.is_set():
-            raise BasetenTTSError("The batch was stopped before this text was sent.")
+            raise Cancelled()
         settings = self.synth.settings.replace(**overrides)
         words = words_of(text)
         stats = Stats()
@@ -154,7 +161,7 @@ def synthesize_many(synth: "Synthesizer", texts: Iterable[Item], *, concurrency:
                 except StopIteration:
                     exhausted = True
                     break
-                future = batch.pool.submit(_guarded, batch, next_index, item)
+                future = batch.pool.submit(batch.run, next_index, item)
                 pending.add(future)
                 future.add_done_callback(completed.put)
                 next_index += 1
@@ -185,16 +192,6 @@ def synthesize_many(synth: "Synthesizer", texts: Iterable[Item], *, concurrency:
     finally:
         batch.stop()  # Ctrl+C, an exception, or the caller leaving the loop: everything closes now
 
-
-def _guarded(batch: _Batch, index: int, item: Item) -> Result:
-    """`batch.run`, where a stop before the connection opened is this item's error, not a crash."""
-    from .synthesizer import Cancelled
-
-    try:
-        return batch.run(index, item)
-    except Cancelled:
-        text = item if isinstance(item, str) else ""
-        return Result(index, text, None, BasetenTTSError("The batch was stopped before this text was sent."), item)
 
 
 # --- basetts batch: inputs, file names, the manifest -----------------------------------------------------

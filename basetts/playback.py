@@ -639,7 +639,6 @@ class Playback:
                         player.drain()
                     except AudioDeviceError as exc:
                         error = error or exc
-                self._finish_stats()
                 if error is not None:
                     error.partial = self.heard if player.stopped else self.received
                     raise error
