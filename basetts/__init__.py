@@ -1,9 +1,9 @@
-"""basetts: text to speech through Baseten's streaming websocket (Orpheus TTS), in one blocking call."""
+"""basetts: text to speech through Baseten's streaming websockets (Orpheus TTS, Qwen3-TTS), in one blocking call."""
 import logging
 from typing import TYPE_CHECKING, List
 
 from ._version import __version__
-from .audio import Audio, Stats
+from .audio import Audio, Sentence, Stats, Word
 from .errors import (
     AudioDeviceError,
     AuthenticationError,
@@ -13,12 +13,14 @@ from .errors import (
     ConnectError,
     HandshakeError,
     ModelNotFoundError,
+    SentenceError,
     ServerError,
     StreamInterrupted,
     TimeoutError,
+    VoiceError,
 )
 from .playback import Playback, play
-from .settings import EMOTION_TAGS, VOICES, Settings
+from .settings import EMOTION_TAGS, PROTOCOLS, VOICES, Settings
 from .synthesizer import Synthesizer
 
 if TYPE_CHECKING:
@@ -38,5 +40,5 @@ __all__ = [
     "__version__", "Audio", "Stats", "BasettsWarning", "Settings", "Synthesizer", "VOICES", "EMOTION_TAGS",
     "BasetenTTSError", "ConfigurationError", "ConnectError", "HandshakeError", "AuthenticationError",
     "ModelNotFoundError", "ServerError", "TimeoutError", "StreamInterrupted", "AudioDeviceError", "devices",
-    "play", "Playback",
+    "play", "Playback", "PROTOCOLS", "Word", "Sentence", "SentenceError", "VoiceError",
 ]

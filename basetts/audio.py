@@ -8,9 +8,62 @@ import io
 import os
 import sys
 import wave
-from typing import Any, BinaryIO, Iterator, Optional, Union
+from typing import Any, BinaryIO, Iterator, List, NamedTuple, Optional, Union
 
 from .protocol import CHANNELS, SAMPLE_RATE, SAMPLE_WIDTH
+
+
+class Word(NamedTuple):
+    """A word and when it is heard: seconds from the utterance's first sample."""
+
+    text: str
+    start: float
+    end: float
+
+
+@dataclasses.dataclass(frozen=True)
+class Sentence:
+    """A sentence as the server cut and spoke it: seconds from the utterance's first sample, and the
+    server's message when it failed (kept with ``sentence_errors="collect"``)."""
+
+    index: int
+    text: str
+    start: float
+    end: float
+    error: Optional[str] = None
+
+
+# A word that ends this close past the audio's end is still in it (the times are rounded).
+_TIME_TOLERANCE = 1e-3
+
+
+class Timeline:
+    """The words and sentences of one utterance as their events arrive (Qwen3-TTS), in order. Filled
+    by the conversation's reader; read by anyone (appends are atomic)."""
+
+    def __init__(self) -> None:
+        self.words: List[Word] = []
+        self.sentences: List[Sentence] = []
+
+    def words_until(self, seconds: float) -> List[Word]:
+        """The words heard whole in the first `seconds`: ended by then, or in a sentence that had (an
+        aligner's last word may end a little past its sentence's audio)."""
+        limit = seconds + _TIME_TOLERANCE
+        heard_to = max((s.end for s in self.sentences if s.end <= limit), default=0.0)
+        return [w for w in self.words if w.end <= limit or w.start < heard_to]
+
+    def sentences_until(self, seconds: float) -> List[Sentence]:
+        """The sentences begun in the first `seconds` (or failed there, with no audio), the last cut there."""
+        limit = seconds + _TIME_TOLERANCE
+        return [dataclasses.replace(s, end=min(s.end, seconds)) for s in self.sentences
+                if s.start < seconds or s.end <= limit]
+
+    def shifted(self, seconds: float) -> "Timeline":
+        moved = Timeline()
+        moved.words = [w._replace(start=w.start + seconds, end=w.end + seconds) for w in self.words]
+        moved.sentences = [dataclasses.replace(s, start=s.start + seconds, end=s.end + seconds)
+                           for s in self.sentences]
+        return moved
 
 
 @dataclasses.dataclass
@@ -31,6 +84,8 @@ class Stats:
     """The prebuffer playback ended with: as asked, or grown by underruns."""
     attempts: int = 0
     """Connections tried (1 unless a transient failure was retried)."""
+    timeline: Timeline = dataclasses.field(default_factory=Timeline, repr=False, compare=False)
+    """Word and sentence times as the server sent them (Qwen3-TTS); `Audio.words` reads them."""
 
     def real_time_factor(self, duration: float) -> Optional[float]:
         """Wall time over audio time: below 1.0 means faster than real time."""
@@ -102,14 +157,30 @@ class Audio:
         layout = "mono" if self.channels == 1 else f"{self.channels} channels"
         return f"<Audio {self.duration:.2f} s, {self.sample_rate} Hz, {layout}, {8 * self.sample_width}-bit>"
 
+    @property
+    def words(self) -> List[Word]:
+        """Each word with its times (Qwen3-TTS with ``word_timestamps=True``; else empty). For audio cut
+        short (a stopped `speak()`, an error's ``partial``), only the words heard whole."""
+        return self.stats.timeline.words_until(self.duration)
+
+    @property
+    def sentences(self) -> List[Sentence]:
+        """Each sentence the server spoke, with its times (Qwen3-TTS; else empty)."""
+        return self.stats.timeline.sentences_until(self.duration)
+
     def __add__(self, other: "Audio") -> "Audio":
-        """The two one after the other (same rate, channels and width; a `ValueError` otherwise)."""
+        """The two one after the other (same rate, channels and width; a `ValueError` otherwise); the
+        second's words and sentences move by the first's length."""
         if not isinstance(other, Audio):
             return NotImplemented
         formats = [(a.sample_rate, a.channels, a.sample_width) for a in (self, other)]
         if formats[0] != formats[1]:
             raise ValueError(f"cannot join audio of different formats (rate, channels, width): {formats}")
-        return Audio(self.pcm + other.pcm, self.sample_rate, self.channels, self.sample_width)
+        joined = Audio(self.pcm + other.pcm, self.sample_rate, self.channels, self.sample_width)
+        later = other.stats.timeline.shifted(self.duration)
+        joined.stats.timeline.words = self.words + later.words_until(joined.duration)
+        joined.stats.timeline.sentences = self.sentences + later.sentences_until(joined.duration)
+        return joined
 
     def to_numpy(self, dtype: str = "int16") -> Any:
         """The samples as a NumPy array (numpy is optional: installed separately): int16 as sent, or

@@ -95,6 +95,9 @@ _MISSING = {
                 "environment or .env",
     "api_key": "the API key: BASETEN_API_KEY in the environment or .env, or --api-key-file FILE",
 }
+# Flags that are settings of the same name, passed on when given.
+_SETTING_FLAGS = ("connect_timeout", "handshake_timeout", "first_audio_timeout", "read_timeout", "voice",
+                  "buffer_size", "protocol", "language", "instructions", "ref_audio", "ref_text")
 # A status line once the first audio is this late: a deployment scaled to zero can take minutes.
 _WAITING_AFTER = 2.0
 
@@ -111,16 +114,38 @@ def _synthesizer(args: argparse.Namespace, url: Optional[str], api_key: Optional
             raise _Usage(f"--api-key-file: cannot read {args.api_key_file} ({exc.strerror})") from None
         if api_key is None:
             raise _Usage(f"--api-key-file: {args.api_key_file} is empty")
-    options: Dict[str, Any] = {name: getattr(args, name) for name in
-                               ("connect_timeout", "handshake_timeout", "first_audio_timeout", "read_timeout")
-                               if getattr(args, name) is not None}
-    if args.environment:
+    options: Dict[str, Any] = {name: getattr(args, name, None) for name in _SETTING_FLAGS
+                               if getattr(args, name, None) is not None}
+    if getattr(args, "environment", None):
         options["environment"] = args.environment
     try:
-        return Synthesizer(url=url, api_key=api_key, model_id=args.model_id, voice=args.voice,
-                           buffer_size=args.buffer_size, **options)
+        return Synthesizer(url=url, api_key=api_key, model_id=getattr(args, "model_id", None), **options)
     except MissingSettings as exc:
         raise _Usage("missing " + "; and ".join(_MISSING[name] for name in exc.missing)) from None
+
+
+def _protocol(args: argparse.Namespace) -> str:
+    """--protocol, else BASETTS_PROTOCOL (the environment or .env), else orpheus."""
+    if getattr(args, "protocol", None):
+        return str(args.protocol)
+    from .settings import ENV_PROTOCOL, _read_dotenv
+
+    value = os.environ.get(ENV_PROTOCOL) or _read_dotenv(None).get(ENV_PROTOCOL) or "orpheus"
+    return value.strip().lower()
+
+
+def _local_server(args: argparse.Namespace, engine: str = "tone") -> Any:
+    """The local server for --local: Orpheus, or Qwen3-TTS as a CustomVoice model with built-in speakers
+    (so a first call needs no voice of its own)."""
+    from .testing import LocalServer
+
+    if _protocol(args) == "qwen3":
+        return LocalServer(engine=engine, protocol="qwen3", speakers=LOCAL_SPEAKERS, task_type="CustomVoice")
+    return LocalServer(engine=engine)
+
+
+# The built-in speakers of `--local --protocol qwen3`'s server.
+LOCAL_SPEAKERS = ("vivian", "ryan")
 
 
 def _output_format(args: argparse.Namespace) -> Optional[str]:
@@ -164,10 +189,9 @@ def _say(args: argparse.Namespace) -> int:
     with contextlib.ExitStack() as stack:
         url, api_key = args.url, None
         if args.local:
-            from .testing import LocalServer
 
             engine = "espeak" if shutil.which("espeak-ng") else "tone"
-            server = stack.enter_context(LocalServer(engine=engine))
+            server = stack.enter_context(_local_server(args, engine=engine))
             url, api_key = server.url, server.api_key
             print(f"basetts: local server at {server.url} ({engine} engine)", file=sys.stderr)
         synth = stack.enter_context(_synthesizer(args, url, api_key))
@@ -297,9 +321,8 @@ def _batch(args: argparse.Namespace) -> int:
             stack.enter_context(source)
         manifest = stack.enter_context(open(manifest_path, "a", encoding="utf-8"))
         if synth is None:
-            from .testing import LocalServer
 
-            server = stack.enter_context(LocalServer())
+            server = stack.enter_context(_local_server(args))
             synth = _synthesizer(args, server.url, server.api_key)
 
         def note(entry: Dict[str, Any]) -> None:
@@ -405,20 +428,56 @@ def _serve(args: argparse.Namespace) -> int:
     from .testing import Faults, LocalServer
 
     off = lambda seconds: seconds if seconds > 0 else None  # noqa: E731 - 0 turns the keepalive off
+    qwen3 = args.protocol == "qwen3"
+    if not qwen3 and (args.voice or args.speaker or args.no_aligner):
+        raise _Usage("--voice, --speaker and --no-aligner are for --protocol qwen3")
+    extra: Dict[str, Any] = {"protocol": "qwen3", "voices": args.voice, "speakers": args.speaker,
+                             "aligner": not args.no_aligner,
+                             "task_type": "CustomVoice" if args.speaker else "Base"} if qwen3 else {}
     server = LocalServer(api_key=args.api_key, port=args.port, engine=args.engine, speed=args.speed,
                          samples_per_word=args.samples_per_word, faults=Faults.parse(args.fault),
-                         ping_interval=off(args.ping_interval), ping_timeout=off(args.ping_timeout))
+                         ping_interval=off(args.ping_interval), ping_timeout=off(args.ping_timeout), **extra)
     with server:
-        print(f"basetts local server ({server.engine} engine), Ctrl+C to stop; for clients in a shell:\n"
-              f"export BASETTS_URL={server.url}\nexport BASETEN_API_KEY={server.api_key}", flush=True)
+        protocol = "export BASETTS_PROTOCOL=qwen3\n" if qwen3 else ""
+        print(f"basetts local server ({server.protocol}, {server.engine} engine), Ctrl+C to stop; for clients in "
+              f"a shell:\nexport BASETTS_URL={server.url}\nexport BASETEN_API_KEY={server.api_key}\n{protocol}",
+              end="", flush=True)
         with contextlib.suppress(KeyboardInterrupt):
             server.wait()
     return 0
 
 
 def _voices(args: argparse.Namespace) -> int:
-    print("Voices:       " + " ".join(VOICES))
-    print("Emotion tags: " + " ".join(EMOTION_TAGS))
+    action = args.action or "list"
+    if _protocol(args) != "qwen3":
+        if action != "list":
+            raise _Usage(f"voices {action}: voices are added and removed on Qwen3-TTS: pass --protocol qwen3 "
+                         "(or set BASETTS_PROTOCOL=qwen3)")
+        print("Voices:       " + " ".join(VOICES))
+        print("Emotion tags: " + " ".join(EMOTION_TAGS))
+        return 0
+    synth = _synthesizer(args, args.url, None)
+    if action == "list":
+        voices = synth.voices.list()
+        for voice in voices:
+            detail = f"  (added; consent {voice.consent})" if voice.added else "  (built in)"
+            print(f"{voice.name}{detail}")
+        if not voices:
+            print("basetts: no voices yet: add one with basetts voices add NAME CLIP --consent ID", file=sys.stderr)
+        return 0
+    if action == "add":
+        if len(args.names) != 2:
+            raise _Usage("voices add NAME CLIP --consent ID: a name and a 1-30 s audio file")
+        if not args.consent:
+            raise _Usage("voices add: --consent ID is required (the speaker's recorded consent to be cloned)")
+        voice = synth.voices.add(args.names[0], args.names[1], consent=args.consent, ref_text=args.ref_text,
+                                 description=args.description)
+        print(f"basetts: added {voice.name}; speak with --voice {voice.name}", file=sys.stderr)
+        return 0
+    if len(args.names) != 1:
+        raise _Usage("voices remove NAME")
+    synth.voices.remove(args.names[0])
+    print(f"basetts: removed {args.names[0]}", file=sys.stderr)
     return 0
 
 
@@ -462,6 +521,16 @@ def _positive(kind: Callable[[str], Any]) -> Callable[[str], Any]:
     return parse
 
 
+def _protocol_flags(command: argparse.ArgumentParser) -> None:
+    command.add_argument("--protocol", choices=("orpheus", "qwen3"),
+                         help="the deployment's websocket (default: BASETTS_PROTOCOL, or orpheus)")
+    qwen3 = command.add_argument_group("Qwen3-TTS")
+    qwen3.add_argument("--language", help="Auto, English, Chinese, Japanese, ... (default: the server's)")
+    qwen3.add_argument("--instructions", help="how to speak: style, emotion")
+    qwen3.add_argument("--ref-audio", metavar="FILE_OR_URL", help="a 1-30 s clip of the voice to clone")
+    qwen3.add_argument("--ref-text", help="what --ref-audio says")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="basetts", description="Text to speech through Baseten's websocket.")
     parser.add_argument("--debug", action="store_true", help="log details and show tracebacks")
@@ -477,7 +546,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="for -o: the file's format (default: its extension)")
     say.add_argument("--fallback-output", metavar="FILE",
                      help="if there is no way to play here, write FILE instead (without it: exit 1)")
-    say.add_argument("--voice", default="tara", help=f"one of {', '.join(VOICES)}")
+    say.add_argument("--voice", help=f"Orpheus: one of {', '.join(VOICES)} (default tara); Qwen3: a voice added "
+                                     "(basetts voices add) or built in")
     endpoint = say.add_mutually_exclusive_group()
     endpoint.add_argument("--url", help="websocket URL (default: BASETTS_URL, or BASETEN_MODEL_ID's)")
     endpoint.add_argument("--model-id", help="the Baseten model id (default: BASETEN_MODEL_ID)")
@@ -485,7 +555,8 @@ def build_parser() -> argparse.ArgumentParser:
     say.add_argument("--environment", help="with --model-id: the deployment environment (default production)")
     say.add_argument("--api-key-file", metavar="FILE",
                      help="read the API key from FILE (default: BASETEN_API_KEY or .env; never a flag ps shows)")
-    say.add_argument("--buffer-size", type=_positive(int), default=10, help="words per forced flush (default 10)")
+    say.add_argument("--buffer-size", type=_positive(int), help="Orpheus: words per forced flush (default 10)")
+    _protocol_flags(say)
     for name, default in (("connect", 10), ("handshake", 300), ("first-audio", 60), ("read", 30)):
         say.add_argument(f"--{name}-timeout", type=_positive(float), metavar="SECONDS",
                          help=f"the {name.replace('-', ' ')} timeout (default {default} s)")
@@ -506,6 +577,13 @@ def build_parser() -> argparse.ArgumentParser:
                        help="close with 1011 when a pong is this many seconds late, as uvicorn does (0: never)")
     serve.add_argument("--fault", action="append", default=[], metavar="NAME=VALUE",
                        help="misbehave on purpose, e.g. drop_after_bytes=8192 (see basetts.testing.Faults)")
+    serve.add_argument("--protocol", choices=("orpheus", "qwen3"), default="orpheus",
+                       help="the protocol to serve (default orpheus)")
+    serve.add_argument("--voice", action="append", default=[], metavar="NAME",
+                       help="qwen3: a voice already added (repeat for more)")
+    serve.add_argument("--speaker", action="append", default=[], metavar="NAME",
+                       help="qwen3: serve a CustomVoice model with this built-in speaker (repeat for more)")
+    serve.add_argument("--no-aligner", action="store_true", help="qwen3: no word timestamps, as a server without one")
     serve.set_defaults(run=_serve)
 
     play = commands.add_parser("play", help="play a WAV file (any rate and channel count)")
@@ -530,14 +608,28 @@ def build_parser() -> argparse.ArgumentParser:
     batch_endpoint.add_argument("--local", action="store_true", help="start a local server for this run")
     batch.add_argument("--environment", help="with --model-id: the deployment environment (default production)")
     batch.add_argument("--api-key-file", metavar="FILE", help="read the API key from FILE")
-    batch.add_argument("--voice", default="tara", help="the default voice (a JSONL or CSV item may name its own)")
-    batch.add_argument("--buffer-size", type=_positive(int), default=10, help="words per forced flush (default 10)")
+    batch.add_argument("--voice", help="the default voice (a JSONL or CSV item may name its own)")
+    batch.add_argument("--buffer-size", type=_positive(int), help="Orpheus: words per forced flush (default 10)")
+    _protocol_flags(batch)
     for name, default in (("connect", 10), ("handshake", 300), ("first-audio", 60), ("read", 30)):
         batch.add_argument(f"--{name}-timeout", type=_positive(float), metavar="SECONDS",
                            help=f"the {name.replace('-', ' ')} timeout (default {default} s)")
     batch.set_defaults(run=_batch)
 
-    commands.add_parser("voices", help="list voices and emotion tags").set_defaults(run=_voices)
+    voices = commands.add_parser("voices", help="list voices (and Orpheus's emotion tags); add and remove Qwen3's")
+    voices.add_argument("action", nargs="?", choices=("list", "add", "remove"), help="default: list")
+    voices.add_argument("names", nargs="*", metavar="NAME [CLIP]",
+                        help="add: NAME CLIP (1-30 s of speech); remove: NAME")
+    voices.add_argument("--consent", metavar="ID", help="add: the id of the speaker's recorded consent")
+    voices.add_argument("--ref-text", help="add: what the clip says (in-context cloning: a closer likeness)")
+    voices.add_argument("--description", help="add: a description of the voice")
+    voices.add_argument("--protocol", choices=("orpheus", "qwen3"), help="default: BASETTS_PROTOCOL, or orpheus")
+    voices_endpoint = voices.add_mutually_exclusive_group()
+    voices_endpoint.add_argument("--url", help="websocket URL (default: BASETTS_URL, or BASETEN_MODEL_ID's)")
+    voices_endpoint.add_argument("--model-id", help="the Baseten model id (default: BASETEN_MODEL_ID)")
+    voices.add_argument("--environment", help="with --model-id: the deployment environment (default production)")
+    voices.add_argument("--api-key-file", metavar="FILE", help="read the API key from FILE")
+    voices.set_defaults(run=_voices)
     commands.add_parser("devices", help="list audio output devices").set_defaults(run=_devices)
 
     doctor = commands.add_parser("doctor", help="check sound and endpoint, one verdict line per check")

@@ -62,6 +62,31 @@ def is_transient(exc: BaseException) -> bool:
 SPARE_MAX_AGE = 15.0
 
 
+def spare_max_age(settings: Settings) -> float:
+    """How long a spare may wait: Qwen3's server gives up on a connection without its config sooner."""
+    if settings.protocol == "qwen3":
+        from .qwen3 import CONFIG_TIMEOUT
+
+        return min(SPARE_MAX_AGE, CONFIG_TIMEOUT - 3.0)
+    return SPARE_MAX_AGE
+
+
+def utterance_for(settings: Settings, words: Iterable[str], stats: Stats) -> protocol.Conversing:
+    """The protocol's state machine for one utterance (settings.protocol)."""
+    if settings.protocol == "qwen3":
+        from .qwen3 import Qwen3Utterance
+
+        return Qwen3Utterance(
+            settings.session_message(), words, timeline=stats.timeline,
+            first_audio_timeout=settings.first_audio_timeout, read_timeout=settings.read_timeout,
+            max_message_size=settings.max_message_size, keepalive_timeout=settings.keepalive_timeout,
+            sentence_errors=settings.sentence_errors)
+    return protocol.Utterance(
+        settings.session_message(), words, buffer_size=settings.buffer_size, encoding=settings.encoding,
+        first_audio_timeout=settings.first_audio_timeout, read_timeout=settings.read_timeout,
+        max_message_size=settings.max_message_size, keepalive_timeout=settings.keepalive_timeout)
+
+
 class Spare:
     """One pre-opened connection, kept for the next conversation (the protocol allows one per connection).
     A spare opened in another process (before a fork) is never used, nor touched: the parent owns it."""
@@ -83,7 +108,7 @@ class Spare:
         if (settings.url, settings.api_key) != (self.url, self.api_key):
             sock.close()
             return None
-        if time.monotonic() - self.opened > SPARE_MAX_AGE or _readable(sock):
+        if time.monotonic() - self.opened > spare_max_age(settings) or _readable(sock):
             # Too old, or the server already spoke (a close or a ping) on a connection nobody has used.
             log.debug("discarding a stale spare connection")
             sock.close()
@@ -129,10 +154,7 @@ class Conversation:
         self._connected = threading.Event()  # set once the reader may use the connection (or must stop)
         self._lock = threading.Lock()  # guards the utterance's state
         self._changed = threading.Condition(self._lock)  # a pong, the reader's end, the consumer catching up
-        self._utterance = protocol.Utterance(
-            settings.session_message(), words, buffer_size=settings.buffer_size, encoding=settings.encoding,
-            first_audio_timeout=settings.first_audio_timeout, read_timeout=settings.read_timeout,
-            max_message_size=settings.max_message_size, keepalive_timeout=settings.keepalive_timeout)
+        self._utterance = utterance_for(settings, words, self.stats)
         self._messages = self._utterance.messages
         # A deadline that appears while the reader waits (words sent meanwhile) is seen within a tenth
         # of its timeout.
@@ -314,7 +336,7 @@ class Conversation:
                 self._messages = itertools.chain([message], self._messages)  # the next write sends it
                 break
             messages.append(message.text)
-            if message.ends_batch and message.text != protocol.SENTINEL:
+            if message.ends_batch and not message.last:
                 with self._lock:
                     return messages, self._utterance.end_batch(time.monotonic())
             if not eager or len(messages) >= _BATCH_MESSAGES:
@@ -353,6 +375,21 @@ class Conversation:
         try:
             while self._pending_pongs and sock.try_write(transport.pong(self._pending_pongs[0])):
                 self._trace.event("pong sent", size=len(self._pending_pongs.pop(0)))
+        finally:
+            self._write_lock.release()
+
+    def _send_keepalive(self) -> None:
+        """The protocol's keepalive message, when it wants one and sending cannot block (as for pongs)."""
+        with self._lock:
+            message = self._utterance.keepalive(time.monotonic())
+        sock = self._sock
+        if message is None or sock is None or not self._write_lock.acquire(blocking=False):
+            return
+        try:
+            if sock.try_write(transport.frames([message], None)):
+                with self._lock:
+                    self._utterance.sent([message], None, time.monotonic())
+                self._trace.sent([message], None)
         finally:
             self._write_lock.release()
 
@@ -416,6 +453,7 @@ class Conversation:
         while not self._stop.is_set():
             if self._pending_pongs:
                 self._send_pongs()
+            self._send_keepalive()
             if not data:
                 with self._lock:
                     deadline = self._utterance.deadline()

@@ -70,6 +70,28 @@ class ServerError(BasetenTTSError):
         self.retry_after = retry_after
 
 
+class SentenceError(ServerError):
+    """Qwen3-TTS failed one sentence (an unknown voice, a bad language, the model): `index` and `text`
+    say which, `server_message` what the server said; ``partial`` holds the audio before it."""
+
+    def __init__(self, message: str, *, index: int, text: str, server_message: str,
+                 partial: Optional["Audio"] = None) -> None:
+        super().__init__(message, partial=partial)
+        self.index = index
+        self.text = text
+        self.server_message = server_message
+
+
+class VoiceError(BasetenTTSError):
+    """Qwen3-TTS refused a voice request (a name already taken, a clip too short or too long, no
+    consent, an unknown name); `server_message` is what it said."""
+
+    def __init__(self, message: str, *, server_message: Optional[str] = None,
+                 partial: Optional["Audio"] = None) -> None:
+        super().__init__(message, partial=partial)
+        self.server_message = server_message
+
+
 class TimeoutError(BasetenTTSError, builtins.TimeoutError):
     """A connect, handshake or read deadline passed. Also a built-in `TimeoutError`."""
 

@@ -20,7 +20,7 @@ import weakref
 from typing import Any, Callable, Iterable, Iterator, List, Literal, Mapping, Optional, Tuple, Union, overload
 
 from . import portaudio
-from .audio import Audio, Resampler, Stats, playable
+from .audio import Audio, Resampler, Stats, Word, playable
 from .errors import AudioDeviceError, BasetenTTSError, ConfigurationError, TimeoutError
 from .portaudio import Device, DeviceSpec, PortAudioHold
 from .protocol import SAMPLE_RATE, SAMPLE_WIDTH
@@ -603,6 +603,12 @@ class Playback:
             played = int(player.played_samples * player.rate / player.device_rate) * SAMPLE_WIDTH
             pcm = pcm[:played]
         return Audio(pcm, sample_rate=self._player.rate, stats=self.stats)
+
+    @property
+    def words_heard(self) -> List[Word]:
+        """The words heard whole so far (Qwen3-TTS with ``word_timestamps=True``): after a barge-in, exactly
+        what the listener got."""
+        return self.heard.words
 
     @property
     def received(self) -> Audio:

@@ -52,6 +52,8 @@ class Outgoing(NamedTuple):
 
     text: str
     ends_batch: bool
+    last: bool = False
+    """The message that ends the text (no pacing ping follows it: the server's answer is the audio)."""
 
 
 def outgoing(settings_message: Dict[str, Any], words: Iterable[str], buffer_size: int = 10) -> Iterator[Outgoing]:
@@ -67,7 +69,7 @@ def outgoing(settings_message: Dict[str, Any], words: Iterable[str], buffer_size
     for word in words:
         for piece in safe_pieces(word, model.context()):
             yield Outgoing(word_message(piece), model.push(piece))
-    yield Outgoing(SENTINEL, True)
+    yield Outgoing(SENTINEL, True, last=True)
 
 
 class Pacer:
@@ -513,28 +515,30 @@ class Received(NamedTuple):
     """The close frame's code and reason, when one came."""
 
 
-class Utterance:
-    """The state of one utterance, sans-I/O: what to send and when (pacing), what the server owes and by
-    when (deadlines), and what received bytes mean (audio, pings, pongs, the close). The conversation
-    (connection.py) feeds it the bytes and times it sees; it owns only the threads, socket and queue.
-    Not thread-safe: the conversation calls it under one lock."""
+class Conversing:
+    """What every protocol's utterance shares, sans-I/O: the pacing (`Pacer`), what the server owes and
+    by when (`Deadlines`), the frames (`FrameReader`), pings, pongs and the counts. A protocol
+    (`Utterance` for Orpheus, `qwen3.Qwen3Utterance`) says what its messages are and what received
+    messages mean. The conversation (connection.py) feeds it the bytes and times it sees; it owns only
+    the threads, socket and queue. Not thread-safe: the conversation calls it under one lock."""
 
-    def __init__(self, settings_message: Dict[str, Any], words: Iterable[str], *, buffer_size: int,
-                 encoding: Optional[str], first_audio_timeout: float, read_timeout: float,
-                 max_message_size: int, keepalive_timeout: float = 20.0) -> None:
-        self.messages: Iterator[Outgoing] = outgoing(settings_message, words, buffer_size)
-        """Read by the one thread sending at a time (it may wait on the caller's text), never under a lock."""
+    messages: Iterator[Outgoing]
+    """Read by the one thread sending at a time (it may wait on the caller's text), never under a lock."""
+
+    def __init__(self, *, buffer_size: int, first_audio_timeout: float, read_timeout: float,
+                 max_message_size: int, keepalive_timeout: float) -> None:
         self.pacer = Pacer(budget=keepalive_timeout / 10)
         self.deadlines = Deadlines(buffer_size, first_audio_timeout, read_timeout)
         self.read_timeout = read_timeout
-        self.decoder = AudioDecoder(encoding)
         self.frames = FrameReader(max_message_size)
+        self.decoder: "AudioDecoder" = AudioDecoder()
         self.words_sent = 0
         self.messages_sent = 0
         self.all_sent = False
         self.audio_messages = 0
         self.audio_bytes = 0
         self.ended = False
+        self.last_sent: Optional[float] = None
 
     # sending ----------------------------------------------------------------------------------------------
     def may_send(self) -> bool:
@@ -546,22 +550,37 @@ class Utterance:
     def sent(self, messages: List[str], ping: Optional[bytes], now: float) -> None:
         """Messages (and a ping) are about to go out: from now on the server owes for them. Counted before
         the write, because the close may come before the write returns."""
-        words = len(messages) - (self.messages_sent == 0) - (messages[-1] == SENTINEL)
+        first = self.messages_sent == 0
+        last = self.is_last(messages[-1])
+        words = len(messages) - first - last - self.uncounted(messages)
         self.messages_sent += len(messages)
         self.words_sent += words
+        self.last_sent = now
         for _ in range(words):
             self.deadlines.word_sent(now)
         if ping is not None:
             self.deadlines.ping_sent(now)
-        if messages[-1] == SENTINEL:
+        if last:
             self.all_sent = True
             self.deadlines.end_sent(now)
+
+    def is_last(self, message: str) -> bool:
+        """Whether `message` ends the text."""
+        raise NotImplementedError
+
+    def uncounted(self, messages: List[str]) -> int:
+        """How many of `messages` (besides the first and the last) carry no words."""
+        return 0
+
+    def keepalive(self, now: float) -> Optional[str]:
+        """A message to send now so that the server does not give up on a quiet client, or None."""
+        return None
 
     # receiving --------------------------------------------------------------------------------------------
     def receive(self, data: bytes, now: float) -> Received:
         """Bytes from the server (b"" for the end of the connection)."""
         if not data:
-            return self._end(close_error(None, "", self.deadlines.sentinel_sent))
+            return self._end(self.dropped())
         violation: Optional[ProtocolViolation] = None
         try:
             messages = self.frames.feed(data, now)
@@ -576,7 +595,7 @@ class Utterance:
                 self.audio_bytes += len(payload)
                 self.pacer.generating = True
                 self.deadlines.audio_received(now)
-                audio.append(self.decoder.feed(payload))
+                audio.append(self.binary(payload))
             elif opcode == OPCODE_PING:
                 pongs.append(payload)
             elif opcode == OPCODE_PONG:
@@ -586,21 +605,38 @@ class Utterance:
             elif opcode == OPCODE_CLOSE:
                 code = int.from_bytes(payload[:2], "big") if len(payload) >= 2 else NORMAL_CLOSE
                 reason = payload[2:].decode("utf-8")
-                error = close_error(code, reason, self.deadlines.sentinel_sent)
                 self.ended = True
-                return Received(b"".join(audio), pongs, acknowledged, True, error, (code, reason))
-            else:  # the protocol has no text messages: one is an error from a proxy or a newer server
-                text = payload.decode("utf-8", "replace")
-                return self._end(ServerError(f"The server sent a message instead of audio: {text[:300]!r}"),
-                                 b"".join(audio))
+                return Received(b"".join(audio), pongs, acknowledged, True, self.closed(code, reason),
+                                (code, reason))
+            else:
+                ended, error = self.text(payload.decode("utf-8", "replace"), now)
+                if ended:
+                    return self._end(error, b"".join(audio), pongs, acknowledged)
         if violation is not None:
             return self._end(StreamInterrupted(f"The connection failed: {violation}. The audio is incomplete."),
                              b"".join(audio))
         return Received(b"".join(audio), pongs, acknowledged, False, None)
 
-    def _end(self, error: Optional[BasetenTTSError], audio: bytes = b"") -> Received:
+    def binary(self, payload: bytes) -> bytes:
+        """An audio message: its whole 16-bit samples."""
+        return self.decoder.feed(payload)
+
+    def text(self, text: str, now: float) -> Tuple[bool, Optional[BasetenTTSError]]:
+        """A text message: (whether the conversation is over, the error if it ended badly)."""
+        raise NotImplementedError
+
+    def closed(self, code: int, reason: str) -> Optional[BasetenTTSError]:
+        """What the server's close frame means: None for the normal end."""
+        return close_error(code, reason, self.deadlines.sentinel_sent)
+
+    def dropped(self) -> Optional[BasetenTTSError]:
+        """What the end of the connection without a close frame means."""
+        return close_error(None, "", self.deadlines.sentinel_sent)
+
+    def _end(self, error: Optional[BasetenTTSError], audio: bytes = b"", pongs: Optional[List[bytes]] = None,
+             acknowledged: bool = False) -> Received:
         self.ended = True
-        return Received(audio, [], False, True, error)
+        return Received(audio, pongs or [], acknowledged, True, error)
 
     def deadline(self) -> Optional[float]:
         """When the next byte must have come: audio owed, or an unfinished frame or message to complete."""
@@ -614,3 +650,23 @@ class Utterance:
         if started is not None and started + self.read_timeout <= now:
             return TimeoutError(f"A frame or message stalled halfway for read_timeout={self.read_timeout:g} s.")
         return TimeoutError(f"The server stopped sending: {self.deadlines.describe()}.")
+
+
+class Utterance(Conversing):
+    """One Orpheus utterance: settings, one word per message, the sentinel; audio only, ended by a close."""
+
+    def __init__(self, settings_message: Dict[str, Any], words: Iterable[str], *, buffer_size: int,
+                 encoding: Optional[str], first_audio_timeout: float, read_timeout: float,
+                 max_message_size: int, keepalive_timeout: float = 20.0) -> None:
+        super().__init__(buffer_size=buffer_size, first_audio_timeout=first_audio_timeout,
+                         read_timeout=read_timeout, max_message_size=max_message_size,
+                         keepalive_timeout=keepalive_timeout)
+        self.messages = outgoing(settings_message, words, buffer_size)
+        self.decoder = AudioDecoder(encoding)
+
+    def is_last(self, message: str) -> bool:
+        return message == SENTINEL
+
+    def text(self, text: str, now: float) -> Tuple[bool, Optional[BasetenTTSError]]:
+        # The protocol has no text messages: one is an error from a proxy or a newer server.
+        return True, ServerError(f"The server sent a message instead of audio: {text[:300]!r}")

@@ -27,6 +27,12 @@ ENV_API_KEY = ("BASETEN_API_KEY", "BASETEN-API-KEY")
 ENV_MODEL_ID = "BASETEN_MODEL_ID"
 ENV_URL = "BASETTS_URL"
 ENV_TRACE = "BASETTS_TRACE"
+ENV_PROTOCOL = "BASETTS_PROTOCOL"
+
+PROTOCOLS = ("orpheus", "qwen3")
+"""Baseten's two streaming TTS websockets: Orpheus, and Qwen3-TTS (vLLM-Omni)."""
+DEFAULT_VOICE = "tara"
+"""Orpheus's voice when none is given (Qwen3-TTS has no default: the server's applies)."""
 
 # Fields that go into the JSON settings message. None means "not set": the server's default applies.
 _SERVER_FIELDS = ("voice", "max_tokens", "buffer_size", "temperature", "top_p", "repetition_penalty", "encoding")
@@ -142,6 +148,40 @@ class CallSettings(TypedDict, total=False):
     """Bytes: a larger audio message is refused, not buffered. Default 16 MiB."""
     trace: Optional[str]
     """A file to append a JSON line per event to (or BASETTS_TRACE). Default off."""
+    protocol: str
+    """"orpheus" (the default) or "qwen3" (or BASETTS_PROTOCOL): the deployment's websocket."""
+    language: Optional[str]
+    """Qwen3: one of `qwen3.LANGUAGES` ("Auto", "English", "Chinese", ...); None: the server's."""
+    instructions: Optional[str]
+    """Qwen3: how to speak (style, emotion), or the voice to design with task_type="VoiceDesign"."""
+    task_type: Optional[str]
+    """Qwen3: "Base" (cloning), "CustomVoice" or "VoiceDesign"; None: the model's."""
+    ref_audio: Any
+    """Qwen3: a voice to clone inline: a path, bytes, an `Audio` or an http(s) URL (1-30 s)."""
+    ref_text: Optional[str]
+    """Qwen3: the transcript of `ref_audio` (needed unless x_vector_only_mode)."""
+    x_vector_only_mode: Optional[bool]
+    """Qwen3: clone from the speaker embedding alone (no transcript needed)."""
+    word_timestamps: bool
+    """Qwen3: fill `Audio.words` (the server needs its aligner). Default False."""
+    timestamp_transport: Optional[str]
+    """Qwen3: "sync" (each sentence's words with its end; the default) or "async" (all at the end)."""
+    split_granularity: Optional[str]
+    """Qwen3: "sentence" (the default) or "clause" (also at CJK commas and semicolons)."""
+    max_new_tokens: Optional[int]
+    """Qwen3: the token budget per sentence, 1..4096; None: the server's."""
+    initial_codec_chunk_frames: Optional[int]
+    """Qwen3: the first audio chunk's size in codec frames (smaller starts sooner); None: the server's."""
+    sentence_errors: str
+    """Qwen3: "raise" (default: a failed sentence ends the call with `SentenceError`) or "collect"
+    (go on; `Audio.sentences` holds the server's message)."""
+
+
+# Settings that only one protocol has; with the other they are refused.
+ORPHEUS_ONLY = ("max_tokens", "buffer_size", "temperature", "top_p", "repetition_penalty", "encoding")
+QWEN3_ONLY = ("language", "instructions", "task_type", "ref_audio", "ref_text", "x_vector_only_mode",
+              "word_timestamps", "timestamp_transport", "split_granularity", "max_new_tokens",
+              "initial_codec_chunk_frames", "sentence_errors")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -150,7 +190,7 @@ class Settings:
 
     url: str
     api_key: str = dataclasses.field(repr=False)
-    voice: str = "tara"
+    voice: Optional[str] = None  # Orpheus: DEFAULT_VOICE
     max_tokens: int = 2000
     buffer_size: int = 10
     temperature: Optional[float] = None
@@ -178,11 +218,27 @@ class Settings:
     max_message_size: int = 16 * 2 ** 20
     # A file to append a JSON line to for every event of each call (docs/troubleshooting.md).
     trace: Optional[str] = None
+    protocol: str = "orpheus"
+    # Qwen3-TTS's own (see CallSettings); None: not sent, the server's default applies.
+    language: Optional[str] = None
+    instructions: Optional[str] = None
+    task_type: Optional[str] = None
+    ref_audio: Any = dataclasses.field(default=None, repr=False)  # may be megabytes
+    ref_text: Optional[str] = None
+    x_vector_only_mode: Optional[bool] = None
+    word_timestamps: bool = False
+    timestamp_transport: Optional[str] = None
+    split_granularity: Optional[str] = None
+    max_new_tokens: Optional[int] = None
+    initial_codec_chunk_frames: Optional[int] = None
+    sentence_errors: str = "raise"
 
     def __repr__(self) -> str:
         shown = ", ".join(
             f"{f.name}={getattr(self, f.name)!r}" for f in dataclasses.fields(self)
-            if f.name not in ("api_key", "proxy")
+            if f.name not in ("api_key", "proxy", "ref_audio")
+            and (getattr(self, f.name) != f.default
+                 or f.name not in QWEN3_ONLY + (ORPHEUS_ONLY if self.protocol == "qwen3" else ()))
         )
         proxy = "" if self.proxy is None else ", proxy=<set>"
         return f"Settings({shown}, api_key={'<set>' if self.api_key else '<missing>'}{proxy})"
@@ -236,12 +292,13 @@ class Settings:
                 if not isinstance(value, str) or not _PATH_SEGMENT.match(value.strip()):
                     raise ConfigurationError(f"{name} must be letters, digits, '-' or '_', got {value!r}")
             url = baseten_url(model_id.strip(), environment.strip())
-        if options.get("trace") is None:
-            for source in sources:
-                trace = lookup(source, ENV_TRACE)
-                if trace:
-                    options["trace"] = trace
-                    break
+        for name, variable in (("trace", ENV_TRACE), ("protocol", ENV_PROTOCOL)):
+            if options.get(name) is None:
+                for source in sources:
+                    found = lookup(source, variable)
+                    if found:
+                        options[name] = found.lower() if name == "protocol" else found
+                        break
         unknown = set(options) - {f.name for f in dataclasses.fields(cls)}
         if unknown:
             raise TypeError(f"unknown setting(s): {', '.join(sorted(unknown))}")
@@ -263,8 +320,10 @@ class Settings:
         return settings
 
     def __post_init__(self) -> None:
-        if isinstance(self.voice, str) and self.voice not in VOICES and self.voice.strip().lower() in VOICES:
-            object.__setattr__(self, "voice", self.voice.strip().lower())  # "Tara" is tara: the model knows "tara"
+        # "Tara" is tara: the model knows "tara" (Qwen3's server lowercases names itself).
+        if (self.protocol == "orpheus" and isinstance(self.voice, str) and self.voice not in VOICES
+                and self.voice.strip().lower() in VOICES):
+            object.__setattr__(self, "voice", self.voice.strip().lower())
 
     def validate(self) -> None:
         """Reject what the server would crash on, before anything is sent."""
@@ -283,9 +342,14 @@ class Settings:
             )
         if not isinstance(self.api_key, str) or not self.api_key or any(c in self.api_key for c in "\r\n"):
             raise ConfigurationError("api_key must be a non-empty single-line string")
-        if not isinstance(self.voice, str) or not self.voice.strip():
+        if self.protocol not in PROTOCOLS:
+            raise ConfigurationError(f"protocol must be one of {PROTOCOLS} (or set BASETTS_PROTOCOL), "
+                                     f"got {self.protocol!r}")
+        if self.voice is not None and (not isinstance(self.voice, str) or not self.voice.strip()):
             raise ConfigurationError("voice must be a non-empty string, e.g. 'tara'")
-        if self.voice not in VOICES and self.voice not in _warned_voices:
+        self._check_protocol_fields()
+        if (self.protocol == "orpheus" and self.voice is not None and self.voice not in VOICES
+                and self.voice not in _warned_voices):
             _warned_voices.add(self.voice)  # once per voice: every call validates its settings
             warn(f"voice {self.voice!r} is not one of the Orpheus voices {', '.join(VOICES)}; sending it anyway")
         _check_int("max_tokens", self.max_tokens, 1)
@@ -307,9 +371,58 @@ class Settings:
             raise ConfigurationError("trace must be a file path")
         _check_number("retry_backoff", self.retry_backoff, low=0.0, low_open=False, required=True)
 
+    def _check_protocol_fields(self) -> None:
+        """Settings of the other protocol are refused, naming it; Qwen3's values are checked as its
+        server checks them, before anything is sent."""
+        defaults = {f.name: f.default for f in dataclasses.fields(self)}
+        other, theirs = (QWEN3_ONLY, "qwen3") if self.protocol == "orpheus" else (ORPHEUS_ONLY, "orpheus")
+        given = [name for name in other if getattr(self, name) != defaults[name]]
+        if given:
+            raise ConfigurationError(
+                f"{', '.join(given)}: {'a setting' if len(given) == 1 else 'settings'} of protocol={theirs!r} "
+                f"only; this Synthesizer speaks protocol={self.protocol!r}. Pass protocol={theirs!r} "
+                f"(or BASETTS_PROTOCOL={theirs}), or leave {'it' if len(given) == 1 else 'them'} out.")
+        if self.protocol != "qwen3":
+            return
+        from . import qwen3
+
+        for name, allowed in (("language", qwen3.LANGUAGES), ("task_type", qwen3.TASK_TYPES),
+                              ("timestamp_transport", qwen3.TIMESTAMP_TRANSPORTS),
+                              ("split_granularity", qwen3.SPLIT_GRANULARITIES),
+                              ("sentence_errors", qwen3.SENTENCE_ERRORS)):
+            value = getattr(self, name)
+            if value is not None and value not in allowed:
+                raise ConfigurationError(f"{name} must be one of {', '.join(allowed)} (exactly), got {value!r}")
+        if self.max_new_tokens is not None:
+            _check_int("max_new_tokens", self.max_new_tokens, 1)
+            if self.max_new_tokens > qwen3.MAX_NEW_TOKENS:
+                raise ConfigurationError(f"max_new_tokens must be at most {qwen3.MAX_NEW_TOKENS}, "
+                                         f"got {self.max_new_tokens}")
+        if self.initial_codec_chunk_frames is not None:
+            _check_int("initial_codec_chunk_frames", self.initial_codec_chunk_frames, 0)
+        for name in ("instructions", "ref_text"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, str) or not _is_utf8(value)):
+                raise ConfigurationError(f"{name} must be text")
+        if self.instructions is not None and len(self.instructions) > qwen3.MAX_INSTRUCTIONS:
+            raise ConfigurationError(f"instructions must be at most {qwen3.MAX_INSTRUCTIONS} characters, "
+                                     f"got {len(self.instructions)}")
+        for name in ("x_vector_only_mode", "word_timestamps"):
+            value = getattr(self, name)
+            if value is not None and not isinstance(value, bool):
+                raise ConfigurationError(f"{name} must be True or False, got {value!r}")
+        if self.timestamp_transport is not None and not self.word_timestamps:
+            raise ConfigurationError("timestamp_transport needs word_timestamps=True")
+
     def session_message(self) -> Dict[str, Any]:
         """The JSON object sent first: every field set, and no others (the server defaults the rest)."""
-        return {name: getattr(self, name) for name in _SERVER_FIELDS if getattr(self, name) is not None}
+        if self.protocol == "qwen3":
+            from .qwen3 import session_config
+
+            return session_config(self)
+        message = {name: getattr(self, name) for name in _SERVER_FIELDS if getattr(self, name) is not None}
+        message.setdefault("voice", DEFAULT_VOICE)
+        return {"voice": message.pop("voice"), **message}
 
     @property
     def bytes_per_sample(self) -> int:

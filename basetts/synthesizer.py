@@ -36,6 +36,7 @@ if TYPE_CHECKING:
     from .batch import Item, Progress, Result
     from .formats import Saved
     from .playback import DeviceSpec, Playback, Player, PortAudioHold
+    from .voices import Voices
 
 log = logging.getLogger("basetts")
 
@@ -136,6 +137,14 @@ class Synthesizer:
         self._spare: Optional[Spare] = None  # never used in a child of fork(): see Spare
         self._spare_lock = threading.Lock()
         self._portaudio: Optional["PortAudioHold"] = None  # once speak() has played: see _player
+
+    @property
+    def voices(self) -> "Voices":
+        """Qwen3-TTS's voices on the deployment: ``synth.voices.list()``, ``.add(name, clip, consent=...)``,
+        ``.remove(name)``."""
+        from .voices import Voices
+
+        return Voices(self.settings)
 
     def connect(self) -> None:
         """Open a connection now, so the next call skips the TCP, TLS and websocket handshakes.

@@ -142,7 +142,7 @@ def test_api_key_must_be_one_line_of_text(api_key: Any) -> None:
 
 # validation --------------------------------------------------------------------------------------------
 BAD = [
-    ("voice", ""), ("voice", "   "), ("voice", None), ("voice", 3), ("voice", "tara\ud800"),
+    ("voice", ""), ("voice", "   "), ("voice", 3), ("voice", "tara\ud800"),
     ("api_key", "key\udc80"), ("url", "ws://127.0.0.1:1/\ud800"),
     ("max_tokens", 0), ("max_tokens", -1), ("max_tokens", 2.0), ("max_tokens", "2000"), ("max_tokens", True),
     ("buffer_size", 0), ("buffer_size", -3), ("buffer_size", 1.5), ("buffer_size", "10"), ("buffer_size", True),

@@ -30,6 +30,7 @@ from typing import Any, Dict, List, Optional, Sequence, Set
 from .. import flush
 from ..audio import resample
 from ..protocol import SAMPLE_RATE, SENTINEL
+from . import qwen3
 from .transport import Closed, Connection, Idle
 
 _QUIET = logging.getLogger("basetts.server.websockets")
@@ -42,6 +43,7 @@ PATHS = (
     re.compile(r"^/environments/[^/]+/websocket$"),
     re.compile(r"^/development/websocket$"),
     re.compile(r"^/deployment/[^/]+/websocket$"),
+    re.compile(r"^/v1/audio/speech/stream$"),  # Qwen3-TTS's route inside its container
 )
 DEFAULTS = {"voice": "tara", "max_tokens": 6144, "temperature": 0.6, "top_p": 0.8,
             "repetition_penalty": 1.3, "buffer_size": 10, "encoding": "pcm_s16le"}
@@ -154,6 +156,8 @@ class Faults:
     """Refuse (503) an upgrade while another conversation is running."""
     idle_timeout: Optional[float] = None
     """Close with 1001 "idle timeout" when no message comes for this long, as some proxies do."""
+    fail_sentence: Optional[int] = None
+    """Qwen3: the model fails the sentence of this index (an error event, then audio.done error: true)."""
 
     @classmethod
     def parse(cls, specs: Sequence[str]) -> "Faults":
@@ -211,10 +215,24 @@ class ConversationRecord:
     audio: bytearray = dataclasses.field(default_factory=bytearray, repr=False)
     """Every audio byte sent, in order."""
     done: threading.Event = dataclasses.field(default_factory=threading.Event, repr=False)
+    protocol: str = "orpheus"
+    events: List[Dict[str, Any]] = dataclasses.field(default_factory=list, repr=False)
+    """Qwen3: every JSON event sent, in order."""
+    sentences: List[str] = dataclasses.field(default_factory=list)
+    """Qwen3: each sentence as the server's splitter cut it (`messages` are the input.text texts)."""
+    error: Optional[str] = None
+    """Qwen3: the error event that ended the session, if one did."""
+
+    @property
+    def text(self) -> str:
+        """Qwen3: the text as the server assembled it from the input.text messages."""
+        return "".join(self.messages)
 
     @property
     def words(self) -> List[str]:
         """Every word received, in order (the sentinel and the settings excluded)."""
+        if self.protocol == "qwen3":
+            return self.text.split()
         return [w for m in self.messages if m != SENTINEL for w in m.strip().split()]
 
     @property
@@ -247,6 +265,14 @@ class LocalServer:
         ping_interval: Optional[float] = PING_INTERVAL,
         ping_timeout: Optional[float] = PING_TIMEOUT,
         pysbd: Optional[bool] = None,
+        protocol: str = "orpheus",
+        aligner: bool = True,
+        voices: Sequence[str] = (),
+        speakers: Sequence[str] = (),
+        task_type: str = "Base",
+        config_timeout: float = qwen3.CONFIG_TIMEOUT,
+        idle_timeout: float = qwen3.IDLE_TIMEOUT,
+        session_end: str = "drop",
     ) -> None:
         """`speed`: None sends as fast as it can; 1.0 paces audio in real time, 2.0 twice as fast, 0.5 a
         model slower than real time. `legacy`: behave like older servers that ignore `encoding` and always
@@ -254,7 +280,28 @@ class LocalServer:
         SSL_CERT_FILE). `ping_interval`, `ping_timeout`: uvicorn's keepalive (None: off); tests shorten
         both, and speed the server up by the same factor, to run a long text in seconds. `pysbd`: split
         sentences with pysbd as the real server does (None: when it is installed; False: the built-in
-        splitter, for megabytes of text, where pysbd on every message is as slow as on the real server)."""
+        splitter, for megabytes of text, where pysbd on every message is as slow as on the real server).
+
+        `protocol="qwen3"` serves Qwen3-TTS instead (`testing.qwen3`): `aligner` (word times, as a server
+        with FORCED_ALIGNER_MODEL), `voices` (names already added, as with voice.add), `speakers` (a
+        CustomVoice model's built-in ones; the Base model has none), `task_type` (the model's),
+        `config_timeout` and `idle_timeout` (its timers; tests shorten them), `session_end` (how the
+        connection ends after an error that ends the session: see `testing.qwen3.SESSION_ENDS`)."""
+        if protocol not in ("orpheus", "qwen3"):
+            raise ValueError("protocol must be 'orpheus' or 'qwen3'")
+        if session_end not in qwen3.SESSION_ENDS:
+            raise ValueError(f"session_end must be one of {qwen3.SESSION_ENDS}")
+        self.protocol = protocol
+        self.aligner = aligner
+        self.voices: Dict[str, Dict[str, Any]] = {
+            name.lower(): {"name": name, "consent": "local", "created_at": 0, "mime_type": "audio/wav",
+                           "file_size": 0} for name in voices}
+        """Qwen3: the voices added (by lower-case name), as one replica keeps them."""
+        self.speakers = tuple(name.lower() for name in speakers)
+        self.task_type = task_type
+        self.config_timeout = config_timeout
+        self.idle_timeout = idle_timeout
+        self.session_end = session_end
         if pysbd and flush.pysbd_segment() is None:
             raise RuntimeError("pysbd=True needs pysbd: pip install pysbd")
         if speed is not None and not speed > 0:
@@ -303,7 +350,7 @@ class LocalServer:
 
     def __repr__(self) -> str:
         state = f"ws://127.0.0.1:{self.port}" if self._listener else "stopped"
-        return f"<LocalServer {state} engine={self.engine}>"
+        return f"<LocalServer {state} protocol={self.protocol} engine={self.engine}>"
 
     def start(self) -> "LocalServer":
         """Listen and serve in a background thread; returns self (also what ``with`` does)."""
@@ -446,10 +493,19 @@ class LocalServer:
     def _handle(self, connection: Connection) -> None:
         assert connection.request is not None
         record = ConversationRecord(path=connection.request.path,
-                                    authorization=connection.request.headers.get("Authorization"))
+                                    authorization=connection.request.headers.get("Authorization"),
+                                    protocol=self.protocol)
         with self._lock:
             self.conversations.append(record)
         sender = _Sender(self, connection, record)
+        if self.protocol == "qwen3":
+            try:
+                qwen3.Qwen3Session(self, connection, record, sender).run()
+            except _Dropped:
+                pass
+            finally:
+                self._finished(connection, record)
+            return
         try:
             try:
                 first = connection.recv()
@@ -528,12 +584,15 @@ class LocalServer:
         except Closed:
             record.client_disconnected = True
         finally:
-            record.keepalive_timeout, record.pings = connection.keepalive_timed_out, connection.pings
-            if record.keepalive_timeout:
-                record.close_code = 1011
-            with self._lock:
-                self._accepted.discard(connection)
-            record.done.set()
+            self._finished(connection, record)
+
+    def _finished(self, connection: Connection, record: ConversationRecord) -> None:
+        record.keepalive_timeout, record.pings = connection.keepalive_timed_out, connection.pings
+        if record.keepalive_timeout:
+            record.close_code = 1011
+        with self._lock:
+            self._accepted.discard(connection)
+        record.done.set()
 
 
 class _Sender:
@@ -563,6 +622,15 @@ class _Sender:
         finally:
             self.record.generation_seconds += time.monotonic() - started
 
+    def speak(self, pcm: bytes) -> None:
+        """One sentence of 16-bit PCM (Qwen3), timed as `generate` times a segment."""
+        started = time.monotonic()
+        self._started, self._audio_seconds = None, 0.0
+        try:
+            self.stream(pcm)
+        finally:
+            self.record.generation_seconds += time.monotonic() - started
+
     def _generate(self, words: List[str], encoding: str) -> None:
         self.record.segments.append(list(words))
         if self.faults.silent:
@@ -572,8 +640,13 @@ class _Sender:
             self.connection.close(1000)
             self.record.close_code = 1000
             raise _Dropped()
-        pcm = self.server.render(words, encoding)
         bytes_per_sample = 1 if (encoding == "pcm_mulaw" and not self.server.legacy) else 2
+        self.stream(self.server.render(words, encoding), bytes_per_sample)
+        if self.faults.close_code is not None and self.faults.drop_after_bytes is None:
+            self._close_with_fault()
+
+    def stream(self, pcm: bytes, bytes_per_sample: int = 2) -> None:
+        """Send `pcm` as the model makes it: in messages (of the fault plan's sizes), paced, faults applied."""
         offset = 0
         while offset < len(pcm):
             size = self._next_size(bytes_per_sample)
@@ -585,8 +658,6 @@ class _Sender:
             self.record.bytes_sent += len(frame)
             self.record.frame_sizes.append(len(frame))
             offset += len(frame)
-        if self.faults.close_code is not None and self.faults.drop_after_bytes is None:
-            self._close_with_fault()
 
     def _next_size(self, bytes_per_sample: int) -> int:
         if self._sizes:

@@ -1,0 +1,390 @@
+"""Qwen3-TTS's streaming websocket (Baseten's fork of vLLM-Omni), sans-I/O: the session config, the text
+cut where the server's splitter ends sentences, and what its typed JSON events mean (docs/protocol.md,
+"Qwen3-TTS"). One utterance per connection: `input.done` ends the server's session.
+
+Nothing here touches a socket or a thread; `tests/test_qwen3_protocol.py` tests it directly.
+"""
+from __future__ import annotations
+
+import base64
+import dataclasses
+import json
+import logging
+import os
+import re
+from typing import TYPE_CHECKING, Any, Dict, Iterable, Iterator, List, Optional, Tuple
+
+from .audio import Sentence, Timeline, Word
+from .errors import BasetenTTSError, ConfigurationError, SentenceError, ServerError, StreamInterrupted
+from .protocol import SAMPLE_RATE, Conversing, Outgoing, close_error
+
+if TYPE_CHECKING:
+    from .settings import Settings
+
+log = logging.getLogger("basetts")
+
+LANGUAGES = ("Auto", "Chinese", "English", "Japanese", "Korean", "German", "French", "Russian", "Portuguese",
+             "Spanish", "Italian")
+"""The languages the server accepts (exactly these names); another fails every sentence."""
+TASK_TYPES = ("Base", "CustomVoice", "VoiceDesign")
+SPLIT_GRANULARITIES = ("sentence", "clause")
+TIMESTAMP_TRANSPORTS = ("sync", "async")
+SENTENCE_ERRORS = ("raise", "collect")
+
+# The server's limits and timers.
+CONFIG_TIMEOUT = 10.0
+"""Seconds the server waits for session.config after the upgrade; then it ends the session."""
+IDLE_TIMEOUT = 30.0
+"""Seconds the server waits for the next message once it has nothing to generate; then it ends the session."""
+MAX_TEXT_MESSAGE = 128 * 1024
+"""Characters of one input.text message (its JSON); a longer one is dropped with an error."""
+MAX_BUFFER = 100_000
+"""Characters the splitter holds without a sentence end; more ends the session."""
+MAX_CONFIG_MESSAGE = 4 * 2 ** 20
+"""Characters of session.config (an inline reference clip included)."""
+MAX_VOICE_ADD_MESSAGE = 16 * 2 ** 20
+MAX_VOICE_FILE = 10 * 2 ** 20
+"""Bytes of a voice's audio file."""
+VOICE_SECONDS = (1.0, 30.0)
+"""The length a voice's (or an inline reference's) audio must have."""
+MAX_NEW_TOKENS = 4096
+MAX_INSTRUCTIONS = 500
+
+DONE = json.dumps({"type": "input.done"})
+KEEPALIVE = json.dumps({"type": "input.text", "text": ""})
+"""Appends nothing, but is a message: the server's idle timer starts again."""
+_PIECE = 8192  # characters of a word per message: even escaped as JSON, far under MAX_TEXT_MESSAGE
+
+_FAILED = re.compile(r"^Generation failed for (sentence|chunk) \d+: ")
+SENTENCE_END = re.compile(r"(?<=[.!?])\s+|(?<=[。！？])")
+CLAUSE_END = re.compile(r"(?<=[.!?])\s+|(?<=[。！？，；])")
+
+# What a server of another lineage says (docs/protocol.md, "Lineages").
+_UPSTREAM = ("This server is upstream vLLM-Omni (its events carry utterance_index, and it keeps the "
+             "connection open across utterances), not Baseten's fork that basetts speaks: deploy truss-examples "
+             "qwen/qwen-3-tts-streaming on Baseten's vLLM-Omni.")
+_TRUSS_FORK = ("This server is the vLLM-Omni fork the public truss example installs unpinned (it answers "
+               "voice.registered), not Baseten's fork that basetts speaks: pin Baseten's vLLM-Omni in the deployment.")
+
+
+class BufferOverflow(ValueError):
+    """More than MAX_BUFFER characters without a sentence end."""
+
+
+class Splitter:
+    """Where the server ends sentences (the rule of its text_splitter.py, written here): after . ! or ?
+    and whitespace (which it drops), or right after 。！？ (and ，； when splitting by clause). A piece
+    under 2 characters waits for the next one and is joined to it without the whitespace; the rest waits
+    for more text, or the end. Each sentence is stripped."""
+
+    MIN_LENGTH = 2
+
+    def __init__(self, clause: bool = False) -> None:
+        self.pattern = CLAUSE_END if clause else SENTENCE_END
+        self.buffer = ""
+
+    def add(self, text: str) -> List[str]:
+        """The sentences `text` completes. BufferOverflow past MAX_BUFFER characters held (the session ends)."""
+        if not text:
+            return []
+        self.buffer += text
+        if len(self.buffer) > MAX_BUFFER:
+            raise BufferOverflow(f"Text buffer exceeded maximum size ({MAX_BUFFER} chars). "
+                                 "Consider adding sentence-ending punctuation to your input.")
+        parts = self.pattern.split(self.buffer)
+        if len(parts) == 1:
+            return []
+        sentences: List[str] = []
+        carry = ""
+        for part in parts[:-1]:
+            part, carry = carry + part, ""
+            stripped = part.strip()
+            if len(stripped) >= self.MIN_LENGTH:
+                sentences.append(stripped)
+            elif stripped:
+                carry = part
+        self.buffer = carry + parts[-1]
+        return sentences
+
+    def flush(self) -> Optional[str]:
+        """What is left, as the last sentence, at input.done."""
+        rest, self.buffer = self.buffer.strip(), ""
+        return rest or None
+
+
+def text_message(text: str) -> str:
+    return json.dumps({"type": "input.text", "text": text}, ensure_ascii=False)
+
+
+def outgoing(config: Dict[str, Any], words: Iterable[str], clause: bool = False) -> Iterator[Outgoing]:
+    """Every message of one session: session.config, each word with the space after it (the server
+    appends text as it comes, and a sentence ends once the space after its "." is there), input.done.
+    `ends_batch` marks the words after which the server generates (our copy of its splitter), where the
+    pacing's batches end. A text with more than MAX_BUFFER characters without a sentence end is a
+    `ConfigurationError` before they go out: the server would end the session."""
+    yield Outgoing(json.dumps(config, ensure_ascii=False), False)
+    splitter = Splitter(clause)
+    for word in words:
+        pieces = [word[i:i + _PIECE] for i in range(0, len(word), _PIECE)] or [""]
+        pieces[-1] += " "
+        for piece in pieces:
+            try:
+                ends = bool(splitter.add(piece))
+            except BufferOverflow:
+                raise ConfigurationError(
+                    f"The text runs over {MAX_BUFFER} characters without a sentence end (. ! ? 。！？ followed "
+                    "by a space): the Qwen3 server holds at most that much and would end the session. "
+                    "Add punctuation.") from None
+            yield Outgoing(text_message(piece), ends)
+    yield Outgoing(DONE, True, last=True)
+
+
+# session.config ---------------------------------------------------------------------------------------------
+_CONFIG_FIELDS = ("voice", "task_type", "language", "instructions", "max_new_tokens", "initial_codec_chunk_frames",
+                  "ref_text", "x_vector_only_mode", "split_granularity")
+
+
+def session_config(settings: "Settings") -> Dict[str, Any]:
+    """The first message: streamed 16-bit PCM (the server's default is one WAV per sentence), and every
+    field set, no others."""
+    config: Dict[str, Any] = {"type": "session.config", "response_format": "pcm", "stream_audio": True}
+    for name in _CONFIG_FIELDS:
+        value = getattr(settings, name)
+        if value is not None:
+            config[name] = value
+    if settings.ref_audio is not None:
+        config["ref_audio"] = ref_audio_uri(settings.ref_audio)
+    if settings.word_timestamps:
+        config["timestamp_type"] = "word"
+        config["timestamp_transport_strategy"] = settings.timestamp_transport or "sync"
+    return config
+
+
+_MAGIC = ((b"RIFF", "wav"), (b"fLaC", "flac"), (b"OggS", "ogg"), (b"ID3", "mp3"), (b"\xff\xfb", "mp3"),
+          (b"\xff\xf3", "mp3"), (b"\xff\xf2", "mp3"))
+MIME_TYPES = {"wav": "audio/wav", "flac": "audio/flac", "ogg": "audio/ogg", "mp3": "audio/mpeg"}
+
+
+def audio_format(data: bytes) -> str:
+    """"wav", "flac", "ogg" or "mp3", from the file's first bytes; ConfigurationError for anything else."""
+    for magic, name in _MAGIC:
+        if data.startswith(magic):
+            return name
+    raise ConfigurationError("reference audio must be a WAV, FLAC, Ogg or MP3 file (its first bytes say "
+                             f"neither: {data[:8]!r})")
+
+
+def audio_bytes(source: Any) -> bytes:
+    """A file's bytes from an `Audio` (as WAV), bytes, or a path."""
+    from .audio import Audio
+
+    if isinstance(source, Audio):
+        return source.wav()
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        return bytes(source)
+    if isinstance(source, (str, os.PathLike)):
+        try:
+            with open(source, "rb") as file:
+                return file.read(MAX_VOICE_FILE + 1)
+        except OSError as exc:
+            raise ConfigurationError(f"cannot read the reference audio {os.fspath(source)!r}: {exc.strerror}") from None
+    raise ConfigurationError(f"reference audio must be a path, bytes, an Audio or a URL, not {type(source).__name__}")
+
+
+def ref_audio_uri(source: Any) -> str:
+    """What session.config's ref_audio takes: an http(s) URL as given, a data: URI as given, and anything
+    else (a path, bytes, an `Audio`) as a data: URI (the server refuses bare base64)."""
+    if isinstance(source, str) and source.startswith(("http://", "https://", "data:")):
+        return source
+    data = audio_bytes(source)
+    uri = f"data:{MIME_TYPES[audio_format(data)]};base64,{base64.b64encode(data).decode('ascii')}"
+    if len(uri) > MAX_CONFIG_MESSAGE - 64 * 1024:
+        raise ConfigurationError(
+            f"ref_audio is {len(data) / 2 ** 20:.1f} MB: the server takes at most 4 MiB of session config "
+            f"(about 3 MB of audio). Use a shorter clip ({VOICE_SECONDS[0]:g}-{VOICE_SECONDS[1]:g} s), a URL, "
+            "or add it once as a voice (synth.voices.add).")
+    return uri
+
+
+def session_error(message: str) -> ServerError:
+    """The server's error that ended its session, as ours, saying what to change."""
+    if message.startswith("Timestamps requested"):
+        return ServerError(f"word_timestamps=True, but this deployment has no word aligner (the server says: "
+                           f"{message}). Deploy it with FORCED_ALIGNER_MODEL set, or leave word_timestamps off.")
+    if message.startswith("Timeout waiting for session.config"):
+        return ServerError(f"The Qwen3 server ended the session: {message} (it waits {CONFIG_TIMEOUT:g} s after "
+                           "the upgrade). The audio is incomplete; retry.")
+    if message.startswith("Idle timeout"):
+        return ServerError(f"The Qwen3 server ended the session: {message} (after {IDLE_TIMEOUT:g} s without a "
+                           "message; basetts sends a keepalive well before, so something held it back). "
+                           "The audio is incomplete.")
+    if message.startswith("Invalid session config"):
+        return ServerError(f"The Qwen3 server refused the settings: {message}")
+    return ServerError(f"The Qwen3 server ended the session: {message}. The audio is incomplete.")
+
+
+class Qwen3Utterance(Conversing):
+    """One Qwen3-TTS session: what to send (`outgoing`), and what its events mean. Audio is 16-bit PCM
+    between a sentence's audio.start and audio.done; sentences and word times go into `timeline`, in
+    seconds from the session's first sample (the server's word times already count from there). The
+    normal end is session.done: the close after it (or its absence) changes nothing."""
+
+    def __init__(self, config: Dict[str, Any], words: Iterable[str], *, timeline: Timeline,
+                 first_audio_timeout: float, read_timeout: float, max_message_size: int,
+                 keepalive_timeout: float = 20.0, sentence_errors: str = "raise",
+                 idle_timeout: float = IDLE_TIMEOUT) -> None:
+        super().__init__(buffer_size=2 ** 62, first_audio_timeout=first_audio_timeout, read_timeout=read_timeout,
+                         max_message_size=max_message_size, keepalive_timeout=keepalive_timeout)
+        self.messages = outgoing(config, words, clause=config.get("split_granularity") == "clause")
+        self.timeline = timeline
+        self.sentence_errors = sentence_errors
+        self.idle_timeout = idle_timeout
+        self.timestamps = config.get("timestamp_type") is not None
+        self.done = False
+        self._sentence: Optional[Sentence] = None  # begun: its start, and the error said during it
+        self._samples = 0
+
+    # sending ----------------------------------------------------------------------------------------------
+    def is_last(self, message: str) -> bool:
+        return message == DONE
+
+    def uncounted(self, messages: List[str]) -> int:
+        return messages.count(KEEPALIVE)
+
+    def keepalive(self, now: float) -> Optional[str]:
+        """An empty input.text once a third of the server's idle timeout has passed since we last sent
+        (a producer pausing, a paused player holding the text back), so the session lives on."""
+        quiet = self.last_sent is not None and now - self.last_sent >= self.idle_timeout / 3
+        return KEEPALIVE if quiet and not self.all_sent and not self.ended else None
+
+    # receiving --------------------------------------------------------------------------------------------
+    def binary(self, payload: bytes) -> bytes:
+        pcm = self.decoder.feed(payload)
+        self._samples += len(pcm) // 2
+        return pcm
+
+    @property
+    def seconds(self) -> float:
+        return self._samples / SAMPLE_RATE
+
+    def text(self, text: str, now: float) -> Tuple[bool, Optional[BasetenTTSError]]:
+        try:
+            event = json.loads(text)
+        except ValueError:
+            event = None
+        if not isinstance(event, dict):
+            return True, ServerError(f"The server sent a message that is not a Qwen3-TTS event: {text[:300]!r}")
+        kind = event.get("type")
+        if "utterance_index" in event:
+            return True, ServerError(_UPSTREAM)
+        if kind == "audio.start":
+            return self._start(event)
+        if kind == "audio.done":
+            return self._done(event)
+        if kind == "timestamps":
+            if "error" in event:
+                log.warning("the server could not align sentence %s: %s", event.get("sentence_index"),
+                            event.get("error"))
+            self._words(event.get("timestamp_info"))
+            return False, None
+        if kind == "error":
+            message = str(event.get("message", ""))
+            if self._sentence is not None:  # said during a sentence: its audio.done (error: true) follows
+                self._sentence = dataclasses.replace(self._sentence, error=message)
+                return False, None
+            return True, session_error(message)
+        if kind == "session.done":
+            if not self.all_sent:
+                return True, StreamInterrupted("The server ended the session before all the text was sent: "
+                                               "the audio is incomplete.")
+            self.done = True
+            return True, None
+        if kind == "voice.registered":
+            return True, ServerError(_TRUSS_FORK)
+        log.debug("ignoring a Qwen3 event of type %r", kind)
+        return False, None
+
+    def _start(self, event: Dict[str, Any]) -> Tuple[bool, Optional[BasetenTTSError]]:
+        audio_format, rate = event.get("format", "pcm"), event.get("sample_rate", SAMPLE_RATE)
+        if audio_format != "pcm" or rate != SAMPLE_RATE:
+            return True, ServerError(f"The server sends {audio_format} audio at {rate} Hz, not the streamed 24 kHz "
+                                     "PCM asked for (stream_audio): a server too old for basetts.")
+        index = event.get("sentence_index")
+        self._sentence = Sentence(index if isinstance(index, int) else len(self.timeline.sentences),
+                                  str(event.get("sentence_text", "")), self.seconds, self.seconds)
+        return False, None
+
+    def _done(self, event: Dict[str, Any]) -> Tuple[bool, Optional[BasetenTTSError]]:
+        begun = self._sentence or Sentence(len(self.timeline.sentences), "", self.seconds, self.seconds)
+        self._sentence = None
+        failed = bool(event.get("error"))
+        error = _FAILED.sub("", begun.error or "the server marked it failed") if failed else None
+        self.timeline.sentences.append(dataclasses.replace(begun, end=self.seconds, error=error))
+        self._words(event.get("timestamp_info"))
+        if error is not None and self.sentence_errors == "raise":
+            hint = (" This model clones voices: pass voice= (one added with synth.voices.add), or ref_audio= "
+                    "and ref_text=." if "requires 'ref_audio'" in error else "")
+            return True, SentenceError(
+                f"The server failed sentence {begun.index} ({begun.text[:60]!r}): {error}.{hint} "
+                "Pass sentence_errors='collect' to go on past failed sentences.",
+                index=begun.index, text=begun.text, server_message=error)
+        return False, None
+
+    def _words(self, info: Any) -> None:
+        alignment = info.get("word_alignment") if isinstance(info, dict) else None
+        if not isinstance(alignment, dict):
+            return
+        for text, start, end in zip(alignment.get("words") or [], alignment.get("word_start_times_seconds") or [],
+                                    alignment.get("word_end_times_seconds") or []):
+            self.timeline.words.append(Word(str(text), float(start), float(end)))
+
+    def closed(self, code: int, reason: str) -> Optional[BasetenTTSError]:
+        if self.done:
+            return None
+        if code == 1000:
+            return StreamInterrupted("The server closed the connection (code 1000) before its session.done: "
+                                     "the audio is incomplete.")
+        return close_error(code, reason, False)
+
+    def dropped(self) -> Optional[BasetenTTSError]:
+        if self.done:
+            return None
+        return StreamInterrupted("The connection dropped before the server's session.done (no close frame): "
+                                 "the audio is incomplete.")
+
+
+# voices -------------------------------------------------------------------------------------------------
+def voice_add_message(name: str, audio: bytes, consent: str, ref_text: Optional[str] = None,
+                      description: Optional[str] = None) -> str:
+    message: Dict[str, Any] = {"type": "voice.add", "name": name, "consent": consent,
+                               "audio_data": base64.b64encode(audio).decode("ascii"),
+                               "audio_format": audio_format(audio)}
+    if ref_text is not None:
+        message["ref_text"] = ref_text
+    if description is not None:
+        message["speaker_description"] = description
+    return json.dumps(message, ensure_ascii=False)
+
+
+def voice_reply(text: str, wanted: str) -> Optional[Dict[str, Any]]:
+    """The reply to a voice.* request (of result type `wanted`), or None for another event; an `error`
+    event or a refusal raises `VoiceError` with the server's words."""
+    from .errors import VoiceError
+
+    try:
+        event = json.loads(text)
+    except ValueError:
+        event = None
+    if not isinstance(event, dict):
+        raise ServerError(f"The server sent a message that is not a Qwen3-TTS event: {text[:300]!r}")
+    kind = event.get("type")
+    if kind == "voice.registered":
+        raise ServerError(_TRUSS_FORK)
+    if kind == "error":
+        raise VoiceError(f"The server refused: {event.get('message', '')}", server_message=str(event.get("message")))
+    if kind != wanted:
+        return None
+    if event.get("success", True) is False:
+        message = str(event.get("error", "refused"))
+        raise VoiceError(f"The server refused: {message}", server_message=message)
+    return event
