@@ -80,7 +80,7 @@ def utterance_for(settings: Settings, words: Iterable[str], stats: Stats) -> pro
             settings.session_message(), words, timeline=stats.timeline,
             first_audio_timeout=settings.first_audio_timeout, read_timeout=settings.read_timeout,
             max_message_size=settings.max_message_size, keepalive_timeout=settings.keepalive_timeout,
-            sentence_errors=settings.sentence_errors)
+            sentence_errors=settings.sentence_errors, idle_timeout=settings.idle_timeout)
     return protocol.Utterance(
         settings.session_message(), words, buffer_size=settings.buffer_size, encoding=settings.encoding,
         first_audio_timeout=settings.first_audio_timeout, read_timeout=settings.read_timeout,
@@ -158,7 +158,8 @@ class Conversation:
         self._messages = self._utterance.messages
         # A deadline that appears while the reader waits (words sent meanwhile) is seen within a tenth
         # of its timeout.
-        self._idle_wake = min(_IDLE_WAKE, settings.first_audio_timeout / 10, settings.read_timeout / 10)
+        self._idle_wake = min(_IDLE_WAKE, settings.first_audio_timeout / 10, settings.read_timeout / 10,
+                              settings.idle_timeout / 10)  # Qwen3's keepalive is due every third of it
         self._sock: Optional[transport.BoundedSocket] = None
         self._preopened = sock
         self._on_upgrade = on_upgrade

@@ -175,13 +175,16 @@ class CallSettings(TypedDict, total=False):
     sentence_errors: str
     """Qwen3: "raise" (default: a failed sentence ends the call with `SentenceError`) or "collect"
     (go on; `Audio.sentences` holds the server's message)."""
+    idle_timeout: float
+    """Qwen3: how long the server waits for a message before it ends the session (its 30 s); a quiet
+    producer (or a paused player) is kept alive with an empty message every third of it."""
 
 
 # Settings that only one protocol has; with the other they are refused.
 ORPHEUS_ONLY = ("max_tokens", "buffer_size", "temperature", "top_p", "repetition_penalty", "encoding")
 QWEN3_ONLY = ("language", "instructions", "task_type", "ref_audio", "ref_text", "x_vector_only_mode",
               "word_timestamps", "timestamp_transport", "split_granularity", "max_new_tokens",
-              "initial_codec_chunk_frames", "sentence_errors")
+              "initial_codec_chunk_frames", "sentence_errors", "idle_timeout")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -232,6 +235,7 @@ class Settings:
     max_new_tokens: Optional[int] = None
     initial_codec_chunk_frames: Optional[int] = None
     sentence_errors: str = "raise"
+    idle_timeout: float = 30.0
 
     def __repr__(self) -> str:
         shown = ", ".join(
@@ -411,6 +415,7 @@ class Settings:
             value = getattr(self, name)
             if value is not None and not isinstance(value, bool):
                 raise ConfigurationError(f"{name} must be True or False, got {value!r}")
+        _check_number("idle_timeout", self.idle_timeout, low=0.0, required=True)
         if self.timestamp_transport is not None and not self.word_timestamps:
             raise ConfigurationError("timestamp_transport needs word_timestamps=True")
 

@@ -4,6 +4,9 @@ Installed as a pytest plugin with basetts; use the fixtures by name:
 
     def test_greeting(basetts_synthesizer):
         assert basetts_synthesizer.synthesize("Hello").duration > 0
+
+`basetts_qwen3_server` and `basetts_qwen3_synthesizer` are the same for Qwen3-TTS (word timestamps on,
+one voice, "test", already added).
 """
 from __future__ import annotations
 
@@ -26,3 +29,17 @@ def basetts_server() -> Iterator[LocalServer]:
 def basetts_synthesizer(basetts_server: LocalServer) -> Synthesizer:
     """A `Synthesizer` that talks to `basetts_server`."""
     return Synthesizer(url=basetts_server.url, api_key=basetts_server.api_key)
+
+
+@pytest.fixture
+def basetts_qwen3_server() -> Iterator[LocalServer]:
+    """A Qwen3-TTS `LocalServer` (the Base model, with its aligner) with one voice, "test", added."""
+    with LocalServer(protocol="qwen3", voices=("test",)) as server:
+        yield server
+
+
+@pytest.fixture
+def basetts_qwen3_synthesizer(basetts_qwen3_server: LocalServer) -> Synthesizer:
+    """A `Synthesizer` that speaks Qwen3-TTS to `basetts_qwen3_server`, with voice "test" and word timings."""
+    return Synthesizer(url=basetts_qwen3_server.url, api_key=basetts_qwen3_server.api_key, protocol="qwen3",
+                       voice="test", word_timestamps=True)
