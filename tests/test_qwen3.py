@@ -22,7 +22,7 @@ from basetts.testing.server import tone_pcm
 
 from .helpers import raw_server, server_frame, upgrade_response
 from .test_long_texts import COMPRESSION, PING, SAMPLES_PER_WORD, long_text
-from .test_playback import RATE, synth_for as _orpheus_synth  # noqa: F401 - the sink fixtures' module
+from .test_playback import RATE  # noqa: F401 - the sink fixtures' module
 from .test_playback_control import all_threads_gone, wait_for
 
 TEXT = "Hello there, world.  This is a test!\nAnd the end"
