@@ -150,7 +150,7 @@ class Synthesizer:
         """Open a connection now, so the next call skips the TCP, TLS and websocket handshakes.
 
         The server takes one utterance per connection, so this keeps one spare: the next call uses
-        it (if fresher than 15 s; else it connects as usual). Call again after each call to stay ready.
+        it (if fresher than 15 s, 7 s for Qwen3; else it connects as usual). Call again after each call to stay ready.
         """
         spare = Spare(self.settings)
         with self._spare_lock:

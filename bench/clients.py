@@ -101,6 +101,60 @@ def basetts_receive_all(synth: Synthesizer, text: str, **overrides: Any) -> Tupl
     return time.perf_counter() - started, received
 
 
+# Qwen3-TTS: a bare websocket-client loop speaking its protocol ----------------------------------------
+QWEN3_CONFIG = {"type": "session.config", "voice": "bench", "response_format": "pcm", "stream_audio": True}
+
+
+def _qwen3_messages(text: str) -> List[str]:
+    return ([json.dumps(QWEN3_CONFIG)] + [json.dumps({"type": "input.text", "text": word + " "})
+                                          for word in text.split()] + [json.dumps({"type": "input.done"})])
+
+
+def _qwen3_drain(ws: websocket.WebSocket, first: Optional[List[float]] = None) -> int:
+    """Audio bytes until session.done; `first` gets the time of the first audio."""
+    received = 0
+    while True:
+        opcode, frame = ws.recv_data_frame(control_frame=True)
+        if opcode == websocket.ABNF.OPCODE_BINARY:
+            if first is not None and not first:
+                first.append(time.perf_counter())
+            received += len(frame.data)
+        elif opcode == websocket.ABNF.OPCODE_TEXT and b'"session.done"' in frame.data:
+            return received
+        elif opcode == websocket.ABNF.OPCODE_CLOSE:
+            return received
+
+
+def bare_qwen3_first_byte(url: str, api_key: str, text: str) -> Tuple[float, int]:
+    """Connect, send everything, read to session.done: the floor for Qwen3-TTS."""
+    started = time.perf_counter()
+    ws = _bare_connect(url, api_key)
+    for message in _qwen3_messages(text):
+        ws.send(message)
+    first: List[float] = []
+    received = _qwen3_drain(ws, first)
+    ws.close()
+    return first[0] - started, received
+
+
+def bare_qwen3_receive_all(url: str, api_key: str, text: str) -> Tuple[float, int]:
+    """The whole stream, a thread sending while this one reads (as `bare_receive_all`)."""
+    started = time.perf_counter()
+    ws = _bare_connect(url, api_key, multithread=True)
+
+    def send() -> None:
+        for message in _qwen3_messages(text):
+            ws.send(message)
+
+    writer = threading.Thread(target=send, name="bench-bare-writer", daemon=True)
+    writer.start()
+    received = _qwen3_drain(ws)
+    elapsed = time.perf_counter() - started
+    writer.join()
+    ws.close()
+    return elapsed, received
+
+
 # the official aiohttp example -----------------------------------------------------------------------
 class _Sink:
     """Stands in for the PyAudio output stream: notes when the first audio is written, counts bytes."""

@@ -24,8 +24,9 @@ class Server:
     """`python -m bench.serve` in a child process; `url` and `api_key` once it listens."""
 
     def __init__(self, speed: Optional[float] = None, samples_per_word: int = 2400,
-                 jitter: float = 0.0, seed: int = 1) -> None:
-        self.args = ["--samples-per-word", str(samples_per_word), "--jitter", str(jitter), "--seed", str(seed)]
+                 jitter: float = 0.0, seed: int = 1, protocol: str = "orpheus") -> None:
+        self.args = ["--samples-per-word", str(samples_per_word), "--jitter", str(jitter), "--seed", str(seed),
+                     "--protocol", protocol]
         if speed:
             self.args += ["--speed", str(speed)]
         self.process: Optional[subprocess.Popen] = None

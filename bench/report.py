@@ -106,6 +106,13 @@ def summarize(results: Dict[str, Any]) -> Dict[str, Any]:
         s["batch_cpu_ratio"] = cpu[high] / cpu[low]
         s["batch_vs_pool"] = min(by[("many", c)]["items_per_second"] / by[("pool", c)]["items_per_second"]
                                  for c in levels)
+    qw = results.get("qwen3")
+    if qw:
+        ttfb = {name: median(v) for name, v in qw["first_byte"].items()}
+        rate = {name: median(v["audio_per_second"]) for name, v in qw["throughput"].items()}
+        cpu = {name: median(v["cpu_per_audio_second"]) for name, v in qw["throughput"].items()}
+        s["qwen3"] = {"ttfb": ttfb, "throughput": rate, "cpu": cpu,
+                      "ttfb_ratio": ttfb[OURS] / ttfb[BARE], "throughput_ratio": rate[OURS] / rate[BARE]}
     sp = results.get("speak")
     if sp:
         runs = sp["first_sound"]
@@ -129,6 +136,12 @@ def targets(s: Dict[str, Any], results: Dict[str, Any]) -> List[Tuple[str, str, 
     if "throughput_ratio" in s:
         rows.append(("Throughput ≥ 0.9× the bare loop", f"{s['throughput_ratio']:.3f}×",
                      verdict(s["throughput_ratio"] >= 0.9)))
+    if "qwen3" in s:
+        q = s["qwen3"]
+        rows.append(("Qwen3-TTS: time to first byte ≤ 1.15× its bare loop", f"{q['ttfb_ratio']:.3f}×",
+                     verdict(q["ttfb_ratio"] <= 1.15)))
+        rows.append(("Qwen3-TTS: throughput ≥ 0.9× its bare loop", f"{q['throughput_ratio']:.3f}×",
+                     verdict(q["throughput_ratio"] >= 0.9)))
     if "long_ratio" in s:
         lt = results["long_text"]
         result = (f"{s['long_ratio']:.3f}× ({lt['wall']:.0f} s for {lt['generation']:.0f} s of generation)"
@@ -209,6 +222,15 @@ def generated(results: Dict[str, Any], s: Dict[str, Any], plot: Optional[str]) -
                 for name, value in s["throughput"].items()]
         parts += [f"### Throughput ({tp['audio_seconds'] / 60:.0f} minutes of audio, server unpaced)", "",
                   table(["client", "audio s per s", "vs bare loop", "client CPU ms per audio s"], rows), ""]
+    if "qwen3" in s:
+        q, qw = s["qwen3"], results["qwen3"]
+        rows = [[name, fmt(q["ttfb"][name] * 1000), f"{q['ttfb'][name] / q['ttfb'][BARE]:.2f}×",
+                 fmt(q["throughput"][name], 0), f"{q['throughput'][name] / q['throughput'][BARE]:.2f}×",
+                 fmt(q["cpu"][name] * 1000, 2)] for name in q["ttfb"]]
+        parts += [f"### Qwen3-TTS (the local server's Qwen3 handler; first audio of {plan['ttfb_words']} words, "
+                  f"throughput over {qw['audio_seconds'] / 60:.0f} minutes in sentences of 15 words)", "",
+                  table(["client", "first audio ms", "vs bare loop", "audio s per s", "vs bare loop",
+                         "client CPU ms per audio s"], rows), ""]
     if "encodings" in results:
         enc = results["encodings"]
         rows = [[name, e["received_encoding"] or "–", f"{e['wire_bytes_per_audio_second'] / 1000:.1f}",

@@ -55,6 +55,7 @@ class Plan:
     batch_words: int = 59  # ~5 s of audio at 2048 samples a word
     batch_levels: Tuple[int, ...] = (1, 16, 64, 256)
     batch_reps: int = 3  # interleaved; medians (one run moves ±10%)
+    qwen3_words: int = 6000  # 10 minutes, sentences of 15 words
 
     @classmethod
     def quick(cls) -> "Plan":
@@ -62,7 +63,7 @@ class Plan:
                    encoding_reps=1, cpu_levels=(1, 8), cpu_bare_levels=(1,), cpu_words=30, cpu_reps=1,
                    memory_minutes=(1, 10), speak_budget=3.0, ttfs_repeat=2, underrun_speeds=(1.2,),
                    underrun_words=30, underrun_reps=1, long_minutes=2.0, batch_count=60,
-                   batch_levels=(1, 16), batch_reps=1)
+                   batch_levels=(1, 16), batch_reps=1, qwen3_words=600)
 
 
 def log(message: str) -> None:
@@ -150,6 +151,47 @@ def measure_encodings(plan: Plan) -> Dict[str, Any]:
                              wire_bytes=wire, wire_bytes_per_audio_second=wire / audio.duration,
                              received_encoding=stats.encoding, audio_seconds=audio.duration)
     return results
+
+
+# Qwen3-TTS -------------------------------------------------------------------------------------------
+def measure_qwen3(plan: Plan) -> Dict[str, Any]:
+    """Time to first audio and throughput for Qwen3-TTS: basetts against a bare websocket-client loop
+    speaking the same protocol, interleaved, as for Orpheus."""
+    short = clients.words(plan.ttfb_words)
+    long = clients.words(plan.qwen3_words, sentence=15)
+    out: Dict[str, Any] = {"first_byte": {}, "throughput": {}, "audio_seconds": plan.qwen3_words * 0.1}
+    with procs.server(protocol="qwen3") as server:
+        synth = Synthesizer(url=server.url, api_key=server.api_key, protocol="qwen3", voice="bench")
+        first: Dict[str, Callable[[], Tuple[float, int]]] = {
+            "bare websocket-client": lambda: clients.bare_qwen3_first_byte(server.url, server.api_key, short),
+            "basetts stream()": lambda: clients.basetts_first_byte(synth, short),
+        }
+        whole: Dict[str, Callable[[], Tuple[float, int]]] = {
+            "bare websocket-client": lambda: clients.bare_qwen3_receive_all(server.url, server.api_key, long),
+            "basetts stream()": lambda: clients.basetts_receive_all(synth, long),
+        }
+        for run in list(first.values()) + list(whole.values()):
+            run()  # warm-up
+        names = list(first)
+        samples: Dict[str, List[float]] = {name: [] for name in names}
+        for rep in range(plan.ttfb_reps):
+            for name in names[rep % 2:] + names[:rep % 2]:
+                elapsed, received = first[name]()
+                if received != plan.ttfb_words * 2400 * 2:
+                    raise RuntimeError(f"qwen3 {name} received {received} bytes")
+                samples[name].append(elapsed)
+        out["first_byte"] = samples
+        for rep in range(plan.throughput_reps):
+            for name in names[rep % 2:] + names[:rep % 2]:
+                cpu = time.process_time()
+                elapsed, received = whole[name]()
+                cpu = time.process_time() - cpu
+                audio = received / BYTES_PER_SECOND
+                entry = out["throughput"].setdefault(name, {"audio_per_second": [], "cpu_per_audio_second": []})
+                entry["audio_per_second"].append(audio / elapsed)
+                entry["cpu_per_audio_second"].append(cpu / audio)
+        synth.close()
+    return out
 
 
 # a long text against the keepalive ---------------------------------------------------------------------
@@ -303,6 +345,9 @@ def main(argv: Optional[List[str]] = None) -> int:
         if wanted("throughput"):
             log("throughput")
             results["throughput"] = measure_throughput(plan)
+        if wanted("qwen3"):
+            log("Qwen3-TTS: time to first audio and throughput")
+            results["qwen3"] = measure_qwen3(plan)
         if wanted("encoding"):
             log("encodings (issue 7)")
             results["encodings"] = measure_encodings(plan)

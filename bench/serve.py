@@ -45,11 +45,14 @@ def main(argv: Optional[list] = None) -> int:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--ping-interval", type=float, default=local_server.PING_INTERVAL)
     parser.add_argument("--ping-timeout", type=float, default=local_server.PING_TIMEOUT)
+    parser.add_argument("--protocol", default="orpheus")
     args = parser.parse_args(argv)
     if args.jitter:
         local_server._Sender = jittered_sender(args.jitter, args.seed)  # type: ignore[misc]
+    extra: Any = {"protocol": "qwen3", "voices": ("bench",)} if args.protocol == "qwen3" else {}
     with local_server.LocalServer(speed=args.speed, samples_per_word=args.samples_per_word,
-                                  ping_interval=args.ping_interval, ping_timeout=args.ping_timeout) as server:
+                                  ping_interval=args.ping_interval, ping_timeout=args.ping_timeout,
+                                  **extra) as server:
         print(json.dumps({"url": server.url, "api_key": server.api_key}), flush=True)
         sys.stdin.read()  # until the parent closes our stdin (or dies)
     return 0

@@ -18,18 +18,20 @@ from basetts.portaudio import Device
 from basetts.session import Session
 from basetts.settings import CallSettings
 from basetts.testing.server import ConversationRecord
+from basetts.voices import Voice, Voices
 
 OUT = Path(__file__).with_name("api.md")
 
 SECTIONS = [
     ("Synthesizing", [basetts.Synthesizer, Session, basetts.Audio, basetts.Stats, Saved, wav_header]),
     ("Many texts", [Result, Progress]),
+    ("Qwen3-TTS", [basetts.Word, basetts.Sentence, Voices, Voice, "PROTOCOLS"]),
     ("Playback", [basetts.Playback, basetts.play, basetts.devices, Device, Player]),
     ("Settings", [basetts.Settings, CallSettings, "VOICES", "EMOTION_TAGS"]),
     ("Errors", [getattr(errors, name) for name in (
         "BasetenTTSError", "ConfigurationError", "ConnectError", "HandshakeError", "AuthenticationError",
-        "ModelNotFoundError", "ServerError", "TimeoutError", "StreamInterrupted", "AudioDeviceError",
-        "BasettsWarning")]),
+        "ModelNotFoundError", "ServerError", "SentenceError", "TimeoutError", "StreamInterrupted",
+        "AudioDeviceError", "VoiceError", "BasettsWarning")]),
     ("Testing: the local server", [testing.LocalServer, testing.Faults, ConversationRecord, testing.tone_pcm]),
     ("Diagnostics", [Check]),
 ]
