@@ -17,6 +17,15 @@ if TYPE_CHECKING:
     from .settings import Settings
 
 
+# A message or setting longer than this (a voice clip sent inline, as a data: URI) is cut in the trace.
+MAX_TRACED = 1000
+
+
+def shortened(text: str) -> str:
+    """`text`, or its start and its length when it is too long to trace (a clip is not a bug report's)."""
+    return text if len(text) <= MAX_TRACED else f"{text[:100]}... ({len(text)} characters)"
+
+
 class Trace:
     """Appends events to the trace file; every method is a no-op when tracing is off."""
 
@@ -36,6 +45,8 @@ class Trace:
     def event(self, name: str, **fields: Any) -> None:
         if self._file is None:
             return
+        if isinstance(fields.get("settings"), dict):
+            fields["settings"] = {k: shortened(v) if isinstance(v, str) else v for k, v in fields["settings"].items()}
         line = json.dumps({"t": round(time.monotonic() - self._started, 6), "event": name, **fields},
                           ensure_ascii=False)
         with self._lock:
@@ -46,7 +57,7 @@ class Trace:
         if self._file is None:
             return
         for message in messages:
-            self.event("sent", text=message)
+            self.event("sent", text=shortened(message))
         if ping is not None:
             self.event("ping sent", payload=ping.decode("ascii", "replace"))
 

@@ -417,3 +417,14 @@ def _no_threads_left() -> Iterator[None]:
     while any(t.name in ("basetts-reader", "basetts-writer") for t in threading.enumerate()):
         assert time.monotonic() < deadline, "a conversation's thread was left behind"
         time.sleep(0.02)
+
+
+def test_a_trace_holds_no_inline_clip(serve: Any, tmp_path: Any) -> None:
+    server = qwen3_server(serve, voices=())
+    trace = tmp_path / "trace.jsonl"
+    synth = synth_for(server, voice=None, ref_audio=clip(2), ref_text="a tone", trace=str(trace))
+    synth.synthesize("Hello.")
+    lines = trace.read_text().splitlines()
+    assert max(len(line) for line in lines) < 2000
+    sent = [json.loads(line)["text"] for line in lines if json.loads(line)["event"] == "sent"]
+    assert sent[0].endswith("characters)") and json.loads(sent[1]) == {"type": "input.text", "text": "Hello. "}
