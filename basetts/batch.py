@@ -1,20 +1,20 @@
-"""Many texts: `synthesize_many` runs them on a bounded pool of threads (one conversation each), yields a
-`Result` per text in input order (or as completed), and keeps memory flat however many there are: the
-texts are read lazily and no result is kept once yielded."""
+"""Many texts: `synthesize_many` runs them as conversations on one I/O thread (`multiplex.Multiplexer`),
+at most `concurrency` at a time, yields a `Result` per text in input order (or as completed), and keeps
+memory flat however many there are: the texts are read lazily and no result is kept once yielded."""
 from __future__ import annotations
 
+import collections
 import dataclasses
 import queue
 import threading
 import time
-from concurrent.futures import Future, ThreadPoolExecutor
-from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, Iterator, Mapping, Optional, Set, Tuple, Union
+from concurrent.futures import Future
+from typing import TYPE_CHECKING, Any, Callable, Deque, Dict, Iterable, Iterator, Mapping, Optional, Set, Tuple, Union
 
-from .audio import Audio, Stats
-from .errors import BasetenTTSError, ConfigurationError
+from .audio import Audio
+from .errors import BasetenTTSError, ConfigurationError, StreamInterrupted
 
 if TYPE_CHECKING:
-    from .connection import Conversation
     from .synthesizer import Synthesizer
 
 Item = Union[str, Mapping[str, Any]]
@@ -68,70 +68,80 @@ def _settings_of(item: Item) -> Tuple[str, Dict[str, Any]]:
 
 
 class _Batch:
-    """The pool, the conversations in flight (so a stop closes them at once), and the window of texts."""
+    """The texts in flight (at most `concurrency`, on one `Multiplexer`), those waiting their turn, and the
+    stop that ends them all at once."""
 
     def __init__(self, synth: "Synthesizer", concurrency: int, overrides: Dict[str, Any]) -> None:
+        from .multiplex import Multiplexer, default_connectors
+
         self.synth = synth
         self.overrides = overrides
+        self.concurrency = concurrency
         self.stopping = threading.Event()
         self._lock = threading.Lock()
-        self._open: Set["Conversation"] = set()
-        self.pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="basetts-batch")
+        self._running = 0
+        self._waiting: Deque[Tuple[int, Item, "Future[Result]"]] = collections.deque()
+        self.io = Multiplexer(default_connectors(concurrency))
 
-    def run(self, index: int, item: Item) -> Result:
-        """One item, whatever happens to it, as its Result (in a pool thread)."""
-        from .synthesizer import Cancelled
+    def submit(self, index: int, item: Item) -> "Future[Result]":
+        """A future of the item's `Result`; it starts once fewer than `concurrency` are in flight."""
+        future: "Future[Result]" = Future()
+        with self._lock:
+            self._waiting.append((index, item, future))
+        self._pump()
+        return future
+
+    def _pump(self) -> None:
+        """Start waiting items while there is room (a bad item fails at once and makes room again)."""
+        while True:
+            with self._lock:
+                if not self._waiting or self._running >= self.concurrency or self.stopping.is_set():
+                    return
+                index, item, future = self._waiting.popleft()
+                self._running += 1
+            failed = self._start(index, item, future)
+            if failed is not None:
+                with self._lock:
+                    self._running -= 1
+                future.set_result(failed)
+
+    def _start(self, index: int, item: Item, future: "Future[Result]") -> Optional[Result]:
+        """Hand the item to the multiplexer; its Result at once if it cannot even start."""
+        from .synthesizer import words_of
 
         started = time.monotonic()
         text = item if isinstance(item, str) else str(item.get("text", "")) if isinstance(item, Mapping) else ""
         error: BasetenTTSError
         try:
-            text, settings = _settings_of(item)
-            audio = self._synthesize(text, {**self.overrides, **settings})
-            return Result(index, text, audio, None, item, time.monotonic() - started)
+            text, item_settings = _settings_of(item)
+            settings = self.synth.settings.replace(**{**self.overrides, **item_settings})
+            words = list(words_of(text))
         except BasetenTTSError as exc:
             error = exc
-        except Cancelled:  # the stop came before the connection opened
-            error = BasetenTTSError("The batch was stopped before this text was sent.")
         except (ValueError, TypeError) as exc:  # bad input or an unknown setting: this item's error only
             error = ConfigurationError(str(exc))
+        else:
+            def done(audio: Optional[Audio], failure: Optional[BaseException]) -> None:
+                if failure is not None and not isinstance(failure, BasetenTTSError):
+                    wrapped = StreamInterrupted(f"basetts failed on this text: {failure!r}")
+                    wrapped.__cause__ = failure
+                    failure = wrapped
+                future.set_result(Result(index, text, audio, failure, item, time.monotonic() - started))
+                with self._lock:
+                    self._running -= 1
+                self._pump()
+
+            try:
+                self.io.submit(settings, words, done, self.stopping)
+                return None
+            except RuntimeError:  # the batch is being stopped: the connectors are shut down
+                error = BasetenTTSError("The batch was stopped before this text was sent.")
         return Result(index, text, None, error, item, time.monotonic() - started)
-
-    def _synthesize(self, text: str, overrides: Dict[str, Any]) -> Audio:
-        from .synthesizer import Cancelled, open_conversation, words_of
-
-        if self.stopping.is_set():
-            raise Cancelled()
-        settings = self.synth.settings.replace(**overrides)
-        words = words_of(text)
-        stats = Stats()
-        pieces = []
-        conversation = open_conversation(settings, words, stats, cancel=self.stopping)
-        with self._lock:
-            self._open.add(conversation)
-            stopped = self.stopping.is_set()  # stop() came while this one was connecting: it missed it
-        if stopped:
-            conversation.close()
-        try:
-            with conversation:
-                for chunk in conversation.chunks():
-                    pieces.append(chunk)
-        except BasetenTTSError as exc:
-            exc.partial = Audio(b"".join(pieces), stats=stats)
-            raise
-        finally:
-            with self._lock:
-                self._open.discard(conversation)
-        return Audio(b"".join(pieces), stats=stats)
 
     def stop(self) -> None:
         """No more texts start; the ones in flight are closed now; the threads are joined."""
-        with self._lock:
-            self.stopping.set()
-            conversations = list(self._open)
-        for conversation in conversations:
-            conversation.close()
-        self.pool.shutdown(wait=True, cancel_futures=True)
+        self.stopping.set()
+        self.io.close()
 
 
 def synthesize_many(synth: "Synthesizer", texts: Iterable[Item], *, concurrency: int = 8, ordered: bool = True,
@@ -161,7 +171,7 @@ def synthesize_many(synth: "Synthesizer", texts: Iterable[Item], *, concurrency:
                 except StopIteration:
                     exhausted = True
                     break
-                future = batch.pool.submit(batch.run, next_index, item)
+                future = batch.submit(next_index, item)
                 pending.add(future)
                 future.add_done_callback(completed.put)
                 next_index += 1

@@ -128,24 +128,16 @@ def _protocol(args: argparse.Namespace) -> str:
     """--protocol, else BASETTS_PROTOCOL (the environment or .env), else orpheus."""
     if getattr(args, "protocol", None):
         return str(args.protocol)
-    from .settings import ENV_PROTOCOL, _read_dotenv
+    from .settings import protocol_from_environment
 
-    value = os.environ.get(ENV_PROTOCOL) or _read_dotenv(None).get(ENV_PROTOCOL) or "orpheus"
-    return value.strip().lower()
+    return protocol_from_environment()
 
 
 def _local_server(args: argparse.Namespace, engine: str = "tone") -> Any:
-    """The local server for --local: Orpheus, or Qwen3-TTS as a CustomVoice model with built-in speakers
-    (so a first call needs no voice of its own)."""
+    """The local server for --local, speaking the protocol asked for."""
     from .testing import LocalServer
 
-    if _protocol(args) == "qwen3":
-        return LocalServer(engine=engine, protocol="qwen3", speakers=LOCAL_SPEAKERS, task_type="CustomVoice")
-    return LocalServer(engine=engine)
-
-
-# The built-in speakers of `--local --protocol qwen3`'s server.
-LOCAL_SPEAKERS = ("vivian", "ryan")
+    return LocalServer.ready_to_speak(_protocol(args), engine=engine)
 
 
 def _output_format(args: argparse.Namespace) -> Optional[str]:

@@ -90,9 +90,10 @@ def _endpoint_checks(make_synthesizer: Callable[..., Any], url: Optional[str], l
             except ConfigurationError as exc:
                 yield Check("configuration", WARN, f"{exc} Measuring against the local server instead.")
         if synth is None:
+            from .settings import protocol_from_environment
             from .testing import LocalServer
 
-            server = stack.enter_context(LocalServer())
+            server = stack.enter_context(LocalServer.ready_to_speak(protocol_from_environment()))
             synth = make_synthesizer(url=server.url, api_key=server.api_key)
             if local:
                 yield Check("configuration", OK, f"the local server at {server.url} (--local)")

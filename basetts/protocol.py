@@ -556,13 +556,17 @@ class Conversing:
         self.messages_sent += len(messages)
         self.words_sent += words
         self.last_sent = now
-        for _ in range(words):
-            self.deadlines.word_sent(now)
+        self.owe(words, ping is not None, now)
         if ping is not None:
             self.deadlines.ping_sent(now)
         if last:
             self.all_sent = True
             self.deadlines.end_sent(now)
+
+    def owe(self, words: int, batch_ended: bool, now: float) -> None:
+        """What the server owes for what was just sent: here, audio every `buffer_size` words."""
+        for _ in range(words):
+            self.deadlines.word_sent(now)
 
     def is_last(self, message: str) -> bool:
         """Whether `message` ends the text."""

@@ -238,7 +238,7 @@ class Qwen3Utterance(Conversing):
                  first_audio_timeout: float, read_timeout: float, max_message_size: int,
                  keepalive_timeout: float = 20.0, sentence_errors: str = "raise",
                  idle_timeout: float = IDLE_TIMEOUT) -> None:
-        super().__init__(buffer_size=2 ** 62, first_audio_timeout=first_audio_timeout, read_timeout=read_timeout,
+        super().__init__(buffer_size=1, first_audio_timeout=first_audio_timeout, read_timeout=read_timeout,
                          max_message_size=max_message_size, keepalive_timeout=keepalive_timeout)
         self.messages = outgoing(config, words, clause=config.get("split_granularity") == "clause")
         self.timeline = timeline
@@ -255,6 +255,12 @@ class Qwen3Utterance(Conversing):
 
     def uncounted(self, messages: List[str]) -> int:
         return messages.count(KEEPALIVE)
+
+    def owe(self, words: int, batch_ended: bool, now: float) -> None:
+        """A completed sentence owes its audio (the server generates it at once), however long the rest
+        of the text takes to come."""
+        if batch_ended:
+            self.deadlines.word_sent(now)
 
     def keepalive(self, now: float) -> Optional[str]:
         """An empty input.text once a third of the server's idle timeout has passed since we last sent

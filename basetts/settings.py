@@ -435,6 +435,15 @@ class Settings:
         return 1 if self.encoding == "pcm_mulaw" else 2
 
 
+def protocol_from_environment(dotenv_path: Optional[str] = None) -> str:
+    """BASETTS_PROTOCOL from the environment, else `.env`, else "orpheus" (what `Settings.resolve` uses)."""
+    for source in (os.environ, _read_dotenv(dotenv_path)):
+        value = (source.get(ENV_PROTOCOL) or "").strip()
+        if value:
+            return value.lower()
+    return "orpheus"
+
+
 def _is_utf8(text: str) -> bool:
     try:
         text.encode("utf-8")

@@ -54,7 +54,7 @@ class Plan:
     batch_count: int = 1000
     batch_words: int = 59  # ~5 s of audio at 2048 samples a word
     batch_levels: Tuple[int, ...] = (1, 16, 64, 256)
-    batch_reps: int = 3  # interleaved; medians (one run moves ±10%)
+    batch_reps: int = 5  # interleaved; medians (one run moves ±12%: the server, on the same 2 cores, sets the pace)
     qwen3_words: int = 6000  # 10 minutes, sentences of 15 words
 
     @classmethod
@@ -225,6 +225,9 @@ def measure_batch(plan: Plan) -> Dict[str, Any]:
     runs: List[Dict[str, Any]] = []
     text = clients.words(plan.batch_words - 1)
     with procs.server() as server:
+        for mode in ("many", "pool"):  # warm-up, untimed: the server's first texts are slower (its caches)
+            procs.child("batch", {"url": server.url, "api_key": server.api_key, "text": text,
+                                  "count": max(1, plan.batch_count // 5), "concurrency": 16, "mode": mode})
         for rep in range(plan.batch_reps):
             for concurrency in plan.batch_levels:
                 for mode in ("many", "pool") if rep % 2 == 0 else ("pool", "many"):

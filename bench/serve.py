@@ -52,7 +52,7 @@ def main(argv: Optional[list] = None) -> int:
     extra: Any = {"protocol": "qwen3", "voices": ("bench",)} if args.protocol == "qwen3" else {}
     with local_server.LocalServer(speed=args.speed, samples_per_word=args.samples_per_word,
                                   ping_interval=args.ping_interval, ping_timeout=args.ping_timeout,
-                                  **extra) as server:
+                                  history=100, **extra) as server:
         print(json.dumps({"url": server.url, "api_key": server.api_key}), flush=True)
         sys.stdin.read()  # until the parent closes our stdin (or dies)
     return 0

@@ -33,6 +33,12 @@ def texts(count: int) -> List[str]:
     return [f"item {i} says hello" for i in range(count)]
 
 
+def batch_threads() -> List[str]:
+    """The SDK's threads still alive (the local server's excluded)."""
+    return [t.name for t in threading.enumerate() if t.name.startswith("basetts-")
+            and not t.name.startswith("basetts-local-server") and t.is_alive()]
+
+
 # --- synthesize_many -----------------------------------------------------------------------------------------
 def test_results_come_in_input_order_with_each_texts_own_audio_and_bounded_concurrency() -> None:
     with LocalServer(speed=20.0) as server:
@@ -46,7 +52,7 @@ def test_results_come_in_input_order_with_each_texts_own_audio_and_bounded_concu
         assert 1 < server.most_at_once <= 6  # in parallel, never more than asked
         assert [p.done for p in progress] == list(range(1, 41)) and progress[-1].failed == 0
         assert progress[-1].audio_seconds == pytest.approx(sum(r.audio.duration for r in results))
-    assert not [t for t in threading.enumerate() if t.name.startswith("basetts-batch")]
+    assert not batch_threads()
 
 
 def test_unordered_results_come_as_they_complete() -> None:
@@ -119,7 +125,66 @@ def test_leaving_the_loop_closes_every_connection_at_once() -> None:
         time.sleep(0.5)
         assert len(server.conversations) == started <= 5  # nothing more starts (4 at a time, then 1 more)
         assert all(r.client_disconnected for r in server.conversations[1:])  # each long one cut off
-    assert not [t for t in threading.enumerate() if t.name.startswith(("basetts-batch", "basetts-reader"))]
+    assert not batch_threads()
+
+
+def test_hundreds_in_flight_share_one_io_thread_and_match_synthesize_byte_for_byte() -> None:
+    with LocalServer(speed=40.0) as server:
+        synth = synth_for(server)
+        items = [f"text {i} of the many. It has two sentences" for i in range(200)]
+        seen: List[List[str]] = []
+        results = []
+        for result in synth.synthesize_many(items, concurrency=100):
+            seen.append(batch_threads())
+            results.append(result)
+        assert server.most_at_once > 50  # really in flight together
+        assert [r.audio.pcm if r.audio else None for r in results] == [server.expected_pcm(t) for t in items]
+        assert synth.synthesize(items[7]).pcm == results[7].audio.pcm  # the same as one call's
+    names = {name for names in seen for name in names}
+    assert "basetts-reader" not in names and "basetts-writer" not in names
+    assert max(sum(n == "basetts-io" for n in names) for names in seen) == 1
+    assert max(sum(n.startswith("basetts-connect") for n in names) for names in seen) <= 25
+    assert not batch_threads()
+
+
+def test_long_texts_in_a_batch_are_paced_against_the_keepalive() -> None:
+    from .test_long_texts import COMPRESSION, PING, SAMPLES_PER_WORD, long_text
+
+    text = long_text(1.0)
+    with LocalServer(speed=1.0 * COMPRESSION, samples_per_word=SAMPLES_PER_WORD, ping_interval=PING,
+                     ping_timeout=PING) as server:
+        results = list(synth_for(server, keepalive_timeout=PING).synthesize_many([text] * 4, concurrency=4))
+        records = [server.last()] + server.conversations[:-1]
+    assert all(not r.keepalive_timeout and r.close_code == 1000 for r in records)
+    assert all(r.audio is not None and r.audio.pcm == server.expected_pcm(text) for r in results)
+    assert max(r.pings for r in records) >= 2  # it spanned keepalive windows
+
+
+def test_each_text_keeps_its_deadlines_and_tls_works() -> None:
+    import ssl
+
+    from .test_sending import CERTS
+
+    with LocalServer(faults=Faults(silent=True)) as silent:
+        started = time.monotonic()
+        results = list(synth_for(silent, first_audio_timeout=0.5, read_timeout=0.5)
+                       .synthesize_many(["a b", "c d", "e f"], concurrency=3))
+        assert all(isinstance(r.error, basetts.TimeoutError) for r in results)
+        assert time.monotonic() - started < 3
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(os.path.join(CERTS, "untrusted-cert.pem"), os.path.join(CERTS, "untrusted-key.pem"))
+    old = os.environ.get("SSL_CERT_FILE")
+    os.environ["SSL_CERT_FILE"] = os.path.join(CERTS, "untrusted-cert.pem")
+    try:
+        with LocalServer(ssl_context=context, samples_per_word=48) as tls:
+            items = [" ".join(f"w{i}.{j}" for j in range(300)) for i in range(6)]  # > 4 kB each: several writes
+            results = list(synth_for(tls).synthesize_many(items, concurrency=6))
+            assert [r.audio.pcm if r.audio else r.error for r in results] == [tls.expected_pcm(t) for t in items]
+    finally:
+        if old is None:
+            os.environ.pop("SSL_CERT_FILE", None)
+        else:
+            os.environ["SSL_CERT_FILE"] = old
 
 
 def test_bad_batch_arguments_are_errors_before_anything_is_sent() -> None:

@@ -402,6 +402,9 @@ def test_the_cli_speaks_qwen3_and_manages_its_voices(serve: Any, tmp_path: Any) 
     assert result.returncode == 1 and "not found" in result.stderr
     result = cli("voices", "add", "x", "y", "--consent", "c", env={**env, "BASETTS_PROTOCOL": "orpheus"})
     assert result.returncode == 2 and "--protocol qwen3" in result.stderr
+    result = cli("doctor", "--local", env={"BASETTS_PROTOCOL": "qwen3"})  # its local server speaks qwen3 too
+    line = next(line for line in result.stdout.splitlines() if "time to first audio" in line)
+    assert line.split()[0] == "ok", result.stdout
 
 
 def test_the_pytest_fixtures_have_a_qwen3_variant(basetts_qwen3_synthesizer: Any, basetts_qwen3_server: Any) -> None:

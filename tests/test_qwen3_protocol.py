@@ -283,3 +283,15 @@ def test_audio_is_owed_once_input_done_is_sent() -> None:
     assert state.deadline() is None  # text still being produced owes nothing
     state.sent([m.text for m in state.messages], None, 1.0)
     assert state.deadline() == 6.0
+
+
+def test_a_sentence_sent_owes_its_audio_even_while_the_rest_of_the_text_is_awaited() -> None:
+    state = utterance(["Hi.", "more"])
+    state.sent([next(state.messages).text], None, 0.0)
+    first = next(state.messages)
+    assert first.ends_batch
+    state.sent([first.text], state.end_batch(1.0), 1.0)
+    state.receive(server_frame(b"1", opcode=0xA), 1.1)  # its pong: read, but the audio is still owed
+    assert state.deadline() == pytest.approx(6.1)
+    state.receive(event("audio.start", sentence_index=0, sentence_text="Hi.") + server_frame(bytes(480)), 2.0)
+    assert state.deadline() is None  # "more" is no sentence yet: a producer may take its time

@@ -273,6 +273,7 @@ class LocalServer:
         config_timeout: float = qwen3.CONFIG_TIMEOUT,
         idle_timeout: float = qwen3.IDLE_TIMEOUT,
         session_end: str = "drop",
+        history: Optional[int] = None,
     ) -> None:
         """`speed`: None sends as fast as it can; 1.0 paces audio in real time, 2.0 twice as fast, 0.5 a
         model slower than real time. `legacy`: behave like older servers that ignore `encoding` and always
@@ -286,7 +287,10 @@ class LocalServer:
         with FORCED_ALIGNER_MODEL), `voices` (names already added, as with voice.add), `speakers` (a
         CustomVoice model's built-in ones; the Base model has none), `task_type` (the model's),
         `config_timeout` and `idle_timeout` (its timers; tests shorten them), `session_end` (how the
-        connection ends after an error that ends the session: see `testing.qwen3.SESSION_ENDS`)."""
+        connection ends after an error that ends the session: see `testing.qwen3.SESSION_ENDS`).
+
+        `history`: keep the records of only the last this many conversations (None: all; each holds its
+        audio, so a server serving thousands, as a benchmark's, would grow without it)."""
         if protocol not in ("orpheus", "qwen3"):
             raise ValueError("protocol must be 'orpheus' or 'qwen3'")
         if session_end not in qwen3.SESSION_ENDS:
@@ -302,6 +306,7 @@ class LocalServer:
         self.config_timeout = config_timeout
         self.idle_timeout = idle_timeout
         self.session_end = session_end
+        self.history = history
         if pysbd and flush.pysbd_segment() is None:
             raise RuntimeError("pysbd=True needs pysbd: pip install pysbd")
         if speed is not None and not speed > 0:
@@ -333,6 +338,17 @@ class LocalServer:
         """The most conversations that were open at the same time (a client's concurrency, seen here)."""
         self._live: Set[Connection] = set()  # every connection being served, for stop()
         self._workers: Set[threading.Thread] = set()
+
+    # The built-in speakers of `ready_to_speak("qwen3")`'s server.
+    SPEAKERS = ("vivian", "ryan")
+
+    @classmethod
+    def ready_to_speak(cls, protocol: str = "orpheus", **options: Any) -> "LocalServer":
+        """A server any Synthesizer of `protocol` speaks to as it is (`--local`): for Qwen3, a CustomVoice
+        model with built-in speakers, so no voice has to be added or cloned first."""
+        if protocol == "qwen3":
+            options = {"protocol": "qwen3", "speakers": cls.SPEAKERS, "task_type": "CustomVoice", **options}
+        return cls(**options)
 
     # lifecycle -------------------------------------------------------------------------------------
     @property
@@ -497,6 +513,8 @@ class LocalServer:
                                     protocol=self.protocol)
         with self._lock:
             self.conversations.append(record)
+            if self.history is not None and len(self.conversations) > self.history:
+                del self.conversations[:len(self.conversations) - self.history]
         sender = _Sender(self, connection, record)
         if self.protocol == "qwen3":
             try:

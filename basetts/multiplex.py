@@ -1,0 +1,348 @@
+"""`Multiplexer`: many conversations of whole texts on one thread, for `synthesize_many`.
+
+A `Conversation` spends a reader thread (and often a writer) per utterance, which a call that speaks
+one text never notices; a batch of hundreds in flight pays for hundreds of threads taking turns with the
+GIL. Here one thread (`basetts-io`) waits on every socket at once (`selectors`), and each conversation
+is the same sans-I/O state as `Conversation`'s (`connection.utterance_for`): the same messages, pacing,
+deadlines and meanings, only driven from one loop. Connecting (TCP, a proxy, TLS, the upgrade, retries)
+blocks, so a few `basetts-connect` threads do it and hand the socket over.
+"""
+from __future__ import annotations
+
+import collections
+import io
+import logging
+import selectors
+import socket
+import ssl
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Callable, Deque, Dict, List, Optional
+
+from . import transport
+from .audio import Audio, Stats
+from .errors import BasetenTTSError, StreamInterrupted, warn
+from .settings import Settings
+from .trace import Trace
+
+log = logging.getLogger("basetts")
+
+Done = Callable[[Optional[Audio], Optional[BaseException]], None]
+"""Called once per text, in the I/O thread (or a connector's): the audio, or the error (with `.partial`)."""
+
+# Deadlines are checked this often: they are seconds long, so a quarter of a second late is nothing,
+# and the scan of every conversation is then a small part of the loop's work even with hundreds.
+_DEADLINE_CHECK = 0.25
+# Messages taken at once into one write, as the thread-based writer does.
+_BATCH_MESSAGES = 64
+
+
+class _Stream:
+    """One conversation in the loop: its socket, its protocol state, what waits to be sent, what came."""
+
+    def __init__(self, settings: Settings, sock: transport.BoundedSocket, words: List[str], stats: Stats,
+                 started: float, done: Done) -> None:
+        from .connection import utterance_for
+
+        self.settings = settings
+        self.bounded = sock
+        self.sock = sock.sock
+        self.utterance = utterance_for(settings, words, stats)
+        self.messages = self.utterance.messages
+        self.stats = stats
+        self.started = started
+        self.done = done
+        self.out = bytearray()
+        self.pcm = io.BytesIO()
+        self.trace = Trace.open(settings)
+        self.events = 0  # the selector events registered
+        self.ended = False
+
+    def fill(self, now: float) -> None:
+        """Queue the next batches while the pacing allows (a whole text never waits on its iterable)."""
+        utterance = self.utterance
+        while not utterance.all_sent and utterance.may_send():
+            messages: List[str] = []
+            ping: Optional[bytes] = None
+            for message in self.messages:
+                messages.append(message.text)
+                if message.ends_batch and not message.last:
+                    ping = utterance.end_batch(now)
+                    break
+                if len(messages) >= _BATCH_MESSAGES:
+                    break
+            if not messages:
+                return
+            utterance.sent(messages, ping, now)
+            self.out += transport.frames(messages, ping)
+            self.trace.sent(messages, ping)
+
+
+class Multiplexer:
+    """Runs conversations of whole texts on one I/O thread; `connectors` threads open their connections.
+    `close()` ends every conversation still running (as a `StreamInterrupted`) and joins the threads."""
+
+    def __init__(self, connectors: int = 4) -> None:
+        self._selector = selectors.DefaultSelector()
+        self._wake_read, self._wake_write = socket.socketpair()
+        self._wake_read.setblocking(False)
+        self._wake_write.setblocking(False)
+        self._selector.register(self._wake_read, selectors.EVENT_READ, None)
+        self._lock = threading.Lock()
+        self._arrivals: Deque[_Stream] = collections.deque()
+        self._streams: Dict[int, _Stream] = {}  # by file descriptor; only the I/O thread touches it
+        self._stopping = threading.Event()
+        self._connect = ThreadPoolExecutor(max_workers=connectors, thread_name_prefix="basetts-connect")
+        self._thread = threading.Thread(target=self._run, name="basetts-io", daemon=True)
+        self._thread.start()
+
+    # what the batch calls ---------------------------------------------------------------------------------
+    def submit(self, settings: Settings, words: List[str], done: Done,
+               cancel: Optional[threading.Event] = None) -> None:
+        """Speak `words` (a whole text): connect on a connector thread (retrying what is transient), then
+        run in the loop; `done` gets the outcome."""
+        self._connect.submit(self._open, settings, words, done, cancel or self._stopping)
+
+    def close(self) -> None:
+        """End everything now; safe to call more than once."""
+        self._stopping.set()
+        self._wake()
+        self._connect.shutdown(wait=True, cancel_futures=True)
+        self._thread.join()
+        for stream in list(self._arrivals):  # arrived after the loop ended
+            self._end(stream, StreamInterrupted("The batch was stopped."), close=True)
+        self._arrivals.clear()
+        self._selector.close()
+        self._wake_read.close()
+        self._wake_write.close()
+
+    # connecting (a connector thread) ------------------------------------------------------------------------
+    def _open(self, settings: Settings, words: List[str], done: Done, cancel: threading.Event) -> None:
+        from .synthesizer import Cancelled, retrying
+
+        stats = Stats()
+        started = time.monotonic()
+        try:
+            sock = retrying(settings, stats, lambda: transport.open_socket(settings), cancel)
+        except Cancelled:
+            done(None, BasetenTTSError("The batch was stopped before this text was sent."))
+            return
+        except BaseException as exc:  # noqa: BLE001 - every outcome goes to `done`
+            done(None, exc)
+            return
+        stats.connect_time = time.monotonic() - started
+        try:
+            stream = _Stream(settings, sock, words, stats, started, done)
+            sock.sock.setblocking(False)
+            # The first batch goes out from here, at once: handing it to the loop first would delay the
+            # server's first audio by a thread's wake-up. What the socket does not take, the loop sends.
+            stream.trace.event("open")
+            stream.fill(time.monotonic())
+            _send_some(stream)
+        except BaseException as exc:  # noqa: BLE001
+            sock.close()
+            done(None, exc)
+            return
+        with self._lock:
+            stopped = self._stopping.is_set()
+            if not stopped:
+                self._arrivals.append(stream)
+        if stopped:
+            self._end(stream, StreamInterrupted("The batch was stopped."), close=True)
+            return
+        self._wake()
+
+    def _wake(self) -> None:
+        try:
+            self._wake_write.send(b"\0")
+        except (BlockingIOError, OSError):
+            pass  # a wake-up is already pending (or we are closing)
+
+    # the loop (the I/O thread) --------------------------------------------------------------------------------
+    def _run(self) -> None:
+        next_check = time.monotonic() + _DEADLINE_CHECK
+        try:
+            while not self._stopping.is_set():
+                now = time.monotonic()
+                for key, events in self._selector.select(max(0.0, next_check - now)):
+                    if key.data is None:
+                        self._drain_wake()
+                        continue
+                    stream: _Stream = key.data
+                    try:
+                        if events & selectors.EVENT_READ:
+                            self._read(stream)
+                        if events & selectors.EVENT_WRITE and stream.sock.fileno() in self._streams:
+                            self._write(stream)
+                    except Exception as exc:  # noqa: BLE001 - a bug of ours: that text fails, the rest go on
+                        log.exception("the batch's I/O failed")
+                        error = StreamInterrupted(f"basetts failed while streaming: {exc!r}")
+                        self._end(stream, error)
+                self._admit()
+                now = time.monotonic()
+                if now >= next_check:
+                    self._check_deadlines(now)
+                    next_check = now + _DEADLINE_CHECK
+        finally:
+            # Stopped, or (a bug of ours) the loop failed: nothing more is admitted, and every text still
+            # here ends now, so no caller waits for a result that cannot come.
+            self._stopping.set()
+            with self._lock:
+                arrived, self._arrivals = list(self._arrivals), collections.deque()
+            for stream in list(self._streams.values()) + arrived:
+                self._end(stream, StreamInterrupted("The batch was stopped."))
+
+    def _drain_wake(self) -> None:
+        try:
+            while self._wake_read.recv(4096):
+                pass
+        except (BlockingIOError, OSError):
+            pass
+
+    def _admit(self) -> None:
+        """Take the conversations the connectors opened: send their first batch, watch their sockets."""
+        with self._lock:
+            arrived, self._arrivals = list(self._arrivals), collections.deque()
+        for stream in arrived:
+            try:
+                self._streams[stream.sock.fileno()] = stream
+                self._watch(stream)
+                buffered = stream.bounded.take_buffered()  # what came with the upgrade's answer
+                if buffered:
+                    self._received(stream, buffered)
+            except Exception as exc:  # noqa: BLE001 - a bug of ours: that text fails, the rest go on
+                log.exception("the batch's I/O failed")
+                self._end(stream, StreamInterrupted(f"basetts failed while streaming: {exc!r}"))
+
+    def _watch(self, stream: _Stream) -> None:
+        events = selectors.EVENT_READ | (selectors.EVENT_WRITE if stream.out else 0)
+        if events == stream.events:
+            return
+        if stream.events:
+            self._selector.modify(stream.sock, events, stream)
+        else:
+            self._selector.register(stream.sock, events, stream)
+        stream.events = events
+
+    def _read(self, stream: _Stream) -> None:
+        sock = stream.sock
+        chunks: List[bytes] = []
+        try:
+            while True:
+                data = sock.recv(transport.READ_SIZE)
+                chunks.append(data)
+                if not data or not (isinstance(sock, ssl.SSLSocket) and sock.pending()):
+                    break
+        except (BlockingIOError, ssl.SSLWantReadError, ssl.SSLWantWriteError):
+            pass
+        except OSError as exc:
+            log.debug("batch: connection lost: %s", exc)
+            chunks.append(b"")
+        for data in chunks:
+            if stream.sock.fileno() not in self._streams:
+                return
+            self._received(stream, data)
+
+    def _received(self, stream: _Stream, data: bytes) -> None:
+        now = time.monotonic()
+        utterance, stats = stream.utterance, stream.stats
+        received = utterance.receive(data, now)
+        stream.trace.received(len(data), received)
+        if received.audio:
+            if stats.first_byte_time is None:
+                stats.first_byte_time = now - stream.started
+            stream.pcm.write(received.audio)
+        stats.bytes_received, stats.frames_received = utterance.audio_bytes, utterance.audio_messages
+        stats.encoding = utterance.decoder.encoding
+        for payload in received.pongs:
+            stream.out += transport.pong(payload)
+        if received.acknowledged:
+            stream.fill(now)
+        keepalive = utterance.keepalive(now)
+        if keepalive is not None:
+            utterance.sent([keepalive], None, now)
+            stream.out += transport.frames([keepalive], None)
+        if received.ended:
+            if received.error is None or isinstance(received.error, BasetenTTSError):
+                stream.out += transport.close_frame()
+                self._flush(stream)
+            if received.error is None and utterance.decoder.pending:
+                warn(f"dropping {len(utterance.decoder.pending)} trailing byte(s): the stream ended mid-sample")
+            if utterance.decoder.fell_back:
+                warn("asked for encoding='pcm_mulaw', but the server sent 16-bit PCM (an older server); "
+                     "decoding that")
+            self._end(stream, received.error)
+            return
+        if stream.out:
+            self._write(stream)
+
+    def _write(self, stream: _Stream) -> None:
+        self._flush(stream)
+        self._watch(stream)
+
+    def _flush(self, stream: _Stream) -> None:
+        _send_some(stream)
+
+    def _check_deadlines(self, now: float) -> None:
+        for stream in list(self._streams.values()):
+            utterance = stream.utterance
+            try:
+                deadline = utterance.deadline()
+                if deadline is not None and deadline <= now:
+                    self._end(stream, utterance.timeout_error(now))
+                    continue
+                keepalive = utterance.keepalive(now)  # a quiet Qwen3 session between reads
+                if keepalive is not None:
+                    utterance.sent([keepalive], None, now)
+                    stream.out += transport.frames([keepalive], None)
+                    self._write(stream)
+            except Exception as exc:  # noqa: BLE001 - a bug of ours: that text fails, the rest go on
+                log.exception("the batch's I/O failed")
+                self._end(stream, StreamInterrupted(f"basetts failed while streaming: {exc!r}"))
+
+    def _end(self, stream: _Stream, error: Optional[BaseException], close: bool = True) -> None:
+        """The conversation is over: close it, and hand over the audio or the error (with the audio so far).
+        Once per conversation, whatever calls it again."""
+        if stream.ended:
+            return
+        stream.ended = True
+        fileno = stream.sock.fileno()
+        if self._streams.get(fileno) is stream:
+            del self._streams[fileno]
+            try:
+                self._selector.unregister(stream.sock)
+            except (KeyError, ValueError):
+                pass
+        if close:
+            stream.bounded.close()
+        stats = stream.stats
+        stats.total_time = time.monotonic() - stream.started
+        stream.trace.event("end", error=None if error is None else str(error),
+                           kind=None if error is None else type(error).__name__)
+        stream.trace.close()
+        audio = Audio(stream.pcm.getvalue(), stats=stats)
+        if error is not None and isinstance(error, BasetenTTSError):
+            error.partial = audio
+        stream.done(None if error is not None else audio, error)
+
+
+def _send_some(stream: _Stream) -> None:
+    """Send what is queued, as much as the socket takes now."""
+    while stream.out:
+        try:
+            sent = stream.sock.send(stream.out)
+        except (BlockingIOError, ssl.SSLWantWriteError, ssl.SSLWantReadError):
+            return
+        except OSError as exc:  # the reader will see why (a close, or the drop)
+            log.debug("batch: write failed: %s", exc)
+            stream.out.clear()
+            return
+        del stream.out[:sent]
+
+
+def default_connectors(concurrency: int) -> int:
+    """Connector threads: they only wait (for the server's accept and upgrade, slow when it is busy), so
+    enough to keep opening connections as fast as texts finish; a quarter of the concurrency, 4 at least,
+    64 at most, never one per text."""
+    return max(1, min(concurrency, max(4, concurrency // 4), 64))
