@@ -274,7 +274,7 @@ def test_a_producer_pausing_past_the_idle_timeout_is_kept_alive(serve: Any) -> N
 
 # long texts against the keepalive -------------------------------------------------------------------------
 @pytest.mark.slow
-@pytest.mark.parametrize("real_time, minutes", [(1.0, 3), (3.0, 6)])
+@pytest.mark.parametrize("real_time, minutes", [(1.0, 2), (3.0, 4)])
 def test_minutes_of_text_paced_against_the_keepalive(real_time: float, minutes: float) -> None:
     text = long_text(minutes)
     with LocalServer(protocol="qwen3", voices=("alice",), speed=real_time * COMPRESSION,
@@ -282,7 +282,7 @@ def test_minutes_of_text_paced_against_the_keepalive(real_time: float, minutes: 
         audio = synth_for(server, keepalive_timeout=PING).synthesize(text)
         record = server.last()
     assert not record.keepalive_timeout, "the server's keepalive ping went unanswered"
-    assert record.pings >= 5 and record.close_code == 1000
+    assert record.pings >= 3 and record.close_code == 1000  # it spanned several keepalive windows
     assert record.words == text.split() and audio.pcm == server.expected_pcm(text)
 
 
