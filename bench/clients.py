@@ -61,19 +61,23 @@ def bare_receive_all(url: str, api_key: str, text: str, encoding: Optional[str] 
                      timeout: Optional[float] = None) -> Tuple[float, int]:
     """The whole stream: a thread sends words while this one reads (a long text would otherwise
     deadlock: the server stops reading words while its audio is not read). Returns (seconds, bytes)."""
+    settings = dict(SETTINGS, **({"encoding": encoding} if encoding else {}))
+    return _send_while_reading(url, api_key, [json.dumps(settings), *text.split(), SENTINEL], _bare_drain, timeout)
+
+
+def _send_while_reading(url: str, api_key: str, messages: List[str], drain: Callable[[websocket.WebSocket], int],
+                        timeout: Optional[float] = None) -> Tuple[float, int]:
+    """Connect, send `messages` from a thread while this one drains the stream: (seconds, audio bytes)."""
     started = time.perf_counter()
     ws = _bare_connect(url, api_key, multithread=True, timeout=timeout)
-    settings = dict(SETTINGS, **({"encoding": encoding} if encoding else {}))
 
     def send() -> None:
-        ws.send(json.dumps(settings))
-        for word in text.split():
-            ws.send(word)
-        ws.send(SENTINEL)
+        for message in messages:
+            ws.send(message)
 
     writer = threading.Thread(target=send, name="bench-bare-writer", daemon=True)
     writer.start()
-    received = _bare_drain(ws)
+    received = drain(ws)
     elapsed = time.perf_counter() - started
     writer.join()
     ws.close()
@@ -139,20 +143,7 @@ def bare_qwen3_first_byte(url: str, api_key: str, text: str) -> Tuple[float, int
 
 def bare_qwen3_receive_all(url: str, api_key: str, text: str) -> Tuple[float, int]:
     """The whole stream, a thread sending while this one reads (as `bare_receive_all`)."""
-    started = time.perf_counter()
-    ws = _bare_connect(url, api_key, multithread=True)
-
-    def send() -> None:
-        for message in _qwen3_messages(text):
-            ws.send(message)
-
-    writer = threading.Thread(target=send, name="bench-bare-writer", daemon=True)
-    writer.start()
-    received = _qwen3_drain(ws)
-    elapsed = time.perf_counter() - started
-    writer.join()
-    ws.close()
-    return elapsed, received
+    return _send_while_reading(url, api_key, _qwen3_messages(text), _qwen3_drain)
 
 
 # the official aiohttp example -----------------------------------------------------------------------
