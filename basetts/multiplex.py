@@ -18,7 +18,7 @@ import ssl
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import Callable, Deque, Dict, List, Optional
+from typing import Callable, Deque, Dict, List, Optional, Set
 
 from . import transport
 from .audio import Audio, Stats
@@ -93,6 +93,7 @@ class Multiplexer:
         self._arrivals: Deque[_Stream] = collections.deque()
         self._streams: Dict[int, _Stream] = {}  # by file descriptor; only the I/O thread touches it
         self._stopping = threading.Event()
+        self._connecting: Set[socket.socket] = set()  # duplicates of connections still opening (under _lock)
         self._connect = ThreadPoolExecutor(max_workers=connectors, thread_name_prefix="basetts-connect")
         self._thread = threading.Thread(target=self._run, name="basetts-io", daemon=True)
         self._thread.start()
@@ -105,8 +106,16 @@ class Multiplexer:
         self._connect.submit(self._open, settings, words, done, cancel or self._stopping)
 
     def close(self) -> None:
-        """End everything now; safe to call more than once."""
-        self._stopping.set()
+        """End everything now; safe to call more than once. Connections still being opened are cut (a
+        deployment starting up can hold an upgrade for minutes)."""
+        with self._lock:
+            self._stopping.set()
+            connecting = list(self._connecting)
+        for raw in connecting:
+            try:
+                raw.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
         self._wake()
         self._connect.shutdown(wait=True, cancel_futures=True)
         self._thread.join()
@@ -123,14 +132,34 @@ class Multiplexer:
 
         stats = Stats()
         started = time.monotonic()
+        opened: List[socket.socket] = []
+
+        def connected(raw: socket.socket) -> None:
+            # A duplicate of the descriptor: TLS takes over `raw` itself, and shutting the connection down
+            # through the duplicate touches neither (the connector's thread may be inside OpenSSL).
+            handle = raw.dup()
+            with self._lock:
+                opened.append(handle)
+                self._connecting.add(handle)
+                stopping = self._stopping.is_set()
+            if stopping:  # close() came between the connect and this: it could not see this socket
+                handle.shutdown(socket.SHUT_RDWR)
+
         try:
-            sock = retrying(settings, stats, lambda: transport.open_socket(settings), cancel)
+            sock = retrying(settings, stats, lambda: transport.open_socket(settings, on_connected=connected), cancel)
         except Cancelled:
             done(None, BasetenTTSError("The batch was stopped before this text was sent."))
             return
         except BaseException as exc:  # noqa: BLE001 - every outcome goes to `done`
+            if self._stopping.is_set() and isinstance(exc, BasetenTTSError):
+                exc = BasetenTTSError(f"The batch was stopped while this text's connection was opening ({exc}).")
             done(None, exc)
             return
+        finally:
+            with self._lock:
+                self._connecting.difference_update(opened)
+            for handle in opened:
+                handle.close()
         stats.connect_time = time.monotonic() - started
         try:
             stream = _Stream(settings, sock, words, stats, started, done)

@@ -243,9 +243,12 @@ def _bypassed(host: str, no_proxy: str) -> bool:
     return False
 
 
-def open_socket(settings: Settings, while_waiting: Optional[Callable[[], None]] = None) -> BoundedSocket:
+def open_socket(settings: Settings, while_waiting: Optional[Callable[[], None]] = None,
+                on_connected: Optional[Callable[[socket.socket], None]] = None) -> BoundedSocket:
     """TCP (connect_timeout), a proxy tunnel and TLS, the upgrade (handshake_timeout); every failure
-    mapped to our errors. `while_waiting` runs once the upgrade request is sent, while the server answers."""
+    mapped to our errors. `while_waiting` runs once the upgrade request is sent, while the server answers;
+    `on_connected` gets the TCP socket as soon as it is connected (shutting it down from another thread
+    ends a wait for the proxy, TLS or the upgrade at once)."""
     parts = urlsplit(settings.url)
     host = parts.hostname or ""
     port = parts.port or (443 if parts.scheme == "wss" else 80)
@@ -267,6 +270,8 @@ def open_socket(settings: Settings, while_waiting: Optional[Callable[[], None]] 
     deadline = time.monotonic() + settings.handshake_timeout
     sock: socket.socket = raw
     try:
+        if on_connected is not None:
+            on_connected(raw)
         raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         if proxy is not None:
             _tunnel(BoundedSocket(raw, deadline), proxy, host, port)

@@ -350,6 +350,42 @@ def test_ctrl_c_stops_within_a_second_closes_everything_and_a_rerun_finishes(tmp
     assert len(list(out.glob("*.wav"))) == 12
 
 
+STUCK_CHILD = """
+import sys, time
+import basetts
+synth = basetts.Synthesizer(url=sys.argv[1], api_key="k")
+print("STARTED", flush=True)
+try:
+    for result in synth.synthesize_many(["a b", "c d", "e f"], concurrency=3):
+        print("RESULT", result.error, flush=True)
+except KeyboardInterrupt:
+    print("INTERRUPTED", flush=True)
+"""
+
+
+@pytest.mark.parametrize("tls", [False, True], ids=["ws", "wss"])
+def test_ctrl_c_stops_a_batch_whose_upgrades_the_server_holds(tmp_path: Path, tls: bool) -> None:
+    """A deployment scaled to zero holds the upgrade for minutes: Ctrl+C must not wait for it."""
+    import socket
+
+    with socket.create_server(("127.0.0.1", 0), backlog=16) as listener:  # accepts TCP, never answers
+        scheme = "wss" if tls else "ws"
+        url = f"{scheme}://127.0.0.1:{listener.getsockname()[1]}/environments/production/websocket"
+        child = subprocess.Popen([sys.executable, "-c", STUCK_CHILD, url], stdout=subprocess.PIPE, text=True)
+        try:
+            assert child.stdout is not None and child.stdout.readline().strip() == "STARTED"
+            time.sleep(1.0)  # every connector now waits for its upgrade (or its TLS handshake)
+            interrupted = time.monotonic()
+            child.send_signal(signal.SIGINT)
+            out, _ = child.communicate(timeout=10)
+            stopped_in = time.monotonic() - interrupted
+        finally:
+            if child.poll() is None:
+                child.kill()
+    assert "INTERRUPTED" in out and "RESULT" not in out
+    assert stopped_in < 2.0  # sanity bound: not the 300 s handshake_timeout
+
+
 def test_on_a_terminal_batch_draws_tqdms_bar_with_items_audio_errors_and_an_eta(tmp_path: Path) -> None:
     import fcntl
     import pty
