@@ -419,7 +419,7 @@ class Conversation:
         behind the queue, and the server's pings would go unanswered). False once the conversation is over."""
         with self._changed:
             while not self._stop.is_set() and not self._reader_done:
-                if self._utterance.may_send() and self._queued < ROOM_BYTES:
+                if self._utterance.may_send(time.monotonic()) and self._queued < ROOM_BYTES:
                     return True
                 self._writer_waiting = True
                 self._changed.wait()

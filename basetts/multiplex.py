@@ -62,7 +62,7 @@ class _Stream:
     def fill(self, now: float) -> None:
         """Queue the next batches while the pacing allows (a whole text never waits on its iterable)."""
         utterance = self.utterance
-        while not utterance.all_sent and utterance.may_send():
+        while not utterance.all_sent and utterance.may_send(now):
             messages: List[str] = []
             ping: Optional[bytes] = None
             for message in self.messages:

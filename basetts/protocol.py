@@ -539,9 +539,11 @@ class Conversing:
         self.audio_bytes = 0
         self.ended = False
         self.last_sent: Optional[float] = None
+        self.progressed = False
+        """Set by a protocol when what it received lets the writer go on (like a pong of ours)."""
 
     # sending ----------------------------------------------------------------------------------------------
-    def may_send(self) -> bool:
+    def may_send(self, now: float) -> bool:
         return self.pacer.may_send() and not self.ended
 
     def end_batch(self, now: float) -> bytes:
@@ -619,6 +621,8 @@ class Conversing:
         if violation is not None:
             return self._end(StreamInterrupted(f"The connection failed: {violation}. The audio is incomplete."),
                              b"".join(audio))
+        if self.progressed:
+            self.progressed, acknowledged = False, True
         return Received(b"".join(audio), pongs, acknowledged, False, None)
 
     def binary(self, payload: bytes) -> bytes:

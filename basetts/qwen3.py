@@ -7,12 +7,13 @@ Nothing here touches a socket or a thread; `tests/test_qwen3_protocol.py` tests 
 from __future__ import annotations
 
 import base64
+import collections
 import dataclasses
 import json
 import logging
 import os
 import re
-from typing import TYPE_CHECKING, Any, Dict, Iterable, Iterator, List, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Deque, Dict, Iterable, Iterator, List, Optional, Tuple
 
 from .audio import Sentence, Timeline, Word
 from .errors import BasetenTTSError, ConfigurationError, SentenceError, ServerError, StreamInterrupted
@@ -121,12 +122,14 @@ def text_message(text: str) -> str:
     return json.dumps({"type": "input.text", "text": text}, ensure_ascii=False)
 
 
-def outgoing(config: Dict[str, Any], words: Iterable[str], clause: bool = False) -> Iterator[Outgoing]:
+def outgoing(config: Dict[str, Any], words: Iterable[str], clause: bool = False,
+             completes: Optional[Callable[[str, List[str]], None]] = None) -> Iterator[Outgoing]:
     """Every message of one session: session.config, each word with the space after it (the server
     appends text as it comes, and a sentence ends once the space after its "." is there), input.done.
     `ends_batch` marks the words after which the server generates (our copy of its splitter), where the
     pacing's batches end. A text with more than MAX_BUFFER characters without a sentence end is a
-    `ConfigurationError` before they go out: the server would end the session."""
+    `ConfigurationError` before they go out: the server would end the session. `completes(message,
+    sentences)` hears of each message after which the server has those sentences to generate."""
     yield Outgoing(json.dumps(config, ensure_ascii=False), False)
     splitter = Splitter(clause)
     for word in words:
@@ -134,13 +137,16 @@ def outgoing(config: Dict[str, Any], words: Iterable[str], clause: bool = False)
         pieces[-1] += " "
         for piece in pieces:
             try:
-                ends = bool(splitter.add(piece))
+                sentences = splitter.add(piece)
             except BufferOverflow:
                 raise ConfigurationError(
                     f"The text runs over {MAX_BUFFER} characters without a sentence end (. ! ? 。！？ followed "
                     "by a space): the Qwen3 server holds at most that much and would end the session. "
                     "Add punctuation.") from None
-            yield Outgoing(text_message(piece), ends)
+            message = text_message(piece)
+            if sentences and completes is not None:
+                completes(message, sentences)
+            yield Outgoing(message, bool(sentences))
     yield Outgoing(DONE, True, last=True)
 
 
@@ -240,7 +246,12 @@ class Qwen3Utterance(Conversing):
                  idle_timeout: float = IDLE_TIMEOUT) -> None:
         super().__init__(buffer_size=1, first_audio_timeout=first_audio_timeout, read_timeout=read_timeout,
                          max_message_size=max_message_size, keepalive_timeout=keepalive_timeout)
-        self.messages = outgoing(config, words, clause=config.get("split_granularity") == "clause")
+        self._completing: Deque[Tuple[str, List[str]]] = collections.deque()  # taken messages ending sentences
+        self.messages = outgoing(config, words, clause=config.get("split_granularity") == "clause",
+                                 completes=lambda message, texts: self._completing.append((message, texts)))
+        self._owed: Deque[Tuple[int, float]] = collections.deque()  # sentences sent, not done: (characters, when)
+        self._last_done = 0.0
+        self._rate: Optional[float] = None  # the server's seconds of generation per character, as measured
         self.timeline = timeline
         self.sentence_errors = sentence_errors
         self.idle_timeout = idle_timeout
@@ -250,6 +261,33 @@ class Qwen3Utterance(Conversing):
         self._samples = 0
 
     # sending ----------------------------------------------------------------------------------------------
+    def may_send(self, now: float) -> bool:
+        """As the pacing allows, and only if what is sent now would not wait long unread. The server reads
+        no message while it generates, and uvicorn reads nothing behind an unread message, pongs
+        included: text sent ahead holds our keepalive pong until the sentences before it are generated
+        (fatal past 20 s: a long sentence, a slow model). So text goes ahead only while those sentences'
+        generation, predicted from the server's measured speed, ends within the pacing's budget; else
+        it waits for their audio.done (one round trip per sentence)."""
+        return super().may_send(now) and self.predicted_wait(now) < self.pacer.budget
+
+    def predicted_wait(self, now: float) -> float:
+        """Seconds until the server has generated every sentence sent (0 when it waits for text)."""
+        if not self._owed:
+            return 0.0
+        if self._rate is None:
+            return float("inf")  # its speed is not known yet: wait for the first sentence
+        begun = max(self._owed[0][1], self._last_done)
+        total = sum(characters for characters, _ in self._owed) * self._rate * self.MARGIN
+        return max(0.0, total - (now - begun))
+
+    MARGIN = 1.5  # the prediction's allowance: a sentence may take longer than the average per character
+
+    def sent(self, messages: List[str], ping: Optional[bytes], now: float) -> None:
+        for message in messages:  # the messages that end sentences, matched as the very objects taken
+            if self._completing and self._completing[0][0] is message:
+                self._owed.extend((len(text), now) for text in self._completing.popleft()[1])
+        super().sent(messages, ping, now)
+
     def is_last(self, message: str) -> bool:
         return message == DONE
 
@@ -291,7 +329,7 @@ class Qwen3Utterance(Conversing):
         if kind == "audio.start":
             return self._start(event)
         if kind == "audio.done":
-            return self._done(event)
+            return self._done(event, now)
         if kind == "timestamps":
             if "error" in event:
                 log.warning("the server could not align sentence %s: %s", event.get("sentence_index"),
@@ -325,12 +363,23 @@ class Qwen3Utterance(Conversing):
                                   str(event.get("sentence_text", "")), self.seconds, self.seconds)
         return False, None
 
-    def _done(self, event: Dict[str, Any]) -> Tuple[bool, Optional[BasetenTTSError]]:
+    def _measured(self, now: float) -> None:
+        """A sentence's audio.done: how long the server took per character (a running average)."""
+        if not self._owed:
+            return
+        characters, sent_at = self._owed.popleft()
+        took = max(0.0, now - max(sent_at, self._last_done)) / max(1, characters)
+        self._rate = took if self._rate is None else 0.5 * self._rate + 0.5 * took
+        self._last_done = now
+
+    def _done(self, event: Dict[str, Any], now: float) -> Tuple[bool, Optional[BasetenTTSError]]:
         begun = self._sentence or Sentence(len(self.timeline.sentences), "", self.seconds, self.seconds)
         self._sentence = None
         failed = bool(event.get("error"))
         error = _FAILED.sub("", begun.error or "the server marked it failed") if failed else None
         self.timeline.sentences.append(dataclasses.replace(begun, end=self.seconds, error=error))
+        self._measured(now)
+        self.progressed = True  # text held back may go now
         self._words(event.get("timestamp_info"))
         if error is not None and self.sentence_errors == "raise":
             hint = (" This model clones voices: pass voice= (one added with synth.voices.add), or ref_audio= "

@@ -177,22 +177,42 @@ def test_timestamps_without_an_aligner_fail_at_once_however_the_server_ends(serv
     assert all_threads_gone()
 
 
-def read_until_input_done(connection: socket.socket) -> None:
-    """Read the client's (masked) frames, answering its pings, until its input.done."""
-    data = b""
-    while True:
-        while len(data) < 6 or len(data) < frame_length(data):
-            more = connection.recv(65536)
-            assert more, "the client left before input.done"
-            data += more
-        end = frame_length(data)
-        opcode, start = data[0] & 0x0F, end - payload_length(data)
-        payload = bytes(b ^ data[start - 4 + i % 4] for i, b in enumerate(data[start:end]))
-        data = data[end:]
-        if opcode == 0x9:
-            connection.sendall(server_frame(payload, opcode=0xA))
-        elif opcode == 0x1 and json.loads(payload).get("type") == "input.done":
-            return
+class ClientFrames:
+    """The client's (masked) frames on a raw connection, its pings answered as they are read."""
+
+    def __init__(self, connection: socket.socket) -> None:
+        self.connection = connection
+        self.data = b""
+
+    def until(self, kind: str) -> None:
+        """Read until a message of type `kind` (the frames after it stay for the next call)."""
+        while True:
+            while len(self.data) >= 6 and len(self.data) >= frame_length(self.data):
+                end = frame_length(self.data)
+                opcode, start = self.data[0] & 0x0F, end - payload_length(self.data)
+                payload = bytes(b ^ self.data[start - 4 + i % 4] for i, b in enumerate(self.data[start:end]))
+                self.data = self.data[end:]
+                if opcode == 0x9:
+                    self.connection.sendall(server_frame(payload, opcode=0xA))
+                elif opcode == 0x1 and json.loads(payload).get("type") == kind:
+                    self.answer_pings()
+                    return
+            more = self.connection.recv(65536)
+            assert more, f"the client left before {kind}"
+            self.data += more
+
+    def answer_pings(self) -> None:
+        """Answer the pings among the frames already read, as a server's websocket layer does at once."""
+        rest, kept = self.data, b""
+        while len(rest) >= 6 and len(rest) >= frame_length(rest):
+            frame, rest = rest[:frame_length(rest)], rest[frame_length(rest):]
+            if frame[0] & 0x0F == 0x9:
+                start = len(frame) - payload_length(frame)
+                payload = bytes(b ^ frame[start - 4 + i % 4] for i, b in enumerate(frame[start:]))
+                self.connection.sendall(server_frame(payload, opcode=0xA))
+            else:
+                kept += frame
+        self.data = kept + rest
 
 
 def payload_length(data: bytes) -> int:
@@ -207,13 +227,14 @@ def frame_length(data: bytes) -> int:
 def test_a_server_that_never_closes_after_session_done_is_not_waited_for() -> None:
     def answer(connection: socket.socket, key: str) -> None:
         connection.sendall(upgrade_response(key))
-        read_until_input_done(connection)
-        for payload in (json.dumps({"type": "audio.start", "sentence_index": 0, "sentence_text": "Hi.",
-                                    "format": "pcm", "sample_rate": 24000}).encode(), ):
-            connection.sendall(server_frame(payload, opcode=0x1))
+        frames = ClientFrames(connection)
+        frames.until("input.text")  # "Hi. ": a sentence, generated at once
+        connection.sendall(server_frame(json.dumps({"type": "audio.start", "sentence_index": 0, "sentence_text": "Hi.",
+                                                    "format": "pcm", "sample_rate": 24000}).encode(), opcode=0x1))
         connection.sendall(server_frame(b"\x01\x00" * 100))
-        for kind in ("audio.done", "session.done"):
-            connection.sendall(server_frame(json.dumps({"type": kind, "sentence_index": 0}).encode(), opcode=0x1))
+        connection.sendall(server_frame(json.dumps({"type": "audio.done", "sentence_index": 0}).encode(), opcode=0x1))
+        frames.until("input.done")
+        connection.sendall(server_frame(json.dumps({"type": "session.done"}).encode(), opcode=0x1))
         time.sleep(2)  # holds the connection open, reading nothing
 
     with raw_server(answer) as url:
@@ -284,6 +305,32 @@ def test_minutes_of_text_paced_against_the_keepalive(real_time: float, minutes: 
     assert not record.keepalive_timeout, "the server's keepalive ping went unanswered"
     assert record.pings >= 3 and record.close_code == 1000  # it spanned several keepalive windows
     assert record.words == text.split() and audio.pcm == server.expected_pcm(text)
+
+
+LONG_SENTENCE = " ".join(f"w{i}" for i in range(160)) + "."  # 55 s of audio: 2.7 s at 20x; the timeout is 1 s
+
+
+@pytest.mark.parametrize("many, text", [
+    (False, f"{LONG_SENTENCE} And then a short one. And another."),
+    (True, f"{LONG_SENTENCE} And then a short one. And another."),
+    (False, f"A short one first. {LONG_SENTENCE} And another."),  # the speed learned, then a long one
+], ids=["long-first", "long-first-many", "short-first"])
+def test_a_sentence_longer_to_generate_than_the_keepalive_timeout_is_not_followed_by_more_text(
+        many: bool, text: str) -> None:
+    """Text sent while the server generates waits unread, and our keepalive pong waits behind it: with a
+    sentence taking 2.7 keepalive timeouts to generate, anything sent ahead loses the connection."""
+    with LocalServer(protocol="qwen3", voices=("alice",), speed=COMPRESSION, samples_per_word=SAMPLES_PER_WORD,
+                     ping_interval=PING, ping_timeout=PING) as server:
+        synth = synth_for(server, keepalive_timeout=PING)
+        if many:
+            results = list(synth.synthesize_many([text, text], concurrency=2))
+            assert [r.error for r in results] == [None, None]
+            pcm = results[0].audio.pcm if results[0].audio else b""
+        else:
+            pcm = synth.synthesize(text).pcm
+        record = server.last()
+    assert not record.keepalive_timeout and record.close_code == 1000
+    assert pcm == server.expected_pcm(text) and len(record.sentences) == 3
 
 
 def test_a_client_sending_everything_at_once_loses_the_connection_as_on_the_real_server() -> None:

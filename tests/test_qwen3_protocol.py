@@ -295,3 +295,25 @@ def test_a_sentence_sent_owes_its_audio_even_while_the_rest_of_the_text_is_await
     assert state.deadline() == pytest.approx(6.1)
     state.receive(event("audio.start", sentence_index=0, sentence_text="Hi.") + server_frame(bytes(480)), 2.0)
     assert state.deadline() is None  # "more" is no sentence yet: a producer may take its time
+
+
+def test_text_goes_ahead_only_while_what_the_server_generates_ends_within_the_budget() -> None:
+    long = "x" * 99 + "."
+    state = utterance(["One.", "Two", "three.", long, "end"])
+    config, first = next(state.messages), next(state.messages)
+    state.sent([config.text, first.text], state.end_batch(0.0), 0.0)
+    state.receive(server_frame(b"1", opcode=0xA), 0.1)  # the batch was read: the pacing alone would go on
+    assert not state.may_send(0.1)  # "One." is being generated, at a speed not known yet: wait
+    received = state.receive(sentence(0, "One.", bytes(480)), 0.2)
+    assert received.acknowledged and state.may_send(0.2)  # done: 0.05 s per character
+    two, three = next(state.messages), next(state.messages)
+    state.sent([two.text, three.text], state.end_batch(0.3), 0.3)
+    state.receive(server_frame(b"2", opcode=0xA), 0.31)
+    assert state.may_send(0.31)  # "Two three.": 0.75 s to go at most, within the 2 s budget
+    ahead = next(state.messages)
+    state.sent([ahead.text], state.end_batch(0.4), 0.4)  # the long one, sent ahead
+    state.receive(server_frame(b"3", opcode=0xA), 0.41)
+    assert not state.may_send(0.41)  # 110 characters to generate: 8 s predicted, past the budget
+    assert state.may_send(7.5)  # once most of that time has gone by
+    state.receive(sentence(1, "Two three.", bytes(480)) + sentence(2, long, bytes(480)), 7.6)
+    assert state.may_send(7.6)
