@@ -319,6 +319,18 @@ def test_batch_reads_stdin_and_csv_and_writes_the_format_asked(tmp_path: Path) -
         assert read_wav(tmp_path / "c" / "c1.wav") == server.expected_pcm("from a csv")
 
 
+def interrupt(child: "subprocess.Popen[str]") -> Any:
+    """Ctrl+C to `child`: (its stdout, its stderr, the seconds it took to exit); killed if it does not."""
+    try:
+        interrupted = time.monotonic()
+        child.send_signal(signal.SIGINT)
+        out, err = child.communicate(timeout=10)
+        return out, err, time.monotonic() - interrupted
+    finally:
+        if child.poll() is None:
+            child.kill()
+
+
 def test_ctrl_c_stops_within_a_second_closes_everything_and_a_rerun_finishes(tmp_path: Path) -> None:
     source = tmp_path / "in.txt"
     source.write_text("".join(f"line {i} " + "word " * 30 + "\n" for i in range(12)))
@@ -327,18 +339,11 @@ def test_ctrl_c_stops_within_a_second_closes_everything_and_a_rerun_finishes(tmp
         env = {**os.environ, "BASETTS_URL": server.url, "BASETEN_API_KEY": server.api_key}
         child = subprocess.Popen([sys.executable, "-m", "basetts", "batch", str(source), str(out),
                                   "--concurrency", "3"], stderr=subprocess.PIPE, text=True, env=env)
-        try:
-            deadline = time.monotonic() + 30
-            while not (out / "manifest.jsonl").exists() or not manifest(out):
-                assert time.monotonic() < deadline
-                time.sleep(0.05)
-            interrupted = time.monotonic()
-            child.send_signal(signal.SIGINT)
-            _, err = child.communicate(timeout=10)
-            stopped_in = time.monotonic() - interrupted
-        finally:
-            if child.poll() is None:
-                child.kill()
+        deadline = time.monotonic() + 30
+        while not (out / "manifest.jsonl").exists() or not manifest(out):
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        _, err, stopped_in = interrupt(child)
         assert child.returncode == 130 and "Run the same command again" in err
         assert stopped_in < 2.0  # sanity bound: connections closed, not played out
         time.sleep(0.3)
@@ -375,16 +380,9 @@ def test_ctrl_c_stops_a_batch_whose_upgrades_the_server_holds(tmp_path: Path, tl
         scheme = "wss" if tls else "ws"
         url = f"{scheme}://127.0.0.1:{listener.getsockname()[1]}/environments/production/websocket"
         child = subprocess.Popen([sys.executable, "-c", STUCK_CHILD, url], stdout=subprocess.PIPE, text=True)
-        try:
-            assert child.stdout is not None and child.stdout.readline().strip() == "STARTED"
-            time.sleep(1.0)  # every connector now waits for its upgrade (or its TLS handshake)
-            interrupted = time.monotonic()
-            child.send_signal(signal.SIGINT)
-            out, _ = child.communicate(timeout=10)
-            stopped_in = time.monotonic() - interrupted
-        finally:
-            if child.poll() is None:
-                child.kill()
+        assert child.stdout is not None and child.stdout.readline().strip() == "STARTED"
+        time.sleep(1.0)  # every connector now waits for its upgrade (or its TLS handshake)
+        out, _, stopped_in = interrupt(child)
     assert "INTERRUPTED" in out and "RESULT" not in out
     assert stopped_in < 2.0  # sanity bound: not the 300 s handshake_timeout
 
