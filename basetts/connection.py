@@ -87,6 +87,26 @@ def utterance_for(settings: Settings, words: Iterable[str], stats: Stats) -> pro
         max_message_size=settings.max_message_size, keepalive_timeout=settings.keepalive_timeout)
 
 
+def count_audio(stats: Stats, utterance: protocol.Conversing, started: float, now: float, audio: bool) -> bool:
+    """Bring `stats` up to date after a read (True if it brought the first audio); say once that the
+    server ignored pcm_mulaw."""
+    first = audio and stats.first_byte_time is None
+    if first:
+        stats.first_byte_time = now - started
+    stats.bytes_received, stats.frames_received = utterance.audio_bytes, utterance.audio_messages
+    if utterance.decoder.fell_back and stats.encoding is None:
+        warn("asked for encoding='pcm_mulaw', but the server sent 16-bit PCM (an older server); decoding that")
+    stats.encoding = utterance.decoder.encoding
+    return first
+
+
+def warn_trailing(utterance: protocol.Conversing) -> None:
+    """At the normal end: half a sample left over is dropped, and said."""
+    if utterance.decoder.pending:
+        warn(f"dropping {len(utterance.decoder.pending)} trailing byte(s): the stream ended mid-sample "
+             "(half a 16-bit sample is not audio)")
+
+
 class Spare:
     """One pre-opened connection, kept for the next conversation (the protocol allows one per connection).
     A spare opened in another process (before a fork) is never used, nor touched: the parent owns it."""
@@ -486,9 +506,8 @@ class Conversation:
             if received.ended:
                 if received.error is None or isinstance(received.error, (ServerError, StreamInterrupted)):
                     self._answer_close()
-                if received.error is None and self._utterance.decoder.pending:
-                    warn(f"dropping {len(self._utterance.decoder.pending)} trailing byte(s): the stream ended "
-                         "mid-sample (half a 16-bit sample is not audio)")
+                if received.error is None:
+                    warn_trailing(self._utterance)
                 return received.error
         return None
 
@@ -503,14 +522,7 @@ class Conversation:
                 self._write_lock.release()
 
     def _on_audio(self, pcm: bytes, now: float) -> None:
-        stats, utterance = self.stats, self._utterance
-        first = stats.first_byte_time is None
-        if first:
-            stats.first_byte_time = now - self._started
-        stats.bytes_received, stats.frames_received = utterance.audio_bytes, utterance.audio_messages
-        if utterance.decoder.fell_back and stats.encoding is None:
-            warn("asked for encoding='pcm_mulaw', but the server sent 16-bit PCM (an older server); decoding that")
-        stats.encoding = utterance.decoder.encoding
+        first = count_audio(self.stats, self._utterance, self._started, now, audio=True)
         if not pcm:
             return
         self._put(pcm)

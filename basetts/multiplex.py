@@ -22,7 +22,8 @@ from typing import Callable, Deque, Dict, List, Optional, Set
 
 from . import transport
 from .audio import Audio, Stats
-from .errors import BasetenTTSError, StreamInterrupted, warn
+from .connection import count_audio, utterance_for, warn_trailing
+from .errors import BasetenTTSError, StreamInterrupted
 from .settings import Settings
 from .trace import Trace
 
@@ -43,8 +44,6 @@ class _Stream:
 
     def __init__(self, settings: Settings, sock: transport.BoundedSocket, words: List[str], stats: Stats,
                  started: float, done: Done) -> None:
-        from .connection import utterance_for
-
         self.settings = settings
         self.bounded = sock
         self.sock = sock.sock
@@ -278,29 +277,19 @@ class Multiplexer:
         utterance, stats = stream.utterance, stream.stats
         received = utterance.receive(data, now)
         stream.trace.received(len(data), received)
+        count_audio(stats, utterance, stream.started, now, audio=bool(received.audio))
         if received.audio:
-            if stats.first_byte_time is None:
-                stats.first_byte_time = now - stream.started
             stream.pcm.write(received.audio)
-        stats.bytes_received, stats.frames_received = utterance.audio_bytes, utterance.audio_messages
-        stats.encoding = utterance.decoder.encoding
         for payload in received.pongs:
             stream.out += transport.pong(payload)
         if received.acknowledged:
             stream.fill(now)
-        keepalive = utterance.keepalive(now)
-        if keepalive is not None:
-            utterance.sent([keepalive], None, now)
-            stream.out += transport.frames([keepalive], None)
         if received.ended:
             if received.error is None or isinstance(received.error, BasetenTTSError):
                 stream.out += transport.close_frame()
                 self._flush(stream)
-            if received.error is None and utterance.decoder.pending:
-                warn(f"dropping {len(utterance.decoder.pending)} trailing byte(s): the stream ended mid-sample")
-            if utterance.decoder.fell_back:
-                warn("asked for encoding='pcm_mulaw', but the server sent 16-bit PCM (an older server); "
-                     "decoding that")
+            if received.error is None:
+                warn_trailing(utterance)
             self._end(stream, received.error)
             return
         if stream.out:
@@ -321,7 +310,7 @@ class Multiplexer:
                 if deadline is not None and deadline <= now:
                     self._end(stream, utterance.timeout_error(now))
                     continue
-                keepalive = utterance.keepalive(now)  # a quiet Qwen3 session between reads
+                keepalive = utterance.keepalive(now)  # a quiet Qwen3 session (checked here only: due every 10 s)
                 if keepalive is not None:
                     utterance.sent([keepalive], None, now)
                     stream.out += transport.frames([keepalive], None)

@@ -9,7 +9,6 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 import tracemalloc
 import wave
@@ -22,6 +21,8 @@ import basetts
 from basetts.batch import Progress, file_name, read_jobs
 from basetts.testing import Faults, LocalServer
 
+from .test_playback_control import client_threads
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -31,12 +32,6 @@ def synth_for(server: LocalServer, **options: Any) -> basetts.Synthesizer:
 
 def texts(count: int) -> List[str]:
     return [f"item {i} says hello" for i in range(count)]
-
-
-def batch_threads() -> List[str]:
-    """The SDK's threads still alive (the local server's excluded)."""
-    return [t.name for t in threading.enumerate() if t.name.startswith("basetts-")
-            and not t.name.startswith("basetts-local-server") and t.is_alive()]
 
 
 # --- synthesize_many -----------------------------------------------------------------------------------------
@@ -52,7 +47,7 @@ def test_results_come_in_input_order_with_each_texts_own_audio_and_bounded_concu
         assert 1 < server.most_at_once <= 6  # in parallel, never more than asked
         assert [p.done for p in progress] == list(range(1, 41)) and progress[-1].failed == 0
         assert progress[-1].audio_seconds == pytest.approx(sum(r.audio.duration for r in results))
-    assert not batch_threads()
+    assert not client_threads()
 
 
 def test_unordered_results_come_as_they_complete() -> None:
@@ -128,7 +123,7 @@ def test_leaving_the_loop_closes_every_connection_at_once() -> None:
         long_ones = [r for r in server.conversations if r.words != ["short"]]  # connected in any order
         assert len(long_ones) == len(server.conversations) - 1
         assert all(r.client_disconnected for r in long_ones)  # each long one cut off
-    assert not batch_threads()
+    assert not client_threads()
 
 
 def test_a_hundred_in_flight_share_one_io_thread_and_match_synthesize_byte_for_byte() -> None:
@@ -138,7 +133,7 @@ def test_a_hundred_in_flight_share_one_io_thread_and_match_synthesize_byte_for_b
         seen: List[List[str]] = []
         results = []
         for result in synth.synthesize_many(items, concurrency=100):
-            seen.append(batch_threads())
+            seen.append(client_threads())
             results.append(result)
         assert server.most_at_once > 50  # really in flight together
         assert [r.audio.pcm if r.audio else None for r in results] == [server.expected_pcm(t) for t in items]
@@ -147,7 +142,7 @@ def test_a_hundred_in_flight_share_one_io_thread_and_match_synthesize_byte_for_b
     assert "basetts-reader" not in names and "basetts-writer" not in names
     assert max(sum(n == "basetts-io" for n in names) for names in seen) == 1
     assert max(sum(n.startswith("basetts-connect") for n in names) for names in seen) <= 25
-    assert not batch_threads()
+    assert not client_threads()
 
 
 def test_long_texts_in_a_batch_are_paced_against_the_keepalive() -> None:

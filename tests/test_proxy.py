@@ -89,6 +89,17 @@ def test_through_a_proxy_every_word_arrives(proxies) -> None:
         assert f"127.0.0.1:{server.port}" in proxy.log()  # tinyproxy logs the CONNECT's target
 
 
+def test_a_batch_through_a_proxy_every_text_arrives(proxies) -> None:
+    """synthesize_many's connectors tunnel too, and its I/O thread streams over the tunnels."""
+    proxy = proxies()
+    texts = [f"{TEXT} {i}" for i in range(6)]
+    with LocalServer() as server:
+        synth = Synthesizer(url=server.url, api_key=server.api_key, proxy=proxy.url)
+        results = list(synth.synthesize_many(texts, concurrency=3))
+        assert [r.audio.pcm if r.audio else r.error for r in results] == [server.expected_pcm(t) for t in texts]
+        assert proxy.log().count(f"127.0.0.1:{server.port}") >= len(texts)  # one CONNECT per text
+
+
 def test_tls_to_the_server_through_the_tunnel_with_credentials(proxies, monkeypatch) -> None:
     """wss:// inside CONNECT: the proxy sees the CONNECT (and our proxy credentials), never the API key."""
     proxy = proxies("BasicAuth user s3cret")
