@@ -1,33 +1,45 @@
 """basetts: text to speech through Baseten's streaming websockets (Orpheus TTS, Qwen3-TTS), in one blocking call."""
 import logging
-from typing import TYPE_CHECKING, List
+from typing import List
 
 from ._version import __version__
-from .audio import Audio, Sentence, Stats, Word
+from .audio import Audio, Sentence, Stats, Timeline, Word
+from .batch import Progress, Result
 from .errors import (
+    ArgumentTypeError,
     AudioDeviceError,
     AuthenticationError,
     BasetenTTSError,
     BasettsWarning,
     ConfigurationError,
     ConnectError,
+    ConnectTimeout,
+    FirstAudioTimeout,
     HandshakeError,
+    HandshakeTimeout,
+    InvalidText,
     ModelNotFoundError,
+    ReadTimeout,
+    RedirectRefused,
     SentenceError,
     ServerError,
+    ServerUnavailable,
     StreamInterrupted,
     TimeoutError,
+    UnexpectedResponse,
     VoiceError,
 )
+from .formats import Saved
 from .playback import Playback, play
-from .settings import EMOTION_TAGS, PROTOCOLS, VOICES, Settings
+from .portaudio import Device
+from .protocols.orpheus import EMOTION_TAGS, VOICES
+from .session import Session
+from .settings import PROTOCOLS, CallSettings, Settings
 from .synthesizer import Synthesizer
-
-if TYPE_CHECKING:
-    from .portaudio import Device
+from .voices import Voice, Voices
 
 
-def devices() -> List["Device"]:
+def devices() -> List[Device]:
     """The audio output devices `speak(output_device=...)` can use (imports PyAudio only when called)."""
     from .portaudio import devices as _devices
 
@@ -37,8 +49,11 @@ def devices() -> List["Device"]:
 logging.getLogger("basetts").addHandler(logging.NullHandler())
 
 __all__ = [
-    "__version__", "Audio", "Stats", "BasettsWarning", "Settings", "Synthesizer", "VOICES", "EMOTION_TAGS",
-    "BasetenTTSError", "ConfigurationError", "ConnectError", "HandshakeError", "AuthenticationError",
-    "ModelNotFoundError", "ServerError", "TimeoutError", "StreamInterrupted", "AudioDeviceError", "devices",
-    "play", "Playback", "PROTOCOLS", "Word", "Sentence", "SentenceError", "VoiceError",
+    "__version__", "Audio", "Stats", "Timeline", "Word", "Sentence", "Saved", "BasettsWarning", "Settings",
+    "CallSettings", "Synthesizer", "Session", "Playback", "play", "Result", "Progress", "Voice", "Voices",
+    "Device", "devices", "VOICES", "EMOTION_TAGS", "PROTOCOLS",
+    "BasetenTTSError", "ConfigurationError", "InvalidText", "ArgumentTypeError", "ConnectError",
+    "HandshakeError", "AuthenticationError", "ModelNotFoundError", "ServerUnavailable", "RedirectRefused",
+    "UnexpectedResponse", "ServerError", "SentenceError", "VoiceError", "TimeoutError", "ConnectTimeout",
+    "HandshakeTimeout", "FirstAudioTimeout", "ReadTimeout", "StreamInterrupted", "AudioDeviceError",
 ]

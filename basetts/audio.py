@@ -10,7 +10,10 @@ import sys
 import wave
 from typing import Any, BinaryIO, Iterator, List, NamedTuple, Optional, Union
 
-from .protocol import CHANNELS, SAMPLE_RATE, SAMPLE_WIDTH
+SAMPLE_RATE = 24000
+"""What every protocol delivers: 16-bit mono PCM at 24 kHz."""
+SAMPLE_WIDTH = 2
+CHANNELS = 1
 
 
 class Word(NamedTuple):

@@ -72,7 +72,7 @@ class _Batch:
     stop that ends them all at once."""
 
     def __init__(self, synth: "Synthesizer", concurrency: int, overrides: Dict[str, Any]) -> None:
-        from .multiplex import Multiplexer, default_connectors
+        from .net.multiplex import Multiplexer, default_connectors
 
         self.synth = synth
         self.overrides = overrides
@@ -107,7 +107,7 @@ class _Batch:
 
     def _start(self, index: int, item: Item, future: "Future[Result]") -> Optional[Result]:
         """Hand the item to the multiplexer; its Result at once if it cannot even start."""
-        from .synthesizer import words_of
+        from .text import words_of
 
         started = time.monotonic()
         text = item if isinstance(item, str) else str(item.get("text", "")) if isinstance(item, Mapping) else ""

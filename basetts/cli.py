@@ -20,8 +20,8 @@ from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, Iterator, List,
 from ._version import __version__
 from .audio import Audio
 from .errors import AudioDeviceError, BasetenTTSError, ConfigurationError
-from .protocol import iter_words
-from .settings import EMOTION_TAGS, VOICES
+from .protocols.orpheus import EMOTION_TAGS, VOICES
+from .text import iter_words
 
 if TYPE_CHECKING:
     from .synthesizer import Synthesizer

@@ -6,7 +6,7 @@ import logging
 import os
 import sys
 import warnings
-from typing import TYPE_CHECKING, Optional
+from typing import TYPE_CHECKING, Dict, Mapping, Optional
 
 if TYPE_CHECKING:
     from .audio import Audio
@@ -14,19 +14,33 @@ if TYPE_CHECKING:
 
 class BasetenTTSError(Exception):
     """Base of every basetts error. `partial` holds the audio received before the failure (empty
-    `Audio` when none came), so ``exc.partial.pcm`` always works."""
+    `Audio` when none came), so ``exc.partial.pcm`` always works. `retryable`: whether the same call may
+    succeed if tried again (what basetts's own retries read, before any audio)."""
 
     def __init__(self, message: str, *, partial: Optional["Audio"] = None) -> None:
         super().__init__(message)
         if partial is None:
-            from .audio import Audio  # here: audio imports protocol, which imports this module
+            from .audio import Audio  # here: the audio module's Audio is built on this one's errors
 
             partial = Audio()
         self.partial: "Audio" = partial
 
+    @property
+    def retryable(self) -> bool:
+        return False
+
 
 class ConfigurationError(BasetenTTSError, ValueError):
     """Settings are missing or invalid; nothing was sent."""
+
+
+class InvalidText(ConfigurationError):
+    """The text cannot be spoken (empty, or not valid unicode); nothing was sent. Also a `ValueError`."""
+
+
+class ArgumentTypeError(ConfigurationError, TypeError):
+    """An argument of the wrong type (text that is not a str, an unknown setting); nothing was sent. Also a
+    `TypeError`, as Python's own for a wrong argument."""
 
 
 class ConnectError(BasetenTTSError):
@@ -36,25 +50,9 @@ class ConnectError(BasetenTTSError):
         super().__init__(message, partial=partial)
         self.transient = transient
 
-
-class HandshakeError(BasetenTTSError):
-    """The server answered the websocket upgrade with an HTTP error status."""
-
-    def __init__(
-        self, message: str, *, status: int, retry_after: Optional[float] = None,
-        partial: Optional["Audio"] = None,
-    ) -> None:
-        super().__init__(message, partial=partial)
-        self.status = status
-        self.retry_after = retry_after
-
-
-class AuthenticationError(HandshakeError):
-    """401/403: the API key is missing, wrong, or not allowed to call this model."""
-
-
-class ModelNotFoundError(HandshakeError):
-    """404: no model, environment or deployment at that URL."""
+    @property
+    def retryable(self) -> bool:
+        return self.transient
 
 
 class ServerError(BasetenTTSError):
@@ -68,6 +66,73 @@ class ServerError(BasetenTTSError):
         self.status = status
         self.close_code = close_code
         self.retry_after = retry_after
+
+    @property
+    def retryable(self) -> bool:
+        return self.status is not None and (self.status == 429 or self.status >= 500)
+
+
+class HandshakeError(BasetenTTSError):
+    """The server (or something in the way) answered the websocket upgrade with an HTTP status instead of
+    101: `status`, its `headers` (lower-case names) and `retry_after` (seconds, from either form of the
+    Retry-After header; None when absent)."""
+
+    def __init__(
+        self, message: str, *, status: int, headers: Optional[Mapping[str, str]] = None,
+        retry_after: Optional[float] = None, partial: Optional["Audio"] = None,
+    ) -> None:
+        BasetenTTSError.__init__(self, message, partial=partial)
+        self.status = status
+        self.headers: Dict[str, str] = dict(headers or {})
+        self.retry_after = retry_after
+
+
+class AuthenticationError(HandshakeError):
+    """401/403: the API key is missing, wrong, or not allowed to call this model."""
+
+
+class ModelNotFoundError(HandshakeError):
+    """404: no model, environment or deployment at that URL."""
+
+
+class ServerUnavailable(HandshakeError, ServerError):  # type: ignore[misc]  # status: never None here
+    """429 or 5xx at the upgrade: the deployment is overloaded, starting from zero, or failing. Retried
+    before any audio (as long as its Retry-After is short); also a `ServerError`."""
+
+    def __init__(self, message: str, *, status: int, headers: Optional[Mapping[str, str]] = None,
+                 retry_after: Optional[float] = None, partial: Optional["Audio"] = None) -> None:
+        HandshakeError.__init__(self, message, status=status, headers=headers, retry_after=retry_after,
+                                partial=partial)
+        self.close_code = None
+
+    @property
+    def retryable(self) -> bool:
+        return True
+
+
+class RedirectRefused(HandshakeError, ConnectError):
+    """3xx: a redirect, never followed, so the key goes only to the URL configured. Also a `ConnectError`."""
+
+    def __init__(self, message: str, *, status: int, headers: Optional[Mapping[str, str]] = None,
+                 partial: Optional["Audio"] = None) -> None:
+        HandshakeError.__init__(self, message, status=status, headers=headers, partial=partial)
+        self.transient = False
+
+
+class UnexpectedResponse(HandshakeError, ServerError):  # type: ignore[misc]  # status: never None here
+    """Any other status: a 2xx page (a captive portal, a proxy that does not pass websockets), a 4xx refusal
+    of the upgrade itself (400, 405, 407, 426). Not retried: trying again gets the same answer. Also a
+    `ServerError`, as it was before it had a class of its own."""
+
+    def __init__(self, message: str, *, status: int, headers: Optional[Mapping[str, str]] = None,
+                 retry_after: Optional[float] = None, partial: Optional["Audio"] = None) -> None:
+        HandshakeError.__init__(self, message, status=status, headers=headers, retry_after=retry_after,
+                                partial=partial)
+        self.close_code = None
+
+    @property
+    def retryable(self) -> bool:
+        return False
 
 
 class SentenceError(ServerError):
@@ -93,7 +158,25 @@ class VoiceError(BasetenTTSError):
 
 
 class TimeoutError(BasetenTTSError, builtins.TimeoutError):
-    """A connect, handshake or read deadline passed. Also a built-in `TimeoutError`."""
+    """A deadline passed. Also a built-in `TimeoutError`. The subclasses say which phase's: each is bounded
+    by the setting of its name."""
+
+
+class ConnectTimeout(TimeoutError):
+    """No TCP connection (to the server or the proxy) within `connect_timeout`."""
+
+
+class HandshakeTimeout(TimeoutError):
+    """The proxy tunnel, TLS or the websocket upgrade took longer than `handshake_timeout` (a deployment
+    starting from zero holds the upgrade: that is what the long default is for)."""
+
+
+class FirstAudioTimeout(TimeoutError):
+    """The server owed the first audio for `first_audio_timeout` without sending any."""
+
+
+class ReadTimeout(TimeoutError):
+    """After audio began, the server owed more (or an answer, or the rest of a frame) for `read_timeout`."""
 
 
 class StreamInterrupted(BasetenTTSError):

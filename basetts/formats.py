@@ -11,9 +11,8 @@ import io
 import os
 from typing import Any, BinaryIO, Dict, Iterable, Iterator, List, Optional, Tuple, Union
 
-from .audio import Audio, Stats, WavWriter
+from .audio import CHANNELS, SAMPLE_RATE, Audio, Stats, WavWriter
 from .errors import ConfigurationError
-from .protocol import CHANNELS, SAMPLE_RATE
 
 PathLike = Union[str, "os.PathLike[str]"]
 

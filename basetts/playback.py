@@ -20,10 +20,9 @@ import weakref
 from typing import Any, Callable, Iterable, Iterator, List, Literal, Mapping, Optional, Tuple, Union, overload
 
 from . import portaudio
-from .audio import Audio, Resampler, Stats, Word, playable
+from .audio import SAMPLE_RATE, SAMPLE_WIDTH, Audio, Resampler, Stats, Word, playable
 from .errors import AudioDeviceError, BasetenTTSError, ConfigurationError, TimeoutError
 from .portaudio import Device, DeviceSpec, PortAudioHold
-from .protocol import SAMPLE_RATE, SAMPLE_WIDTH
 from .ring import Ring
 
 log = logging.getLogger("basetts")

@@ -6,15 +6,16 @@ import threading
 import weakref
 from typing import TYPE_CHECKING, Any, Callable, Iterator, List, Optional
 
-from . import protocol
 from .audio import Audio, Stats
-from .connection import Conversation
 from .errors import BasetenTTSError
+from .net.conversation import Conversation
+from .net.retry import open_conversation
 from .settings import Settings
+from .text import WordSplitter
 
 if TYPE_CHECKING:
+    from .net.transport import BoundedSocket
     from .playback import Playback, Player
-    from .transport import BoundedSocket
 
 _DONE = object()
 _ABANDONED = object()  # the session was closed or garbage-collected: the word feed stops
@@ -51,7 +52,7 @@ class Session:
         self._on_audio = on_audio
         self._stopped = False  # stop(): send() is ignored from then on
         self._ended_by_user = False  # abort() or stop(): not an error; finish() returns the audio
-        self._splitter = protocol.WordSplitter()
+        self._splitter = WordSplitter()
         self._words: "queue.Queue[object]" = queue.Queue()
         self._aborted = threading.Event()
         self._chunks: List[bytes] = []
@@ -77,7 +78,6 @@ class Session:
     # lifecycle -------------------------------------------------------------------------------------
     def open(self) -> "Session":
         """Connect (``with`` does this; so does the first `send()` or `finish()`)."""
-        from .synthesizer import open_conversation  # the retrying opener lives with the public API
 
         if self._conversation is not None:
             return self

@@ -4,23 +4,16 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 import logging
-import math
 import os
 import re
-from typing import Any, Dict, List, Mapping, Optional, Set, Tuple, TypedDict
+from typing import Any, Dict, List, Mapping, Optional, Tuple, TypedDict
 from urllib.parse import urlsplit
 
-from .errors import ConfigurationError, warn
+from . import protocols
+from .checks import check_int, check_number, is_utf8
+from .errors import ArgumentTypeError, ConfigurationError, warn
 
 log = logging.getLogger("basetts")
-
-VOICES = ("tara", "leah", "jess", "leo", "dan", "mia", "zac", "zoe")
-"""The Orpheus voices the Baseten deployment knows; deployments may add more."""
-
-EMOTION_TAGS = ("<laugh>", "<chuckle>", "<sigh>", "<cough>", "<sniffle>", "<groan>", "<yawn>", "<gasp>")
-"""Tags Orpheus performs when written inline as words, e.g. ``"That's funny <laugh>"``."""
-
-ENCODINGS = ("pcm_s16le", "pcm_mulaw")
 
 # Names read from the environment and `.env`; the hyphenated key name is the official example's.
 ENV_API_KEY = ("BASETEN_API_KEY", "BASETEN-API-KEY")
@@ -29,13 +22,9 @@ ENV_URL = "BASETTS_URL"
 ENV_TRACE = "BASETTS_TRACE"
 ENV_PROTOCOL = "BASETTS_PROTOCOL"
 
-PROTOCOLS = ("orpheus", "qwen3")
-"""Baseten's two streaming TTS websockets: Orpheus, and Qwen3-TTS (vLLM-Omni)."""
-DEFAULT_VOICE = "tara"
-"""Orpheus's voice when none is given (Qwen3-TTS has no default: the server's applies)."""
+PROTOCOLS = protocols.NAMES
+"""Baseten's streaming TTS protocols: Orpheus, and Qwen3-TTS (vLLM-Omni)."""
 
-# Fields that go into the JSON settings message. None means "not set": the server's default applies.
-_SERVER_FIELDS = ("voice", "max_tokens", "buffer_size", "temperature", "top_p", "repetition_penalty", "encoding")
 # A model id or environment name becomes one segment of the URL's path.
 _PATH_SEGMENT = re.compile(r"^[A-Za-z0-9_-]+$")
 
@@ -89,9 +78,6 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host.strip("[]")).is_loopback
     except ValueError:
         return False
-
-
-_warned_voices: Set[str] = set()
 
 
 class MissingSettings(ConfigurationError):
@@ -180,13 +166,6 @@ class CallSettings(TypedDict, total=False):
     producer (or a paused player) is kept alive with an empty message every third of it."""
 
 
-# Settings that only one protocol has; with the other they are refused.
-ORPHEUS_ONLY = ("max_tokens", "buffer_size", "temperature", "top_p", "repetition_penalty", "encoding")
-QWEN3_ONLY = ("language", "instructions", "task_type", "ref_audio", "ref_text", "x_vector_only_mode",
-              "word_timestamps", "timestamp_transport", "split_granularity", "max_new_tokens",
-              "initial_codec_chunk_frames", "sentence_errors", "idle_timeout")
-
-
 @dataclasses.dataclass(frozen=True)
 class Settings:
     """Everything one synthesis needs. Build with `Settings.resolve`; `replace` for per-call overrides."""
@@ -241,8 +220,7 @@ class Settings:
         shown = ", ".join(
             f"{f.name}={getattr(self, f.name)!r}" for f in dataclasses.fields(self)
             if f.name not in ("api_key", "proxy", "ref_audio")
-            and (getattr(self, f.name) != f.default
-                 or f.name not in QWEN3_ONLY + (ORPHEUS_ONLY if self.protocol == "qwen3" else ()))
+            and (getattr(self, f.name) != f.default or f.name not in _hidden_at_default(self.protocol))
         )
         proxy = "" if self.proxy is None else ", proxy=<set>"
         return f"Settings({shown}, api_key={'<set>' if self.api_key else '<missing>'}{proxy})"
@@ -305,7 +283,7 @@ class Settings:
                         break
         unknown = set(options) - {f.name for f in dataclasses.fields(cls)}
         if unknown:
-            raise TypeError(f"unknown setting(s): {', '.join(sorted(unknown))}")
+            raise ArgumentTypeError(f"unknown setting(s): {', '.join(sorted(unknown))}")
         options = {k: v for k, v in options.items() if v is not None}
         settings = cls(url=url, api_key=api_key, **options)
         settings.validate()
@@ -315,7 +293,7 @@ class Settings:
         """A copy with per-call overrides (None leaves a field as it is), validated."""
         unknown = set(overrides) - {f.name for f in dataclasses.fields(self)}
         if unknown:
-            raise TypeError(f"unknown setting(s): {', '.join(sorted(unknown))}")
+            raise ArgumentTypeError(f"unknown setting(s): {', '.join(sorted(unknown))}")
         changes = {k: v for k, v in overrides.items() if v is not None}
         if not changes:
             return self
@@ -324,16 +302,15 @@ class Settings:
         return settings
 
     def __post_init__(self) -> None:
-        # "Tara" is tara: the model knows "tara" (Qwen3's server lowercases names itself).
-        if (self.protocol == "orpheus" and isinstance(self.voice, str) and self.voice not in VOICES
-                and self.voice.strip().lower() in VOICES):
-            object.__setattr__(self, "voice", self.voice.strip().lower())
+        spec = protocols.find(self.protocol)
+        if spec is not None:
+            object.__setattr__(self, "voice", spec.voice(self.voice))
 
     def validate(self) -> None:
         """Reject what the server would crash on, before anything is sent."""
         for name in ("url", "api_key", "voice", "encoding"):
             value = getattr(self, name)
-            if isinstance(value, str) and not _is_utf8(value):
+            if isinstance(value, str) and not is_utf8(value):
                 shown = "" if name == "api_key" else f", got {value!r}"
                 raise ConfigurationError(f"{name} must be valid unicode text (no lone surrogates){shown}")
         parts = urlsplit(self.url)
@@ -352,82 +329,35 @@ class Settings:
         if self.voice is not None and (not isinstance(self.voice, str) or not self.voice.strip()):
             raise ConfigurationError("voice must be a non-empty string, e.g. 'tara'")
         self._check_protocol_fields()
-        if (self.protocol == "orpheus" and self.voice is not None and self.voice not in VOICES
-                and self.voice not in _warned_voices):
-            _warned_voices.add(self.voice)  # once per voice: every call validates its settings
-            warn(f"voice {self.voice!r} is not one of the Orpheus voices {', '.join(VOICES)}; sending it anyway")
-        _check_int("max_tokens", self.max_tokens, 1)
-        _check_int("buffer_size", self.buffer_size, 1)
-        _check_number("temperature", self.temperature, low=0.0, low_open=False)
-        _check_number("top_p", self.top_p, low=0.0, high=1.0)
-        _check_number("repetition_penalty", self.repetition_penalty, low=0.0)
-        if self.encoding is not None and self.encoding not in ENCODINGS:
-            raise ConfigurationError(f"encoding must be one of {ENCODINGS}, got {self.encoding!r}")
         for name in ("connect_timeout", "handshake_timeout", "first_audio_timeout", "read_timeout",
                      "keepalive_timeout"):
             # None would mean "wait forever" to the socket: a timeout is always required.
-            _check_number(name, getattr(self, name), low=0.0, required=True)
-        _check_int("retries", self.retries, 0)
-        _check_int("max_message_size", self.max_message_size, 4096)
+            check_number(name, getattr(self, name), low=0.0, required=True)
+        check_int("retries", self.retries, 0)
+        check_int("max_message_size", self.max_message_size, 4096)
         if self.proxy is not None and not isinstance(self.proxy, str):
             raise ConfigurationError("proxy must be a URL string like 'http://host:3128' (or '' for none)")
         if self.trace is not None and not isinstance(self.trace, (str, os.PathLike)):
             raise ConfigurationError("trace must be a file path")
-        _check_number("retry_backoff", self.retry_backoff, low=0.0, low_open=False, required=True)
+        check_number("retry_backoff", self.retry_backoff, low=0.0, low_open=False, required=True)
 
     def _check_protocol_fields(self) -> None:
-        """Settings of the other protocol are refused, naming it; Qwen3's values are checked as its
-        server checks them, before anything is sent."""
+        """Settings of another protocol are refused, naming it; this protocol's are checked as its server
+        checks them, before anything is sent."""
         defaults = {f.name: f.default for f in dataclasses.fields(self)}
-        other, theirs = (QWEN3_ONLY, "qwen3") if self.protocol == "orpheus" else (ORPHEUS_ONLY, "orpheus")
-        given = [name for name in other if getattr(self, name) != defaults[name]]
-        if given:
-            raise ConfigurationError(
-                f"{', '.join(given)}: {'a setting' if len(given) == 1 else 'settings'} of protocol={theirs!r} "
-                f"only; this Synthesizer speaks protocol={self.protocol!r}. Pass protocol={theirs!r} "
-                f"(or BASETTS_PROTOCOL={theirs}), or leave {'it' if len(given) == 1 else 'them'} out.")
-        if self.protocol != "qwen3":
-            return
-        from . import qwen3
-
-        for name, allowed in (("language", qwen3.LANGUAGES), ("task_type", qwen3.TASK_TYPES),
-                              ("timestamp_transport", qwen3.TIMESTAMP_TRANSPORTS),
-                              ("split_granularity", qwen3.SPLIT_GRANULARITIES),
-                              ("sentence_errors", qwen3.SENTENCE_ERRORS)):
-            value = getattr(self, name)
-            if value is not None and value not in allowed:
-                raise ConfigurationError(f"{name} must be one of {', '.join(allowed)} (exactly), got {value!r}")
-        if self.max_new_tokens is not None:
-            _check_int("max_new_tokens", self.max_new_tokens, 1)
-            if self.max_new_tokens > qwen3.MAX_NEW_TOKENS:
-                raise ConfigurationError(f"max_new_tokens must be at most {qwen3.MAX_NEW_TOKENS}, "
-                                         f"got {self.max_new_tokens}")
-        if self.initial_codec_chunk_frames is not None:
-            _check_int("initial_codec_chunk_frames", self.initial_codec_chunk_frames, 0)
-        for name in ("instructions", "ref_text"):
-            value = getattr(self, name)
-            if value is not None and (not isinstance(value, str) or not _is_utf8(value)):
-                raise ConfigurationError(f"{name} must be text")
-        if self.instructions is not None and len(self.instructions) > qwen3.MAX_INSTRUCTIONS:
-            raise ConfigurationError(f"instructions must be at most {qwen3.MAX_INSTRUCTIONS} characters, "
-                                     f"got {len(self.instructions)}")
-        for name in ("x_vector_only_mode", "word_timestamps"):
-            value = getattr(self, name)
-            if value is not None and not isinstance(value, bool):
-                raise ConfigurationError(f"{name} must be True or False, got {value!r}")
-        _check_number("idle_timeout", self.idle_timeout, low=0.0, required=True)
-        if self.timestamp_transport is not None and not self.word_timestamps:
-            raise ConfigurationError("timestamp_transport needs word_timestamps=True")
+        for other in protocols.others(self.protocol):
+            given = [name for name in other.fields if getattr(self, name) != defaults[name]]
+            if given:
+                theirs = other.name
+                raise ConfigurationError(
+                    f"{', '.join(given)}: {'a setting' if len(given) == 1 else 'settings'} of protocol={theirs!r} "
+                    f"only; this Synthesizer speaks protocol={self.protocol!r}. Pass protocol={theirs!r} "
+                    f"(or BASETTS_PROTOCOL={theirs}), or leave {'it' if len(given) == 1 else 'them'} out.")
+        protocols.spec(self.protocol).check(self)
 
     def session_message(self) -> Dict[str, Any]:
         """The JSON object sent first: every field set, and no others (the server defaults the rest)."""
-        if self.protocol == "qwen3":
-            from .qwen3 import session_config
-
-            return session_config(self)
-        message = {name: getattr(self, name) for name in _SERVER_FIELDS if getattr(self, name) is not None}
-        message.setdefault("voice", DEFAULT_VOICE)
-        return {"voice": message.pop("voice"), **message}
+        return protocols.spec(self.protocol).first_message(self)
 
     @property
     def bytes_per_sample(self) -> int:
@@ -441,15 +371,15 @@ def protocol_from_environment(dotenv_path: Optional[str] = None) -> str:
         value = (source.get(ENV_PROTOCOL) or "").strip()
         if value:
             return value.lower()
-    return "orpheus"
+    return PROTOCOLS[0]
 
 
-def _is_utf8(text: str) -> bool:
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
+def _hidden_at_default(protocol: str) -> Tuple[str, ...]:
+    """The fields a repr leaves out while they hold their default: every protocol's own but Orpheus's
+    (the default protocol's) under Orpheus."""
+    shown = protocols.find(protocol)
+    return tuple(name for spec in (protocols.find(n) for n in PROTOCOLS)
+                 if spec is not None and (spec is not shown or spec.name != PROTOCOLS[0]) for name in spec.fields)
 
 
 def _read_dotenv(path: Optional[str]) -> Mapping[str, Optional[str]]:
@@ -457,22 +387,3 @@ def _read_dotenv(path: Optional[str]) -> Mapping[str, Optional[str]]:
 
     path = path or os.path.join(os.getcwd(), ".env")
     return dotenv_values(path) if os.path.isfile(path) else {}
-
-
-def _check_int(name: str, value: Any, low: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise ConfigurationError(f"{name} must be an integer >= {low}, got {value!r}")
-
-
-def _check_number(
-    name: str, value: Any, *, low: float, high: Optional[float] = None, low_open: bool = True,
-    required: bool = False,
-) -> None:
-    if value is None and not required:
-        return
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise ConfigurationError(f"{name} must be a finite number, got {value!r}")
-    too_low = value <= low if low_open else value < low
-    if too_low or (high is not None and value > high):
-        bounds = f"{'>' if low_open else '>='} {low}" + (f" and <= {high}" if high is not None else "")
-        raise ConfigurationError(f"{name} must be {bounds}, got {value!r}")

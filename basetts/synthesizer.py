@@ -4,7 +4,6 @@ from __future__ import annotations
 import io
 import logging
 import os
-import random
 import threading
 import time
 import weakref
@@ -18,18 +17,17 @@ from typing import (
     Iterator,
     Literal,
     Optional,
-    TypeVar,
     Union,
     overload,
 )
 
-from . import protocol
 from .audio import Audio, Stats
-from .connection import Conversation, Spare, is_transient
 from .errors import BasetenTTSError, ConfigurationError
+from .net.retry import Cancelled, open_conversation
+from .net.spare import Spare
 from .session import Session
 from .settings import CallSettings, Settings
-from .transport import BoundedSocket
+from .text import Text, words_of
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack
@@ -40,82 +38,6 @@ if TYPE_CHECKING:
     from .voices import Voices
 
 log = logging.getLogger("basetts")
-
-# A Retry-After longer than this is not waited out inside a blocking call: the error is raised instead.
-MAX_RETRY_AFTER = 30.0
-
-Text = Union[str, Iterable[str]]
-"""A whole text, or fragments of it arriving over time (tokens from a language model)."""
-
-
-def words_of(text: Text) -> Iterable[str]:
-    """The words to send: a str is checked and split now; an iterable is split lazily as it yields."""
-    if isinstance(text, str):
-        return protocol.check_text(text).split()
-    if isinstance(text, (bytes, bytearray, memoryview)) or not isinstance(text, Iterable):
-        raise TypeError(f"text must be a str or an iterable of str, not {type(text).__name__}")
-    return protocol.iter_words(text)
-
-
-class Cancelled(Exception):
-    """`stop()` came before the conversation was open: nothing more is sent."""
-
-
-T = TypeVar("T")
-
-
-def retrying(settings: Settings, stats: Stats, attempt: Callable[[], T],
-             cancel: Optional[threading.Event] = None, on_cancel: Optional[Callable[[], None]] = None) -> T:
-    """`attempt()` (a connection), retried on transient failures (nothing has been sent or heard yet, so
-    nothing repeats), waiting as the server asked or with a jittered exponential backoff. Once `cancel` is
-    set, raises `Cancelled` (after `on_cancel`) instead of trying or waiting."""
-    for tried in range(settings.retries + 1):
-        if cancel is not None and cancel.is_set():
-            if on_cancel is not None:
-                on_cancel()
-            raise Cancelled()
-        stats.attempts = tried + 1
-        try:
-            return attempt()
-        except BasetenTTSError as exc:
-            retry_after = getattr(exc, "retry_after", None)
-            if (tried == settings.retries or not is_transient(exc)
-                    or (retry_after is not None and retry_after > MAX_RETRY_AFTER)):
-                raise
-            if retry_after is not None:
-                delay = retry_after
-            else:  # exponential backoff with jitter, so many clients do not retry in step
-                delay = settings.retry_backoff * 2 ** tried * random.uniform(0.5, 1.0)
-            # As the server asked: said where users see it (the CLI shows warnings), else only logged.
-            log.log(logging.WARNING if retry_after is not None else logging.INFO,
-                    "retrying in %.2f s (attempt %d of %d): %s", delay, tried + 2, settings.retries + 1, exc)
-            (cancel or threading.Event()).wait(delay)  # stop() ends the wait (and the call) at once
-    raise AssertionError("unreachable")
-
-
-def open_conversation(settings: Settings, words: Iterable[str], stats: Stats,
-                      spare: Optional[BoundedSocket] = None,
-                      cancel: Optional[threading.Event] = None, started: Optional[float] = None,
-                      on_upgrade: Optional[Callable[[], object]] = None) -> Conversation:
-    """Connect (on `spare` if given), retrying transient failures (`retrying`). Once `cancel` is set,
-    raises `Cancelled` instead of connecting or waiting. `stats` count from `started` (default: now),
-    retries and their waits included. `on_upgrade` runs while the server answers the upgrade, before any
-    text is sent (see `Conversation`), once per attempt."""
-    if started is None:
-        started = time.monotonic()
-    offered = [spare]
-
-    def attempt() -> Conversation:
-        sock, offered[0] = offered[0], None  # the spare, for the first attempt only
-        return Conversation(settings, words, stats=stats, sock=sock, started=started,
-                            on_upgrade=on_upgrade).open()
-
-    def drop_spare() -> None:
-        if offered[0] is not None:
-            offered[0].close()
-
-    return retrying(settings, stats, attempt, cancel, drop_spare)
-
 
 class Synthesizer:
     """Text to speech over Baseten's streaming websocket. Thread-safe: each call is its own connection.

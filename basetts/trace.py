@@ -10,10 +10,10 @@ import json
 import os
 import threading
 import time
-from typing import IO, TYPE_CHECKING, Any, List, Optional
+from typing import IO, TYPE_CHECKING, Any, Optional
 
 if TYPE_CHECKING:
-    from .protocol import Received
+    from .protocols.base import Received, Write
     from .settings import Settings
 
 
@@ -53,18 +53,23 @@ class Trace:
             if self._file is not None:
                 self._file.write(line + "\n")
 
-    def sent(self, messages: List[str], ping: Optional[bytes]) -> None:
+    def wrote(self, write: "Write") -> None:
+        """What a write carried: the messages, our pacing ping, a pong, the close."""
         if self._file is None:
             return
-        for message in messages:
+        if write.pong is not None:
+            self.event("pong sent", size=len(write.pong))
+        for message in write.messages:
             self.event("sent", text=shortened(message))
-        if ping is not None:
-            self.event("ping sent", payload=ping.decode("ascii", "replace"))
+        if write.ping is not None:
+            self.event("ping sent", payload=write.ping.decode("ascii", "replace"))
+        if write.close:
+            self.event("close sent")
 
     def received(self, size: int, received: "Received") -> None:
         if self._file is None:
             return
-        self.event("read", size=size, audio=len(received.audio), pings=len(received.pongs),
+        self.event("read", size=size, audio=len(received.audio), pings=received.pings,
                    acknowledged=received.acknowledged)
         if received.ended:
             code, reason = received.close or (None, None)

@@ -10,8 +10,9 @@ import time
 import wave
 from typing import TYPE_CHECKING, Any, Dict, List, Optional, Union
 
-from . import protocol, qwen3, transport
-from .errors import ConfigurationError, StreamInterrupted, TimeoutError, VoiceError
+from .errors import ConfigurationError, StreamInterrupted, VoiceError
+from .net import transport
+from .protocols import qwen3
 
 if TYPE_CHECKING:
     import os
@@ -80,42 +81,33 @@ class Voices:
         self._request(json.dumps({"type": "voice.remove", "name": name}), "voice.remove.result")
 
     def _request(self, message: str, wanted: str) -> Dict[str, Any]:
-        """One request and its reply over a connection of its own (no session is started: the server
-        answers voice.* before any config), answering pings; the whole exchange within read_timeout."""
+        """One request and its reply over a connection of its own (`qwen3.VoiceRequest` says what to write
+        and what came); the whole exchange within read_timeout."""
         settings = self._settings
-        if settings.protocol != "qwen3":
+        if settings.protocol != qwen3.SPEC.name:
             raise ConfigurationError("voices are Qwen3-TTS's: pass protocol='qwen3' (or set BASETTS_PROTOCOL=qwen3)")
+        request = qwen3.VoiceRequest(message, wanted, max_message_size=settings.max_message_size,
+                                     read_timeout=settings.read_timeout)
         sock = transport.open_socket(settings)
+        deadline = time.monotonic() + settings.read_timeout
         try:
-            sock.write(memoryview(transport.frames([message], None)), threading.Event(),
-                       time.monotonic() + settings.read_timeout)
-            reader = protocol.FrameReader(settings.max_message_size)
-            deadline = time.monotonic() + settings.read_timeout
-            data = sock.take_buffered()
+            sock.write(memoryview(request.data_to_send()), threading.Event(), deadline)
+            data: Optional[bytes] = sock.take_buffered() or None
             while True:
-                for opcode, payload in reader.feed(data, time.monotonic()) if data else []:
-                    if opcode == protocol.OPCODE_PING:
-                        sock.try_write(transport.pong(payload))
-                    elif opcode == protocol.OPCODE_CLOSE:
-                        raise StreamInterrupted("The server closed the connection before answering.")
-                    elif opcode == protocol.OPCODE_TEXT:
-                        reply = qwen3.voice_reply(payload.decode("utf-8", "replace"), wanted)
-                        if reply is not None:
-                            return reply
+                reply = None if data is None else request.receive(data, time.monotonic())
+                out = request.data_to_send()
+                if out:
+                    sock.try_write(out)
+                if reply is not None:
+                    return reply
                 left = deadline - time.monotonic()
                 if left <= 0:
-                    raise TimeoutError(f"No answer to {wanted.rsplit('.', 1)[0]} within read_timeout="
-                                       f"{settings.read_timeout:g} s.")
-                read = sock.read(transport.READ_SIZE, left)
-                if read == b"":
-                    raise StreamInterrupted("The connection dropped before the server answered.")
-                data = read or b""
-        except protocol.ProtocolViolation as exc:
-            raise StreamInterrupted(f"The connection failed: {exc}.") from None
+                    raise request.timeout_error()
+                data = sock.read(transport.READ_SIZE, left)  # None: nothing yet; b"": the end
         except OSError as exc:
             raise StreamInterrupted(f"The connection failed: {exc}.") from None
         finally:
-            sock.try_write(transport.close_frame())
+            sock.try_write(request.finish())
             sock.close()
 
 

@@ -13,7 +13,8 @@ import websocket
 
 from basetts import ConfigurationError, ServerError, Synthesizer
 from basetts.audio import Audio
-from basetts.protocol import SENTINEL, decode_mulaw
+from basetts.protocols.base import decode_mulaw
+from basetts.protocols.orpheus import SENTINEL
 from basetts.testing.server import HANDLER_ERROR, Faults, LocalServer, flush_rule, mulaw_encode
 
 # Much longer than any test may take: a call that waited for one of these would fail the join below.
@@ -440,7 +441,7 @@ def test_basetts_cuts_such_words_so_nothing_is_lost(server: LocalServer, text: s
     "I saw Dr. Smith at 5 p.m. Then he left.", "Mr. Brown lives in the U.S. He likes it, e.g. the food.",
     "It was late. ok then", "Wow! Great. Really? Yes", "The U.S. is big. Yes", "We met at 5 p.m. in town"])
 def test_the_builtin_splitter_agrees_with_pysbd(text: str) -> None:
-    from basetts.flush import builtin_sentences, pysbd_sentences
+    from basetts.protocols.flush import builtin_sentences, pysbd_sentences
 
     assert builtin_sentences(text.split()) == pysbd_sentences(text.split())
 

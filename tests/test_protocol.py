@@ -12,27 +12,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from basetts.errors import ServerError, StreamInterrupted
-from basetts.protocol import (
-    SENTINEL,
-    AudioDecoder,
-    Deadlines,
-    FrameReader,
-    HTTPResponse,
-    MessageTooBig,
-    Outgoing,
-    Pacer,
-    ProtocolViolation,
-    SampleAligner,
-    Utterance,
-    WordSplitter,
-    close_error,
-    decode_mulaw,
-    iter_words,
-    outgoing,
-    parse_http_response,
-    valid_close_code,
-    word_message,
-)
+from basetts.net.transport import HTTPResponse, parse_http_response
+from basetts.protocols.base import AudioDecoder, Deadlines, Outgoing, Pacer, SampleAligner, close_error, decode_mulaw
+from basetts.protocols.orpheus import SENTINEL, Utterance, outgoing, word_message
+from basetts.protocols.websocket import FrameReader, MessageTooBig, ProtocolViolation, valid_close_code
+from basetts.text import WordSplitter, iter_words
 from basetts.testing.server import mulaw_encode
 
 from .helpers import server_frame

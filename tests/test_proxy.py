@@ -17,7 +17,7 @@ import basetts
 from basetts import Synthesizer
 from basetts.settings import Settings
 from basetts.testing import LocalServer
-from basetts.transport import Proxy, proxy_for
+from basetts.net.transport import Proxy, proxy_for
 
 from .helpers import raw_server
 

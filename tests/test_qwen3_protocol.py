@@ -13,8 +13,8 @@ from hypothesis import strategies as st
 from basetts import Audio, SentenceError, ServerError, StreamInterrupted
 from basetts.audio import Timeline
 from basetts.errors import ConfigurationError
-from basetts.protocol import Outgoing
-from basetts.qwen3 import (
+from basetts.protocols.base import Outgoing
+from basetts.protocols.qwen3 import (
     DONE,
     KEEPALIVE,
     MAX_BUFFER,

@@ -9,7 +9,7 @@ import threading
 import pytest
 
 from basetts import Synthesizer
-from basetts.connection import Conversation
+from basetts.net.conversation import Conversation
 from basetts.testing import LocalServer
 
 CERTS = os.path.join(os.path.dirname(__file__), "certs")

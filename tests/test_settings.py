@@ -16,7 +16,8 @@ import pytest
 
 import basetts
 from basetts import ConfigurationError, Settings, Synthesizer
-from basetts.settings import EMOTION_TAGS, VOICES, baseten_url
+from basetts import EMOTION_TAGS, VOICES
+from basetts.settings import baseten_url
 
 KEY = "sk-test-0123456789abcdef"
 LOCAL = "ws://127.0.0.1:9/v1/websocket"

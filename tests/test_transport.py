@@ -16,7 +16,8 @@ import websocket
 
 import basetts
 from basetts import Synthesizer
-from basetts.transport import BoundedSocket, frame
+from basetts.net.transport import BoundedSocket
+from basetts.protocols.websocket import frame
 
 from .helpers import accept_key, open_fds, raw_server, server_frame, upgrade_response
 

@@ -7,7 +7,9 @@ import time
 
 import pytest
 
-from basetts import Synthesizer, connection, transport
+from basetts import Synthesizer
+from basetts.net import transport
+from basetts.protocols import orpheus
 from basetts.testing import LocalServer
 
 TEXT = "Warm connections skip the handshake. Every word still arrives, in order, once."
@@ -107,7 +109,7 @@ def test_a_stale_spare_is_closed_and_replaced_by_a_fresh_connection(server, monk
     synth = synth_for(server)
     synth.connect()
     assert wait_for(lambda: len(server.conversations) == 1)  # the server records it after the upgrade
-    monkeypatch.setattr(connection, "SPARE_MAX_AGE", 0.0)
+    monkeypatch.setattr(orpheus.SPEC, "spare_max_age", 0.0)
     assert synth.synthesize(TEXT).pcm == server.expected_pcm(TEXT)
     assert len(server.conversations) == 2
     stale = server.conversations[0]

@@ -22,8 +22,8 @@ import time
 import wave
 from typing import TYPE_CHECKING, Any, Dict, List, NoReturn, Optional, Tuple
 
-from ..protocol import SAMPLE_RATE
-from ..qwen3 import (
+from ..audio import SAMPLE_RATE
+from ..protocols.qwen3 import (
     CONFIG_TIMEOUT,
     IDLE_TIMEOUT,
     LANGUAGES,

@@ -27,9 +27,9 @@ import time
 import zlib
 from typing import Any, Dict, List, Optional, Sequence, Set
 
-from .. import flush
-from ..audio import resample
-from ..protocol import SAMPLE_RATE, SENTINEL
+from ..audio import SAMPLE_RATE, resample
+from ..protocols import flush
+from ..protocols.orpheus import SENTINEL
 from . import qwen3
 from .transport import Closed, Connection, Idle
 

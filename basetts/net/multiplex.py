@@ -3,8 +3,8 @@
 A `Conversation` spends a reader thread (and often a writer) per utterance, which a call that speaks
 one text never notices; a batch of hundreds in flight pays for hundreds of threads taking turns with the
 GIL. Here one thread (`basetts-io`) waits on every socket at once (`selectors`), and each conversation
-is the same sans-I/O state as `Conversation`'s (`connection.utterance_for`): the same messages, pacing,
-deadlines and meanings, only driven from one loop. Connecting (TCP, a proxy, TLS, the upgrade, retries)
+is the same sans-I/O state as `Conversation`'s (`conversation.utterance_for`): it hands out the bytes to
+write and takes the bytes read; this loop only moves them. Connecting (TCP, a proxy, TLS, the upgrade, retries)
 blocks, so a few `basetts-connect` threads do it and hand the socket over.
 """
 from __future__ import annotations
@@ -20,12 +20,14 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, Deque, Dict, List, Optional, Set
 
+from ..audio import Audio, Stats
+from ..errors import BasetenTTSError, StreamInterrupted
+from ..protocols.base import Write
+from ..settings import Settings
+from ..trace import Trace
 from . import transport
-from .audio import Audio, Stats
-from .connection import count_audio, utterance_for, warn_trailing
-from .errors import BasetenTTSError, StreamInterrupted
-from .settings import Settings
-from .trace import Trace
+from .conversation import count_audio, utterance_for, warn_trailing
+from .retry import Cancelled, retrying
 
 log = logging.getLogger("basetts")
 
@@ -35,8 +37,6 @@ Done = Callable[[Optional[Audio], Optional[BaseException]], None]
 # Deadlines are checked this often: they are seconds long, so a quarter of a second late is nothing,
 # and the scan of every conversation is then a small part of the loop's work even with hundreds.
 _DEADLINE_CHECK = 0.25
-# Messages taken at once into one write, as the thread-based writer does.
-_BATCH_MESSAGES = 64
 
 
 class _Stream:
@@ -60,22 +60,18 @@ class _Stream:
 
     def fill(self, now: float) -> None:
         """Queue the next batches while the pacing allows (a whole text never waits on its iterable)."""
-        utterance = self.utterance
-        while not utterance.all_sent and utterance.may_send(now):
-            messages: List[str] = []
-            ping: Optional[bytes] = None
-            for message in self.messages:
-                messages.append(message.text)
-                if message.ends_batch and not message.last:
-                    ping = utterance.end_batch(now)
-                    break
-                if len(messages) >= _BATCH_MESSAGES:
-                    break
-            if not messages:
-                return
-            utterance.sent(messages, ping, now)
-            self.out += transport.frames(messages, ping)
-            self.trace.sent(messages, ping)
+        for write in self.utterance.fill(now):
+            self.queue(write)
+
+    def control(self, now: float) -> None:
+        """Queue what the protocol owes besides the text: the latest ping's pong, a keepalive, a close answer."""
+        write = self.utterance.data_to_send(now)
+        if write is not None:
+            self.queue(write)
+
+    def queue(self, write: Write) -> None:
+        self.out += write.data
+        self.trace.wrote(write)
 
 
 class Multiplexer:
@@ -127,8 +123,6 @@ class Multiplexer:
 
     # connecting (a connector thread) ------------------------------------------------------------------------
     def _open(self, settings: Settings, words: List[str], done: Done, cancel: threading.Event) -> None:
-        from .synthesizer import Cancelled, retrying
-
         stats = Stats()
         started = time.monotonic()
         opened: List[socket.socket] = []
@@ -280,40 +274,36 @@ class Multiplexer:
         count_audio(stats, utterance, stream.started, now, audio=bool(received.audio))
         if received.audio:
             stream.pcm.write(received.audio)
-        for payload in received.pongs:
-            stream.out += transport.pong(payload)
-        if received.acknowledged:
-            stream.fill(now)
+        stream.control(now)
         if received.ended:
-            if received.error is None or isinstance(received.error, BasetenTTSError):
-                stream.out += transport.close_frame()
-                self._flush(stream)
+            _send_some(stream)  # the close's answer
             if received.error is None:
                 warn_trailing(utterance)
             self._end(stream, received.error)
             return
+        expired = utterance.expired(now)
+        if expired is not None:  # however the bytes came (pings, empty messages): the deadline holds
+            self._end(stream, expired)
+            return
+        if received.acknowledged:
+            stream.fill(now)
         if stream.out:
             self._write(stream)
 
     def _write(self, stream: _Stream) -> None:
-        self._flush(stream)
-        self._watch(stream)
-
-    def _flush(self, stream: _Stream) -> None:
         _send_some(stream)
+        self._watch(stream)
 
     def _check_deadlines(self, now: float) -> None:
         for stream in list(self._streams.values()):
             utterance = stream.utterance
             try:
-                deadline = utterance.deadline()
-                if deadline is not None and deadline <= now:
-                    self._end(stream, utterance.timeout_error(now))
+                expired = utterance.expired(now)
+                if expired is not None:
+                    self._end(stream, expired)
                     continue
-                keepalive = utterance.keepalive(now)  # a quiet Qwen3 session (checked here only: due every 10 s)
-                if keepalive is not None:
-                    utterance.sent([keepalive], None, now)
-                    stream.out += transport.frames([keepalive], None)
+                stream.control(now)  # a quiet Qwen3 session's keepalive (checked here only: due every 10 s)
+                if stream.out:
                     self._write(stream)
             except Exception as exc:  # noqa: BLE001 - a bug of ours: that text fails, the rest go on
                 log.exception("the batch's I/O failed")

@@ -15,12 +15,31 @@ import os
 import re
 from typing import TYPE_CHECKING, Any, Callable, Deque, Dict, Iterable, Iterator, List, Optional, Tuple
 
-from .audio import Sentence, Timeline, Word
-from .errors import BasetenTTSError, ConfigurationError, SentenceError, ServerError, StreamInterrupted
-from .protocol import SAMPLE_RATE, Conversing, Outgoing, close_error
+from ..audio import SAMPLE_RATE, Sentence, Timeline, Word
+from ..checks import check_int, check_number, is_utf8
+from ..errors import (
+    BasetenTTSError,
+    ConfigurationError,
+    ReadTimeout,
+    SentenceError,
+    ServerError,
+    StreamInterrupted,
+    VoiceError,
+)
+from .base import Conversing, Outgoing, Spec, close_error
+from .websocket import (
+    OPCODE_CLOSE,
+    OPCODE_PING,
+    OPCODE_TEXT,
+    FrameReader,
+    ProtocolViolation,
+    close_frame,
+    frames,
+    pong,
+)
 
 if TYPE_CHECKING:
-    from .settings import Settings
+    from ..audio import Stats
 
 log = logging.getLogger("basetts")
 
@@ -155,7 +174,7 @@ _CONFIG_FIELDS = ("voice", "task_type", "language", "instructions", "max_new_tok
                   "ref_text", "x_vector_only_mode", "split_granularity")
 
 
-def session_config(settings: "Settings") -> Dict[str, Any]:
+def session_config(settings: Any) -> Dict[str, Any]:
     """The first message: streamed 16-bit PCM (the server's default is one WAV per sentence), and every
     field set, no others."""
     config: Dict[str, Any] = {"type": "session.config", "response_format": "pcm", "stream_audio": True}
@@ -187,7 +206,7 @@ def audio_format(data: bytes) -> str:
 
 def audio_bytes(source: Any) -> bytes:
     """A file's bytes from an `Audio` (as WAV), bytes, or a path."""
-    from .audio import Audio
+    from ..audio import Audio
 
     if isinstance(source, Audio):
         return source.wav()
@@ -429,8 +448,6 @@ def voice_add_message(name: str, audio: bytes, consent: str, ref_text: Optional[
 def voice_reply(text: str, wanted: str) -> Optional[Dict[str, Any]]:
     """The reply to a voice.* request (of result type `wanted`), or None for another event; an `error`
     event or a refusal raises `VoiceError` with the server's words."""
-    from .errors import VoiceError
-
     try:
         event = json.loads(text)
     except ValueError:
@@ -448,3 +465,106 @@ def voice_reply(text: str, wanted: str) -> Optional[Dict[str, Any]]:
         message = str(event.get("error", "refused"))
         raise VoiceError(f"The server refused: {message}", server_message=message)
     return event
+
+
+class VoiceRequest:
+    """One voice.* request and its reply, sans-I/O: the request's frame out, the server's bytes in (its pings
+    answered, its close an error), the reply once it comes. No session is started: the server answers
+    voice.* before any config."""
+
+    def __init__(self, message: str, wanted: str, *, max_message_size: int, read_timeout: float) -> None:
+        self.wanted = wanted
+        self.read_timeout = read_timeout
+        self.frames = FrameReader(max_message_size)
+        self._out = [frames([message])]
+        self._closed = False
+        self.reply: Optional[Dict[str, Any]] = None
+
+    def data_to_send(self) -> bytes:
+        """The request, then pongs and the close, as they become due."""
+        data, self._out = b"".join(self._out), []
+        return data
+
+    def receive(self, data: bytes, now: float) -> Optional[Dict[str, Any]]:
+        """The reply once it has come, else None; the server's refusal as `VoiceError`, a close or a drop
+        before the reply as `StreamInterrupted`."""
+        if not data:
+            raise StreamInterrupted("The connection dropped before the server answered.")
+        try:
+            messages = self.frames.feed(data, now)
+        except ProtocolViolation as exc:
+            raise StreamInterrupted(f"The connection failed: {exc}.") from None
+        for opcode, payload in messages:
+            if opcode == OPCODE_PING:
+                self._out.append(pong(payload))
+            elif opcode == OPCODE_CLOSE:
+                raise StreamInterrupted("The server closed the connection before answering.")
+            elif opcode == OPCODE_TEXT:
+                reply = voice_reply(payload.decode("utf-8", "replace"), self.wanted)
+                if reply is not None:
+                    self.reply = reply
+                    return reply
+        return None
+
+    def finish(self) -> bytes:
+        """The close that ends the request's connection, whatever happened (once)."""
+        if self._closed:
+            return b""
+        self._closed = True
+        return close_frame()
+
+    def timeout_error(self) -> ReadTimeout:
+        return ReadTimeout(f"No answer to {self.wanted.rsplit('.', 1)[0]} within read_timeout={self.read_timeout:g} s.")
+
+
+class Qwen3(Spec):
+    name = "qwen3"
+    fields = ("language", "instructions", "task_type", "ref_audio", "ref_text", "x_vector_only_mode",
+              "word_timestamps", "timestamp_transport", "split_granularity", "max_new_tokens",
+              "initial_codec_chunk_frames", "sentence_errors", "idle_timeout")
+    spare_max_age = min(Spec.spare_max_age, CONFIG_TIMEOUT - 3.0)
+    """The server gives up on a connection without its config after CONFIG_TIMEOUT."""
+
+    def check(self, settings: Any) -> None:
+        """Its values as the server checks them."""
+        for name, allowed in (("language", LANGUAGES), ("task_type", TASK_TYPES),
+                              ("timestamp_transport", TIMESTAMP_TRANSPORTS),
+                              ("split_granularity", SPLIT_GRANULARITIES),
+                              ("sentence_errors", SENTENCE_ERRORS)):
+            value = getattr(settings, name)
+            if value is not None and value not in allowed:
+                raise ConfigurationError(f"{name} must be one of {', '.join(allowed)} (exactly), got {value!r}")
+        if settings.max_new_tokens is not None:
+            check_int("max_new_tokens", settings.max_new_tokens, 1)
+            if settings.max_new_tokens > MAX_NEW_TOKENS:
+                raise ConfigurationError(f"max_new_tokens must be at most {MAX_NEW_TOKENS}, "
+                                         f"got {settings.max_new_tokens}")
+        if settings.initial_codec_chunk_frames is not None:
+            check_int("initial_codec_chunk_frames", settings.initial_codec_chunk_frames, 0)
+        for name in ("instructions", "ref_text"):
+            value = getattr(settings, name)
+            if value is not None and (not isinstance(value, str) or not is_utf8(value)):
+                raise ConfigurationError(f"{name} must be text")
+        if settings.instructions is not None and len(settings.instructions) > MAX_INSTRUCTIONS:
+            raise ConfigurationError(f"instructions must be at most {MAX_INSTRUCTIONS} characters, "
+                                     f"got {len(settings.instructions)}")
+        for name in ("x_vector_only_mode", "word_timestamps"):
+            value = getattr(settings, name)
+            if value is not None and not isinstance(value, bool):
+                raise ConfigurationError(f"{name} must be True or False, got {value!r}")
+        check_number("idle_timeout", settings.idle_timeout, low=0.0, required=True)
+        if settings.timestamp_transport is not None and not settings.word_timestamps:
+            raise ConfigurationError("timestamp_transport needs word_timestamps=True")
+
+    def first_message(self, settings: Any) -> Dict[str, Any]:
+        return session_config(settings)
+
+    def utterance(self, settings: Any, words: Iterable[str], stats: "Stats") -> Conversing:
+        return Qwen3Utterance(
+            session_config(settings), words, timeline=stats.timeline,
+            first_audio_timeout=settings.first_audio_timeout, read_timeout=settings.read_timeout,
+            max_message_size=settings.max_message_size, keepalive_timeout=settings.keepalive_timeout,
+            sentence_errors=settings.sentence_errors, idle_timeout=settings.idle_timeout)
+
+
+SPEC = Qwen3()

@@ -1,51 +1,35 @@
-"""The conversation, sans-I/O: what to send, how to re-align and decode what arrives, what a close means.
-
-Nothing here touches a socket or a thread, so every rule is unit-tested directly.
-"""
+"""What every protocol shares, sans-I/O: the state of one utterance, which takes the server's bytes in and
+hands out the bytes to write (`Conversing`), the pacing (`Pacer`), what is owed and by when (`Deadlines`), and
+the audio's decoding (`AudioDecoder`). Nothing here touches a socket or a thread, so every rule is tested
+directly (tests/test_protocol.py)."""
 from __future__ import annotations
 
-import json
 import math
-from typing import Any, Dict, Iterable, Iterator, List, NamedTuple, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Dict, Iterable, Iterator, List, NamedTuple, Optional, Tuple
 
-from .errors import BasetenTTSError, ServerError, StreamInterrupted, TimeoutError
-from .flush import SegmentModel, safe_pieces
+from ..audio import SAMPLE_WIDTH
+from ..errors import BasetenTTSError, FirstAudioTimeout, ReadTimeout, ServerError, StreamInterrupted
+from .websocket import (
+    GOING_AWAY,
+    NORMAL_CLOSE,
+    OPCODE_BINARY,
+    OPCODE_CLOSE,
+    OPCODE_PING,
+    OPCODE_PONG,
+    PROTOCOL_ERROR,
+    FrameReader,
+    ProtocolViolation,
+    close_frame,
+    close_of,
+    frames,
+    pong,
+)
 
-SENTINEL = "__END__"
-"""The text message that ends the words. The server compares the raw message to it."""
+if TYPE_CHECKING:
+    from ..audio import Stats
 
-SAMPLE_RATE = 24000
-SAMPLE_WIDTH = 2
-CHANNELS = 1
-
-NORMAL_CLOSE = 1000
-GOING_AWAY = 1001
-
-
-def check_text(text: Any) -> str:
-    """Reject what cannot be spoken before any connection is made."""
-    if not isinstance(text, str):
-        raise TypeError(f"text must be a str (or an iterable of str fragments), not {type(text).__name__}")
-    if not text.strip():
-        raise ValueError("text is empty: there is nothing to speak")
-    return check_fragment(text)
-
-
-def check_fragment(fragment: Any) -> str:
-    """A fragment must be a str that can be sent as UTF-8 (no lone surrogates)."""
-    if not isinstance(fragment, str):
-        raise TypeError(f"text fragments must be str, not {type(fragment).__name__}")
-    try:
-        fragment.encode("utf-8")
-    except UnicodeEncodeError as exc:
-        raise ValueError(f"text is not valid unicode (lone surrogate at index {exc.start})") from None
-    return fragment
-
-
-def word_message(word: str) -> str:
-    """The text message for one word. A word that *is* the sentinel goes out padded: spoken, not ending."""
-    return f" {word}" if word == SENTINEL else word
-
+BATCH_MESSAGES = 64
+"""Messages of a whole text written at once, at most (a batch ends sooner at a segment's end)."""
 
 class Outgoing(NamedTuple):
     """One text message, and whether the server will have a segment to generate once it has read it."""
@@ -54,22 +38,6 @@ class Outgoing(NamedTuple):
     ends_batch: bool
     last: bool = False
     """The message that ends the text (no pacing ping follows it: the server's answer is the audio)."""
-
-
-def outgoing(settings_message: Dict[str, Any], words: Iterable[str], buffer_size: int = 10) -> Iterator[Outgoing]:
-    """Every message of one conversation, in order: settings, one word per message, sentinel.
-
-    One word per message matters: the server takes at most one flush action per message, so words sent
-    together can stay in its buffer and never be spoken. A word in which pysbd finds a sentence end goes
-    out in pieces cut there (the server would delete words otherwise). `ends_batch` marks where our copy
-    of the server's flush rule says it will speak: the pacing's batches end there (see `Pacer`).
-    """
-    yield Outgoing(json.dumps(settings_message, ensure_ascii=False), False)
-    model = SegmentModel(buffer_size)
-    for word in words:
-        for piece in safe_pieces(word, model.context()):
-            yield Outgoing(word_message(piece), model.push(piece))
-    yield Outgoing(SENTINEL, True, last=True)
 
 
 class Pacer:
@@ -130,32 +98,6 @@ class Pacer:
         else:
             self.window = min(self.MAX_WINDOW if generating else self.EARLY_WINDOW, self.window + 1)
         return True
-
-
-class WordSplitter:
-    """Turns text fragments (LLM tokens, split anywhere) into whole words; holds back a trailing partial."""
-
-    def __init__(self) -> None:
-        self._partial = ""
-
-    def feed(self, fragment: str) -> List[str]:
-        text = self._partial + check_fragment(fragment)
-        words = text.split()
-        self._partial = words.pop() if words and not text[-1].isspace() else ""
-        return words
-
-    def finish(self) -> List[str]:
-        """The held-back word, once no more text will come."""
-        word, self._partial = self._partial, ""
-        return [word] if word else []
-
-
-def iter_words(fragments: Iterable[str]) -> Iterator[str]:
-    """Whole words from an iterable of fragments, yielded as soon as each word is known complete."""
-    splitter = WordSplitter()
-    for fragment in fragments:
-        yield from splitter.feed(fragment)
-    yield from splitter.finish()
 
 
 class SampleAligner:
@@ -264,179 +206,6 @@ def close_error(code: Optional[int], reason: str, sentinel_sent: bool) -> Option
     )
 
 
-# Parsing a proxy's answer to CONNECT (transport.py): an HTTP response header.
-MAX_HTTP_HEADER = 65536
-"""Bytes a response may take before its blank line: more is not an HTTP server."""
-REDIRECT_STATUSES = (301, 302, 303, 307, 308)
-
-
-class HTTPResponse(NamedTuple):
-    status: int
-    headers: Dict[str, str]
-    """Lower-case names; a repeated header's values joined with ", "."""
-    rest: bytes
-    """What came after the blank line."""
-
-
-def parse_http_response(data: bytes) -> Optional[HTTPResponse]:
-    """The response, or None while its header is incomplete. ValueError if it is not HTTP."""
-    end = data.find(b"\r\n\r\n")
-    if end < 0:
-        if len(data) > MAX_HTTP_HEADER:
-            raise ValueError(f"no end of the HTTP header in {len(data)} bytes")
-        return None
-    status_line, *lines = data[:end].decode("latin-1").split("\r\n")
-    version, _, rest = status_line.partition(" ")
-    status = rest.partition(" ")[0]
-    if not version.startswith("HTTP/") or not (status.isdigit() and len(status) == 3):
-        raise ValueError(f"not an HTTP response: {status_line[:80]!r}")
-    headers: Dict[str, str] = {}
-    for line in lines:
-        name, colon, value = line.partition(":")
-        if not colon:
-            raise ValueError(f"malformed HTTP header line: {line[:80]!r}")
-        name, value = name.strip().lower(), value.strip()
-        headers[name] = f"{headers[name]}, {value}" if name in headers else value
-    return HTTPResponse(int(status), headers, data[end + 4:])
-
-
-OPCODE_CONTINUATION = 0x0
-OPCODE_TEXT = 0x1
-OPCODE_BINARY = 0x2
-OPCODE_CLOSE = 0x8
-OPCODE_PING = 0x9
-OPCODE_PONG = 0xA
-_OPCODES = (OPCODE_CONTINUATION, OPCODE_TEXT, OPCODE_BINARY, OPCODE_CLOSE, OPCODE_PING, OPCODE_PONG)
-
-
-class ProtocolViolation(ValueError):
-    """The server broke RFC 6455; the message says what it did. `before`: what came whole before it."""
-
-    before: List[Tuple[int, bytes]] = []
-
-
-class MessageTooBig(ProtocolViolation):
-    """A message longer than `max_message_size`."""
-
-
-def valid_close_code(code: int) -> bool:
-    """RFC 6455 7.4 (and the IANA registry): the codes a close frame may carry."""
-    return 1000 <= code <= 1003 or 1007 <= code <= 1014 or 3000 <= code <= 4999
-
-
-class FrameReader:
-    """Server bytes in, whole messages and control frames out, checked as RFC 6455 requires of a client.
-
-    Bounded: a message (all its fragments) may be at most `max_size` bytes, refused as soon as a frame
-    header announces more, so memory never follows a hostile length; fragments are joined once, at the
-    end (linear time). `partial_since` is when the unfinished frame or message began, so the caller can
-    bound the whole frame and the whole message, not each read.
-    """
-
-    def __init__(self, max_size: int) -> None:
-        self.max_size = max_size
-        self._buffer = bytearray()
-        self._fragments: List[bytes] = []
-        self._fragments_size = 0
-        self._fragment_opcode: Optional[int] = None
-        self.partial_since: Optional[float] = None
-
-    def feed(self, data: bytes, now: float) -> List[Tuple[int, bytes]]:
-        """(opcode, payload) for each complete message (text or binary, fragments joined) and each
-        control frame (ping, pong, close), in order. Raises ProtocolViolation."""
-        buffer = self._buffer
-        buffer += data
-        out: List[Tuple[int, bytes]] = []
-        offset = 0
-        while True:
-            try:
-                parsed = self._frame(buffer, offset)
-            except ProtocolViolation as exc:
-                exc.before = out
-                raise
-            if parsed is None:
-                break
-            offset, fin, opcode, payload = parsed
-            if opcode >= OPCODE_CLOSE:
-                out.append((opcode, payload))
-            elif fin and opcode != OPCODE_CONTINUATION:
-                out.append((opcode, payload))
-            else:
-                if opcode != OPCODE_CONTINUATION:
-                    self._fragment_opcode = opcode
-                self._fragments.append(payload)
-                if fin:
-                    assert self._fragment_opcode is not None
-                    out.append((self._fragment_opcode, b"".join(self._fragments)))
-                    self._fragments, self._fragments_size, self._fragment_opcode = [], 0, None
-        del buffer[:offset]
-        if not buffer and self._fragment_opcode is None:
-            self.partial_since = None
-        elif self.partial_since is None or (offset and self._fragment_opcode is None):
-            self.partial_since = now  # a frame (or a message's first fragment) began: bound from here
-        return out
-
-    def _frame(self, buffer: bytearray, offset: int) -> Optional[Tuple[int, bool, int, bytes]]:
-        available = len(buffer) - offset
-        if available < 2:
-            return None
-        first, second = buffer[offset], buffer[offset + 1]
-        fin, rsv, opcode = bool(first & 0x80), first & 0x70, first & 0x0F
-        length, start = second & 0x7F, offset + 2
-        if rsv:
-            raise ProtocolViolation(f"the server set reserved bits ({rsv >> 4:03b}) with no extension agreed")
-        if second & 0x80:
-            raise ProtocolViolation("the server masked a frame (a server must not)")
-        if opcode not in _OPCODES:
-            raise ProtocolViolation(f"the server sent a frame with the reserved opcode {opcode:#x}")
-        if opcode >= OPCODE_CLOSE:
-            if not fin:
-                raise ProtocolViolation("the server fragmented a control frame")
-        elif opcode == OPCODE_CONTINUATION and self._fragment_opcode is None:
-            raise ProtocolViolation("the server sent a continuation frame with no message to continue")
-        elif opcode != OPCODE_CONTINUATION and self._fragment_opcode is not None:
-            raise ProtocolViolation("the server began a new message before finishing the last one")
-        if length == 126:
-            if available < 4:
-                return None
-            length, start = int.from_bytes(buffer[offset + 2:offset + 4], "big"), offset + 4
-        elif length == 127:
-            if available < 10:
-                return None
-            length, start = int.from_bytes(buffer[offset + 2:offset + 10], "big"), offset + 10
-            if length >> 63:
-                raise ProtocolViolation("the server announced a frame length with the top bit set")
-        if opcode >= OPCODE_CLOSE and length > 125:
-            raise ProtocolViolation(f"the server sent a control frame of {length} bytes (at most 125)")
-        if opcode < OPCODE_CLOSE and self._fragments_size + length > self.max_size:
-            raise MessageTooBig(
-                f"the server sent a message of over {self.max_size} bytes (a frame of {length}); "
-                "raise max_message_size if that is expected")
-        end = start + length
-        if len(buffer) < end:
-            return None
-        payload = bytes(buffer[start:end])
-        if opcode < OPCODE_CLOSE and not (fin and opcode != OPCODE_CONTINUATION):
-            self._fragments_size += length  # a fragment: the message's size so far
-        elif opcode == OPCODE_CLOSE:
-            check_close(payload)
-        return end, fin, opcode, payload
-
-
-def check_close(payload: bytes) -> None:
-    """A close frame's payload: empty, or a valid code and a UTF-8 reason."""
-    if len(payload) == 1:
-        raise ProtocolViolation("the server sent a close frame with a 1-byte payload")
-    if payload:
-        code = int.from_bytes(payload[:2], "big")
-        if not valid_close_code(code):
-            raise ProtocolViolation(f"the server closed with code {code}, which is not a valid close code")
-        try:
-            payload[2:].decode("utf-8")
-        except UnicodeDecodeError:
-            raise ProtocolViolation("the server's close reason is not UTF-8") from None
-
-
 class Deadlines:
     """When audio is owed and by when, from the times words go out and audio comes in.
 
@@ -485,6 +254,10 @@ class Deadlines:
         words_owe = not audio and self._words_since_audio >= self.buffer_size
         return self.sentinel_sent or self.pings_outstanding > 0 or words_owe
 
+    @property
+    def first_audio_owed(self) -> bool:
+        return self._last_audio is None
+
     def deadline(self) -> Optional[float]:
         """Monotonic time by which the next frame (or the close) must arrive, or None."""
         if self._owed_since is None:
@@ -504,10 +277,10 @@ class Received(NamedTuple):
 
     audio: bytes
     """Whole 16-bit samples, decoded, in order (empty if none)."""
-    pongs: List[bytes]
-    """Payloads of the server's pings, to answer."""
+    pings: int
+    """How many pings the server sent (the latest is answered: `Conversing.data_to_send`)."""
     acknowledged: bool
-    """One of our batches was read by the server: the writer may go on."""
+    """One of our batches was read by the server (or a protocol event lets more go): the writer may go on."""
     ended: bool
     """The conversation is over (with `error`, or normally when it is None)."""
     error: Optional[BasetenTTSError]
@@ -515,15 +288,31 @@ class Received(NamedTuple):
     """The close frame's code and reason, when one came."""
 
 
+class Write(NamedTuple):
+    """Bytes to write, and what they are (for the trace)."""
+
+    data: bytes
+    messages: List[str]
+    """The text messages among them."""
+    ping: Optional[bytes] = None
+    """The pacing ping's payload, when one follows the messages."""
+    pong: Optional[bytes] = None
+    """The payload of the server's ping this answers."""
+    close: bool = False
+
+
 class Conversing:
-    """What every protocol's utterance shares, sans-I/O: the pacing (`Pacer`), what the server owes and
-    by when (`Deadlines`), the frames (`FrameReader`), pings, pongs and the counts. A protocol
-    (`Utterance` for Orpheus, `qwen3.Qwen3Utterance`) says what its messages are and what received
-    messages mean. The conversation (connection.py) feeds it the bytes and times it sees; it owns only
-    the threads, socket and queue. Not thread-safe: the conversation calls it under one lock."""
+    """One utterance, sans-I/O: bytes in (`receive`), bytes out (`take` + `send` for the text, `fill` for a
+    whole text at once, `data_to_send` for pongs, keepalives and the close), times in (`deadline`,
+    `timeout_error`). It owns every rule: the framing, the pacing (`Pacer`), what the server owes and by when
+    (`Deadlines`), which ping to answer, when to answer a close. A protocol (`orpheus.Utterance`,
+    `qwen3.Qwen3Utterance`) says what its messages are and what received messages mean. A driver (net/) only
+    moves the bytes, waits and wakes. Not thread-safe: a driver with several threads calls it under one lock,
+    except `take`, which only reads the text (it may wait for the caller's iterable) and which one thread at
+    a time calls, outside the lock."""
 
     messages: Iterator[Outgoing]
-    """Read by the one thread sending at a time (it may wait on the caller's text), never under a lock."""
+    """Read by `take` (or a test), never under a lock."""
 
     def __init__(self, *, buffer_size: int, first_audio_timeout: float, read_timeout: float,
                  max_message_size: int, keepalive_timeout: float) -> None:
@@ -541,13 +330,53 @@ class Conversing:
         self.last_sent: Optional[float] = None
         self.progressed = False
         """Set by a protocol when what it received lets the writer go on (like a pong of ours)."""
+        self._held: Optional[Outgoing] = None  # taken from `messages` but left for the next write
+        self._ping: Optional[bytes] = None  # the latest ping not yet answered
+        self._close: Optional[int] = None  # the close code to answer with, once the server ended
 
     # sending ----------------------------------------------------------------------------------------------
     def may_send(self, now: float) -> bool:
         return self.pacer.may_send() and not self.ended
 
-    def end_batch(self, now: float) -> bytes:
-        return self.pacer.end_batch(now)
+    def take(self, eager: bool, max_bytes: Optional[int] = None) -> List[Outgoing]:
+        """The next messages to write at once: up to a batch's end (where the server will generate), at most
+        `BATCH_MESSAGES` (or `max_bytes` on the wire) for a whole text (`eager`); for text arriving over time,
+        each message as soon as it comes. Reads the text, which may wait for the caller's iterable."""
+        taken: List[Outgoing] = []
+        size = 0
+        while True:
+            message, self._held = self._held, None
+            if message is None:
+                message = next(self.messages, None)
+                if message is None:
+                    return taken
+            size += len(message.text.encode("utf-8")) + 14  # the frame header and mask, at most
+            if taken and max_bytes is not None and size > max_bytes:
+                self._held = message  # the next write sends it
+                return taken
+            taken.append(message)
+            if (message.ends_batch and not message.last) or not eager or len(taken) >= BATCH_MESSAGES:
+                return taken
+
+    def send(self, messages: List[Outgoing], now: float) -> Write:
+        """`messages` (from `take`) as frames, with the pacing ping after a batch's end; counted as sent now."""
+        texts = [message.text for message in messages]
+        if not texts:
+            return Write(b"", [])
+        last = messages[-1]
+        ping = self.pacer.end_batch(now) if last.ends_batch and not last.last else None
+        self.sent(texts, ping, now)
+        return Write(frames(texts, ping), texts, ping)
+
+    def fill(self, now: float) -> List[Write]:
+        """A whole text's batches, as many as the pacing allows now."""
+        writes: List[Write] = []
+        while not self.all_sent and self.may_send(now):
+            messages = self.take(eager=True)
+            if not messages:
+                break
+            writes.append(self.send(messages, now))
+        return writes
 
     def sent(self, messages: List[str], ping: Optional[bytes], now: float) -> None:
         """Messages (and a ping) are about to go out: from now on the server owes for them. Counted before
@@ -564,6 +393,36 @@ class Conversing:
         if last:
             self.all_sent = True
             self.deadlines.end_sent(now)
+
+    def end_batch(self, now: float) -> bytes:
+        return self.pacer.end_batch(now)
+
+    def data_to_send(self, now: float) -> Optional[Write]:
+        """What must go out besides the text, or None: the answer to the server's latest ping (RFC 6455 lets a
+        client answer only the latest, so a ping flood costs nothing), the protocol's keepalive message when
+        one is due, and the answer to the server's close. Call it only when the write cannot block (a pong
+        must never wait behind text the server is not reading)."""
+        data: List[bytes] = []
+        messages: List[str] = []
+        payload, self._ping = self._ping, None
+        if payload is not None:
+            data.append(pong(payload))
+        keepalive = None if self.ended else self.keepalive(now)
+        if keepalive is not None:
+            self.sent([keepalive], None, now)
+            messages.append(keepalive)
+            data.append(frames([keepalive]))
+        code, self._close = self._close, None
+        if code is not None:
+            data.append(close_frame(code))
+        if not data:
+            return None
+        return Write(b"".join(data), messages, pong=payload, close=code is not None)
+
+    @property
+    def wants_to_send(self) -> bool:
+        """A pong or a close answer waits (the keepalive is a matter of time: `data_to_send` checks it)."""
+        return self._ping is not None or self._close is not None
 
     def owe(self, words: int, batch_ended: bool, now: float) -> None:
         """What the server owes for what was just sent: here, audio every `buffer_size` words."""
@@ -586,44 +445,43 @@ class Conversing:
     def receive(self, data: bytes, now: float) -> Received:
         """Bytes from the server (b"" for the end of the connection)."""
         if not data:
-            return self._end(self.dropped())
+            return self._end(self.dropped(), answer=None)
         violation: Optional[ProtocolViolation] = None
         try:
             messages = self.frames.feed(data, now)
         except ProtocolViolation as exc:
             messages, violation = exc.before, exc
         audio: List[bytes] = []
-        pongs: List[bytes] = []
+        pings = 0
         acknowledged = False
         for opcode, payload in messages:
             if opcode == OPCODE_BINARY:
                 self.audio_messages += 1
                 self.audio_bytes += len(payload)
-                self.pacer.generating = True
-                self.deadlines.audio_received(now)
+                if payload:  # an empty message is no progress: it resets no deadline
+                    self.pacer.generating = True
+                    self.deadlines.audio_received(now)
                 audio.append(self.binary(payload))
             elif opcode == OPCODE_PING:
-                pongs.append(payload)
+                pings += 1
+                self._ping = payload
             elif opcode == OPCODE_PONG:
                 if self.pacer.pong(payload, now):
                     self.deadlines.pong_received(now, self.pacer.pings_outstanding)
                     acknowledged = True
             elif opcode == OPCODE_CLOSE:
-                code = int.from_bytes(payload[:2], "big") if len(payload) >= 2 else NORMAL_CLOSE
-                reason = payload[2:].decode("utf-8")
-                self.ended = True
-                return Received(b"".join(audio), pongs, acknowledged, True, self.closed(code, reason),
-                                (code, reason))
+                code, reason = close_of(payload)
+                return self._end(self.closed(code, reason), b"".join(audio), pings, acknowledged, (code, reason))
             else:
                 ended, error = self.text(payload.decode("utf-8", "replace"), now)
                 if ended:
-                    return self._end(error, b"".join(audio), pongs, acknowledged)
+                    return self._end(error, b"".join(audio), pings, acknowledged)
         if violation is not None:
             return self._end(StreamInterrupted(f"The connection failed: {violation}. The audio is incomplete."),
-                             b"".join(audio))
+                             b"".join(audio), pings, answer=PROTOCOL_ERROR)
         if self.progressed:
             self.progressed, acknowledged = False, True
-        return Received(b"".join(audio), pongs, acknowledged, False, None)
+        return Received(b"".join(audio), pings, acknowledged, False, None)
 
     def binary(self, payload: bytes) -> bytes:
         """An audio message: its whole 16-bit samples."""
@@ -641,10 +499,13 @@ class Conversing:
         """What the end of the connection without a close frame means."""
         return close_error(None, "", self.deadlines.sentinel_sent)
 
-    def _end(self, error: Optional[BasetenTTSError], audio: bytes = b"", pongs: Optional[List[bytes]] = None,
-             acknowledged: bool = False) -> Received:
+    def _end(self, error: Optional[BasetenTTSError], audio: bytes = b"", pings: int = 0, acknowledged: bool = False,
+             close: Optional[Tuple[int, str]] = None, answer: Optional[int] = NORMAL_CLOSE) -> Received:
+        """The conversation is over: a close answers the server's (or ends it after an event that ended it, or
+        after a violation, with 1002); none after a drop, where nothing can be written."""
         self.ended = True
-        return Received(audio, pongs or [], acknowledged, True, error)
+        self._close = answer
+        return Received(audio, pings, acknowledged, True, error, close)
 
     def deadline(self) -> Optional[float]:
         """When the next byte must have come: audio owed, or an unfinished frame or message to complete."""
@@ -653,28 +514,45 @@ class Conversing:
         partial = None if started is None else started + self.read_timeout
         return min((d for d in (owed, partial) if d is not None), default=None)
 
+    def expired(self, now: float) -> Optional[BasetenTTSError]:
+        """The timeout error if a deadline has passed, whatever came meanwhile (pings are not audio)."""
+        deadline = self.deadline()
+        if deadline is None or now < deadline:
+            return None
+        return self.timeout_error(now)
+
     def timeout_error(self, now: float) -> BasetenTTSError:
         started = self.frames.partial_since
         if started is not None and started + self.read_timeout <= now:
-            return TimeoutError(f"A frame or message stalled halfway for read_timeout={self.read_timeout:g} s.")
-        return TimeoutError(f"The server stopped sending: {self.deadlines.describe()}.")
+            return ReadTimeout(f"A frame or message stalled halfway for read_timeout={self.read_timeout:g} s.")
+        timeout = FirstAudioTimeout if self.deadlines.first_audio_owed else ReadTimeout
+        return timeout(f"The server stopped sending: {self.deadlines.describe()}.")
 
 
-class Utterance(Conversing):
-    """One Orpheus utterance: settings, one word per message, the sentinel; audio only, ended by a close."""
+SPARE_MAX_AGE = 15.0
+"""Seconds a connection opened ahead (`Synthesizer.connect`) may wait: uvicorn pings every 20 s and an idle
+spare has no reader to answer, and a gateway may drop idle connections sooner."""
 
-    def __init__(self, settings_message: Dict[str, Any], words: Iterable[str], *, buffer_size: int,
-                 encoding: Optional[str], first_audio_timeout: float, read_timeout: float,
-                 max_message_size: int, keepalive_timeout: float = 20.0) -> None:
-        super().__init__(buffer_size=buffer_size, first_audio_timeout=first_audio_timeout,
-                         read_timeout=read_timeout, max_message_size=max_message_size,
-                         keepalive_timeout=keepalive_timeout)
-        self.messages = outgoing(settings_message, words, buffer_size)
-        self.decoder = AudioDecoder(encoding)
 
-    def is_last(self, message: str) -> bool:
-        return message == SENTINEL
+class Spec:
+    """One protocol as the rest of basetts sees it: its name, the settings only it has and their checks,
+    its first message and the state machine of one utterance. `settings` is a `Settings` (this layer sits
+    below it, so it reads the fields it needs by name). protocols/__init__.py lists every Spec."""
 
-    def text(self, text: str, now: float) -> Tuple[bool, Optional[BasetenTTSError]]:
-        # The protocol has no text messages: one is an error from a proxy or a newer server.
-        return True, ServerError(f"The server sent a message instead of audio: {text[:300]!r}")
+    name = ""
+    fields: Tuple[str, ...] = ()
+    """Settings that only this protocol has: refused with another, naming this one."""
+    spare_max_age = SPARE_MAX_AGE
+
+    def voice(self, voice: Optional[str]) -> Optional[str]:
+        """The voice as the server knows it."""
+        return voice
+
+    def check(self, settings: Any) -> None:
+        """Its own settings' values, as its server checks them (ConfigurationError), before anything is sent."""
+
+    def first_message(self, settings: Any) -> Dict[str, Any]:
+        raise NotImplementedError
+
+    def utterance(self, settings: Any, words: Iterable[str], stats: "Stats") -> Conversing:
+        raise NotImplementedError

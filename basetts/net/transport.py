@@ -4,7 +4,7 @@ imports websocket-client, and only its public API.
 websocket-client does the upgrade (`WebSocket.connect` with `socket=`, `header=`, redirects refused) and
 builds our frames (`ABNF`). It is handed a `BoundedSocket` of ours, so that `handshake_timeout` bounds the
 whole upgrade (not each of its one-byte reads), those reads come from memory, and what arrives after the
-upgrade stays with us. Frames are read by `protocol.FrameReader`, which bounds them (docs/design.md).
+upgrade stays with us. Frames are the protocol layer's (protocols/websocket.py); this module only moves bytes.
 """
 from __future__ import annotations
 
@@ -16,21 +16,24 @@ import ssl
 import threading
 import time
 import urllib.request
-from typing import Callable, Dict, Iterable, List, NamedTuple, Optional
+from email.utils import parsedate_to_datetime
+from typing import Callable, Dict, NamedTuple, Optional
 from urllib.parse import unquote, urlsplit
 
 import websocket
 
-from . import protocol
-from .errors import (
+from ..errors import (
     AuthenticationError,
     BasetenTTSError,
     ConnectError,
+    ConnectTimeout,
+    HandshakeTimeout,
     ModelNotFoundError,
-    ServerError,
-    TimeoutError,
+    RedirectRefused,
+    ServerUnavailable,
+    UnexpectedResponse,
 )
-from .settings import Settings, is_loopback
+from ..settings import Settings, is_loopback
 
 log = logging.getLogger("basetts")
 
@@ -43,9 +46,41 @@ _TLS_WRITE = 4096
 _POLL = 0.05
 
 
-def frame(payload: bytes, opcode: int = websocket.ABNF.OPCODE_TEXT) -> bytes:
-    """One final, masked client frame (a fresh random mask, as RFC 6455 5.3 requires)."""
-    return websocket.ABNF.create_frame(payload, opcode).format()  # type: ignore[no-any-return]
+# A proxy's answer to CONNECT: an HTTP response header.
+MAX_HTTP_HEADER = 65536
+"""Bytes a response may take before its blank line: more is not an HTTP server."""
+REDIRECT_STATUSES = (301, 302, 303, 307, 308)
+
+
+class HTTPResponse(NamedTuple):
+    status: int
+    headers: Dict[str, str]
+    """Lower-case names; a repeated header's values joined with ", "."""
+    rest: bytes
+    """What came after the blank line."""
+
+
+def parse_http_response(data: bytes) -> Optional[HTTPResponse]:
+    """The response, or None while its header is incomplete. ValueError if it is not HTTP."""
+    end = data.find(b"\r\n\r\n")
+    if end < 0:
+        if len(data) > MAX_HTTP_HEADER:
+            raise ValueError(f"no end of the HTTP header in {len(data)} bytes")
+        return None
+    status_line, *lines = data[:end].decode("latin-1").split("\r\n")
+    version, _, rest = status_line.partition(" ")
+    status = rest.partition(" ")[0]
+    if not version.startswith("HTTP/") or not (status.isdigit() and len(status) == 3):
+        raise ValueError(f"not an HTTP response: {status_line[:80]!r}")
+    headers: Dict[str, str] = {}
+    for line in lines:
+        name, colon, value = line.partition(":")
+        if not colon:
+            raise ValueError(f"malformed HTTP header line: {line[:80]!r}")
+        name, value = name.strip().lower(), value.strip()
+        headers[name] = f"{headers[name]}, {value}" if name in headers else value
+    return HTTPResponse(int(status), headers, data[end + 4:])
+
 
 
 def ready(sock: socket.socket, timeout: float, write: bool = False) -> bool:
@@ -177,6 +212,13 @@ class BoundedSocket:
                 with self.tls_lock:
                     data = data[sock.send(data[:_TLS_WRITE]):]
 
+    def writable(self) -> bool:
+        """Whether a small write would go out now."""
+        try:
+            return ready(self.sock, 0, write=True)
+        except (OSError, ValueError):
+            return False
+
     def try_write(self, data: bytes) -> bool:
         """Write a small frame (a pong, a close) only if that cannot block; False if it did not go."""
         if not ready(self.sock, 0, write=True):
@@ -258,7 +300,7 @@ def open_socket(settings: Settings, while_waiting: Optional[Callable[[], None]] 
         raw = socket.create_connection(target, timeout=settings.connect_timeout)
     except socket.timeout:
         where = f"the proxy {target[0]}:{target[1]}" if proxy else f"{host}:{port}"
-        raise TimeoutError(
+        raise ConnectTimeout(
             f"Could not connect to {where} within connect_timeout={settings.connect_timeout:g} s.") from None
     except OSError as exc:
         transient = isinstance(exc, (ConnectionRefusedError, ConnectionResetError))
@@ -303,7 +345,7 @@ def _tunnel(sock: BoundedSocket, proxy: Proxy, host: str, port: int) -> None:
     answer = b""
     try:
         while True:
-            response = protocol.parse_http_response(answer)
+            response = parse_http_response(answer)
             if response is not None:
                 break
             piece = sock.recv(4096)
@@ -315,7 +357,7 @@ def _tunnel(sock: BoundedSocket, proxy: Proxy, host: str, port: int) -> None:
         raise ConnectError(f"The proxy {proxy.host}:{proxy.port} did not answer CONNECT in HTTP ({exc}): "
                            "is proxy= (or HTTPS_PROXY) an HTTP proxy?") from None
     except socket.timeout:
-        raise TimeoutError(f"The proxy {proxy.host}:{proxy.port} did not answer CONNECT within "
+        raise HandshakeTimeout(f"The proxy {proxy.host}:{proxy.port} did not answer CONNECT within "
                            f"handshake_timeout.") from None
     if response.status // 100 != 2:
         hint = {407: " (it wants credentials: put them in the proxy URL, http://user:password@host:port)",
@@ -339,7 +381,7 @@ def _upgrade(sock: BoundedSocket, settings: Settings, while_waiting: Optional[Ca
         raise _status_error(exc.status_code, _headers(exc.resp_headers), settings) from None
     except websocket.WebSocketException:
         answered = sock.received.split(b"\r\n", 1)[0].split(b" ")[1:2]
-        if answered and answered[0].isdigit() and int(answered[0]) in protocol.REDIRECT_STATUSES:
+        if answered and answered[0].isdigit() and int(answered[0]) in REDIRECT_STATUSES:
             # Some websocket-client versions refuse a redirect themselves when told to follow none.
             raise _status_error(int(answered[0]), {}, settings) from None
         raise
@@ -368,29 +410,44 @@ def _headers(headers: Optional[Dict[str, str]]) -> Dict[str, str]:
 
 
 def _status_error(status: int, headers: Dict[str, str], settings: Settings) -> BasetenTTSError:
-    if status in protocol.REDIRECT_STATUSES:
-        return ConnectError(
+    """The refused upgrade as a `HandshakeError` of its kind, with advice that fits the status."""
+    if status in REDIRECT_STATUSES:
+        return RedirectRefused(
             f"The server redirected the websocket upgrade (HTTP {status}). basetts does not follow "
-            "redirects, so your API key goes only to the URL you configured: check that URL.")
+            "redirects, so your API key goes only to the URL you configured: check that URL.",
+            status=status, headers=headers)
     if status in (401, 403):
         return AuthenticationError(
             f"The server refused the API key (HTTP {status}). Check BASETEN_API_KEY and that the key "
-            "may call this model.", status=status)
+            "may call this model.", status=status, headers=headers)
     if status == 404:
         return ModelNotFoundError(
-            f"Nothing at {settings.url} (HTTP 404). Check the model id and environment.", status=status)
-    retry_after = _retry_after(headers.get("retry-after"))
-    return ServerError(
-        f"The server refused the connection with HTTP {status}"
-        + (" (overloaded)" if status in (429, 503) else "")
-        + (f". It asks to retry after {retry_after:g} s" if retry_after is not None else ". Retry later")
-        + "; a deployment scaled to zero may be starting.",
-        status=status, retry_after=retry_after)
+            f"Nothing at {settings.url} (HTTP 404). Check the model id and environment.", status=status,
+            headers=headers)
+    retry_after = retry_after_seconds(headers.get("retry-after"))
+    if status == 429 or status >= 500:
+        return ServerUnavailable(
+            f"The server refused the connection with HTTP {status}"
+            + (" (overloaded)" if status in (429, 503) else "")
+            + (f". It asks to retry after {retry_after:g} s" if retry_after is not None else ". Retry later")
+            + "; a deployment scaled to zero may be starting.",
+            status=status, headers=headers, retry_after=retry_after)
+    if status == 407:
+        advice = ("a proxy between you and the server wants credentials: put them in the proxy URL "
+                  "(proxy='http://user:password@host:port', or HTTPS_PROXY)")
+    elif 200 <= status < 300:
+        advice = ("that is a web page, not a websocket: a captive portal (log in to the network) or a proxy "
+                  "that does not pass websockets is in the way, or the URL is not the model's websocket")
+    else:
+        advice = ("the upgrade itself was refused: check that the URL is the model's websocket endpoint "
+                  "(…/websocket) and that nothing in the way strips the upgrade")
+    return UnexpectedResponse(f"The server answered the websocket upgrade with HTTP {status}: {advice}.",
+                              status=status, headers=headers, retry_after=retry_after)
 
 
 def _handshake_error(exc: Exception, settings: Settings) -> BasetenTTSError:
     if isinstance(exc, (socket.timeout, websocket.WebSocketTimeoutException)):
-        return TimeoutError(
+        return HandshakeTimeout(
             f"The server did not complete the websocket upgrade within handshake_timeout="
             f"{settings.handshake_timeout:g} s.")
     if isinstance(exc, ssl.SSLError):
@@ -406,25 +463,20 @@ def _handshake_error(exc: Exception, settings: Settings) -> BasetenTTSError:
     return ConnectError(f"The websocket upgrade failed: {exc}")
 
 
-def _retry_after(value: Optional[str]) -> Optional[float]:
-    try:
-        return max(0.0, float(value)) if value is not None else None
-    except ValueError:
+def retry_after_seconds(value: Optional[str], now: Optional[float] = None) -> Optional[float]:
+    """A Retry-After header in seconds from now: either form RFC 9110 allows (delay-seconds or an HTTP-date);
+    None when absent or unreadable."""
+    if value is None:
         return None
-
-
-def close_frame(code: int = protocol.NORMAL_CLOSE) -> bytes:
-    return frame(code.to_bytes(2, "big"), websocket.ABNF.OPCODE_CLOSE)
-
-
-def frames(messages: Iterable[str], ping: Optional[bytes]) -> bytes:
-    """Text messages, each its own frame, then a ping with `ping` as its payload, as one write."""
-    out: List[bytes] = [frame(message.encode("utf-8")) for message in messages]
-    if ping is not None:
-        out.append(frame(ping, websocket.ABNF.OPCODE_PING))
-    return b"".join(out)
-
-
-def pong(payload: bytes) -> bytes:
-    return frame(payload, websocket.ABNF.OPCODE_PONG)
-
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:
+        return None  # an HTTP-date is always GMT: one without a zone is not one
+    return max(0.0, when.timestamp() - (time.time() if now is None else now))

@@ -1,20 +1,22 @@
 """One conversation's threads: a reader, a writer when needed, and a queue (bounded in bytes) between the
-reader and the caller. The rules are `protocol.Utterance`'s; the socket is `transport`'s."""
+reader and the caller. Every rule is the protocol's (`protocols.Conversing`: it hands out the bytes to write);
+the socket is `transport`'s. This module only moves bytes, waits and wakes."""
 from __future__ import annotations
 
-import itertools
 import logging
-import os
 import queue
 import threading
 import time
-from typing import Callable, Iterable, Iterator, List, Optional, Tuple, Union
+import weakref
+from typing import Callable, Iterable, Iterator, List, Optional, Union
 
-from . import protocol, transport
-from .audio import Stats
-from .errors import BasetenTTSError, ConnectError, ServerError, StreamInterrupted, warn
-from .settings import Settings
-from .trace import Trace
+from .. import protocols
+from ..audio import Stats
+from ..errors import BasetenTTSError, StreamInterrupted, warn
+from ..protocols.base import Outgoing
+from ..settings import Settings
+from ..trace import Trace
+from . import transport
 
 log = logging.getLogger("basetts")
 
@@ -35,8 +37,6 @@ _FIRST_AUDIO_HANDOFF = 50e-6
 # How much of a whole text open() sends itself (at most its first batch) before leaving the rest to the
 # writer thread: little enough to fit in the socket buffers even if the server reads none.
 _EAGER_BYTES = 4096
-# The writer thread sends a list of words at most this many messages per write.
-_BATCH_MESSAGES = 64
 
 
 class _End:
@@ -48,46 +48,12 @@ class _End:
         self.error = error
 
 
-def is_transient(exc: BaseException) -> bool:
-    """Worth another try before any audio: refused or reset connections, 429 and 5xx at the upgrade."""
-    if isinstance(exc, ConnectError):
-        return exc.transient
-    if isinstance(exc, ServerError):
-        return exc.status is not None and (exc.status == 429 or exc.status >= 500)
-    return False
-
-
-# A spare connection older than this is closed, not used: uvicorn pings every 20 s and an idle spare
-# has no reader to answer, and a gateway may drop idle connections sooner.
-SPARE_MAX_AGE = 15.0
-
-
-def spare_max_age(settings: Settings) -> float:
-    """How long a spare may wait: Qwen3's server gives up on a connection without its config sooner."""
-    if settings.protocol == "qwen3":
-        from .qwen3 import CONFIG_TIMEOUT
-
-        return min(SPARE_MAX_AGE, CONFIG_TIMEOUT - 3.0)
-    return SPARE_MAX_AGE
-
-
-def utterance_for(settings: Settings, words: Iterable[str], stats: Stats) -> protocol.Conversing:
+def utterance_for(settings: Settings, words: Iterable[str], stats: Stats) -> protocols.Conversing:
     """The protocol's state machine for one utterance (settings.protocol)."""
-    if settings.protocol == "qwen3":
-        from .qwen3 import Qwen3Utterance
-
-        return Qwen3Utterance(
-            settings.session_message(), words, timeline=stats.timeline,
-            first_audio_timeout=settings.first_audio_timeout, read_timeout=settings.read_timeout,
-            max_message_size=settings.max_message_size, keepalive_timeout=settings.keepalive_timeout,
-            sentence_errors=settings.sentence_errors, idle_timeout=settings.idle_timeout)
-    return protocol.Utterance(
-        settings.session_message(), words, buffer_size=settings.buffer_size, encoding=settings.encoding,
-        first_audio_timeout=settings.first_audio_timeout, read_timeout=settings.read_timeout,
-        max_message_size=settings.max_message_size, keepalive_timeout=settings.keepalive_timeout)
+    return protocols.spec(settings.protocol).utterance(settings, words, stats)
 
 
-def count_audio(stats: Stats, utterance: protocol.Conversing, started: float, now: float, audio: bool) -> bool:
+def count_audio(stats: Stats, utterance: protocols.Conversing, started: float, now: float, audio: bool) -> bool:
     """Bring `stats` up to date after a read (True if it brought the first audio); say once that the
     server ignored pcm_mulaw."""
     first = audio and stats.first_byte_time is None
@@ -100,52 +66,11 @@ def count_audio(stats: Stats, utterance: protocol.Conversing, started: float, no
     return first
 
 
-def warn_trailing(utterance: protocol.Conversing) -> None:
+def warn_trailing(utterance: protocols.Conversing) -> None:
     """At the normal end: half a sample left over is dropped, and said."""
     if utterance.decoder.pending:
         warn(f"dropping {len(utterance.decoder.pending)} trailing byte(s): the stream ended mid-sample "
              "(half a 16-bit sample is not audio)")
-
-
-class Spare:
-    """One pre-opened connection, kept for the next conversation (the protocol allows one per connection).
-    A spare opened in another process (before a fork) is never used, nor touched: the parent owns it."""
-
-    def __init__(self, settings: Settings) -> None:
-        self.url, self.api_key = settings.url, settings.api_key
-        self.sock: Optional[transport.BoundedSocket] = transport.open_socket(settings)
-        self.opened = time.monotonic()
-        self.pid = os.getpid()
-
-    def take(self, settings: Settings) -> Optional[transport.BoundedSocket]:
-        """The connection, if it fits `settings` and is fresh and quiet; else None (and closed).
-
-        Only the endpoint and key must match: everything else goes in the first message, after this.
-        """
-        sock, self.sock = self.sock, None
-        if sock is None or self.pid != os.getpid():
-            return None
-        if (settings.url, settings.api_key) != (self.url, self.api_key):
-            sock.close()
-            return None
-        if time.monotonic() - self.opened > spare_max_age(settings) or _readable(sock):
-            # Too old, or the server already spoke (a close or a ping) on a connection nobody has used.
-            log.debug("discarding a stale spare connection")
-            sock.close()
-            return None
-        return sock
-
-    def close(self) -> None:
-        sock, self.sock = self.sock, None
-        if sock is not None and self.pid == os.getpid():
-            sock.close()
-
-
-def _readable(sock: transport.BoundedSocket) -> bool:
-    try:
-        return transport.ready(sock.sock, 0)
-    except (OSError, ValueError):
-        return True
 
 
 class Conversation:
@@ -189,8 +114,12 @@ class Conversation:
         self._reader_done = False
         self._writer_waiting = False
         self._write_lock = threading.Lock()  # one write at a time: the writer's, or a pong between them
-        self._pending_pongs: List[bytes] = []  # pings to answer once sending cannot block
         self._trace = Trace.open(settings)
+        # A conversation dropped without close(): its socket is closed when it is collected (its threads
+        # hold it while they run, so by then they have ended). Never at exit: close() is for that.
+        self._sockets: List[transport.BoundedSocket] = []
+        self._finalizer = weakref.finalize(self, _close_sockets, self._sockets)
+        self._finalizer.atexit = False
 
     @property
     def words_sent(self) -> int:
@@ -219,6 +148,7 @@ class Conversation:
                 self._on_upgrade()
         else:
             self._sock = transport.open_socket(self.settings, while_waiting=self._while_upgrading)
+        self._sockets.append(self._sock)
         self.stats.connect_time = self._elapsed()
         self._trace.event("open")
         # A whole text (a list of words) starts from this thread, not the writer's: the first batch goes
@@ -269,6 +199,7 @@ class Conversation:
                                 thread.name, _JOIN_TIMEOUT)
         if sock is not None:
             sock.close()
+        self._finalizer.detach()
         # Wake a consumer waiting in chunks() (another thread) now, not at its next poll.
         self._queue.put_nowait(_End(StreamInterrupted("The conversation was closed.")))
         if self.stats.total_time is None:
@@ -280,10 +211,6 @@ class Conversation:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
-
-    def __del__(self) -> None:
-        if not self._stop.is_set() and self._threads:
-            self.close()
 
     # consumer --------------------------------------------------------------------------------------
     def chunks(self) -> Iterator[bytes]:
@@ -335,95 +262,62 @@ class Conversation:
     # sending ---------------------------------------------------------------------------------------
     def _send_now(self) -> None:
         """Send the first batch, at most _EAGER_BYTES, from the caller's thread in one write."""
-        messages, ping = self._take(eager=True, max_bytes=_EAGER_BYTES)
+        messages = self._utterance.take(eager=True, max_bytes=_EAGER_BYTES)
         try:
-            self._send(messages, ping, wait_for_room=False)
+            self._send(messages, wait_for_room=False)
         except OSError as exc:
             log.debug("sending from the caller's thread failed: %s", exc)  # the reader reports why
             with self._lock:
                 self._utterance.all_sent = True  # nothing more can go out on this connection
 
-    def _take(self, eager: bool, max_bytes: Optional[int] = None) -> Tuple[List[str], Optional[bytes]]:
-        """The next messages to write at once, and the ping payload to follow them (at a batch's end).
+    def _send(self, messages: List[Outgoing], wait_for_room: bool = True) -> None:
+        """Write what the protocol makes of `messages` (their frames, and the pacing ping after a batch).
 
-        A whole text (`eager`) goes out a batch per write (at most _BATCH_MESSAGES, or `max_bytes`); an
-        iterable (an LLM's tokens) may make us wait for each word, so each goes out as soon as it comes.
-        """
-        messages: List[str] = []
-        size = 0
-        for message in self._messages:
-            size += len(message.text.encode("utf-8")) + 14  # the frame header and mask, at most
-            if messages and max_bytes is not None and size > max_bytes:
-                self._messages = itertools.chain([message], self._messages)  # the next write sends it
-                break
-            messages.append(message.text)
-            if message.ends_batch and not message.last:
-                with self._lock:
-                    return messages, self._utterance.end_batch(time.monotonic())
-            if not eager or len(messages) >= _BATCH_MESSAGES:
-                break
-        return messages, None
-
-    def _send(self, messages: List[str], ping: Optional[bytes] = None, wait_for_room: bool = True) -> None:
-        """Send messages (settings, words, the sentinel), each its own websocket message, and then a
-        pacing ping with `ping` as its payload, in one write.
-
-        The deadlines count the words as handed to the socket: a server that stops reading them owes
-        audio all the same, so the reader's deadlines end a conversation whose server is gone, however
-        long this write waits for room (`wait_for_room`; else it gives up after read_timeout).
+        The protocol counts them as handed to the socket: a server that stops reading them owes audio all
+        the same, so the reader's deadlines end a conversation whose server is gone, however long this
+        write waits for room (`wait_for_room`; else it gives up after read_timeout).
         """
         sock = self._sock
         assert sock is not None
         if not messages:
             return
         with self._lock:
-            self._utterance.sent(messages, ping, time.monotonic())
-        data = transport.frames(messages, ping)
+            write = self._utterance.send(messages, time.monotonic())
         give_up = None if wait_for_room else time.monotonic() + self.settings.read_timeout
         with self._write_lock:
-            sock.write(memoryview(data), self._stop, give_up)
-        self._trace.sent(messages, ping)
-        self._send_pongs()  # a ping that came while this write waited
+            sock.write(memoryview(write.data), self._stop, give_up)
+        self._trace.wrote(write)
+        self._send_control()  # a ping that came while this write waited
 
-    def _send_pongs(self) -> None:
-        """Answer the server's pings now if that cannot block (no write in progress, room in the socket);
-        else they stay pending for the next write or the next wake of the reader. The reader must never
-        block on a send: while the server generates it reads nothing, so our socket can be full of text,
-        and a reader waiting to send would stop reading audio while the server waits for us to read."""
+    def _send_control(self) -> None:
+        """Write what the protocol owes besides the text (the latest ping's pong, a keepalive, a close answer)
+        now, if that cannot block: no write in progress, and room in the socket; else it waits in the protocol
+        for the next write or the next wake of the reader. The reader must never block on a send: while the
+        server generates it reads nothing, so our socket can be full of text, and a reader waiting to send
+        would stop reading audio while the server waits for us to read."""
         sock = self._sock
-        if not self._pending_pongs or sock is None or not self._write_lock.acquire(blocking=False):
+        if sock is None or not self._write_lock.acquire(blocking=False):
             return
         try:
-            while self._pending_pongs and sock.try_write(transport.pong(self._pending_pongs[0])):
-                self._trace.event("pong sent", size=len(self._pending_pongs.pop(0)))
-        finally:
-            self._write_lock.release()
-
-    def _send_keepalive(self) -> None:
-        """The protocol's keepalive message, when it wants one and sending cannot block (as for pongs)."""
-        with self._lock:
-            message = self._utterance.keepalive(time.monotonic())
-        sock = self._sock
-        if message is None or sock is None or not self._write_lock.acquire(blocking=False):
-            return
-        try:
-            if sock.try_write(transport.frames([message], None)):
-                with self._lock:
-                    self._utterance.sent([message], None, time.monotonic())
-                self._trace.sent([message], None)
+            if not sock.writable():
+                return
+            with self._lock:
+                write = self._utterance.data_to_send(time.monotonic())
+            if write is not None and sock.try_write(write.data):
+                self._trace.wrote(write)
         finally:
             self._write_lock.release()
 
     def _write(self) -> None:
         """Send settings, one word per message, then the sentinel (whatever open() has not sent), each
-        batch once the server has read the one before (see `protocol.Pacer`)."""
+        batch once the server has read the one before (see `protocols.base.Pacer`)."""
         eager = isinstance(self._words, (list, tuple))
         try:
             while self._wait_until_paced():
-                messages, ping = self._take(eager)
+                messages = self._utterance.take(eager)  # may wait for the caller's text: outside the lock
                 if not messages:
                     return
-                self._send(messages, ping)
+                self._send(messages)
         except BaseException as exc:  # noqa: BLE001 - reported to the consumer, never lost
             if self._stop.is_set():
                 return
@@ -472,9 +366,7 @@ class Conversation:
             return None
         data: Optional[bytes] = sock.take_buffered()  # what came with the upgrade's answer
         while not self._stop.is_set():
-            if self._pending_pongs:
-                self._send_pongs()
-            self._send_keepalive()
+            self._send_control()
             if not data:
                 with self._lock:
                     deadline = self._utterance.deadline()
@@ -495,31 +387,21 @@ class Conversation:
             now = time.monotonic()
             with self._changed:
                 received = self._utterance.receive(data, now)
+                expired = None if received.ended else self._utterance.expired(now)
                 if received.acknowledged:
                     self._changed.notify_all()
             self._trace.received(len(data), received)
             data = b""
-            if received.pongs:
-                self._pending_pongs.extend(received.pongs)
             if received.audio:
                 self._on_audio(received.audio, now)
             if received.ended:
-                if received.error is None or isinstance(received.error, (ServerError, StreamInterrupted)):
-                    self._answer_close()
+                self._send_control()  # the close's answer: if it cannot go now, what was read still counts
                 if received.error is None:
                     warn_trailing(self._utterance)
                 return received.error
+            if expired is not None:  # however the bytes came (pings, empty messages): the deadline holds
+                return expired
         return None
-
-    def _answer_close(self) -> None:
-        """Answer the server's close if that cannot block; a failure to answer changes nothing: the close
-        that was read is what counts."""
-        sock = self._sock
-        if sock is not None and self._write_lock.acquire(blocking=False):
-            try:
-                sock.try_write(transport.close_frame())
-            finally:
-                self._write_lock.release()
 
     def _on_audio(self, pcm: bytes, now: float) -> None:
         first = count_audio(self.stats, self._utterance, self._started, now, audio=True)
@@ -530,3 +412,8 @@ class Conversation:
             # Let the consumer take the GIL now: when frames come in a burst (a fast server), this
             # thread would otherwise read several more before the first one is handed on.
             time.sleep(_FIRST_AUDIO_HANDOFF)
+
+
+def _close_sockets(sockets: List[transport.BoundedSocket]) -> None:
+    for sock in sockets:
+        sock.close()
