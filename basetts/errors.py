@@ -114,8 +114,9 @@ class RedirectRefused(HandshakeError, ConnectError):
     """3xx: a redirect, never followed, so the key goes only to the URL configured. Also a `ConnectError`."""
 
     def __init__(self, message: str, *, status: int, headers: Optional[Mapping[str, str]] = None,
-                 partial: Optional["Audio"] = None) -> None:
-        HandshakeError.__init__(self, message, status=status, headers=headers, partial=partial)
+                 retry_after: Optional[float] = None, partial: Optional["Audio"] = None) -> None:
+        HandshakeError.__init__(self, message, status=status, headers=headers, retry_after=retry_after,
+                                partial=partial)
         self.transient = False
 
 

@@ -10,7 +10,7 @@ import time
 import wave
 from typing import TYPE_CHECKING, Any, Dict, List, Optional, Union
 
-from .errors import ConfigurationError, StreamInterrupted, VoiceError
+from .errors import BasetenTTSError, ConfigurationError, StreamInterrupted, VoiceError
 from .net import transport
 from .protocols import qwen3
 
@@ -104,7 +104,9 @@ class Voices:
                 if left <= 0:
                     raise request.timeout_error()
                 data = sock.read(transport.READ_SIZE, left)  # None: nothing yet; b"": the end
-        except OSError as exc:
+        except BasetenTTSError:
+            raise
+        except OSError as exc:  # (ours are OSErrors too: a TimeoutError is one)
             raise StreamInterrupted(f"The connection failed: {exc}.") from None
         finally:
             sock.try_write(request.finish())

@@ -23,15 +23,18 @@ from basetts.voices import Voice, Voices
 OUT = Path(__file__).with_name("api.md")
 
 SECTIONS = [
-    ("Synthesizing", [basetts.Synthesizer, Session, basetts.Audio, basetts.Stats, Saved, wav_header]),
+    ("Synthesizing", [basetts.Synthesizer, Session, basetts.Audio, basetts.Stats, basetts.Timeline, Saved,
+                      wav_header]),
     ("Many texts", [Result, Progress]),
     ("Qwen3-TTS", [basetts.Word, basetts.Sentence, Voices, Voice, "PROTOCOLS"]),
     ("Playback", [basetts.Playback, basetts.play, basetts.devices, Device, Player]),
     ("Settings", [basetts.Settings, CallSettings, "VOICES", "EMOTION_TAGS"]),
     ("Errors", [getattr(errors, name) for name in (
-        "BasetenTTSError", "ConfigurationError", "ConnectError", "HandshakeError", "AuthenticationError",
-        "ModelNotFoundError", "ServerError", "SentenceError", "TimeoutError", "StreamInterrupted",
-        "AudioDeviceError", "VoiceError", "BasettsWarning")]),
+        "BasetenTTSError", "ConfigurationError", "InvalidText", "ArgumentTypeError", "ConnectError",
+        "HandshakeError", "AuthenticationError", "ModelNotFoundError", "ServerUnavailable", "RedirectRefused",
+        "UnexpectedResponse", "ServerError", "SentenceError", "TimeoutError", "ConnectTimeout", "HandshakeTimeout",
+        "FirstAudioTimeout", "ReadTimeout", "StreamInterrupted", "AudioDeviceError", "VoiceError",
+        "BasettsWarning")]),
     ("Testing: the local server", [testing.LocalServer, testing.Faults, ConversationRecord, testing.tone_pcm]),
     ("Diagnostics", [Check]),
 ]

@@ -11,9 +11,15 @@ import ssl
 import subprocess
 import sys
 import threading
-from typing import Callable, Dict, Iterator, Optional, Sequence, Set, Tuple
+import time
+from typing import TYPE_CHECKING, Any, Callable, Dict, Iterator, List, Optional, Sequence, Set, Tuple
 
 import pytest
+
+import basetts
+
+if TYPE_CHECKING:
+    from basetts.testing import LocalServer
 
 
 @contextlib.contextmanager
@@ -33,6 +39,29 @@ def server_process(*faults: str, extra: Sequence[str] = ()) -> Iterator[Tuple[st
     finally:
         process.terminate()
         process.wait(10)
+
+
+def synth_for(server: "LocalServer", **options: Any) -> basetts.Synthesizer:
+    """A Synthesizer speaking to `server`, with `options` as its defaults."""
+    return basetts.Synthesizer(url=server.url, api_key=server.api_key, **options)
+
+
+def client_threads() -> List[str]:
+    """Every thread of the SDK's still alive: reader, writer, session, playback, io, connect, PortAudio's
+    workers (the local server's, which tests run in this process, are not the client's)."""
+    return sorted(t.name for t in threading.enumerate()
+                  if t.name.startswith("basetts-") and not t.name.startswith("basetts-local-server") and t.is_alive())
+
+
+def all_threads_gone(within: float = 3.0) -> bool:
+    """True once no thread of the SDK's is left; one ending as its work does (a handle's, as its sound
+    ends) is allowed `within` seconds."""
+    deadline = time.monotonic() + within
+    while client_threads():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
+    return True
 
 
 def open_fds() -> Set[Tuple[str, str]]:

@@ -21,13 +21,9 @@ import basetts
 from basetts.batch import Progress, file_name, read_jobs
 from basetts.testing import Faults, LocalServer
 
-from .test_playback_control import client_threads
+from .helpers import client_threads, synth_for
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def synth_for(server: LocalServer, **options: Any) -> basetts.Synthesizer:
-    return basetts.Synthesizer(url=server.url, api_key=server.api_key, **options)
 
 
 def texts(count: int) -> List[str]:

@@ -17,11 +17,9 @@ import basetts
 from basetts.formats import Saved
 from basetts.testing import Faults, LocalServer
 
+from .helpers import synth_for
+
 TEXT = " ".join(f"w{i}" for i in range(40))
-
-
-def synth_for(server: LocalServer) -> basetts.Synthesizer:
-    return basetts.Synthesizer(url=server.url, api_key=server.api_key)
 
 
 @pytest.mark.parametrize("extension", [".wav", ".flac"])

@@ -8,8 +8,8 @@ from hypothesis import strategies as st
 
 import basetts
 from basetts import Synthesizer
-from basetts.text import iter_words
 from basetts.testing import LocalServer
+from basetts.text import iter_words
 
 FAST = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 

@@ -16,6 +16,8 @@ import basetts
 from basetts.testing import Faults, LocalServer
 from basetts.testing.server import ConversationRecord
 
+from .helpers import synth_for
+
 COMPRESSION = 20.0
 PING = 20.0 / COMPRESSION
 SAMPLES_PER_WORD = 8192  # 0.34 s, about a spoken word; four whole 4096-byte messages
@@ -42,9 +44,9 @@ def server_standing_for(real_time: float, compression: float = COMPRESSION, **op
                        ping_interval=20 / compression, ping_timeout=20 / compression, **options)
 
 
-def synth_for(server: LocalServer, **options: Any) -> basetts.Synthesizer:
+def paced_synth(server: LocalServer, **options: Any) -> basetts.Synthesizer:
     """The client told the server's (compressed) keepalive timeout, as it is told uvicorn's 20 s by default."""
-    return basetts.Synthesizer(url=server.url, api_key=server.api_key, keepalive_timeout=PING, **options)
+    return synth_for(server, keepalive_timeout=PING, **options)
 
 
 def assert_complete(server: LocalServer, record: ConversationRecord, text: str, pcm: bytes) -> None:
@@ -62,7 +64,7 @@ def assert_complete(server: LocalServer, record: ConversationRecord, text: str, 
 def test_synthesize_30_minutes_at_3x_real_time() -> None:
     text = long_text(30)
     with server_standing_for(3.0) as server:
-        audio = synth_for(server).synthesize(text)
+        audio = paced_synth(server).synthesize(text)
         record = server.last()
     assert audio.duration >= 30 * 60
     assert record.pings >= 20, "the case did not span many keepalive windows"
@@ -73,7 +75,7 @@ def test_synthesize_30_minutes_at_3x_real_time() -> None:
 def test_stream_30_minutes_at_3x_real_time_over_a_session_of_many_keepalive_windows() -> None:
     text = long_text(30)
     with server_standing_for(3.0) as server:
-        chunks = list(synth_for(server).stream(text))
+        chunks = list(paced_synth(server).stream(text))
         record = server.last()
     assert record.pings >= 20
     assert_complete(server, record, text, b"".join(chunks))
@@ -84,7 +86,7 @@ def test_a_session_fed_word_by_word_by_a_slow_producer_for_30_minutes_of_audio()
     text = long_text(30)
     words = text.split()
     with server_standing_for(3.0) as server:
-        with synth_for(server).session() as session:
+        with paced_synth(server).session() as session:
             for index, word in enumerate(words):
                 session.send(word + " ")
                 if index % 50 == 49:
@@ -99,7 +101,7 @@ def test_a_slow_model_speaks_a_long_text_whole(real_time: float) -> None:
     """Slower than real time, generation of a few minutes of audio spans many keepalive windows."""
     text = long_text(2.5 * real_time)
     with server_standing_for(real_time) as server:
-        audio = synth_for(server).synthesize(text)
+        audio = paced_synth(server).synthesize(text)
         record = server.last()
     assert record.pings >= 5
     assert_complete(server, record, text, audio.pcm)
@@ -140,7 +142,7 @@ def test_a_client_sending_everything_at_once_loses_the_connection_as_on_the_real
 def test_the_same_text_through_basetts_completes() -> None:
     text = long_text(5)
     with server_standing_for(3.0) as server:
-        audio = synth_for(server).synthesize(text)
+        audio = paced_synth(server).synthesize(text)
         assert_complete(server, server.last(), text, audio.pcm)
 
 
@@ -149,14 +151,14 @@ def test_the_same_text_through_basetts_completes() -> None:
 def test_500_words_without_punctuation() -> None:
     text = " ".join(f"plain{i % 50}" for i in range(500))
     with server_standing_for(3.0) as server:
-        audio = synth_for(server).synthesize(text)
+        audio = paced_synth(server).synthesize(text)
         assert_complete(server, server.last(), text, audio.pcm)
 
 
 def test_one_10000_character_word() -> None:
     text = "start " + "x" * 10000 + " end."
     with server_standing_for(3.0) as server:
-        audio = synth_for(server).synthesize(text)
+        audio = paced_synth(server).synthesize(text)
         assert_complete(server, server.last(), text, audio.pcm)
 
 
@@ -176,7 +178,7 @@ def test_extreme_buffer_sizes(buffer_size: int) -> None:
 def test_a_session_idle_for_many_keepalive_windows_stays_up() -> None:
     """A producer that pauses (60 s, compressed): nothing is owed, pings are answered, nothing closes."""
     with server_standing_for(3.0) as server:
-        with synth_for(server).session() as session:
+        with paced_synth(server).session() as session:
             session.send("before the pause. ")
             time.sleep(6 * PING)
             session.send("and after it.")
@@ -188,7 +190,7 @@ def test_a_session_idle_for_many_keepalive_windows_stays_up() -> None:
 def test_a_server_that_closes_an_idle_connection_is_a_clear_error_with_the_audio_so_far() -> None:
     """A proxy that closes connections idle for 2 s, while the producer pauses for 4: the error says so."""
     with server_standing_for(3.0, faults=Faults(idle_timeout=2 * PING)) as server:
-        session = synth_for(server).session()
+        session = paced_synth(server).session()
         session.send("before the pause. and ")  # "and" goes out: the sentence before it is complete
         time.sleep(4 * PING)
         with pytest.raises(basetts.StreamInterrupted, match="idle timeout") as info:
@@ -204,7 +206,7 @@ def test_a_long_speak_into_the_sound_card(pulse: Any) -> None:
     text = " ".join(f"s{i % 60}{'.' if i % 11 == 10 else ''}" for i in range(45))  # ~15 s of audio
     with server_standing_for(3.0 / COMPRESSION) as server:  # generation at 3x, not compressed: playback
         recording = pulse.record()
-        audio = synth_for(server).speak(text)
+        audio = paced_synth(server).speak(text)
         played = recording.stop()
         record = server.last()
     assert_complete(server, record, text, audio.pcm)

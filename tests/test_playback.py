@@ -30,7 +30,7 @@ from basetts.audio import resample
 from basetts.playback import Player
 from basetts.testing import LocalServer, tone_pcm
 
-from .helpers import needs_no_oss_device, no_sound_card_env
+from .helpers import client_threads, needs_no_oss_device, no_sound_card_env, synth_for
 
 RATE = 24000
 BUFFER = int(RATE * playback.CALLBACK_SECONDS)  # one callback buffer, in samples
@@ -82,14 +82,6 @@ def zero_crossing_frequency(samples: "array.array[int]", rate: int) -> float:
     return crossings / 2 / (len(samples) / rate)
 
 
-def basetts_threads() -> List[str]:
-    return [t.name for t in threading.enumerate() if t.name in ("basetts-writer", "basetts-reader") and t.is_alive()]
-
-
-def synth_for(server: LocalServer) -> basetts.Synthesizer:
-    return basetts.Synthesizer(url=server.url, api_key=server.api_key)
-
-
 # --- on a real sound card (PulseAudio null sink) ----------------------------------------------------------
 playback_test = pytest.mark.playback
 
@@ -113,7 +105,7 @@ def test_speak_plays_the_servers_audio_in_order_without_gaps(pulse: Any, serve: 
     assert stats.underruns == 0
     assert stats.real_time_factor(audio.duration) is not None
     assert pulse.sink_inputs() == []  # the PyAudio stream is closed
-    assert basetts_threads() == []
+    assert client_threads() == []
 
 
 @playback_test
@@ -168,7 +160,7 @@ def test_a_session_with_play_plays_fragments_as_they_arrive_and_ends_once_heard(
     offset = assert_played_exactly(played, expected)
     assert session.audio.pcm == expected
     assert recording.position_at(returned_at) >= offset + len(expected) // 2 - RECORDER_SLACK, "ended early"
-    assert pulse.sink_inputs() == [] and basetts_threads() == []
+    assert pulse.sink_inputs() == [] and client_threads() == []
 
 
 @playback_test
@@ -187,7 +179,7 @@ def test_a_session_left_by_an_exception_stops_the_sound(pulse: Any, serve: Any) 
     played = recording.stop()
     assert session.audio.pcm and len(session.audio.pcm) < len(server.expected_pcm(words(200)))
     assert last_sound(played) + 1 - recording.position_at(left_at) <= int(0.1 * RATE) + RECORDER_SLACK
-    assert pulse.sink_inputs() == [] and basetts_threads() == []
+    assert pulse.sink_inputs() == [] and client_threads() == []
 
 
 @playback_test
@@ -287,7 +279,7 @@ def test_on_audio_sees_every_chunk_and_its_exception_stops_cleanly(pulse: Any, s
         synth_for(slow).speak(words(100), on_audio=explode)
     assert slow.last().client_disconnected  # the socket was closed early
     assert pulse.sink_inputs() == []
-    assert basetts_threads() == []
+    assert client_threads() == []
 
 
 @playback_test
@@ -321,7 +313,7 @@ def test_stop_from_another_thread_silences_at_once_and_returns_what_was_heard(pu
     assert silent_from - recording.position_at(stopped_at[0]) <= int(0.1 * RATE) + RECORDER_SLACK
     assert returned_at - stopped_at[0] < 1.0  # sanity bound: the reader's poll, not a hang
     assert pulse.sink_inputs() == []
-    assert basetts_threads() == []
+    assert client_threads() == []
     assert server.last().client_disconnected
 
 
@@ -338,7 +330,7 @@ def test_stop_stops_every_speak_in_progress_on_that_synthesizer(pulse: Any, serv
     for caller in callers:
         caller.join(5)
     assert len(results) == 2 and all(0 < audio.duration < 5.0 for audio in results)
-    assert pulse.sink_inputs() == [] and basetts_threads() == []
+    assert pulse.sink_inputs() == [] and client_threads() == []
 
 
 @playback_test
@@ -351,7 +343,7 @@ def test_a_broken_stream_plays_what_arrived_then_raises_with_partial(pulse: Any,
     arrived = server.expected_pcm(text)[:5 * 4096]
     assert caught.value.partial is not None and caught.value.partial.pcm == arrived
     assert_played_exactly(recording.stop(), arrived)
-    assert pulse.sink_inputs() == [] and basetts_threads() == []
+    assert pulse.sink_inputs() == [] and client_threads() == []
 
 
 CHILD = textwrap.dedent("""
@@ -802,7 +794,7 @@ def test_a_sound_server_that_hangs_or_dies_mid_speak_is_an_error_with_all_the_au
     assert len(error.partial.pcm) > 2 * RATE  # more than the second it played
     assert server.expected_pcm(text).startswith(error.partial.pcm)
     time.sleep(1.0)  # a close left to finish in the background does so once the server answers
-    assert basetts_threads() == []
+    assert client_threads() == []
     assert [t.name for t in threading.enumerate() if t.name.startswith("basetts-stream")] == []
 
 
@@ -848,7 +840,7 @@ def test_32_threads_speaking_at_once_each_get_their_own_audio(pulse: Any, serve:
     for i, text in enumerate(texts):
         assert results[i] == server.expected_pcm(text), f"thread {i} got someone else's audio"
     assert pulse.sink_inputs() == []
-    assert basetts_threads() == []
+    assert client_threads() == []
 
 
 def test_a_device_slow_to_start_is_waited_for_but_one_that_stops_is_an_error(fake_pa: FakePortAudio) -> None:

@@ -22,15 +22,14 @@ import basetts
 from basetts import playback
 from basetts.testing import Faults, LocalServer
 
+from .helpers import all_threads_gone, synth_for
 from .test_playback import (
     RATE,
     RECORDER_SLACK,
     assert_played_exactly,
-    basetts_threads,
     interrupt_while_playing,
     last_sound,
     locate,
-    synth_for,
     words,
 )
 
@@ -39,22 +38,6 @@ pytestmark = pytest.mark.playback
 FADE = int(RATE * playback.FADE_SECONDS)
 # The edge of a fade: the samples this close to silence must be this quiet (a cliff is not).
 EDGE = FADE // 5
-
-
-def client_threads() -> List[str]:
-    """The SDK's threads still alive (the local server's excluded)."""
-    return [t.name for t in threading.enumerate()
-            if t.name.startswith("basetts-") and not t.name.startswith("basetts-local-server") and t.is_alive()]
-
-
-def all_threads_gone() -> bool:
-    """No thread of the SDK's is left (a handle's thread ends as its sound does: allowed a moment)."""
-    deadline = time.monotonic() + 3
-    while client_threads() or basetts_threads():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.02)
-    return True
 
 
 def wait_for(condition: Any, limit: float = 15.0) -> None:

@@ -5,19 +5,19 @@ import array
 import json
 import math
 import time
-from typing import Iterable, List
+from typing import Any, Dict, Iterable, List, Tuple
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from basetts.errors import ServerError, StreamInterrupted
+from basetts.errors import FirstAudioTimeout, ReadTimeout, ServerError, StreamInterrupted
 from basetts.net.transport import HTTPResponse, parse_http_response
 from basetts.protocols.base import AudioDecoder, Deadlines, Outgoing, Pacer, SampleAligner, close_error, decode_mulaw
 from basetts.protocols.orpheus import SENTINEL, Utterance, outgoing, word_message
 from basetts.protocols.websocket import FrameReader, MessageTooBig, ProtocolViolation, valid_close_code
-from basetts.text import WordSplitter, iter_words
 from basetts.testing.server import mulaw_encode
+from basetts.text import WordSplitter, iter_words
 
 from .helpers import server_frame
 
@@ -508,3 +508,92 @@ def test_the_window_grows_while_pongs_are_quick_and_halves_when_one_is_slow() ->
         now += 3.0
         pacer.pong(payload, now)
     assert pacer.window == 1  # a slow model: one batch at a time
+
+
+# The protocol hands out the bytes: what a driver writes ------------------------------------------------------
+def orpheus(words: List[str], **options: Any) -> Utterance:
+    settings: Dict[str, Any] = dict(buffer_size=10, encoding=None, first_audio_timeout=60, read_timeout=5,
+                                    max_message_size=2 ** 20)
+    settings.update(options)
+    return Utterance({"voice": "tara"}, words, **settings)
+
+
+def client_frames(data: bytes) -> List[Tuple[int, bytes]]:
+    """Our (masked) frames, unmasked: what the server reads."""
+    out, offset = [], 0
+    while offset < len(data):
+        opcode, length = data[offset] & 0x0F, data[offset + 1] & 0x7F
+        offset += 2
+        if length == 126:
+            length, offset = int.from_bytes(data[offset:offset + 2], "big"), offset + 2
+        mask, offset = data[offset:offset + 4], offset + 4
+        out.append((opcode, bytes(b ^ mask[i % 4] for i, b in enumerate(data[offset:offset + length]))))
+        offset += length
+    return out
+
+
+def test_a_ping_flood_costs_one_pong_the_latest() -> None:
+    """RFC 6455 5.5.3 lets a client answer only the latest ping: a server pinging without end while we
+    cannot write costs no memory."""
+    utterance = orpheus(["one"])
+    flood = b"".join(server_frame(str(i).encode(), opcode=0x9) for i in range(10000))
+    received = utterance.receive(flood, 0.0)
+    assert received.pings == 10000
+    write = utterance.data_to_send(0.0)
+    assert write is not None and write.pong == b"9999" and client_frames(write.data) == [(0xA, b"9999")]
+    assert utterance.data_to_send(0.0) is None  # answered once
+
+
+@pytest.mark.parametrize("data, answer", [
+    (server_frame((1000).to_bytes(2, "big"), opcode=0x8), [(0x8, (1000).to_bytes(2, "big"))]),
+    (server_frame(b"a message", opcode=0x1), [(0x8, (1000).to_bytes(2, "big"))]),  # an event that ends it
+    (server_frame(b"x", opcode=0x3), [(0x8, (1002).to_bytes(2, "big"))]),  # a violation: a protocol error
+    (b"", []),  # a drop: nothing can be written
+], ids=["close", "error event", "violation", "drop"])
+def test_the_end_is_answered_with_a_close_unless_the_connection_dropped(data: bytes, answer: List[Any]) -> None:
+    utterance = orpheus(["one"])
+    assert utterance.receive(data, 0.0).ended
+    write = utterance.data_to_send(0.0)
+    assert (client_frames(write.data) if write is not None else []) == answer
+
+
+def test_a_whole_text_goes_out_in_batches_each_followed_by_its_pacing_ping() -> None:
+    utterance = orpheus([f"w{i}" for i in range(25)], buffer_size=10)
+    first = utterance.send(utterance.take(eager=True), 0.0)
+    frames = client_frames(first.data)
+    assert frames[0][0] == 0x1 and json.loads(frames[0][1]) == {"voice": "tara"}
+    assert [p for _, p in frames[1:-1]] == [f"w{i}".encode() for i in range(10)]  # up to the first segment
+    assert frames[-1] == (0x9, b"1") and first.ping == b"1" and not utterance.may_send(0.0)
+    assert utterance.fill(0.0) == []  # the window is one batch until its pong comes
+    utterance.receive(server_frame(b"1", opcode=0xA), 0.1)
+    rest = b"".join(write.data for write in utterance.fill(0.1))
+    assert [p for _, p in client_frames(rest) if _ == 0x1][-1] == SENTINEL.encode() and utterance.all_sent
+
+
+def test_a_write_held_to_max_bytes_keeps_the_rest_for_the_next() -> None:
+    utterance = orpheus(["a" * 100] * 5)
+    taken = utterance.take(eager=True, max_bytes=200)  # 31 + 114 bytes on the wire, and 114 more
+    assert len(taken) == 2  # the settings and one word fit
+    assert utterance.take(eager=True)[0].text == "a" * 100  # the held one comes first next time
+
+
+def test_pings_without_audio_do_not_hold_off_the_deadline() -> None:
+    """A deadline holds however the bytes come: pings are answered, but they are not audio."""
+    utterance = orpheus(["one"], first_audio_timeout=3)
+    utterance.sent(["{}", "one", SENTINEL], None, 0.0)
+    for second in range(1, 3):
+        utterance.receive(server_frame(b"p", opcode=0x9), float(second))
+        assert utterance.expired(float(second)) is None
+    utterance.receive(server_frame(b"p", opcode=0x9), 3.5)
+    error = utterance.expired(3.5)
+    assert isinstance(error, FirstAudioTimeout) and "first_audio_timeout=3" in str(error)
+
+
+def test_an_empty_audio_message_is_no_progress() -> None:
+    utterance = orpheus(["one"], read_timeout=3)
+    utterance.sent(["{}", "one", SENTINEL], None, 0.0)
+    utterance.receive(server_frame(b"\0\0"), 0.5)
+    for second in (1.0, 2.0, 3.0):
+        utterance.receive(server_frame(b""), second)
+    error = utterance.expired(3.6)
+    assert isinstance(error, ReadTimeout) and "read_timeout=3" in str(error)

@@ -15,9 +15,9 @@ import pytest
 
 import basetts
 from basetts import Synthesizer
+from basetts.net.transport import Proxy, proxy_for
 from basetts.settings import Settings
 from basetts.testing import LocalServer
-from basetts.net.transport import Proxy, proxy_for
 
 from .helpers import raw_server
 

@@ -8,7 +8,6 @@ import json
 import socket
 import subprocess
 import sys
-import threading
 import time
 import wave
 from typing import Any, Iterator, List
@@ -20,10 +19,10 @@ from basetts import ConfigurationError, SentenceError, ServerError, StreamInterr
 from basetts.testing import Faults, LocalServer
 from basetts.testing.server import tone_pcm
 
-from .helpers import raw_server, server_frame, upgrade_response
+from .helpers import all_threads_gone, client_threads, raw_server, server_frame, synth_for, upgrade_response
 from .test_long_texts import COMPRESSION, PING, SAMPLES_PER_WORD, long_text
 from .test_playback import RATE
-from .test_playback_control import all_threads_gone, wait_for
+from .test_playback_control import wait_for
 
 TEXT = "Hello there, world.  This is a test!\nAnd the end"
 SENTENCES = ["Hello there, world.", "This is a test!", "And the end"]
@@ -35,9 +34,10 @@ def qwen3_server(serve: Any, **options: Any) -> LocalServer:
     return serve(protocol="qwen3", **options)
 
 
-def synth_for(server: LocalServer, **options: Any) -> basetts.Synthesizer:
+def qwen3_synth(server: LocalServer, **options: Any) -> basetts.Synthesizer:
+    """A Synthesizer speaking Qwen3 to `server`, with the local server's voice unless told otherwise."""
     options.setdefault("voice", "alice")
-    return basetts.Synthesizer(url=server.url, api_key=server.api_key, protocol="qwen3", **options)
+    return synth_for(server, protocol="qwen3", **options)
 
 
 def clip(seconds: float) -> bytes:
@@ -53,7 +53,7 @@ def clip(seconds: float) -> bytes:
 # the same calls as for Orpheus -----------------------------------------------------------------------------
 def test_synthesize_sends_the_words_with_their_spaces_and_gets_every_sentence(serve: Any) -> None:
     server = qwen3_server(serve)
-    audio = synth_for(server, word_timestamps=True).synthesize(TEXT)
+    audio = qwen3_synth(server, word_timestamps=True).synthesize(TEXT)
     record = server.last()
     assert audio.pcm == server.expected_pcm(TEXT) == bytes(record.audio)
     assert record.text == " ".join(TEXT.split()) + " "  # whole words, each with its space
@@ -68,7 +68,7 @@ def test_word_times_point_at_each_words_audio_across_sentences(serve: Any) -> No
     """The server's times count from the session's first sample: a client adding its own sentence
     offset (as LiveKit's does) would point every word after the first sentence at the wrong audio."""
     server = qwen3_server(serve)
-    audio = synth_for(server, word_timestamps=True).synthesize(TEXT)
+    audio = qwen3_synth(server, word_timestamps=True).synthesize(TEXT)
     assert len(audio.words) == len(TEXT.split())
     slack = 3  # samples: the server rounds its times to 0.1 ms
     for word in audio.words:
@@ -79,15 +79,15 @@ def test_word_times_point_at_each_words_audio_across_sentences(serve: Any) -> No
 
 def test_async_timestamps_fill_the_same_words(serve: Any) -> None:
     server = qwen3_server(serve)
-    sync = synth_for(server, word_timestamps=True).synthesize(TEXT)
-    later = synth_for(server, word_timestamps=True, timestamp_transport="async").synthesize(TEXT)
+    sync = qwen3_synth(server, word_timestamps=True).synthesize(TEXT)
+    later = qwen3_synth(server, word_timestamps=True, timestamp_transport="async").synthesize(TEXT)
     assert later.words == sync.words and later.pcm == sync.pcm
     assert [e["type"] for e in server.last().events][-4:] == ["timestamps"] * 3 + ["session.done"]
 
 
 def test_stream_save_and_a_session_of_llm_tokens(serve: Any, tmp_path: Any) -> None:
     server = qwen3_server(serve)
-    synth = synth_for(server)
+    synth = qwen3_synth(server)
     expected = server.expected_pcm(TEXT)
     assert b"".join(synth.stream(TEXT)) == expected
     saved = synth.save(TEXT, tmp_path / "out.wav")
@@ -103,7 +103,7 @@ def test_many_texts_and_a_pickled_synthesizer(serve: Any) -> None:
     import pickle
 
     server = qwen3_server(serve)
-    synth = pickle.loads(pickle.dumps(synth_for(server)))
+    synth = pickle.loads(pickle.dumps(qwen3_synth(server)))
     texts = [f"Text number {i}. It ends." for i in range(6)]
     results = list(synth.synthesize_many(texts, concurrency=3))
     assert [r.error for r in results] == [None] * 6
@@ -113,11 +113,11 @@ def test_many_texts_and_a_pickled_synthesizer(serve: Any) -> None:
 def test_settings_of_the_other_protocol_are_refused_naming_it(serve: Any, monkeypatch: Any) -> None:
     server = qwen3_server(serve)
     with pytest.raises(ConfigurationError, match="buffer_size: a setting of protocol='orpheus' only"):
-        synth_for(server, buffer_size=5)
+        qwen3_synth(server, buffer_size=5)
     with pytest.raises(ConfigurationError, match="language.*protocol='qwen3'"):
         basetts.Synthesizer(url=server.url, api_key=server.api_key, language="English")
     with pytest.raises(ConfigurationError, match="language must be one of"):
-        synth_for(server, language="english")
+        qwen3_synth(server, language="english")
     monkeypatch.setenv("BASETTS_PROTOCOL", "qwen3")
     from_env = basetts.Synthesizer(url=server.url, api_key=server.api_key, voice="alice")
     assert from_env.settings.protocol == "qwen3" and from_env.synthesize("Hi.").pcm == server.expected_pcm("Hi.")
@@ -128,7 +128,7 @@ def test_settings_of_the_other_protocol_are_refused_naming_it(serve: Any, monkey
 @pytest.mark.playback
 def test_a_stopped_speak_tells_exactly_which_words_were_heard(pulse: Any, serve: Any) -> None:
     server = qwen3_server(serve, speed=1.0)
-    synth = synth_for(server, word_timestamps=True)
+    synth = qwen3_synth(server, word_timestamps=True)
     text = " ".join(f"w{i}." if i % 6 == 5 else f"w{i}" for i in range(60))  # 5 s, ten sentences
     recording = pulse.record()
     playback = synth.speak(text, wait=False)
@@ -151,11 +151,11 @@ def test_a_stopped_speak_tells_exactly_which_words_were_heard(pulse: Any, serve:
 def test_a_failed_sentence_raises_with_its_index_and_the_audio_before_it_or_is_collected(serve: Any) -> None:
     server = qwen3_server(serve, faults=Faults(fail_sentence=1))
     with pytest.raises(SentenceError) as raised:
-        synth_for(server).synthesize(TEXT)
+        qwen3_synth(server).synthesize(TEXT)
     error = raised.value
     assert error.index == 1 and error.text == SENTENCES[1] and "illegal memory access" in error.server_message
     assert error.partial.pcm == server.expected_pcm(SENTENCES[0])
-    audio = synth_for(server, sentence_errors="collect").synthesize(TEXT)
+    audio = qwen3_synth(server, sentence_errors="collect").synthesize(TEXT)
     assert audio.pcm == server.expected_pcm(SENTENCES[0] + " " + SENTENCES[2])
     assert [bool(s.error) for s in audio.sentences] == [False, True, False]
 
@@ -163,7 +163,7 @@ def test_a_failed_sentence_raises_with_its_index_and_the_audio_before_it_or_is_c
 def test_an_unknown_voice_says_how_to_give_the_model_one(serve: Any) -> None:
     server = qwen3_server(serve)
     with pytest.raises(SentenceError, match="requires 'ref_audio'.*synth.voices.add"):
-        synth_for(server, voice="nobody").synthesize("Hello.")
+        qwen3_synth(server, voice="nobody").synthesize("Hello.")
 
 
 @pytest.mark.parametrize("session_end", ["drop", "close", "open"])
@@ -171,7 +171,7 @@ def test_timestamps_without_an_aligner_fail_at_once_however_the_server_ends(serv
     server = qwen3_server(serve, aligner=False, session_end=session_end)
     started = time.monotonic()
     with pytest.raises(ServerError, match="no word aligner.*FORCED_ALIGNER_MODEL"):
-        synth_for(server, word_timestamps=True, read_timeout=30, first_audio_timeout=30).synthesize(TEXT)
+        qwen3_synth(server, word_timestamps=True, read_timeout=30, first_audio_timeout=30).synthesize(TEXT)
     assert time.monotonic() - started < 5  # not a wait for a close that (with "open") never comes
     assert server.last().error is not None and server.last().done.wait(5)
     assert all_threads_gone()
@@ -259,14 +259,14 @@ def test_a_server_of_another_lineage_is_named() -> None:
 def test_a_drop_mid_sentence_is_interrupted_with_the_audio_so_far(serve: Any) -> None:
     server = qwen3_server(serve, faults=Faults(drop_after_bytes=4096))
     with pytest.raises(StreamInterrupted, match="session.done") as raised:
-        synth_for(server, retries=0).synthesize(TEXT)
+        qwen3_synth(server, retries=0).synthesize(TEXT)
     assert raised.value.partial.pcm == server.expected_pcm(TEXT)[:4096]
 
 
 # the server's timers -----------------------------------------------------------------------------------
 def test_a_spare_connection_older_than_the_config_deadline_is_not_used(serve: Any) -> None:
     server = qwen3_server(serve, config_timeout=0.3)
-    synth = synth_for(server)
+    synth = qwen3_synth(server)
     synth.connect()
     time.sleep(0.8)  # the server gave up on it
     assert synth.synthesize("Hello.").pcm == server.expected_pcm("Hello.")
@@ -280,7 +280,7 @@ def test_a_producer_pausing_past_the_idle_timeout_is_kept_alive(serve: Any) -> N
     server = qwen3_server(serve, idle_timeout=0.6)
 
     def tokens(synth_idle: float) -> List[bytes]:
-        synth = synth_for(server, idle_timeout=synth_idle, read_timeout=10)
+        synth = qwen3_synth(server, idle_timeout=synth_idle, read_timeout=10)
         with synth.session() as session:
             session.send("Hello there. ")
             time.sleep(1.6)  # an LLM thinking, past the server's idle timeout
@@ -300,7 +300,7 @@ def test_minutes_of_text_paced_against_the_keepalive(real_time: float, minutes: 
     text = long_text(minutes)
     with LocalServer(protocol="qwen3", voices=("alice",), speed=real_time * COMPRESSION,
                      samples_per_word=SAMPLES_PER_WORD, ping_interval=PING, ping_timeout=PING) as server:
-        audio = synth_for(server, keepalive_timeout=PING).synthesize(text)
+        audio = qwen3_synth(server, keepalive_timeout=PING).synthesize(text)
         record = server.last()
     assert not record.keepalive_timeout, "the server's keepalive ping went unanswered"
     assert record.pings >= 3 and record.close_code == 1000  # it spanned several keepalive windows
@@ -321,7 +321,7 @@ def test_a_sentence_longer_to_generate_than_the_keepalive_timeout_is_not_followe
     sentence taking 2.7 keepalive timeouts to generate, anything sent ahead loses the connection."""
     with LocalServer(protocol="qwen3", voices=("alice",), speed=COMPRESSION, samples_per_word=SAMPLES_PER_WORD,
                      ping_interval=PING, ping_timeout=PING) as server:
-        synth = synth_for(server, keepalive_timeout=PING)
+        synth = qwen3_synth(server, keepalive_timeout=PING)
         if many:
             results = list(synth.synthesize_many([text, text], concurrency=2))
             assert [r.error for r in results] == [None, None]
@@ -367,7 +367,7 @@ def test_a_client_sending_everything_at_once_loses_the_connection_as_on_the_real
 # voices ---------------------------------------------------------------------------------------------------
 def test_voices_are_listed_added_used_and_removed_case_insensitively(serve: Any) -> None:
     server = qwen3_server(serve, voices=())
-    synth = synth_for(server, voice=None)
+    synth = qwen3_synth(server, voice=None)
     assert synth.voices.list() == []
     added = synth.voices.add("Bob", clip(3), consent="consent-1", ref_text="a tone")
     assert added.name == "Bob" and added.consent == "consent-1" and added.ref_text == "a tone"
@@ -383,7 +383,7 @@ def test_voices_are_listed_added_used_and_removed_case_insensitively(serve: Any)
 
 def test_voice_refusals_are_clear_before_or_from_the_server(serve: Any, tmp_path: Any) -> None:
     server = qwen3_server(serve, voices=())
-    voices = synth_for(server).voices
+    voices = qwen3_synth(server).voices
     with pytest.raises(ConfigurationError, match="consent"):
         voices.add("x", clip(3), consent="")
     with pytest.raises(ConfigurationError, match="0.5 s: a voice needs 1-30 s"):
@@ -406,14 +406,14 @@ def test_inline_cloning_sends_the_clip_as_a_data_uri(serve: Any, tmp_path: Any) 
     server = qwen3_server(serve, voices=())
     path = tmp_path / "me.wav"
     path.write_bytes(clip(2))
-    synth = synth_for(server, voice=None, ref_audio=path, ref_text="a tone")
+    synth = qwen3_synth(server, voice=None, ref_audio=path, ref_text="a tone")
     assert synth.synthesize("Hello.").pcm == server.expected_pcm("Hello.")
     uri = server.last().settings["ref_audio"]
     assert uri.startswith("data:audio/wav;base64,") and base64.b64decode(uri.split(",", 1)[1]) == clip(2)
     assert synth.synthesize("Hello.", ref_audio="https://example.com/me.wav").duration > 0
     assert server.last().settings["ref_audio"] == "https://example.com/me.wav"
     with pytest.raises(SentenceError, match="ref_text"):
-        synth_for(server, voice=None, ref_audio=path).synthesize("Hello.")
+        qwen3_synth(server, voice=None, ref_audio=path).synthesize("Hello.")
     assert server.api_key not in repr(synth.settings) and "base64" not in repr(synth.settings)
 
 
@@ -463,16 +463,13 @@ def test_the_pytest_fixtures_have_a_qwen3_variant(basetts_qwen3_synthesizer: Any
 @pytest.fixture(autouse=True)
 def _no_threads_left() -> Iterator[None]:
     yield
-    deadline = time.monotonic() + 3
-    while any(t.name in ("basetts-reader", "basetts-writer") for t in threading.enumerate()):
-        assert time.monotonic() < deadline, "a conversation's thread was left behind"
-        time.sleep(0.02)
+    assert all_threads_gone(), f"threads left behind: {client_threads()}"
 
 
 def test_a_trace_holds_no_inline_clip(serve: Any, tmp_path: Any) -> None:
     server = qwen3_server(serve, voices=())
     trace = tmp_path / "trace.jsonl"
-    synth = synth_for(server, voice=None, ref_audio=clip(2), ref_text="a tone", trace=str(trace))
+    synth = qwen3_synth(server, voice=None, ref_audio=clip(2), ref_text="a tone", trace=str(trace))
     synth.synthesize("Hello.")
     lines = trace.read_text().splitlines()
     assert max(len(line) for line in lines) < 2000

@@ -15,13 +15,9 @@ import basetts
 from basetts import Synthesizer
 from basetts.testing import Faults, LocalServer
 
-from .helpers import open_fds, server_process
+from .helpers import open_fds, server_process, synth_for
 
 TEXT = "Every failure is ours to explain, and nothing received is dropped along the way."
-
-
-def synth_for(server: LocalServer, **options) -> Synthesizer:
-    return Synthesizer(url=server.url, api_key=server.api_key, **options)
 
 
 # Retries ------------------------------------------------------------------------------------------

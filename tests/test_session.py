@@ -8,15 +8,12 @@ import time
 import pytest
 
 import basetts
-from basetts import Synthesizer
 from basetts.testing import Faults, LocalServer
+
+from .helpers import synth_for
 
 TOKENS = ["Hel", "lo,", " wor", "ld. How", " are", " you", " to", "day? Fine", " thanks", "."]
 TEXT = "".join(TOKENS)
-
-
-def synth_for(server: LocalServer, **options) -> Synthesizer:
-    return Synthesizer(url=server.url, api_key=server.api_key, **options)
 
 
 def test_fragments_become_whole_words_and_the_audio_is_exact(basetts_server, basetts_synthesizer):

@@ -15,8 +15,7 @@ from typing import Any, Dict
 import pytest
 
 import basetts
-from basetts import ConfigurationError, Settings, Synthesizer
-from basetts import EMOTION_TAGS, VOICES
+from basetts import EMOTION_TAGS, VOICES, ConfigurationError, Settings, Synthesizer
 from basetts.settings import baseten_url
 
 KEY = "sk-test-0123456789abcdef"

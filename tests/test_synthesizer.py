@@ -15,18 +15,9 @@ import basetts
 from basetts import Audio, Synthesizer
 from basetts.testing import Faults, LocalServer
 
-from .helpers import open_fds, raw_server, server_process, upgrade_response
+from .helpers import client_threads, open_fds, raw_server, server_process, synth_for, upgrade_response
 
 TEXT = "Hello there. This is a small test of the streaming speech server, with words to spare."
-
-
-def client_threads() -> list:
-    """The SDK's own threads (the in-process server's are not counted)."""
-    return [t for t in threading.enumerate() if t.name in ("basetts-writer", "basetts-reader")]
-
-
-def synth_for(server: LocalServer, **options) -> Synthesizer:
-    return Synthesizer(url=server.url, api_key=server.api_key, **options)
 
 
 def test_synthesize_is_byte_exact(basetts_server, basetts_synthesizer):

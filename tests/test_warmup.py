@@ -2,26 +2,21 @@
 from __future__ import annotations
 
 import os
-import threading
 import time
 
 import pytest
 
-from basetts import Synthesizer
 from basetts.net import transport
 from basetts.protocols import orpheus
 from basetts.testing import LocalServer
+
+from .helpers import client_threads, synth_for
 
 TEXT = "Warm connections skip the handshake. Every word still arrives, in order, once."
 
 
 def open_fds() -> int:
     return len(os.listdir("/proc/self/fd"))
-
-
-def client_threads() -> list:
-    """basetts' own threads (the local server's handler threads live in this process too)."""
-    return [t for t in threading.enumerate() if t.name.startswith(("basetts-writer", "basetts-reader"))]
 
 
 def client_sockets_open(server: LocalServer) -> int:
@@ -70,10 +65,6 @@ def refuse_to_connect(settings, while_waiting=None):
 def server():
     with LocalServer() as server:
         yield server
-
-
-def synth_for(server: LocalServer, **options) -> Synthesizer:
-    return Synthesizer(url=server.url, api_key=server.api_key, **options)
 
 
 def test_the_call_after_connect_uses_the_spare_and_opens_nothing(server, monkeypatch):

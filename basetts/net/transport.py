@@ -380,10 +380,13 @@ def _upgrade(sock: BoundedSocket, settings: Settings, while_waiting: Optional[Ca
     except websocket.WebSocketBadStatusException as exc:
         raise _status_error(exc.status_code, _headers(exc.resp_headers), settings) from None
     except websocket.WebSocketException:
-        answered = sock.received.split(b"\r\n", 1)[0].split(b" ")[1:2]
-        if answered and answered[0].isdigit() and int(answered[0]) in REDIRECT_STATUSES:
+        try:
+            answered = parse_http_response(sock.received)
+        except ValueError:
+            answered = None
+        if answered is not None and answered.status in REDIRECT_STATUSES:
             # Some websocket-client versions refuse a redirect themselves when told to follow none.
-            raise _status_error(int(answered[0]), {}, settings) from None
+            raise _status_error(answered.status, answered.headers, settings) from None
         raise
     finally:
         sock.on_sent = None
@@ -411,20 +414,20 @@ def _headers(headers: Optional[Dict[str, str]]) -> Dict[str, str]:
 
 def _status_error(status: int, headers: Dict[str, str], settings: Settings) -> BasetenTTSError:
     """The refused upgrade as a `HandshakeError` of its kind, with advice that fits the status."""
+    retry_after = retry_after_seconds(headers.get("retry-after"))
     if status in REDIRECT_STATUSES:
         return RedirectRefused(
             f"The server redirected the websocket upgrade (HTTP {status}). basetts does not follow "
             "redirects, so your API key goes only to the URL you configured: check that URL.",
-            status=status, headers=headers)
+            status=status, headers=headers, retry_after=retry_after)
     if status in (401, 403):
         return AuthenticationError(
             f"The server refused the API key (HTTP {status}). Check BASETEN_API_KEY and that the key "
-            "may call this model.", status=status, headers=headers)
+            "may call this model.", status=status, headers=headers, retry_after=retry_after)
     if status == 404:
         return ModelNotFoundError(
             f"Nothing at {settings.url} (HTTP 404). Check the model id and environment.", status=status,
-            headers=headers)
-    retry_after = retry_after_seconds(headers.get("retry-after"))
+            headers=headers, retry_after=retry_after)
     if status == 429 or status >= 500:
         return ServerUnavailable(
             f"The server refused the connection with HTTP {status}"

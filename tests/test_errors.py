@@ -1,0 +1,97 @@
+"""One exception hierarchy that keeps its promise: every refusal its class, with what a caller needs."""
+from __future__ import annotations
+
+import email.utils
+import socket
+import time
+from typing import Any, Dict, Type
+
+import pytest
+
+import basetts
+from basetts.net.transport import retry_after_seconds
+
+from .helpers import raw_server
+
+
+def refusing(status: int, headers: Dict[str, str], body: bytes = b"") -> Any:
+    def answer(connection: socket.socket, key: str) -> None:
+        lines = [f"HTTP/1.1 {status} Whatever"] + [f"{k}: {v}" for k, v in headers.items()]
+        lines.append(f"Content-Length: {len(body)}")
+        connection.sendall(("\r\n".join(lines) + "\r\n\r\n").encode() + body)
+    return answer
+
+
+@pytest.mark.parametrize("status, expected, retried, advice", [
+    (401, basetts.AuthenticationError, False, "BASETEN_API_KEY"),
+    (404, basetts.ModelNotFoundError, False, "model id"),
+    (429, basetts.ServerUnavailable, True, "overloaded"),
+    (503, basetts.ServerUnavailable, True, "scaled to zero"),
+    (307, basetts.RedirectRefused, False, "does not follow redirects"),
+    (200, basetts.UnexpectedResponse, False, "captive portal"),
+    (400, basetts.UnexpectedResponse, False, "websocket endpoint"),
+    (405, basetts.UnexpectedResponse, False, "websocket endpoint"),
+    (407, basetts.UnexpectedResponse, False, "proxy="),
+    (426, basetts.UnexpectedResponse, False, "websocket endpoint"),
+])
+def test_every_refused_upgrade_is_a_handshake_error_of_its_kind(status: int, expected: Type[Exception],
+                                                                retried: bool, advice: str) -> None:
+    with raw_server(refusing(status, {"Retry-After": "0", "X-Request-Id": "r1"}, b"<html>hi</html>")) as url:
+        with pytest.raises(expected, match=advice) as info:
+            basetts.Synthesizer(url=url, api_key="k", retries=0).synthesize("hello")
+    error = info.value
+    assert isinstance(error, basetts.HandshakeError) and error.status == status
+    assert error.headers["x-request-id"] == "r1" and error.retry_after == 0.0
+    assert error.retryable is retried
+    assert "Retry later" not in str(error) or retried  # advice that fits: only a 429/5xx is worth a retry
+
+
+def test_the_classes_keep_the_bases_callers_catch() -> None:
+    """Error classes gained bases, lost none: existing `except` clauses still catch what they caught."""
+    assert issubclass(basetts.ServerUnavailable, basetts.ServerError)
+    assert issubclass(basetts.UnexpectedResponse, basetts.ServerError)
+    assert issubclass(basetts.RedirectRefused, basetts.ConnectError)
+    assert issubclass(basetts.InvalidText, ValueError) and issubclass(basetts.ArgumentTypeError, TypeError)
+    for phase in (basetts.ConnectTimeout, basetts.HandshakeTimeout, basetts.FirstAudioTimeout, basetts.ReadTimeout):
+        assert issubclass(phase, basetts.TimeoutError) and issubclass(phase, TimeoutError)
+    for error in (basetts.InvalidText, basetts.ArgumentTypeError, basetts.ConfigurationError):
+        assert issubclass(error, basetts.BasetenTTSError)
+
+
+@pytest.mark.parametrize("text, expected", [("", basetts.InvalidText), ("  ", basetts.InvalidText),
+                                            ("\ud800 hi", basetts.InvalidText), (b"hi", basetts.ArgumentTypeError),
+                                            (42, basetts.ArgumentTypeError)])
+def test_text_that_cannot_be_spoken_is_ours_and_still_a_value_or_type_error(basetts_synthesizer: Any, text: Any,
+                                                                             expected: Type[Exception]) -> None:
+    with pytest.raises(expected):
+        basetts_synthesizer.synthesize(text)
+    with pytest.raises(basetts.ArgumentTypeError, match="voise"):
+        basetts_synthesizer.synthesize("hello", voise="leo")
+
+
+def test_retry_after_is_read_in_either_form() -> None:
+    now = time.time()
+    assert retry_after_seconds("120") == 120.0
+    assert retry_after_seconds("-3") == 0.0
+    date = email.utils.formatdate(now + 90, usegmt=True)
+    assert retry_after_seconds(date, now=now) == pytest.approx(90, abs=1)
+    assert retry_after_seconds(email.utils.formatdate(now - 90, usegmt=True), now=now) == 0.0  # already past
+    assert retry_after_seconds("soon") is None and retry_after_seconds(None) is None
+
+
+def test_a_retry_after_date_is_waited_as_the_server_asked() -> None:
+    """An HTTP-date too far ahead is raised at once, with the wait it asked for."""
+    later = email.utils.formatdate(time.time() + 3600, usegmt=True)
+    with raw_server(refusing(503, {"Retry-After": later})) as url:
+        with pytest.raises(basetts.ServerUnavailable) as info:
+            basetts.Synthesizer(url=url, api_key="k", retries=3).synthesize("hello")
+    assert info.value.retry_after == pytest.approx(3600, abs=5)
+
+
+def test_timeouts_say_their_phase() -> None:
+    def silent(connection: socket.socket, key: str) -> None:
+        time.sleep(1.0)  # no answer to the upgrade
+
+    with raw_server(silent) as url:
+        with pytest.raises(basetts.HandshakeTimeout, match="handshake_timeout=0.3"):
+            basetts.Synthesizer(url=url, api_key="k", handshake_timeout=0.3, retries=0).synthesize("hello")
