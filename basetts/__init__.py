@@ -24,6 +24,7 @@ from .errors import (
     SentenceError,
     ServerError,
     ServerUnavailable,
+    SessionEnded,
     StreamInterrupted,
     TimeoutError,
     UnexpectedResponse,
@@ -55,5 +56,5 @@ __all__ = [
     "BasetenTTSError", "ConfigurationError", "InvalidText", "ArgumentTypeError", "ConnectError",
     "HandshakeError", "AuthenticationError", "ModelNotFoundError", "ServerUnavailable", "RedirectRefused",
     "UnexpectedResponse", "ServerError", "SentenceError", "VoiceError", "TimeoutError", "ConnectTimeout",
-    "HandshakeTimeout", "FirstAudioTimeout", "ReadTimeout", "StreamInterrupted", "AudioDeviceError",
+    "HandshakeTimeout", "FirstAudioTimeout", "ReadTimeout", "StreamInterrupted", "SessionEnded", "AudioDeviceError",
 ]

@@ -10,6 +10,9 @@ import sys
 import wave
 from typing import Any, BinaryIO, Iterator, List, NamedTuple, Optional, Union
 
+from . import errors
+from .errors import ArgumentTypeError, ConfigurationError
+
 SAMPLE_RATE = 24000
 """What every protocol delivers: 16-bit mono PCM at 24 kHz."""
 SAMPLE_WIDTH = 2
@@ -178,7 +181,7 @@ class Audio:
             return NotImplemented
         formats = [(a.sample_rate, a.channels, a.sample_width) for a in (self, other)]
         if formats[0] != formats[1]:
-            raise ValueError(f"cannot join audio of different formats (rate, channels, width): {formats}")
+            raise ConfigurationError(f"cannot join audio of different formats (rate, channels, width): {formats}")
         joined = Audio(self.pcm + other.pcm, self.sample_rate, self.channels, self.sample_width)
         later = other.stats.timeline.shifted(self.duration)
         joined.stats.timeline.words = self.words + later.words_until(joined.duration)
@@ -193,9 +196,9 @@ class Audio:
         except ImportError:
             raise ImportError("Audio.to_numpy() needs NumPy: pip install numpy") from None
         if self.sample_width != 2:
-            raise ValueError(f"to_numpy() reads 16-bit audio; this is {8 * self.sample_width}-bit")
+            raise ConfigurationError(f"to_numpy() reads 16-bit audio; this is {8 * self.sample_width}-bit")
         if dtype not in ("int16", "float32"):
-            raise ValueError(f"dtype must be 'int16' or 'float32', got {dtype!r}")
+            raise ConfigurationError(f"dtype must be 'int16' or 'float32', got {dtype!r}")
         samples = numpy.frombuffer(self.pcm[:self.samples * self.channels * 2], dtype="<i2")
         if self.channels > 1:
             samples = samples.reshape(-1, self.channels)
@@ -347,7 +350,7 @@ def playable(source: Union[Audio, str, "os.PathLike[str]"]) -> Audio:
     if isinstance(source, (str, os.PathLike)):
         source = Audio.from_wav(source)
     elif not isinstance(source, Audio):
-        raise TypeError(f"play() takes an Audio or a WAV file's path, not {type(source).__name__}")
+        raise ArgumentTypeError(f"play() takes an Audio or a WAV file's path, not {type(source).__name__}")
     pcm, width, channels = source.pcm, source.sample_width, source.channels
     if width != 2:
         pcm = _to_16_bit(pcm, width)
@@ -366,7 +369,7 @@ def _to_16_bit(pcm: bytes, width: int) -> bytes:
         out[0::2] = pcm[width - 2:count * width:width]  # the two most significant bytes
         out[1::2] = pcm[width - 1:count * width:width]
     else:
-        raise ValueError(f"cannot play {8 * width}-bit samples")
+        raise ConfigurationError(f"cannot play {8 * width}-bit samples")
     return bytes(out)
 
 
@@ -396,3 +399,6 @@ def resample(pcm: bytes, from_rate: int, to_rate: int) -> bytes:
         return pcm
     resampler = Resampler(from_rate, to_rate)
     return resampler.feed(pcm) + resampler.flush()
+
+
+errors.empty_audio = Audio

@@ -12,10 +12,10 @@ from concurrent.futures import Future
 from typing import TYPE_CHECKING, Any, Callable, Deque, Dict, Iterable, Iterator, Mapping, Optional, Set, Tuple, Union
 
 from .audio import Audio
-from .errors import BasetenTTSError, ConfigurationError, StreamInterrupted
+from .errors import ArgumentTypeError, BasetenTTSError, ConfigurationError, StreamInterrupted
 
 if TYPE_CHECKING:
-    from .synthesizer import Synthesizer
+    from .settings import Settings
 
 Item = Union[str, Mapping[str, Any]]
 """A text, or a mapping with "text" and any per-item settings ("voice", ...); "id" and keys starting
@@ -71,10 +71,10 @@ class _Batch:
     """The texts in flight (at most `concurrency`, on one `Multiplexer`), those waiting their turn, and the
     stop that ends them all at once."""
 
-    def __init__(self, synth: "Synthesizer", concurrency: int, overrides: Dict[str, Any]) -> None:
+    def __init__(self, settings: "Settings", concurrency: int, overrides: Dict[str, Any]) -> None:
         from .net.multiplex import Multiplexer, default_connectors
 
-        self.synth = synth
+        self.settings = settings
         self.overrides = overrides
         self.concurrency = concurrency
         self.stopping = threading.Event()
@@ -114,7 +114,7 @@ class _Batch:
         error: BasetenTTSError
         try:
             text, item_settings = _settings_of(item)
-            settings = self.synth.settings.replace(**{**self.overrides, **item_settings})
+            settings = self.settings.replace(**{**self.overrides, **item_settings})
             words = list(words_of(text))
         except BasetenTTSError as exc:
             error = exc
@@ -144,15 +144,15 @@ class _Batch:
         self.io.close()
 
 
-def synthesize_many(synth: "Synthesizer", texts: Iterable[Item], *, concurrency: int = 8, ordered: bool = True,
+def synthesize_many(settings: "Settings", texts: Iterable[Item], *, concurrency: int = 8, ordered: bool = True,
                     progress: Optional[Callable[[Progress], None]] = None, **overrides: Any) -> Iterator[Result]:
     """See `Synthesizer.synthesize_many`."""
     if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
         raise ConfigurationError(f"concurrency must be a whole number >= 1, got {concurrency!r}")
     if isinstance(texts, (str, bytes)):
-        raise TypeError("synthesize_many() takes an iterable of texts; for one text, use synthesize()")
-    synth.settings.replace(**overrides)  # an unknown or bad setting for all: an error now, not per item
-    batch = _Batch(synth, concurrency, overrides)
+        raise ArgumentTypeError("synthesize_many() takes an iterable of texts; for one text, use synthesize()")
+    settings.replace(**overrides)  # an unknown or bad setting for all: an error now, not per item
+    batch = _Batch(settings, concurrency, overrides)
     window = 2 * concurrency  # texts read ahead of the oldest one not yet yielded: memory stays flat
     source = iter(texts)
     pending: Set[Future] = set()

@@ -6,10 +6,18 @@ import logging
 import os
 import sys
 import warnings
-from typing import TYPE_CHECKING, Dict, Mapping, Optional
+from typing import TYPE_CHECKING, Callable, Dict, Mapping, Optional
 
 if TYPE_CHECKING:
     from .audio import Audio
+
+
+def _unset() -> "Audio":
+    raise AssertionError("basetts.audio sets errors.empty_audio when it is imported")
+
+
+empty_audio: Callable[[], "Audio"] = _unset
+"""Makes the empty `Audio` of an error with none: set by audio.py, a layer above (it raises these errors)."""
 
 
 class BasetenTTSError(Exception):
@@ -19,11 +27,7 @@ class BasetenTTSError(Exception):
 
     def __init__(self, message: str, *, partial: Optional["Audio"] = None) -> None:
         super().__init__(message)
-        if partial is None:
-            from .audio import Audio  # here: the audio module's Audio is built on this one's errors
-
-            partial = Audio()
-        self.partial: "Audio" = partial
+        self.partial: "Audio" = partial if partial is not None else empty_audio()
 
     @property
     def retryable(self) -> bool:
@@ -182,6 +186,10 @@ class ReadTimeout(TimeoutError):
 
 class StreamInterrupted(BasetenTTSError):
     """The connection ended before the server's normal close: the audio is incomplete."""
+
+
+class SessionEnded(BasetenTTSError, RuntimeError):
+    """`send()` or `finish()` on a session that has ended: open a new one. Also a `RuntimeError`."""
 
 
 class AudioDeviceError(BasetenTTSError):

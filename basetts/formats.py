@@ -58,7 +58,7 @@ class Saved:
         if self.path.lower().endswith((".pcm", ".raw")):
             with open(self.path, "rb") as file:
                 return Audio(file.read(), stats=self.stats)
-        raise ValueError(f"read {self.path} back with a decoder (soundfile.read), not Saved.audio()")
+        raise ConfigurationError(f"read {self.path} back with a decoder (soundfile.read), not Saved.audio()")
 
 
 class AudioWriter:

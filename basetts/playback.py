@@ -95,10 +95,10 @@ class Player:
         """`rate`: of the PCM fed (mono 16-bit). `device_rate` forces the rate the device is opened at
         (None: `rate` if the device takes it). `hold` keeps PortAudio started after this player closes."""
         if isinstance(volume, bool) or not isinstance(volume, (int, float)) or not 0.0 <= volume <= 1.0:
-            raise ValueError(f"volume must be a number from 0 to 1, got {volume!r}")
+            raise ConfigurationError(f"volume must be a number from 0 to 1, got {volume!r}")
         if (isinstance(prebuffer, bool) or not isinstance(prebuffer, (int, float))
                 or not math.isfinite(prebuffer) or prebuffer < 0):
-            raise ValueError(f"prebuffer must be a number of seconds >= 0, got {prebuffer!r}")
+            raise ConfigurationError(f"prebuffer must be a number of seconds >= 0, got {prebuffer!r}")
         self.device_spec = device
         self.rate = rate
         self.prebuffer = float(prebuffer)

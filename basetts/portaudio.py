@@ -13,7 +13,7 @@ import os
 import threading
 from typing import Any, Callable, Iterator, List, Tuple, Union
 
-from .errors import AudioDeviceError
+from .errors import ArgumentTypeError, AudioDeviceError
 
 log = logging.getLogger("basetts")
 
@@ -245,7 +245,7 @@ def resolve_device(pa: Any, spec: DeviceSpec) -> Device:
     if isinstance(spec, str) and spec.strip().isdigit():
         spec = int(spec)
     if isinstance(spec, bool) or not isinstance(spec, (int, str)):
-        raise TypeError(f"output_device must be an index, a name or None, not {type(spec).__name__}")
+        raise ArgumentTypeError(f"output_device must be an index, a name or None, not {type(spec).__name__}")
     if isinstance(spec, int):
         for device in outputs:
             if device.index == spec:

@@ -7,7 +7,7 @@ import weakref
 from typing import TYPE_CHECKING, Any, Callable, Iterator, List, Optional
 
 from .audio import Audio, Stats
-from .errors import BasetenTTSError
+from .errors import BasetenTTSError, SessionEnded
 from .net.conversation import Conversation
 from .net.retry import open_conversation
 from .settings import Settings
@@ -82,7 +82,7 @@ class Session:
         if self._conversation is not None:
             return self
         if self._finishing or self._aborted.is_set():
-            raise RuntimeError("this session has ended; open a new one")
+            raise SessionEnded("this session has ended; open a new one")
         try:
             spare = self._take_spare(self.settings) if self._take_spare is not None else None
             # The device opens while the server answers the upgrade (see speak()); no sound card: an
@@ -119,7 +119,7 @@ class Session:
         if self._stopped:
             return
         if self._finishing or self._aborted.is_set():
-            raise RuntimeError("this session has ended; open a new one")
+            raise SessionEnded("this session has ended; open a new one")
         words = self._splitter.feed(fragment)  # checks the fragment before anything is opened
         self.open()
         for word in words:

@@ -204,7 +204,7 @@ class Synthesizer:
         closes every connection at once."""
         from .batch import synthesize_many
 
-        return synthesize_many(self, texts, concurrency=concurrency, ordered=ordered, progress=progress,
+        return synthesize_many(self.settings, texts, concurrency=concurrency, ordered=ordered, progress=progress,
                                **overrides)
 
     def session(

@@ -33,7 +33,7 @@ SECTIONS = [
         "BasetenTTSError", "ConfigurationError", "InvalidText", "ArgumentTypeError", "ConnectError",
         "HandshakeError", "AuthenticationError", "ModelNotFoundError", "ServerUnavailable", "RedirectRefused",
         "UnexpectedResponse", "ServerError", "SentenceError", "TimeoutError", "ConnectTimeout", "HandshakeTimeout",
-        "FirstAudioTimeout", "ReadTimeout", "StreamInterrupted", "AudioDeviceError", "VoiceError",
+        "FirstAudioTimeout", "ReadTimeout", "StreamInterrupted", "SessionEnded", "AudioDeviceError", "VoiceError",
         "BasettsWarning")]),
     ("Testing: the local server", [testing.LocalServer, testing.Faults, ConversationRecord, testing.tone_pcm]),
     ("Diagnostics", [Check]),

@@ -95,3 +95,17 @@ def test_timeouts_say_their_phase() -> None:
     with raw_server(silent) as url:
         with pytest.raises(basetts.HandshakeTimeout, match="handshake_timeout=0.3"):
             basetts.Synthesizer(url=url, api_key="k", handshake_timeout=0.3, retries=0).synthesize("hello")
+
+
+def test_misuse_of_a_session_or_an_audio_is_ours(basetts_synthesizer: Any) -> None:
+    with basetts_synthesizer.session() as session:
+        session.send("hello")
+    with pytest.raises(basetts.SessionEnded) as info:
+        session.send("again")
+    assert isinstance(info.value, RuntimeError)
+    with pytest.raises(basetts.ConfigurationError, match="different formats"):
+        basetts.Audio(b"\0\0", sample_rate=24000) + basetts.Audio(b"\0\0", sample_rate=16000)
+    with pytest.raises(basetts.ConfigurationError, match="dtype"):
+        basetts.Audio(b"\0\0").to_numpy(dtype="int8")
+    with pytest.raises(basetts.ArgumentTypeError):
+        list(basetts_synthesizer.synthesize_many("one text"))
