@@ -16,9 +16,10 @@ def is_utf8(text: str) -> bool:
     return True
 
 
-def check_int(name: str, value: Any, low: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise ConfigurationError(f"{name} must be an integer >= {low}, got {value!r}")
+def check_int(name: str, value: Any, low: int, high: Optional[int] = None) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < low or (high is not None and value > high):
+        bounds = f">= {low}" + (f" and <= {high}" if high is not None else "")
+        raise ConfigurationError(f"{name} must be an integer {bounds}, got {value!r}")
 
 
 def check_number(

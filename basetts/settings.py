@@ -22,6 +22,11 @@ ENV_URL = "BASETTS_URL"
 ENV_TRACE = "BASETTS_TRACE"
 ENV_PROTOCOL = "BASETTS_PROTOCOL"
 
+MAX_TIMEOUT = 1e6
+"""Seconds (11 days): the longest timeout taken, far past any wait a call can mean; beyond it the clocks and
+the system calls that wait overflow."""
+MAX_RETRIES = 100
+
 PROTOCOLS = protocols.NAMES
 """Baseten's streaming TTS protocols: Orpheus, and Qwen3-TTS (vLLM-Omni)."""
 
@@ -302,6 +307,9 @@ class Settings:
         return settings
 
     def __post_init__(self) -> None:
+        scheme, separator, rest = self.url.partition("://") if isinstance(self.url, str) else ("", "", "")
+        if separator and scheme.lower() in ("ws", "wss") and scheme != scheme.lower():
+            object.__setattr__(self, "url", f"{scheme.lower()}://{rest}")  # "WS://" is ws:// (RFC 3986 3.1)
         spec = protocols.find(self.protocol)
         if spec is not None:
             object.__setattr__(self, "voice", spec.voice(self.voice))
@@ -316,6 +324,12 @@ class Settings:
         parts = urlsplit(self.url)
         if parts.scheme not in ("ws", "wss") or not parts.hostname:
             raise ConfigurationError(f"url must be ws:// or wss:// with a host, got {self.url!r}")
+        try:
+            port = parts.port  # None when not given
+        except ValueError:  # not a number, or over 65535
+            port = 0
+        if port == 0:  # ":0" would mean the scheme's default to some clients: say it instead
+            raise ConfigurationError(f"url's port must be a number from 1 to 65535, got {self.url!r}")
         if parts.scheme == "ws" and not self.allow_insecure and not is_loopback(parts.hostname):
             raise ConfigurationError(
                 f"Refusing to send the API key unencrypted to {parts.hostname}: use wss://, "
@@ -332,14 +346,14 @@ class Settings:
         for name in ("connect_timeout", "handshake_timeout", "first_audio_timeout", "read_timeout",
                      "keepalive_timeout"):
             # None would mean "wait forever" to the socket: a timeout is always required.
-            check_number(name, getattr(self, name), low=0.0, required=True)
-        check_int("retries", self.retries, 0)
+            check_number(name, getattr(self, name), low=0.0, high=MAX_TIMEOUT, required=True)
+        check_int("retries", self.retries, 0, high=MAX_RETRIES)
         check_int("max_message_size", self.max_message_size, 4096)
         if self.proxy is not None and not isinstance(self.proxy, str):
             raise ConfigurationError("proxy must be a URL string like 'http://host:3128' (or '' for none)")
         if self.trace is not None and not isinstance(self.trace, (str, os.PathLike)):
             raise ConfigurationError("trace must be a file path")
-        check_number("retry_backoff", self.retry_backoff, low=0.0, low_open=False, required=True)
+        check_number("retry_backoff", self.retry_backoff, low=0.0, high=MAX_TIMEOUT, low_open=False, required=True)
 
     def _check_protocol_fields(self) -> None:
         """Settings of another protocol are refused, naming it; this protocol's are checked as its server

@@ -313,3 +313,25 @@ def test_an_https_url_becomes_its_websocket_url_saying_so(tmp_path: Path) -> Non
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # a websocket URL is taken as it is, without a word
         assert resolve(tmp_path, {}, api_key=KEY, url=LOCAL).url == LOCAL
+
+
+@pytest.mark.parametrize("url", ["ws://127.0.0.1:99999/x", "ws://127.0.0.1:abc/x", "ws://127.0.0.1:0/x",
+                                 "wss://example.com:-1/x"])
+def test_a_port_that_is_no_port_is_refused_at_construction(url: str) -> None:
+    with pytest.raises(ConfigurationError, match="port"):
+        Settings(url=url, api_key=KEY).validate()
+
+
+def test_an_upper_case_scheme_is_the_same_scheme() -> None:
+    settings = Settings(url="WS://127.0.0.1:8080/x", api_key=KEY)
+    settings.validate()
+    assert settings.url == "ws://127.0.0.1:8080/x"
+    assert Settings(url="Wss://example.com/x", api_key=KEY).url == "wss://example.com/x"
+
+
+@pytest.mark.parametrize("option", [{"connect_timeout": 1e10}, {"handshake_timeout": 1e10}, {"read_timeout": 1e300},
+                                    {"retries": 10 ** 12}, {"retry_backoff": 1e10}])
+def test_absurd_timeouts_and_retries_are_refused_naming_the_setting(option: Any) -> None:
+    (name,) = option
+    with pytest.raises(ConfigurationError, match=name):
+        Settings(url="ws://127.0.0.1:1/x", api_key=KEY, **option).validate()

@@ -552,7 +552,7 @@ class Qwen3(Spec):
             value = getattr(settings, name)
             if value is not None and not isinstance(value, bool):
                 raise ConfigurationError(f"{name} must be True or False, got {value!r}")
-        check_number("idle_timeout", settings.idle_timeout, low=0.0, required=True)
+        check_number("idle_timeout", settings.idle_timeout, low=0.0, high=1e6, required=True)
         if settings.timestamp_transport is not None and not settings.word_timestamps:
             raise ConfigurationError("timestamp_transport needs word_timestamps=True")
 
