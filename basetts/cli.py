@@ -166,6 +166,15 @@ def _say(args: argparse.Namespace) -> int:
         print("basetts: reading the text from the terminal; end it with Ctrl+D (or pass it as arguments)",
               file=sys.stderr)
     output, fmt = args.output, _output_format(args)
+    if not args.local:
+        # The configuration is what to fix first: said (exit 2) before the sound card, and with it when
+        # both are missing, so one run names everything.
+        try:
+            _synthesizer(args, args.url, None).close()
+        except _Usage as exc:
+            problem = None if output is not None else _cannot_play(args.device)
+            raise _Usage(f"{exc}" + (f"; and cannot play here: {problem} (-o FILE writes the audio to a file "
+                                     "instead)" if problem is not None else "")) from None
     if output is None:
         problem = _cannot_play(args.device)
         if problem is not None:

@@ -92,6 +92,17 @@ def test_without_a_sound_card_say_fails_saying_what_writes_a_file_and_sends_noth
     assert server.conversations == [] and not list(tmp_path.glob("*.wav"))
 
 
+@needs_no_oss_device
+def test_say_with_neither_a_key_nor_a_sound_card_names_the_configuration_first(tmp_path):
+    """What the user must fix first is the configuration: exit 2 naming it, and the sound card with it."""
+    result = run("say", "hello", env={**no_sound_card_env(tmp_path), "HOME": str(tmp_path)})
+    assert result.returncode == 2, result.stderr
+    assert "BASETEN_API_KEY" in result.stderr and "cannot play here" in result.stderr
+    with_output = run("say", "-o", str(tmp_path / "o.wav"), "hello", env=no_sound_card_env(tmp_path))
+    assert with_output.returncode == 2 and "BASETEN_API_KEY" in with_output.stderr
+    assert "cannot play" not in with_output.stderr  # a file needs no sound card
+
+
 def test_say_reading_a_terminal_says_how_to_end_the_text(tmp_path, basetts_server):
     leader, terminal = pty.openpty()
     try:
