@@ -99,15 +99,19 @@ class ModelNotFoundError(HandshakeError):
     """404: no model, environment or deployment at that URL."""
 
 
-class ServerUnavailable(HandshakeError, ServerError):  # type: ignore[misc]  # status: never None here
-    """429 or 5xx at the upgrade: the deployment is overloaded, starting from zero, or failing. Retried
-    before any audio (as long as its Retry-After is short); also a `ServerError`."""
+class _RefusedByServer(HandshakeError, ServerError):  # type: ignore[misc]  # status: never None here
+    """A refused upgrade that is also a `ServerError`, as such refusals were before they had classes."""
 
     def __init__(self, message: str, *, status: int, headers: Optional[Mapping[str, str]] = None,
                  retry_after: Optional[float] = None, partial: Optional["Audio"] = None) -> None:
         HandshakeError.__init__(self, message, status=status, headers=headers, retry_after=retry_after,
                                 partial=partial)
         self.close_code = None
+
+
+class ServerUnavailable(_RefusedByServer):
+    """429 or 5xx at the upgrade: the deployment is overloaded, starting from zero, or failing. Retried
+    before any audio (as long as its Retry-After is short); also a `ServerError`."""
 
     @property
     def retryable(self) -> bool:
@@ -124,16 +128,10 @@ class RedirectRefused(HandshakeError, ConnectError):
         self.transient = False
 
 
-class UnexpectedResponse(HandshakeError, ServerError):  # type: ignore[misc]  # status: never None here
+class UnexpectedResponse(_RefusedByServer):
     """Any other status: a 2xx page (a captive portal, a proxy that does not pass websockets), a 4xx refusal
     of the upgrade itself (400, 405, 407, 426). Not retried: trying again gets the same answer. Also a
     `ServerError`, as it was before it had a class of its own."""
-
-    def __init__(self, message: str, *, status: int, headers: Optional[Mapping[str, str]] = None,
-                 retry_after: Optional[float] = None, partial: Optional["Audio"] = None) -> None:
-        HandshakeError.__init__(self, message, status=status, headers=headers, retry_after=retry_after,
-                                partial=partial)
-        self.close_code = None
 
     @property
     def retryable(self) -> bool:
