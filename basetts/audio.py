@@ -191,14 +191,14 @@ class Audio:
     def to_numpy(self, dtype: str = "int16") -> Any:
         """The samples as a NumPy array (numpy is optional: installed separately): int16 as sent, or
         float32 in -1..1; shape (samples,) for mono, (samples, channels) otherwise."""
+        if dtype not in ("int16", "float32"):
+            raise ConfigurationError(f"dtype must be 'int16' or 'float32', got {dtype!r}")
+        if self.sample_width != 2:
+            raise ConfigurationError(f"to_numpy() reads 16-bit audio; this is {8 * self.sample_width}-bit")
         try:
             import numpy
         except ImportError:
             raise ImportError("Audio.to_numpy() needs NumPy: pip install numpy") from None
-        if self.sample_width != 2:
-            raise ConfigurationError(f"to_numpy() reads 16-bit audio; this is {8 * self.sample_width}-bit")
-        if dtype not in ("int16", "float32"):
-            raise ConfigurationError(f"dtype must be 'int16' or 'float32', got {dtype!r}")
         samples = numpy.frombuffer(self.pcm[:self.samples * self.channels * 2], dtype="<i2")
         if self.channels > 1:
             samples = samples.reshape(-1, self.channels)
