@@ -32,7 +32,7 @@ from .errors import (
 )
 from .formats import Saved
 from .playback import Playback, play
-from .portaudio import Device
+from .playback.portaudio import Device
 from .protocols.orpheus import EMOTION_TAGS, VOICES
 from .session import Session
 from .settings import PROTOCOLS, CallSettings, Settings
@@ -42,7 +42,7 @@ from .voices import Voice, Voices
 
 def devices() -> List[Device]:
     """The audio output devices `speak(output_device=...)` can use (imports PyAudio only when called)."""
-    from .portaudio import devices as _devices
+    from .playback.portaudio import devices as _devices
 
     return _devices()
 

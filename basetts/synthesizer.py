@@ -34,7 +34,8 @@ if TYPE_CHECKING:
 
     from .batch import Item, Progress, Result
     from .formats import Saved
-    from .playback import DeviceSpec, Playback, Player, PortAudioHold
+    from .playback import Playback, Player
+    from .playback.portaudio import DeviceSpec, PortAudioHold
     from .voices import Voices
 
 log = logging.getLogger("basetts")
@@ -113,7 +114,7 @@ class Synthesizer:
     def _hold(self) -> "PortAudioHold":
         """Keeps PortAudio started for this Synthesizer's next playback, until close() (or until the
         Synthesizer is garbage-collected). No PyAudio: an AudioDeviceError before anything is sent."""
-        from .portaudio import PortAudioHold, import_pyaudio
+        from .playback.portaudio import PortAudioHold, import_pyaudio
 
         import_pyaudio()
         with self._spare_lock:

@@ -11,10 +11,10 @@ import basetts
 from basetts import errors, testing
 from basetts.audio import wav_header
 from basetts.batch import Progress, Result
-from basetts.doctor import Check
+from basetts.cli.doctor import Check
 from basetts.formats import Saved
 from basetts.playback import Player
-from basetts.portaudio import Device
+from basetts.playback.portaudio import Device
 from basetts.session import Session
 from basetts.settings import CallSettings
 from basetts.testing.server import ConversationRecord

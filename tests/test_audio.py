@@ -9,7 +9,8 @@ import struct
 import pytest
 
 from basetts import Audio
-from basetts.audio import Resampler, resample, wav_header
+from basetts.audio import wav_header
+from basetts.playback.resample import Resampler, resample
 
 
 def sine(frequency: float, rate: int, seconds: float) -> bytes:

@@ -18,7 +18,8 @@ from typing import Any, Iterator, List
 import pytest
 
 import basetts
-from basetts.batch import Progress, file_name, read_jobs
+from basetts.batch import Progress
+from basetts.cli.batch import file_name, read_jobs
 from basetts.testing import Faults, LocalServer
 
 from .helpers import client_threads, synth_for

@@ -28,7 +28,7 @@ def test_the_sdist_and_wheel_pass_twine_and_the_wheel_runs_from_a_fresh_venv(tmp
     assert len(wheels) == 1 and len(sdists) == 1
     run(sys.executable, "-m", "twine", "check", "--strict", *wheels, *sdists)
     names = zipfile.ZipFile(wheels[0]).namelist()
-    assert "basetts/py.typed" in names and "basetts/testing/server.py" in names and "basetts/ring.py" in names
+    assert "basetts/py.typed" in names and "basetts/testing/server.py" in names and "basetts/playback/ring.py" in names
     assert not [n for n in names if n.startswith(("tests/", "bench/", "examples/", "docs/"))], names
     with tarfile.open(sdists[0]) as sdist:
         members = {Path(*Path(m).parts[1:]).as_posix() for m in sdist.getnames()}

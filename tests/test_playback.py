@@ -25,9 +25,9 @@ import pytest
 
 import basetts
 import basetts.testing
-from basetts import playback, portaudio
-from basetts.audio import resample
-from basetts.playback import Player
+from basetts import playback
+from basetts.playback import Player, player, portaudio
+from basetts.playback.resample import resample
 from basetts.testing import LocalServer, tone_pcm
 
 from .helpers import client_threads, needs_no_oss_device, no_sound_card_env, synth_for
@@ -198,7 +198,7 @@ def test_volume_is_a_software_gain(pulse: Any, serve: Any) -> None:
     recording = pulse.record()
     audio = synth_for(server).speak(text, volume=0.5)
     expected = server.expected_pcm(text)
-    assert_played_exactly(recording.stop(), playback._scale(expected, 0.5))
+    assert_played_exactly(recording.stop(), player._scale(expected, 0.5))
     assert audio.pcm == expected  # the Audio is what was received, before the gain
 
 

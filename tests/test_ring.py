@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from basetts.ring import Ring
+from basetts.playback.ring import Ring
 
 
 def test_write_takes_what_fits_in_whole_samples_and_read_gives_it_back_across_the_wrap() -> None:

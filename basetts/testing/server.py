@@ -27,7 +27,8 @@ import time
 import zlib
 from typing import Any, Dict, List, Optional, Sequence, Set
 
-from ..audio import SAMPLE_RATE, resample
+from ..audio import SAMPLE_RATE
+from ..playback.resample import resample
 from ..protocols import flush
 from ..protocols.orpheus import SENTINEL
 from . import qwen3

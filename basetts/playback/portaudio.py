@@ -13,7 +13,7 @@ import os
 import threading
 from typing import Any, Callable, Iterator, List, Tuple, Union
 
-from .errors import ArgumentTypeError, AudioDeviceError
+from ..errors import ArgumentTypeError, AudioDeviceError
 
 log = logging.getLogger("basetts")
 

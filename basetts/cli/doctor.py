@@ -12,8 +12,8 @@ import math
 import time
 from typing import Any, Callable, Iterator, Optional
 
-from .audio import SAMPLE_RATE
-from .errors import BasetenTTSError, ConfigurationError
+from ..audio import SAMPLE_RATE
+from ..errors import BasetenTTSError, ConfigurationError
 
 OK, WARN, FAIL = "ok", "warn", "FAIL"
 TEXT = "Hello from basetts doctor, checking how soon the first audio arrives."
@@ -41,8 +41,7 @@ def tone(seconds: float = 0.3, frequency: float = 440.0, rate: int = SAMPLE_RATE
 
 
 def _sound_checks(device: Any) -> Iterator[Check]:
-    from . import portaudio
-    from .playback import Player
+    from ..playback import Player, portaudio
 
     names = ("output device", "24 kHz", "test tone")
     try:
@@ -90,8 +89,8 @@ def _endpoint_checks(make_synthesizer: Callable[..., Any], url: Optional[str], l
             except ConfigurationError as exc:
                 yield Check("configuration", WARN, f"{exc} Measuring against the local server instead.")
         if synth is None:
-            from .settings import protocol_from_environment
-            from .testing import LocalServer
+            from ..settings import protocol_from_environment
+            from ..testing import LocalServer
 
             server = stack.enter_context(LocalServer.ready_to_speak(protocol_from_environment()))
             synth = make_synthesizer(url=server.url, api_key=server.api_key)
@@ -115,7 +114,7 @@ def _ms(seconds: Optional[float]) -> str:
 def run(device: Any = None, url: Optional[str] = None, local: bool = False,
         make_synthesizer: Optional[Callable[..., Any]] = None) -> Iterator[Check]:
     """Every check in order; a failed sound check does not stop the endpoint checks."""
-    from .synthesizer import Synthesizer
+    from ..synthesizer import Synthesizer
 
     yield from _sound_checks(device)
     yield from _endpoint_checks(make_synthesizer or Synthesizer, url, local)

@@ -1,0 +1,6 @@
+"""`python -m basetts.cli`: the `basetts` command."""
+import sys
+
+from .main import main
+
+sys.exit(main())

@@ -1,0 +1,230 @@
+"""`basetts say`: text from arguments or stdin (as it arrives), played or written to a file or stdout."""
+from __future__ import annotations
+
+import argparse
+import codecs
+import contextlib
+import itertools
+import logging
+import os
+import shutil
+import sys
+import threading
+import time
+import wave
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, List, Optional
+
+from ..audio import Audio
+from ..errors import AudioDeviceError, BasetenTTSError, ConfigurationError
+from ..text import iter_words
+from .common import (
+    _WAITING_AFTER,
+    _Failed,
+    _local_server,
+    _synthesizer,
+    _Usage,
+)
+
+if TYPE_CHECKING:
+    pass
+
+def _stdin_fragments() -> Iterator[str]:
+    """Text from stdin as it arrives (not line by line), so a piped LLM is spoken while it writes."""
+    decoder = codecs.getincrementaldecoder("utf-8")("replace")
+    fd = sys.stdin.fileno()
+    while True:
+        data = os.read(fd, 4096)
+        if not data:
+            break
+        yield decoder.decode(data)
+    yield decoder.decode(b"", final=True)
+
+
+def _once_there_are_words(fragments: Iterator[str]) -> Iterator[str]:
+    """`fragments` from the first one on, once one holds a word; a usage error if the input ends first."""
+    blank: List[str] = []
+    for fragment in fragments:
+        if fragment.strip():
+            return itertools.chain(blank, [fragment], fragments)
+        blank.append(fragment)
+    raise ValueError("stdin is empty: there is nothing to speak")
+
+
+class _Progress:
+    """One status line on stderr (words sent, seconds of audio received), only when it is a terminal."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
+        self.words = 0
+        self.audio_bytes = 0
+        self._shown = 0.0
+
+    def count_words(self, fragments: Iterable[str]) -> Iterator[str]:
+        """The words of `fragments` as the SDK sends them (a word split across fragments counts once),
+        each with a space after it, counted as they go."""
+        for word in iter_words(fragments):
+            self.words += 1
+            self._show()
+            yield word + " "
+
+    def audio(self, chunk: bytes) -> None:
+        self.audio_bytes += len(chunk)
+        self._show()
+
+    def _show(self, final: bool = False) -> None:
+        now = time.monotonic()
+        if self.enabled and (final or now - self._shown > 0.1):
+            self._shown = now
+            seconds = self.audio_bytes / (2 * 24000)
+            print(f"\r  {self.words} words sent, {seconds:.1f} s of audio", end="\n" if final else "",
+                  file=sys.stderr, flush=True)
+
+    def done(self) -> None:
+        self._show(final=True)
+
+
+def _output_format(args: argparse.Namespace) -> Optional[str]:
+    """The extension to write (.wav, .pcm, .mp3, ...), from --format or the file's name; a usage error
+    for what cannot be written here, before anything is sent."""
+    if args.output is None:
+        return None
+    if args.output == "-":
+        if (args.format or "wav") not in ("wav", "pcm"):
+            raise _Usage("-o - writes wav or pcm to stdout (--format wav|pcm)")
+        return f".{args.format or 'wav'}"
+    from ..formats import format_of
+
+    try:
+        return format_of(args.output, args.format)
+    except ConfigurationError as exc:
+        raise _Usage(f"-o {args.output}: {exc}") from None
+
+
+def _say(args: argparse.Namespace) -> int:
+    if args.text:
+        text = " ".join(args.text)
+        if not text.strip():
+            raise ValueError("text is empty: there is nothing to speak")
+    elif sys.stdin.isatty():
+        print("basetts: reading the text from the terminal; end it with Ctrl+D (or pass it as arguments)",
+              file=sys.stderr)
+    output, fmt = args.output, _output_format(args)
+    if not args.local:
+        # The configuration is what to fix first: said (exit 2) before the sound card, and with it when
+        # both are missing, so one run names everything.
+        try:
+            _synthesizer(args, args.url, None).close()
+        except _Usage as exc:
+            problem = None if output is not None else _cannot_play(args.device)
+            raise _Usage(f"{exc}" + (f"; and cannot play here: {problem} (-o FILE writes the audio to a file "
+                                     "instead)" if problem is not None else "")) from None
+    if output is None:
+        problem = _cannot_play(args.device)
+        if problem is not None:
+            if args.device is not None and "No output device" in problem:
+                raise _Usage(f"--device {args.device}: {problem}")
+            if not args.fallback_output:
+                print(f"basetts: cannot play here: {problem} (-o FILE writes the audio to a file instead)",
+                      file=sys.stderr)
+                return 1
+            output, fmt = os.path.abspath(args.fallback_output), ".wav"
+            print(f"basetts: cannot play here ({problem}); writing {output} instead.", file=sys.stderr)
+    progress = _Progress(sys.stderr.isatty())
+    with contextlib.ExitStack() as stack:
+        url, api_key = args.url, None
+        if args.local:
+
+            engine = "espeak" if shutil.which("espeak-ng") else "tone"
+            server = stack.enter_context(_local_server(args, engine=engine))
+            url, api_key = server.url, server.api_key
+            print(f"basetts: local server at {server.url} ({engine} engine)", file=sys.stderr)
+        synth = stack.enter_context(_synthesizer(args, url, api_key))
+        if args.text:
+            fragments: Iterable[str] = [text]
+        else:
+            # Connect while the first words are awaited (a language model thinking, a deployment
+            # starting), but request speech only once there are words: empty stdin is a usage error.
+            try:
+                synth.connect()
+            except BasetenTTSError as exc:  # the call connects again itself, retrying what is transient
+                logging.getLogger("basetts").debug("connecting ahead failed: %s", exc)
+            fragments = _once_there_are_words(_stdin_fragments())
+        words = progress.count_words(fragments)
+        waiting = threading.Timer(_WAITING_AFTER, lambda: print(
+            "basetts: waiting for the first audio (a deployment scaled to zero can take minutes to start)...",
+            file=sys.stderr, flush=True))
+        waiting.daemon = True
+        stack.callback(waiting.cancel)
+
+        def on_audio(chunk: bytes) -> None:
+            waiting.cancel()
+            progress.audio(chunk)
+
+        try:
+            waiting.start()
+            if output:
+                _write(synth, words, output, fmt or ".wav", on_audio)
+            else:
+                synth.speak(words, on_audio=on_audio, output_device=args.device)
+        finally:
+            progress.done()
+    return 0
+
+
+def _write(synth: Any, words: Iterable[str], output: str, extension: str,
+           on_audio: Callable[[bytes], None]) -> None:
+    """Stream the audio into `output` ("-": stdout) as it arrives; on a failure or Ctrl+C, what arrived
+    stays a valid file, and the message says it is partial."""
+    from ..formats import AudioWriter
+
+    to_stdout = output == "-"
+    name = "stdout" if to_stdout else output
+    writer = AudioWriter(sys.stdout.buffer if to_stdout else output, extension)
+    try:
+        for chunk in synth.stream(words):
+            writer.write(chunk)
+            on_audio(chunk)
+            if to_stdout:
+                sys.stdout.buffer.flush()
+    except (BasetenTTSError, KeyboardInterrupt) as exc:
+        writer.close()
+        partial = f"wrote the {writer.duration:.1f} s of audio that arrived to {name} (partial)"
+        if isinstance(exc, KeyboardInterrupt):
+            print(f"\nbasetts: interrupted; {partial}", file=sys.stderr)
+            raise
+        raise _Failed(f"{exc} ({partial})") from exc
+    writer.close()
+    print(f"basetts: wrote {writer.duration:.1f} s of audio to {name}", file=sys.stderr)
+
+
+def _cannot_play(device: Optional[str]) -> Optional[str]:
+    """Why playback is impossible here, or None: checked before any text is read or sent."""
+    try:
+        from ..playback import portaudio
+
+        portaudio.check_output(device)
+    except ImportError:
+        return "playback is not available in this build"
+    except AudioDeviceError as exc:
+        return str(exc)
+    return None
+
+
+def _play(args: argparse.Namespace) -> int:
+    from ..playback import play
+
+    if not os.path.isfile(args.file):
+        print(f"basetts: no such file: {args.file}", file=sys.stderr)
+        return 2
+    why = _cannot_play(args.device)
+    if why is not None:
+        print(f"basetts: cannot play here: {why}", file=sys.stderr)
+        return 1
+    try:
+        audio = Audio.from_wav(args.file)
+    except (EOFError, wave.Error) as exc:
+        print(f"basetts: {args.file} is not a WAV file basetts can read ({exc})", file=sys.stderr)
+        return 2
+    heard = play(audio, output_device=args.device, volume=args.volume)  # Ctrl+C: a fade, then exit 130
+    print(f"basetts: played {heard.duration:.1f} s", file=sys.stderr)
+    return 0
