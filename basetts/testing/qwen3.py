@@ -20,7 +20,7 @@ import json
 import logging
 import time
 import wave
-from typing import TYPE_CHECKING, Any, Dict, List, NoReturn, Optional, Tuple
+from typing import Any, Dict, List, NoReturn, Optional, Protocol, Tuple
 
 from ..audio import SAMPLE_RATE
 from ..protocols.qwen3 import (
@@ -37,10 +37,9 @@ from ..protocols.qwen3 import (
     BufferOverflow,
     Splitter,
 )
+from .faults import ConversationRecord, Faults
+from .sender import Sender
 from .transport import Closed, Connection, Idle
-
-if TYPE_CHECKING:
-    from .server import ConversationRecord, LocalServer, _Sender
 
 log = logging.getLogger("basetts.server")
 
@@ -51,6 +50,21 @@ close 1000 (uvicorn 0.40's), or nothing until the client closes (older uvicorn k
 _FORMATS = ("wav", "pcm", "flac", "mp3", "aac", "opus")
 _MIME = {"wav": "audio/wav", "mp3": "audio/mpeg", "flac": "audio/flac", "ogg": "audio/ogg", "aac": "audio/aac",
          "webm": "audio/webm", "mp4": "audio/mp4"}
+
+
+class Replica(Protocol):
+    """What a Qwen3 session reads of its server (a `LocalServer`): one replica's model and voices."""
+
+    aligner: bool
+    config_timeout: float
+    idle_timeout: float
+    faults: Faults
+    session_end: str
+    speakers: Tuple[str, ...]
+    task_type: str
+    voices: Dict[str, Dict[str, Any]]
+
+    def render(self, words: List[str], encoding: str = "pcm_s16le") -> bytes: ...
 
 
 class SessionEnded(Exception):
@@ -100,8 +114,8 @@ def config_problem(message: Dict[str, Any]) -> Optional[str]:
 class Qwen3Session:
     """One connection's session, run in the connection's handler thread."""
 
-    def __init__(self, server: "LocalServer", connection: Connection, record: "ConversationRecord",
-                 sender: "_Sender") -> None:
+    def __init__(self, server: "Replica", connection: Connection, record: ConversationRecord,
+                 sender: Sender) -> None:
         self.server = server
         self.connection = connection
         self.record = record

@@ -9,33 +9,26 @@ word (or speaks with espeak-ng), so tests can predict every byte. `Faults` make 
 """
 from __future__ import annotations
 
-import array
-import dataclasses
-import functools
 import json
 import logging
 import math
-import random
 import re
 import secrets
 import shutil
 import socket
 import ssl
-import subprocess
 import threading
 import time
-import zlib
 from typing import Any, Dict, List, Optional, Sequence, Set
 
-from ..audio import SAMPLE_RATE
-from ..playback.resample import resample
 from ..protocols import flush
 from ..protocols.orpheus import SENTINEL
 from . import qwen3
+from .faults import ConversationRecord, Dropped, Faults
+from .sender import WINDOW_SAMPLES, Sender, espeak_pcm, mulaw_encode, tone_pcm
 from .transport import Closed, Connection, Idle
 
 _QUIET = logging.getLogger("basetts.server.websockets")
-_QUIET.setLevel(logging.CRITICAL)
 
 log = logging.getLogger("basetts.server")
 
@@ -49,10 +42,6 @@ PATHS = (
 DEFAULTS = {"voice": "tara", "max_tokens": 6144, "temperature": 0.6, "top_p": 0.8,
             "repetition_penalty": 1.3, "buffer_size": 10, "encoding": "pcm_s16le"}
 HANDLER_ERROR = "Internal Server Error (in model/chainlet)."
-# One SNAC window per message, as the real server sends: a segment's audio is whole windows. The tone
-# engine's words are one window each by default; a test that asks for another length gets a segment's
-# last message holding what is left. espeak's speech is padded with silence to whole windows.
-WINDOW_SAMPLES = 2048
 # uvicorn's keepalive defaults, which truss keeps for this model.
 PING_INTERVAL = 20.0
 PING_TIMEOUT = 20.0
@@ -91,159 +80,6 @@ def sampling_problem(settings: Dict[str, Any]) -> Optional[str]:
     if not isinstance(max_tokens, int) or max_tokens < 1:
         return f"max_tokens must be an integer >= 1, got {max_tokens!r}"
     return None
-
-
-@functools.lru_cache(maxsize=4096)
-def tone_pcm(word: str, samples: int = WINDOW_SAMPLES) -> bytes:
-    """The deterministic audio for one word: a faded sine whose pitch comes from the word's CRC."""
-    frequency = 200 + zlib.crc32(word.encode("utf-8")) % 800
-    fade = min(120, samples // 4)
-    out = array.array("h", bytes(2 * samples))
-    step = 2 * math.pi * frequency / SAMPLE_RATE
-    for i in range(samples):
-        envelope = min(1.0, i / fade, (samples - 1 - i) / fade) if fade else 1.0
-        out[i] = int(9000 * envelope * math.sin(step * i))
-    return out.tobytes()
-
-
-def espeak_pcm(text: str, voice: str = "en-us") -> bytes:
-    """Speech from espeak-ng, at 24 kHz."""
-    result = subprocess.run(["espeak-ng", "--stdout", "-v", voice, "--", text],
-                            capture_output=True, check=True, timeout=60)
-    wav = result.stdout
-    return resample(wav[44:], 22050, SAMPLE_RATE)  # espeak-ng writes a 44-byte header at 22050 Hz
-
-
-def mulaw_encode(pcm: bytes) -> bytes:
-    """16-bit PCM to the server's 8-bit companding: floor((sign(x)ln(1+255|x|)/ln 256 + 1)/2*255)."""
-    samples = array.array("h")
-    samples.frombytes(pcm)
-    log256 = math.log(256)
-    out = bytearray(len(samples))
-    for i, sample in enumerate(samples):
-        x = max(-1.0, min(1.0, sample / 32767))
-        y = math.copysign(math.log1p(255 * abs(x)) / log256, x)
-        out[i] = int((y + 1) / 2 * 255)
-    return bytes(out)
-
-
-@dataclasses.dataclass
-class Faults:
-    """Ways to misbehave, for testing what a client does when the server or network fails."""
-
-    handshake_status: Optional[int] = None
-    """Refuse the upgrade with this HTTP status (401, 404, 429, 503, ...)."""
-    handshake_failures: Optional[int] = None
-    """With handshake_status: refuse only the first N upgrades, then accept (a recovering server)."""
-    retry_after: Optional[float] = None
-    """With handshake_status: the Retry-After header to send."""
-    silent: bool = False
-    """Accept and read everything, but never send audio or close."""
-    drop_after_bytes: Optional[int] = None
-    """Send this many audio bytes, then cut the TCP connection without a close frame."""
-    close_code: Optional[int] = None
-    """With drop_after_bytes (or at the first segment): close with this code instead of dropping."""
-    close_reason: str = ""
-    frame_sizes: Optional[Sequence[int]] = None
-    """Cycle through these message sizes instead of one window per message."""
-    stall_after_bytes: Optional[int] = None
-    """After this many audio bytes, stop sending for `stall_seconds` (then go on)."""
-    stall_seconds: float = 0.0
-    random_frames: Optional[int] = None
-    """Seed: cut audio into messages of random sizes from 1 to 8192 bytes, odd ones included."""
-    text_frame: Optional[str] = None
-    """Send this text message (an error message, say) instead of the first audio."""
-    one_at_a_time: bool = False
-    """Refuse (503) an upgrade while another conversation is running."""
-    idle_timeout: Optional[float] = None
-    """Close with 1001 "idle timeout" when no message comes for this long, as some proxies do."""
-    fail_sentence: Optional[int] = None
-    """Qwen3: the model fails the sentence of this index (an error event, then audio.done error: true)."""
-
-    @classmethod
-    def parse(cls, specs: Sequence[str]) -> "Faults":
-        """From ``name=value`` strings, as ``basetts serve --fault drop_after_bytes=8192`` takes them."""
-        fields = {f.name: f for f in dataclasses.fields(cls)}
-        values: Dict[str, Any] = {}
-        for spec in specs:
-            name, _, raw = spec.partition("=")
-            name = name.strip().replace("-", "_")
-            if name not in fields:
-                raise ValueError(f"unknown fault {name!r}; known: {', '.join(fields)}")
-            if name == "frame_sizes":
-                try:
-                    values[name] = [int(v) for v in raw.split(",")]
-                except ValueError:
-                    raise ValueError(f"fault frame_sizes={raw!r}: expected whole numbers, comma-separated") from None
-            elif name in ("silent", "one_at_a_time"):
-                values[name] = raw.strip().lower() in ("", "1", "true", "yes")
-            elif name in ("close_reason", "text_frame"):
-                values[name] = raw
-            else:
-                kind = float if name in ("retry_after", "stall_seconds", "idle_timeout") else int
-                try:
-                    values[name] = kind(raw)
-                except ValueError:
-                    wanted = "a number" if kind is float else "a whole number"
-                    raise ValueError(f"fault {name}={raw!r}: expected {wanted}") from None
-        return cls(**values)
-
-
-@dataclasses.dataclass
-class ConversationRecord:
-    """What the server saw and did in one conversation, for tests to inspect."""
-
-    path: str
-    authorization: Optional[str] = dataclasses.field(repr=False)  # holds the key
-    settings: Optional[Dict[str, Any]] = None
-    messages: List[str] = dataclasses.field(default_factory=list)
-    segments: List[List[str]] = dataclasses.field(default_factory=list)
-    bytes_sent: int = 0
-    frame_sizes: List[int] = dataclasses.field(default_factory=list)
-    close_code: Optional[int] = None
-    explicit_close: bool = False
-    """After the sentinel: True if the handler closed after the last segment, False if it just ended
-    with nothing left to say (the framework closed), as the real server's two paths do."""
-    client_disconnected: bool = False
-    keepalive_timeout: bool = False
-    """The client's pong came too late (it waited behind unread words): closed with 1011."""
-    pings: int = 0
-    """Keepalive pings the server sent during the conversation."""
-    generation_seconds: float = 0.0
-    """Time spent generating segments (the rest it spent waiting for words or reading them)."""
-    lost: List[str] = dataclasses.field(default_factory=list)
-    """Words the flush removed unspoken (a sentence end inside a word), as the real server loses them."""
-    audio: bytearray = dataclasses.field(default_factory=bytearray, repr=False)
-    """Every audio byte sent, in order."""
-    done: threading.Event = dataclasses.field(default_factory=threading.Event, repr=False)
-    protocol: str = "orpheus"
-    events: List[Dict[str, Any]] = dataclasses.field(default_factory=list, repr=False)
-    """Qwen3: every JSON event sent, in order."""
-    sentences: List[str] = dataclasses.field(default_factory=list)
-    """Qwen3: each sentence as the server's splitter cut it (`messages` are the input.text texts)."""
-    error: Optional[str] = None
-    """Qwen3: the error event that ended the session, if one did."""
-
-    @property
-    def text(self) -> str:
-        """Qwen3: the text as the server assembled it from the input.text messages."""
-        return "".join(self.messages)
-
-    @property
-    def words(self) -> List[str]:
-        """Every word received, in order (the sentinel and the settings excluded)."""
-        if self.protocol == "qwen3":
-            return self.text.split()
-        return [w for m in self.messages if m != SENTINEL for w in m.strip().split()]
-
-    @property
-    def spoken(self) -> List[str]:
-        """Every word generated, in order."""
-        return [word for segment in self.segments for word in segment]
-
-
-class _Dropped(Exception):
-    """The fault plan cut the connection."""
 
 
 class LocalServer:
@@ -516,11 +352,11 @@ class LocalServer:
             self.conversations.append(record)
             if self.history is not None and len(self.conversations) > self.history:
                 del self.conversations[:len(self.conversations) - self.history]
-        sender = _Sender(self, connection, record)
+        sender = Sender(self, connection, record)
         if self.protocol == "qwen3":
             try:
                 qwen3.Qwen3Session(self, connection, record, sender).run()
-            except _Dropped:
+            except Dropped:
                 pass
             finally:
                 self._finished(connection, record)
@@ -598,7 +434,7 @@ class LocalServer:
                 segment = take(final=True)
                 if segment is not None:
                     record.segments.append(segment)
-        except _Dropped:
+        except Dropped:
             pass
         except Closed:
             record.client_disconnected = True
@@ -614,112 +450,5 @@ class LocalServer:
         record.done.set()
 
 
-class _Sender:
-    """Sends one conversation's audio: framing, pacing and the fault plan."""
-
-    def __init__(self, server: LocalServer, connection: Connection, record: ConversationRecord) -> None:
-        self.server = server
-        self.faults = server.faults
-        self.connection = connection
-        self.record = record
-        self._sizes = list(self.faults.frame_sizes or [])
-        if self.faults.random_frames is not None:
-            chooser = random.Random(self.faults.random_frames)
-            self._sizes = [chooser.randint(1, 8192) for _ in range(997)]
-        self._size_index = 0
-        self._stalled = False
-        self._started: Optional[float] = None
-        self._audio_seconds = 0.0
-
-    def generate(self, words: List[str], encoding: str) -> None:
-        """One segment: its generation takes its audio's length over `speed`, from now (a model cannot
-        make up later for time it spent waiting for words)."""
-        started = time.monotonic()
-        self._started, self._audio_seconds = None, 0.0
-        try:
-            self._generate(words, encoding)
-        finally:
-            self.record.generation_seconds += time.monotonic() - started
-
-    def speak(self, pcm: bytes) -> None:
-        """One sentence of 16-bit PCM (Qwen3), timed as `generate` times a segment."""
-        started = time.monotonic()
-        self._started, self._audio_seconds = None, 0.0
-        try:
-            self.stream(pcm)
-        finally:
-            self.record.generation_seconds += time.monotonic() - started
-
-    def _generate(self, words: List[str], encoding: str) -> None:
-        self.record.segments.append(list(words))
-        if self.faults.silent:
-            return
-        if self.faults.text_frame is not None:
-            self.connection.send(self.faults.text_frame)
-            self.connection.close(1000)
-            self.record.close_code = 1000
-            raise _Dropped()
-        bytes_per_sample = 1 if (encoding == "pcm_mulaw" and not self.server.legacy) else 2
-        self.stream(self.server.render(words, encoding), bytes_per_sample)
-        if self.faults.close_code is not None and self.faults.drop_after_bytes is None:
-            self._close_with_fault()
-
-    def stream(self, pcm: bytes, bytes_per_sample: int = 2) -> None:
-        """Send `pcm` as the model makes it: in messages (of the fault plan's sizes), paced, faults applied."""
-        offset = 0
-        while offset < len(pcm):
-            size = self._next_size(bytes_per_sample)
-            frame = pcm[offset:offset + size]
-            frame = self._apply_faults(frame)
-            self._pace(len(frame) / bytes_per_sample / SAMPLE_RATE)
-            self.connection.send(frame)
-            self.record.audio += frame
-            self.record.bytes_sent += len(frame)
-            self.record.frame_sizes.append(len(frame))
-            offset += len(frame)
-
-    def _next_size(self, bytes_per_sample: int) -> int:
-        if self._sizes:
-            size = self._sizes[self._size_index % len(self._sizes)]
-            self._size_index += 1
-            return max(1, size)
-        return WINDOW_SAMPLES * bytes_per_sample
-
-    def _apply_faults(self, frame: bytes) -> bytes:
-        faults, sent = self.faults, self.record.bytes_sent
-        if faults.drop_after_bytes is not None:
-            room = faults.drop_after_bytes - sent
-            if room <= 0:
-                if faults.close_code is not None:
-                    self._close_with_fault()
-                self._drop()
-            frame = frame[:room]
-        if (faults.stall_after_bytes is not None and not self._stalled
-                and sent + len(frame) > faults.stall_after_bytes):
-            self._stalled = True
-            time.sleep(faults.stall_seconds)
-        return frame
-
-    def _close_with_fault(self) -> None:
-        code = self.faults.close_code or 1011
-        self.connection.close(code, self.faults.close_reason)
-        self.record.close_code = code
-        raise _Dropped()
-
-    def _drop(self) -> None:
-        """Cut TCP with no close frame (RST), as a crashed server or broken network would."""
-        self.connection.end("reset")
-        raise _Dropped()
-
-    def _pace(self, seconds: float) -> None:
-        """Wait until the next `seconds` of audio have been generated: a segment's frames go out as the
-        model makes them, the first one too."""
-        if not self.server.speed:
-            return
-        now = time.monotonic()
-        if self._started is None:
-            self._started = now
-        self._audio_seconds += seconds
-        due = self._started + self._audio_seconds / self.server.speed
-        if due > now:
-            time.sleep(due - now)
+__all__ = ["DEFAULTS", "HANDLER_ERROR", "ConversationRecord", "Faults", "LocalServer", "flush_rule", "mulaw_encode",
+           "sampling_problem", "split_sentences", "tone_pcm"]

@@ -1,0 +1,128 @@
+"""What a local server can be told to do wrong (`Faults`), and what it saw and did in one conversation
+(`ConversationRecord`), for tests to inspect."""
+from __future__ import annotations
+
+import dataclasses
+import threading
+from typing import Any, Dict, List, Optional, Sequence
+
+from ..protocols.orpheus import SENTINEL
+
+
+@dataclasses.dataclass
+class Faults:
+    """Ways to misbehave, for testing what a client does when the server or network fails."""
+
+    handshake_status: Optional[int] = None
+    """Refuse the upgrade with this HTTP status (401, 404, 429, 503, ...)."""
+    handshake_failures: Optional[int] = None
+    """With handshake_status: refuse only the first N upgrades, then accept (a recovering server)."""
+    retry_after: Optional[float] = None
+    """With handshake_status: the Retry-After header to send."""
+    silent: bool = False
+    """Accept and read everything, but never send audio or close."""
+    drop_after_bytes: Optional[int] = None
+    """Send this many audio bytes, then cut the TCP connection without a close frame."""
+    close_code: Optional[int] = None
+    """With drop_after_bytes (or at the first segment): close with this code instead of dropping."""
+    close_reason: str = ""
+    frame_sizes: Optional[Sequence[int]] = None
+    """Cycle through these message sizes instead of one window per message."""
+    stall_after_bytes: Optional[int] = None
+    """After this many audio bytes, stop sending for `stall_seconds` (then go on)."""
+    stall_seconds: float = 0.0
+    random_frames: Optional[int] = None
+    """Seed: cut audio into messages of random sizes from 1 to 8192 bytes, odd ones included."""
+    text_frame: Optional[str] = None
+    """Send this text message (an error message, say) instead of the first audio."""
+    one_at_a_time: bool = False
+    """Refuse (503) an upgrade while another conversation is running."""
+    idle_timeout: Optional[float] = None
+    """Close with 1001 "idle timeout" when no message comes for this long, as some proxies do."""
+    fail_sentence: Optional[int] = None
+    """Qwen3: the model fails the sentence of this index (an error event, then audio.done error: true)."""
+
+    @classmethod
+    def parse(cls, specs: Sequence[str]) -> "Faults":
+        """From ``name=value`` strings, as ``basetts serve --fault drop_after_bytes=8192`` takes them."""
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        values: Dict[str, Any] = {}
+        for spec in specs:
+            name, _, raw = spec.partition("=")
+            name = name.strip().replace("-", "_")
+            if name not in fields:
+                raise ValueError(f"unknown fault {name!r}; known: {', '.join(fields)}")
+            if name == "frame_sizes":
+                try:
+                    values[name] = [int(v) for v in raw.split(",")]
+                except ValueError:
+                    raise ValueError(f"fault frame_sizes={raw!r}: expected whole numbers, comma-separated") from None
+            elif name in ("silent", "one_at_a_time"):
+                values[name] = raw.strip().lower() in ("", "1", "true", "yes")
+            elif name in ("close_reason", "text_frame"):
+                values[name] = raw
+            else:
+                kind = float if name in ("retry_after", "stall_seconds", "idle_timeout") else int
+                try:
+                    values[name] = kind(raw)
+                except ValueError:
+                    wanted = "a number" if kind is float else "a whole number"
+                    raise ValueError(f"fault {name}={raw!r}: expected {wanted}") from None
+        return cls(**values)
+
+
+@dataclasses.dataclass
+class ConversationRecord:
+    """What the server saw and did in one conversation, for tests to inspect."""
+
+    path: str
+    authorization: Optional[str] = dataclasses.field(repr=False)  # holds the key
+    settings: Optional[Dict[str, Any]] = None
+    messages: List[str] = dataclasses.field(default_factory=list)
+    segments: List[List[str]] = dataclasses.field(default_factory=list)
+    bytes_sent: int = 0
+    frame_sizes: List[int] = dataclasses.field(default_factory=list)
+    close_code: Optional[int] = None
+    explicit_close: bool = False
+    """After the sentinel: True if the handler closed after the last segment, False if it just ended
+    with nothing left to say (the framework closed), as the real server's two paths do."""
+    client_disconnected: bool = False
+    keepalive_timeout: bool = False
+    """The client's pong came too late (it waited behind unread words): closed with 1011."""
+    pings: int = 0
+    """Keepalive pings the server sent during the conversation."""
+    generation_seconds: float = 0.0
+    """Time spent generating segments (the rest it spent waiting for words or reading them)."""
+    lost: List[str] = dataclasses.field(default_factory=list)
+    """Words the flush removed unspoken (a sentence end inside a word), as the real server loses them."""
+    audio: bytearray = dataclasses.field(default_factory=bytearray, repr=False)
+    """Every audio byte sent, in order."""
+    done: threading.Event = dataclasses.field(default_factory=threading.Event, repr=False)
+    protocol: str = "orpheus"
+    events: List[Dict[str, Any]] = dataclasses.field(default_factory=list, repr=False)
+    """Qwen3: every JSON event sent, in order."""
+    sentences: List[str] = dataclasses.field(default_factory=list)
+    """Qwen3: each sentence as the server's splitter cut it (`messages` are the input.text texts)."""
+    error: Optional[str] = None
+    """Qwen3: the error event that ended the session, if one did."""
+
+    @property
+    def text(self) -> str:
+        """Qwen3: the text as the server assembled it from the input.text messages."""
+        return "".join(self.messages)
+
+    @property
+    def words(self) -> List[str]:
+        """Every word received, in order (the sentinel and the settings excluded)."""
+        if self.protocol == "qwen3":
+            return self.text.split()
+        return [w for m in self.messages if m != SENTINEL for w in m.strip().split()]
+
+    @property
+    def spoken(self) -> List[str]:
+        """Every word generated, in order."""
+        return [word for segment in self.segments for word in segment]
+
+
+class Dropped(Exception):
+    """The fault plan cut the connection."""
