@@ -109,3 +109,15 @@ def test_misuse_of_a_session_or_an_audio_is_ours(basetts_synthesizer: Any) -> No
         basetts.Audio(b"\0\0").to_numpy(dtype="int8")
     with pytest.raises(basetts.ArgumentTypeError):
         list(basetts_synthesizer.synthesize_many("one text"))
+
+
+def test_a_predict_only_deployment_says_so_and_is_not_retried() -> None:
+    """truss accepts a websocket to a model without one and closes at once with 1003: the error says the
+    deployment serves HTTP only, names the websocket deployments, and no attempt is repeated."""
+    with basetts.testing.LocalServer(predict_only=True) as server:
+        synth = basetts.Synthesizer(url=server.url, api_key=server.api_key, retries=2, retry_backoff=0.01)
+        with pytest.raises(basetts.ServerError, match=r"no websocket.*HTTP only.*/predict") as info:
+            synth.synthesize("Hello there.")
+        assert info.value.close_code == 1003 and not info.value.retryable
+        assert server.handshakes == 1 and server.last().close_code == 1003
+        assert info.value.partial.pcm == b""

@@ -17,6 +17,7 @@ from .websocket import (
     OPCODE_PING,
     OPCODE_PONG,
     PROTOCOL_ERROR,
+    UNSUPPORTED_DATA,
     FrameReader,
     ProtocolViolation,
     close_frame,
@@ -199,6 +200,12 @@ def close_error(code: Optional[int], reason: str, sentinel_sent: bool) -> Option
             "the audio is incomplete."
         )
     detail = f": {reason}" if reason else ""
+    if code == UNSUPPORTED_DATA and "not implemented" in reason.lower():
+        return ServerError(
+            f"This deployment has no websocket (close code {code}{detail}): it serves HTTP only (POST …/predict), "
+            "as Orpheus's orpheus-best-performance truss does. basetts speaks the websocket deployments "
+            "(…/websocket: orpheus-3b-websockets, Qwen3-TTS); check the model id and environment, or deploy "
+            "the websocket model.", close_code=code)
     return ServerError(
         f"The server ended the stream with close code {code}{detail}. The audio is incomplete; "
         "retry, and check the deployment's logs on Baseten if it persists.",

@@ -10,6 +10,8 @@ import websocket
 NORMAL_CLOSE = 1000
 GOING_AWAY = 1001
 PROTOCOL_ERROR = 1002
+UNSUPPORTED_DATA = 1003
+"""What truss closes with at once when the deployment has no websocket (a predict-only model)."""
 
 OPCODE_CONTINUATION = 0x0
 OPCODE_TEXT = 0x1

@@ -42,6 +42,7 @@ PATHS = (
 DEFAULTS = {"voice": "tara", "max_tokens": 6144, "temperature": 0.6, "top_p": 0.8,
             "repetition_penalty": 1.3, "buffer_size": 10, "encoding": "pcm_s16le"}
 HANDLER_ERROR = "Internal Server Error (in model/chainlet)."
+NOT_IMPLEMENTED = "WebSocket is not implemented on this deployment."
 # uvicorn's keepalive defaults, which truss keeps for this model.
 PING_INTERVAL = 20.0
 PING_TIMEOUT = 20.0
@@ -111,6 +112,7 @@ class LocalServer:
         idle_timeout: float = qwen3.IDLE_TIMEOUT,
         session_end: str = "drop",
         history: Optional[int] = None,
+        predict_only: bool = False,
     ) -> None:
         """`speed`: None sends as fast as it can; 1.0 paces audio in real time, 2.0 twice as fast, 0.5 a
         model slower than real time. `legacy`: behave like older servers that ignore `encoding` and always
@@ -144,6 +146,7 @@ class LocalServer:
         self.idle_timeout = idle_timeout
         self.session_end = session_end
         self.history = history
+        self.predict_only = predict_only
         if pysbd and flush.pysbd_segment() is None:
             raise RuntimeError("pysbd=True needs pysbd: pip install pysbd")
         if speed is not None and not speed > 0:
@@ -352,6 +355,11 @@ class LocalServer:
             self.conversations.append(record)
             if self.history is not None and len(self.conversations) > self.history:
                 del self.conversations[:len(self.conversations) - self.history]
+        if self.predict_only:  # truss's websocket route on a model without one
+            connection.close(1003, NOT_IMPLEMENTED)
+            record.close_code = 1003
+            self._finished(connection, record)
+            return
         sender = Sender(self, connection, record)
         if self.protocol == "qwen3":
             try:
