@@ -21,7 +21,7 @@ from basetts.testing import server as local_server
 def jittered_sender(jitter: float, seed: int) -> Any:
     rng = random.Random(seed)
 
-    class JitteredSender(local_server._Sender):
+    class JitteredSender(local_server.Sender):
         def _pace(self, seconds: float) -> None:
             speed = self.server.speed
             if not speed:
@@ -48,7 +48,7 @@ def main(argv: Optional[list] = None) -> int:
     parser.add_argument("--protocol", default="orpheus")
     args = parser.parse_args(argv)
     if args.jitter:
-        local_server._Sender = jittered_sender(args.jitter, args.seed)  # type: ignore[misc]
+        local_server.Sender = jittered_sender(args.jitter, args.seed)  # type: ignore[misc]
     extra: Any = {"protocol": "qwen3", "voices": ("bench",)} if args.protocol == "qwen3" else {}
     with local_server.LocalServer(speed=args.speed, samples_per_word=args.samples_per_word,
                                   ping_interval=args.ping_interval, ping_timeout=args.ping_timeout,
