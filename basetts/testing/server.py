@@ -29,6 +29,7 @@ from .sender import WINDOW_SAMPLES, Sender, espeak_pcm, mulaw_encode, tone_pcm
 from .transport import Closed, Connection, Idle
 
 _QUIET = logging.getLogger("basetts.server.websockets")
+_QUIET.setLevel(logging.CRITICAL)
 
 log = logging.getLogger("basetts.server")
 
