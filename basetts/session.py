@@ -40,8 +40,10 @@ class Session:
 
     def __init__(self, settings: Settings, player: Optional["Player"] = None,
                  take_spare: Optional[Callable[[Settings], Optional["BoundedSocket"]]] = None,
-                 on_audio: Optional[Callable[[bytes], None]] = None) -> None:
-        """`take_spare`: gives the connection opened ahead by `Synthesizer.connect()`, if any, at open.
+                 on_audio: Optional[Callable[[bytes], None]] = None,
+                 release: Optional[Callable[[Settings, "BoundedSocket"], None]] = None) -> None:
+        """`take_spare`: gives the connection opened ahead by `Synthesizer.connect()`, if any, at open;
+        `release` takes it back at the end when the protocol keeps it alive (HTTP).
         `on_audio(chunk)` runs in the session's receiver thread with each chunk as it arrives."""
         from .playback import Playback
 
@@ -49,6 +51,7 @@ class Session:
         self.stats = Stats()
         self._player = player
         self._take_spare = take_spare
+        self._release = release
         self._on_audio = on_audio
         self._stopped = False  # stop(): send() is ignored from then on
         self._ended_by_user = False  # abort() or stop(): not an error; finish() returns the audio
@@ -89,7 +92,7 @@ class Session:
             # AudioDeviceError before any text is sent.
             self._conversation = open_conversation(
                 self.settings, _feed(self._words, self._aborted), self.stats, spare,
-                on_upgrade=self._player.open if self._player is not None else None)
+                on_upgrade=self._player.open if self._player is not None else None, release=self._release)
         except BaseException:
             self._aborted.set()  # a session that could not open is over: the next send() says so
             self._close()

@@ -28,7 +28,7 @@ the system calls that wait overflow."""
 MAX_RETRIES = 100
 
 PROTOCOLS = protocols.NAMES
-"""Baseten's streaming TTS protocols: Orpheus, and Qwen3-TTS (vLLM-Omni)."""
+"""Baseten's streaming TTS protocols: Orpheus's websocket, Qwen3-TTS's (vLLM-Omni), Orpheus over HTTP."""
 
 # A model id or environment name becomes one segment of the URL's path.
 _PATH_SEGMENT = re.compile(r"^[A-Za-z0-9_-]+$")
@@ -36,43 +36,89 @@ _PATH_SEGMENT = re.compile(r"^[A-Za-z0-9_-]+$")
 
 # Baseten's HTTP endpoints for a model, whose websocket sits beside them.
 _HTTP_ENDPOINT = re.compile(r"/(predict|async_predict|sync|async|run_remote)/?$")
+# A predict endpoint: Baseten's (/environments/NAME/predict, /production/predict, /development/predict,
+# /deployment/ID/predict) or truss's own (/v1/models/NAME:predict).
+_PREDICT = re.compile(r"[/:]predict/?$")
+
+
+def is_predict_url(url: str) -> bool:
+    """Whether `url` is an HTTP predict endpoint: a deployment that speaks HTTP (protocol="orpheus-http")."""
+    parts = urlsplit(url.strip())
+    return parts.scheme.lower() in ("http", "https") and bool(_PREDICT.search(parts.path))
 
 
 def websocket_url(url: str) -> str:
     """`url` as a websocket URL: an https:// (http://) URL becomes wss:// (ws://), and a Baseten model's
     HTTP endpoint (.../predict) its websocket (.../websocket), saying so. Anything else is left as is."""
+    converted = _endpoint(url, upgrades=True)
+    if converted != url:
+        warn(f"url {url!r} is an HTTP URL; using its websocket URL {converted!r}")
+    return converted
+
+
+def predict_url(url: str) -> str:
+    """`url` as an HTTP URL: a wss:// (ws://) URL becomes https:// (http://), and a Baseten model's websocket
+    (.../websocket) its predict endpoint (.../predict), saying so. Anything else is left as is."""
+    converted = _endpoint(url, upgrades=False)
+    if converted != url:
+        warn(f"url {url!r} is a websocket URL; protocol='orpheus-http' posts to {converted!r}")
+    return converted
+
+
+def _endpoint(url: str, upgrades: bool) -> str:
+    """The same model's endpoint for a websocket protocol (`upgrades`) or an HTTP one; `url` if it is one."""
     parts = urlsplit(url.strip())
-    scheme = {"https": "wss", "http": "ws"}.get(parts.scheme.lower())
+    schemes = {"https": "wss", "http": "ws"} if upgrades else {"wss": "https", "ws": "http"}
+    scheme = schemes.get(parts.scheme.lower())
     if scheme is None:
         return url
     path = parts.path
     if (parts.hostname or "").endswith(".api.baseten.co"):
-        path = _HTTP_ENDPOINT.sub("/websocket", path) if _HTTP_ENDPOINT.search(path) else path
-        if not path.rstrip("/").endswith("/websocket"):
-            path = path.rstrip("/") + "/websocket"
-    converted = parts._replace(scheme=scheme, path=path).geturl()
-    warn(f"url {url!r} is an HTTP URL; using its websocket URL {converted!r}")
-    return converted
+        if upgrades:
+            path = _HTTP_ENDPOINT.sub("/websocket", path) if _HTTP_ENDPOINT.search(path) else path
+            if not path.rstrip("/").endswith("/websocket"):
+                path = path.rstrip("/") + "/websocket"
+        else:
+            path = re.sub(r"/websocket/?$", "/predict", path)
+            if not _PREDICT.search(path):
+                path = path.rstrip("/") + "/predict"
+    return parts._replace(scheme=scheme, path=path).geturl()
 
 
-def model_id_of(model_id: str) -> Tuple[Optional[str], Optional[str]]:
+def model_id_of(model_id: str, protocol: Optional[str] = None) -> Tuple[Optional[str], Optional[str]]:
     """(model id, url) from what users pass as a model id: "abc123", the host's "model-abc123", or a
-    whole URL (copied from the dashboard)."""
+    whole URL (copied from the dashboard: see `endpoint_of` for which protocol it means)."""
     value = model_id.strip()
     if "://" in value or ".api.baseten.co" in value:
-        return None, websocket_url(value if "://" in value else f"https://{value}")
+        return None, value if "://" in value else f"https://{value}"
     if value.startswith("model-") and len(value) > len("model-"):
         warn(f"model_id {value!r} is the host's name (model-{{id}}.api.baseten.co); using {value[6:]!r}")
         return value[6:], None
     return value, None
 
 
-def baseten_url(model_id: str, environment: str = "production") -> str:
-    """The public websocket URL of a Baseten model in an environment (``development`` has its own path)."""
-    host = f"wss://model-{model_id}.api.baseten.co"
+def endpoint_of(url: str, protocol: Optional[str]) -> Tuple[str, str]:
+    """(url, protocol) for a URL the user gave: a predict URL means the HTTP protocol unless `protocol` (given
+    outright) says otherwise; the URL is then made the protocol's (an HTTP URL for a websocket protocol
+    becomes its websocket URL, saying so, and the other way round)."""
+    if protocol is None:
+        protocol = "orpheus-http" if is_predict_url(url) else PROTOCOLS[0]
+    spec = protocols.find(protocol)
+    if spec is None:
+        return url, protocol  # validate() names the protocols
+    return (websocket_url(url) if spec.upgrades else predict_url(url)), protocol
+
+
+def baseten_url(model_id: str, environment: str = "production", protocol: str = "orpheus") -> str:
+    """The public URL of a Baseten model in an environment (``development`` has its own path): its websocket,
+    or its predict endpoint for an HTTP protocol."""
+    spec = protocols.find(protocol)
+    upgrades = spec is None or spec.upgrades
+    host = f"{'wss' if upgrades else 'https'}://model-{model_id}.api.baseten.co"
+    endpoint = "websocket" if upgrades else "predict"
     if environment == "development":
-        return f"{host}/development/websocket"
-    return f"{host}/environments/{environment}/websocket"
+        return f"{host}/development/{endpoint}"
+    return f"{host}/environments/{environment}/{endpoint}"
 
 
 def is_loopback(host: str) -> bool:
@@ -140,7 +186,8 @@ class CallSettings(TypedDict, total=False):
     trace: Optional[str]
     """A file to append a JSON line per event to (or BASETTS_TRACE). Default off."""
     protocol: str
-    """"orpheus" (the default) or "qwen3" (or BASETTS_PROTOCOL): the deployment's websocket."""
+    """"orpheus" (the default: its websocket), "qwen3" (Qwen3-TTS's websocket) or "orpheus-http" (Orpheus's
+    predict endpoint, orpheus-best-performance: a …/predict URL means it), or BASETTS_PROTOCOL."""
     language: Optional[str]
     """Qwen3: one of `qwen3.LANGUAGES` ("Auto", "English", "Chinese", ...); None: the server's."""
     instructions: Optional[str]
@@ -268,17 +315,6 @@ class Settings:
         if missing:
             raise MissingSettings(missing)
         assert api_key is not None
-        if isinstance(url, str) and url:
-            url = websocket_url(url)
-        elif isinstance(model_id, str) and model_id:
-            model_id, url = model_id_of(model_id)
-        if not url:
-            assert model_id is not None
-            environment = environment or "production"
-            for name, value in (("model_id", model_id), ("environment", environment)):
-                if not isinstance(value, str) or not _PATH_SEGMENT.match(value.strip()):
-                    raise ConfigurationError(f"{name} must be letters, digits, '-' or '_', got {value!r}")
-            url = baseten_url(model_id.strip(), environment.strip())
         for name, variable in (("trace", ENV_TRACE), ("protocol", ENV_PROTOCOL)):
             if options.get(name) is None:
                 for source in sources:
@@ -286,6 +322,18 @@ class Settings:
                     if found:
                         options[name] = found.lower() if name == "protocol" else found
                         break
+        if isinstance(model_id, str) and model_id and not url:
+            model_id, url = model_id_of(model_id)
+        if isinstance(url, str) and url:
+            url, protocol = endpoint_of(url, options.get("protocol"))
+            options["protocol"] = protocol
+        if not url:
+            assert model_id is not None
+            environment = environment or "production"
+            for name, value in (("model_id", model_id), ("environment", environment)):
+                if not isinstance(value, str) or not _PATH_SEGMENT.match(value.strip()):
+                    raise ConfigurationError(f"{name} must be letters, digits, '-' or '_', got {value!r}")
+            url = baseten_url(model_id.strip(), environment.strip(), options.get("protocol") or PROTOCOLS[0])
         unknown = set(options) - {f.name for f in dataclasses.fields(cls)}
         if unknown:
             raise ArgumentTypeError(f"unknown setting(s): {', '.join(sorted(unknown))}")
@@ -302,13 +350,16 @@ class Settings:
         changes = {k: v for k, v in overrides.items() if v is not None}
         if not changes:
             return self
+        spec = protocols.find(changes.get("protocol"))
+        if spec is not None and "url" not in changes:  # a call's protocol=: the same model's endpoint for it
+            changes["url"] = _endpoint(self.url, spec.upgrades)
         settings = dataclasses.replace(self, **changes)
         settings.validate()
         return settings
 
     def __post_init__(self) -> None:
         scheme, separator, rest = self.url.partition("://") if isinstance(self.url, str) else ("", "", "")
-        if separator and scheme.lower() in ("ws", "wss") and scheme != scheme.lower():
+        if separator and scheme.lower() in ("ws", "wss", "http", "https") and scheme != scheme.lower():
             object.__setattr__(self, "url", f"{scheme.lower()}://{rest}")  # "WS://" is ws:// (RFC 3986 3.1)
         spec = protocols.find(self.protocol)
         if spec is not None:
@@ -321,25 +372,27 @@ class Settings:
             if isinstance(value, str) and not is_utf8(value):
                 shown = "" if name == "api_key" else f", got {value!r}"
                 raise ConfigurationError(f"{name} must be valid unicode text (no lone surrogates){shown}")
+        if self.protocol not in PROTOCOLS:
+            raise ConfigurationError(f"protocol must be one of {PROTOCOLS} (or set BASETTS_PROTOCOL), "
+                                     f"got {self.protocol!r}")
+        insecure, secure = protocols.spec(self.protocol).schemes
         parts = urlsplit(self.url)
-        if parts.scheme not in ("ws", "wss") or not parts.hostname:
-            raise ConfigurationError(f"url must be ws:// or wss:// with a host, got {self.url!r}")
+        if parts.scheme not in (insecure, secure) or not parts.hostname:
+            raise ConfigurationError(f"url must be {insecure}:// or {secure}:// with a host for "
+                                     f"protocol={self.protocol!r}, got {self.url!r}")
         try:
             port = parts.port  # None when not given
         except ValueError:  # not a number, or over 65535
             port = 0
         if port == 0:  # ":0" would mean the scheme's default to some clients: say it instead
             raise ConfigurationError(f"url's port must be a number from 1 to 65535, got {self.url!r}")
-        if parts.scheme == "ws" and not self.allow_insecure and not is_loopback(parts.hostname):
+        if parts.scheme == insecure and not self.allow_insecure and not is_loopback(parts.hostname):
             raise ConfigurationError(
-                f"Refusing to send the API key unencrypted to {parts.hostname}: use wss://, "
+                f"Refusing to send the API key unencrypted to {parts.hostname}: use {secure}://, "
                 "or pass allow_insecure=True if you really mean it."
             )
         if not isinstance(self.api_key, str) or not self.api_key or any(c in self.api_key for c in "\r\n"):
             raise ConfigurationError("api_key must be a non-empty single-line string")
-        if self.protocol not in PROTOCOLS:
-            raise ConfigurationError(f"protocol must be one of {PROTOCOLS} (or set BASETTS_PROTOCOL), "
-                                     f"got {self.protocol!r}")
         if self.voice is not None and (not isinstance(self.voice, str) or not self.voice.strip()):
             raise ConfigurationError("voice must be a non-empty string, e.g. 'tara'")
         self._check_protocol_fields()
@@ -359,8 +412,9 @@ class Settings:
         """Settings of another protocol are refused, naming it; this protocol's are checked as its server
         checks them, before anything is sent."""
         defaults = {f.name: f.default for f in dataclasses.fields(self)}
+        own = protocols.spec(self.protocol).fields
         for other in protocols.others(self.protocol):
-            given = [name for name in other.fields if getattr(self, name) != defaults[name]]
+            given = [name for name in other.fields if name not in own and getattr(self, name) != defaults[name]]
             if given:
                 theirs = other.name
                 raise ConfigurationError(

@@ -24,7 +24,7 @@ from typing import (
 from .audio import Audio, Stats
 from .errors import BasetenTTSError, ConfigurationError
 from .net.retry import Cancelled, open_conversation
-from .net.spare import Spare
+from .net.spare import Idle, Spare
 from .session import Session
 from .settings import CallSettings, Settings
 from .text import Text, words_of
@@ -34,6 +34,7 @@ if TYPE_CHECKING:
 
     from .batch import Item, Progress, Result
     from .formats import Saved
+    from .net.conversation import Conversation
     from .playback import Playback, Player
     from .playback.portaudio import DeviceSpec, PortAudioHold
     from .voices import Voices
@@ -78,6 +79,7 @@ class Synthesizer:
         self._playing: "weakref.WeakSet[Playback]" = weakref.WeakSet()
         self._playing_lock = threading.Lock()
         self._spare: Optional[Spare] = None  # never used in a child of fork(): see Spare
+        self._idle = Idle()  # HTTP connections kept alive between calls
         self._spare_lock = threading.Lock()
         self._portaudio: Optional["PortAudioHold"] = None  # once speak() has played: see _player
 
@@ -92,8 +94,9 @@ class Synthesizer:
     def connect(self) -> None:
         """Open a connection now, so the next call skips the TCP, TLS and websocket handshakes.
 
-        The server takes one utterance per connection, so this keeps one spare: the next call uses
-        it (if fresher than 15 s, 7 s for Qwen3; else it connects as usual). Call again after each call to stay ready.
+        A websocket server takes one utterance per connection, so this keeps one spare: the next call uses
+        it (if fresher than 15 s, 7 s for Qwen3, 4 s for orpheus-http; else it connects as usual). Call again
+        after each call to stay ready. Over HTTP each call also leaves its connection open for the next.
         """
         spare = Spare(self.settings)
         with self._spare_lock:
@@ -108,6 +111,7 @@ class Synthesizer:
             spare, self._spare = self._spare, None
         if spare is not None:
             spare.close()
+        self._idle.close()
         if self._portaudio is not None:
             self._portaudio.release()
 
@@ -152,9 +156,17 @@ class Synthesizer:
         self.close()
 
     def _take_spare(self, settings: Settings) -> Any:
+        """The connection opened ahead (`connect()`), else one kept alive by an earlier call, else None."""
         with self._spare_lock:
             spare, self._spare = self._spare, None
-        return spare.take(settings) if spare is not None else None
+        sock = spare.take(settings) if spare is not None else None
+        return sock if sock is not None else self._idle.take(settings)
+
+    def _converse(self, settings: Settings, words: Iterable[str], stats: Stats, **options: Any) -> "Conversation":
+        """One conversation, open: on the connection opened ahead or kept alive if there is one, which it hands
+        back for the next call if its protocol keeps it alive (`open_conversation`)."""
+        return open_conversation(settings, words, stats, self._take_spare(settings), release=self._idle.put,
+                                 **options)
 
     def stream(self, text: Text, **overrides: Unpack[CallSettings]) -> Generator[bytes, None, None]:
         """Yield 16-bit PCM chunks (whole samples) as they arrive. Breaking out early closes the connection.
@@ -165,7 +177,7 @@ class Synthesizer:
         return self._stream(settings, words_of(text))
 
     def _stream(self, settings: Settings, words: Iterable[str]) -> Generator[bytes, None, None]:
-        with open_conversation(settings, words, Stats(), self._take_spare(settings)) as conversation:
+        with self._converse(settings, words, Stats()) as conversation:
             try:
                 yield from conversation.chunks()
             except BasetenTTSError as exc:
@@ -182,7 +194,7 @@ class Synthesizer:
         # BytesIO, not a list joined at the end: getvalue() hands over its buffer without a copy, so the
         # peak is the PCM once, not twice (docs/performance.md).
         received = io.BytesIO()
-        with open_conversation(settings, words, stats, self._take_spare(settings)) as conversation:
+        with self._converse(settings, words, stats) as conversation:
             try:
                 for chunk in conversation.chunks():
                     received.write(chunk)
@@ -227,7 +239,8 @@ class Synthesizer:
         """
         settings = self.settings.replace(**overrides)
         player = self._player(output_device, prebuffer, volume) if play else None
-        session = Session(settings, player=player, take_spare=self._take_spare, on_audio=on_audio)
+        session = Session(settings, player=player, take_spare=self._take_spare, on_audio=on_audio,
+                          release=self._idle.put)
         if session.playback is not None:
             self._track(session.playback)
         return session
@@ -246,7 +259,7 @@ class Synthesizer:
         stats = Stats()
         writer: Optional[AudioWriter] = None
         try:
-            with open_conversation(settings, words, stats, self._take_spare(settings)) as conversation:
+            with self._converse(settings, words, stats) as conversation:
                 for chunk in conversation.chunks():
                     if writer is None:  # the file appears with the first audio
                         writer = AudioWriter(path, extension)
@@ -319,8 +332,8 @@ class Synthesizer:
         network takes anyway; no sound card is an AudioDeviceError before any text is sent. Closing the
         generator closes the connection."""
         try:
-            conversation = open_conversation(settings, words, stats, self._take_spare(settings),
-                                             cancel=player.stopped_event, started=started, on_upgrade=player.open)
+            conversation = self._converse(settings, words, stats, cancel=player.stopped_event, started=started,
+                                          on_upgrade=player.open)
         except Cancelled:
             return
         with conversation:

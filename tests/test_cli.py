@@ -453,3 +453,28 @@ def test_a_server_asking_to_wait_says_how_long(tmp_path):
                      env={"BASETEN_API_KEY": server.api_key})
     assert result.returncode == 0, result.stderr
     assert "retrying in 1.00 s" in result.stderr  # the wait it is doing, as the server asked
+
+
+def test_serve_say_batch_and_doctor_speak_orpheus_over_http(tmp_path):
+    """`basetts serve --protocol orpheus-http` prints a …/predict URL, and say, batch and doctor speak to it
+    from that URL alone (a predict URL means the HTTP protocol)."""
+    server = subprocess.Popen([sys.executable, "-m", "basetts.cli", "serve", "--protocol", "orpheus-http"],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        lines = [server.stdout.readline() for _ in range(3)]
+        env = dict(line.strip()[len("export "):].split("=", 1) for line in lines if line.startswith("export "))
+        assert env["BASETTS_URL"].endswith("/environments/production/predict")
+        out = tmp_path / "out.wav"
+        said = run("say", "Hello over HTTP. Two sentences.", "-o", str(out), env=env)
+        assert said.returncode == 0, said.stderr
+        assert read_wav(out) == LocalServer().expected_pcm("Hello over HTTP. Two sentences.")
+        source = tmp_path / "in.txt"
+        source.write_text("first text\nsecond text\n")
+        batch = subprocess.run([sys.executable, "-m", "basetts", "batch", str(source), str(tmp_path / "b")],
+                               capture_output=True, text=True, env={**os.environ, **env}, timeout=60)
+        assert batch.returncode == 0 and "2 written" in batch.stderr, batch.stderr
+        doctor = run("doctor", env={**no_sound_card_env(tmp_path), **env})
+        assert "protocol orpheus-http" in doctor.stdout and verdicts(doctor.stdout)["time to first audio"] == "ok"
+    finally:
+        server.terminate()
+        server.wait(10)

@@ -9,7 +9,7 @@ from typing import Any, Dict, Type
 import pytest
 
 import basetts
-from basetts.net.transport import retry_after_seconds
+from basetts.protocols.http import retry_after_seconds
 
 from .helpers import raw_server
 

@@ -114,6 +114,23 @@ def test_tls_to_the_server_through_the_tunnel_with_credentials(proxies, monkeypa
     assert "key-that-only-the-server-sees" not in proxy.log()
 
 
+def test_orpheus_over_https_through_the_tunnel_the_proxy_never_sees_the_key(proxies, monkeypatch) -> None:
+    """https:// to a …/predict deployment: the POST goes inside CONNECT and TLS, as wss:// does."""
+    proxy = proxies()
+    monkeypatch.setenv("SSL_CERT_FILE", os.path.join(CERTS, "untrusted-cert.pem"))
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(os.path.join(CERTS, "untrusted-cert.pem"), os.path.join(CERTS, "untrusted-key.pem"))
+    with LocalServer(protocol="orpheus-http", ssl_context=context, api_key="key-only-for-the-server") as server:
+        assert server.url.startswith("https://")
+        synth = Synthesizer(url=server.url, api_key=server.api_key, proxy=proxy.url)
+        text = " ".join(f"{TEXT} Part {i}." for i in range(20))  # several requests on the tunnel
+        assert synth.synthesize(text).pcm == server.expected_pcm(text)
+        assert len(server.conversations) > 1 and {c.connection for c in server.conversations} == {1}
+        assert server.last().authorization == "Api-Key key-only-for-the-server"
+        assert f"127.0.0.1:{server.port}" in proxy.log()  # the CONNECT's target
+    assert "key-only-for-the-server" not in proxy.log()
+
+
 @pytest.mark.parametrize("extra, status, gist", [
     ("BasicAuth user s3cret", 407, "credentials"),
     ("ConnectPort 1", 403, "does not allow"),

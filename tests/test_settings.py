@@ -290,21 +290,37 @@ def test_a_script_sees_the_warning_for_a_misspelt_voice_without_configuring_logg
     assert '<string>:4: BasettsWarning' in result.stderr  # attributed to the user's line, not ours
 
 
-@pytest.mark.parametrize("given, url", [
-    ("model-abc123", baseten_url("abc123")),
-    ("https://model-abc123.api.baseten.co/environments/production/predict", baseten_url("abc123")),
-    ("model-abc123.api.baseten.co/environments/staging/predict", baseten_url("abc123", "staging")),
-    ("https://model-abc123.api.baseten.co/development/predict", baseten_url("abc123", "development")),
+@pytest.mark.parametrize("given, url, protocol", [
+    ("model-abc123", baseten_url("abc123"), "orpheus"),
+    ("https://model-abc123.api.baseten.co/environments/production/predict",
+     "https://model-abc123.api.baseten.co/environments/production/predict", "orpheus-http"),
+    ("model-abc123.api.baseten.co/environments/staging/predict",
+     "https://model-abc123.api.baseten.co/environments/staging/predict", "orpheus-http"),
+    ("https://model-abc123.api.baseten.co/development/predict",
+     "https://model-abc123.api.baseten.co/development/predict", "orpheus-http"),
 ], ids=["host-name", "https-predict-url", "bare-host-url", "development"])
-def test_a_model_id_copied_from_the_host_or_the_dashboard_is_understood_saying_so(
-        tmp_path: Path, given: str, url: str) -> None:
-    with pytest.warns(basetts.BasettsWarning, match="using"):
-        assert resolve(tmp_path, {}, api_key=KEY, model_id=given).url == url
+def test_a_model_id_copied_from_the_host_or_the_dashboard_is_understood(
+        tmp_path: Path, given: str, url: str, protocol: str) -> None:
+    """A predict URL is the deployment's HTTP endpoint: Orpheus over HTTP (issue 22), taken as it is."""
+    with warnings.catch_warnings(record=True):
+        settings = resolve(tmp_path, {}, api_key=KEY, model_id=given)
+    assert (settings.url, settings.protocol) == (url, protocol)
 
 
-def test_an_https_url_becomes_its_websocket_url_saying_so(tmp_path: Path) -> None:
+@pytest.mark.parametrize("path", ["/environments/production/predict", "/production/predict",
+                                  "/development/predict", "/deployment/abc/predict", "/v1/models/model:predict"])
+def test_every_form_of_predict_url_means_orpheus_over_http(tmp_path: Path, path: str) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # taken as it is, without a word
+        settings = resolve(tmp_path, {}, api_key=KEY, url=f"https://model-abc123.api.baseten.co{path}")
+    assert settings.protocol == "orpheus-http" and settings.url.endswith(path)
+    assert resolve(tmp_path, {}, api_key=KEY, model_id="abc123", protocol="orpheus-http").url == \
+        "https://model-abc123.api.baseten.co/environments/production/predict"
+
+
+def test_an_https_url_with_a_websocket_protocol_becomes_its_websocket_url_saying_so(tmp_path: Path) -> None:
     with pytest.warns(basetts.BasettsWarning, match="websocket URL"):
-        settings = resolve(tmp_path, {}, api_key=KEY,
+        settings = resolve(tmp_path, {}, api_key=KEY, protocol="orpheus",
                            url="https://model-abc123.api.baseten.co/environments/production/predict")
     assert settings.url == baseten_url("abc123")
     with pytest.warns(basetts.BasettsWarning):
@@ -313,6 +329,9 @@ def test_an_https_url_becomes_its_websocket_url_saying_so(tmp_path: Path) -> Non
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # a websocket URL is taken as it is, without a word
         assert resolve(tmp_path, {}, api_key=KEY, url=LOCAL).url == LOCAL
+    with pytest.warns(basetts.BasettsWarning, match="posts to"):  # and the other way round
+        assert resolve(tmp_path, {}, api_key=KEY, url=baseten_url("abc123"), protocol="orpheus-http").url == \
+            "https://model-abc123.api.baseten.co/environments/production/predict"
 
 
 @pytest.mark.parametrize("url", ["ws://127.0.0.1:99999/x", "ws://127.0.0.1:abc/x", "ws://127.0.0.1:0/x",

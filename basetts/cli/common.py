@@ -83,8 +83,11 @@ def _positive(kind: Callable[[str], Any]) -> Callable[[str], Any]:
 
 
 def _protocol_flags(command: argparse.ArgumentParser) -> None:
-    command.add_argument("--protocol", choices=("orpheus", "qwen3"),
-                         help="the deployment's websocket (default: BASETTS_PROTOCOL, or orpheus)")
+    from ..protocols import NAMES
+
+    command.add_argument("--protocol", choices=NAMES,
+                         help="what the deployment speaks: orpheus or qwen3 (websockets), orpheus-http "
+                              "(…/predict); default: BASETTS_PROTOCOL, else the URL's (…/predict: orpheus-http)")
     qwen3 = command.add_argument_group("Qwen3-TTS")
     qwen3.add_argument("--language", help="Auto, English, Chinese, Japanese, ... (default: the server's)")
     qwen3.add_argument("--instructions", help="how to speak: style, emotion")

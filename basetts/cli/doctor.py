@@ -85,7 +85,8 @@ def _endpoint_checks(make_synthesizer: Callable[..., Any], url: Optional[str], l
         if not local:
             try:
                 synth = make_synthesizer(url=url)
-                yield Check("configuration", OK, f"endpoint {synth.settings.url} (API key set)")
+                yield Check("configuration", OK, f"endpoint {synth.settings.url}, protocol "
+                                                f"{synth.settings.protocol} (API key set)")
             except ConfigurationError as exc:
                 yield Check("configuration", WARN, f"{exc} Measuring against the local server instead.")
         if synth is None:

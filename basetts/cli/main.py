@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any, Dict, List, Optional
 
 from .._version import __version__
 from ..errors import BasetenTTSError, ConfigurationError
+from ..protocols import NAMES
 from ..protocols.orpheus import EMOTION_TAGS, VOICES
 
 if TYPE_CHECKING:
@@ -30,7 +31,8 @@ def _serve(args: argparse.Namespace) -> int:
         raise _Usage("--voice, --speaker and --no-aligner are for --protocol qwen3")
     extra: Dict[str, Any] = {"protocol": "qwen3", "voices": args.voice, "speakers": args.speaker,
                              "aligner": not args.no_aligner,
-                             "task_type": "CustomVoice" if args.speaker else "Base"} if qwen3 else {}
+                             "task_type": "CustomVoice" if args.speaker else "Base"} if qwen3 else {
+                                 "protocol": args.protocol}
     server = LocalServer(api_key=args.api_key, port=args.port, engine=args.engine, speed=args.speed,
                          samples_per_word=args.samples_per_word, faults=Faults.parse(args.fault),
                          ping_interval=off(args.ping_interval), ping_timeout=off(args.ping_timeout), **extra)
@@ -149,8 +151,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="close with 1011 when a pong is this many seconds late, as uvicorn does (0: never)")
     serve.add_argument("--fault", action="append", default=[], metavar="NAME=VALUE",
                        help="misbehave on purpose, e.g. drop_after_bytes=8192 (see basetts.testing.Faults)")
-    serve.add_argument("--protocol", choices=("orpheus", "qwen3"), default="orpheus",
-                       help="the protocol to serve (default orpheus)")
+    serve.add_argument("--protocol", choices=NAMES, default="orpheus",
+                       help="the protocol to serve (default orpheus; orpheus-http: POST …/predict, streamed PCM)")
     serve.add_argument("--voice", action="append", default=[], metavar="NAME",
                        help="qwen3: a voice already added (repeat for more)")
     serve.add_argument("--speaker", action="append", default=[], metavar="NAME",

@@ -84,9 +84,11 @@ class Conversation:
     def __init__(self, settings: Settings, words: Iterable[str], *,
                  stats: Optional[Stats] = None,
                  sock: Optional[transport.BoundedSocket] = None, started: Optional[float] = None,
-                 on_upgrade: Optional[Callable[[], object]] = None) -> None:
+                 on_upgrade: Optional[Callable[[], object]] = None,
+                 release: Optional[Callable[[Settings, transport.BoundedSocket], None]] = None) -> None:
         """`sock`: an already connected websocket (from `connect`) to use instead of connecting; the
-        conversation owns it from here on and closes it. `started`: the monotonic time the user's
+        conversation owns it from here on and closes it, or hands it to `release` when it ended normally and
+        the protocol may use it again (HTTP keep-alive). `started`: the monotonic time the user's
         call began, which the stats count from (default: now). `on_upgrade`: runs in open()'s thread
         while the server answers the upgrade (at once on `sock`), before any text is sent; what it raises,
         open() raises."""
@@ -108,6 +110,8 @@ class Conversation:
         self._sock: Optional[transport.BoundedSocket] = None
         self._preopened = sock
         self._on_upgrade = on_upgrade
+        self._release = release
+        self._clean_end = False  # chunks() saw the normal end
         self._threads: List[threading.Thread] = []
         self._started = time.monotonic() if started is None else started
         self._finished = False
@@ -142,9 +146,10 @@ class Conversation:
 
     def _open(self) -> None:
         self._trace.event("connect", url=self.settings.url, settings=self.settings.session_message())
+        upgrades = protocols.spec(self.settings.protocol).upgrades
         if self._preopened is not None:
             self._sock, self._preopened = self._preopened, None
-            if self._on_upgrade is not None:
+            if self._on_upgrade is not None and upgrades:
                 self._on_upgrade()
         else:
             self._sock = transport.open_socket(self.settings, while_waiting=self._while_upgrading)
@@ -158,8 +163,31 @@ class Conversation:
             self._send_now()
         self._start_reader()
         self._connected.set()
+        if not upgrades:
+            self._await_answer()
         if not self._utterance.all_sent:
             self._start_thread("writer", self._write)
+
+    def _await_answer(self) -> None:
+        """An HTTP protocol: the request just sent is answered (a 2xx head) before open() returns, so a
+        refusal (a wrong key, a deployment starting up) raises here, where it is retried, as a refused
+        upgrade is. `on_upgrade` runs meanwhile. The protocol's deadline (handshake_timeout) bounds it."""
+        if self._on_upgrade is not None:
+            self._on_upgrade()
+        if not self._utterance.messages_sent:
+            return  # text arriving over time: its first request goes when its first sentence is there
+        with self._changed:
+            while not self._utterance.answered and not self._reader_done and not self._stop.is_set():
+                self._changed.wait(self._idle_wake)
+            if self._utterance.answered or self._stop.is_set():
+                return
+        try:  # the reader ended before any audio: its end is all it queues (just after it is done)
+            item = self._queue.get(timeout=_JOIN_TIMEOUT)
+        except queue.Empty:
+            return
+        if isinstance(item, _End) and item.error is not None:
+            raise item.error
+        self._queue.put_nowait(item)
 
     def _while_upgrading(self) -> None:
         """Work done while the server answers the upgrade, off the critical path: starting the reader
@@ -187,7 +215,9 @@ class Conversation:
             self._preopened.close()
             self._preopened = None
         sock = self._sock
-        if sock is not None:
+        with self._lock:
+            reuse = self._clean_end and self._release is not None and self._utterance.reusable
+        if sock is not None and not reuse:
             if not self._finished:
                 log.debug("closing the connection early")
             sock.shutdown()  # wakes a write or a poll blocked on it
@@ -195,9 +225,14 @@ class Conversation:
             if thread is not threading.current_thread():
                 thread.join(_JOIN_TIMEOUT)
                 if thread.is_alive():
+                    reuse = False
                     log.warning("%s did not stop within %.0f s (blocked in the text iterable?)",
                                 thread.name, _JOIN_TIMEOUT)
-        if sock is not None:
+        if sock is not None and reuse and self._release is not None and sock in self._sockets:
+            self._sockets.remove(sock)  # the next conversation's now
+            self._sock = None
+            self._release(self.settings, sock)
+        elif sock is not None:
             sock.close()
         self._finalizer.detach()
         # Wake a consumer waiting in chunks() (another thread) now, not at its next poll.
@@ -219,6 +254,7 @@ class Conversation:
             item = self._next_item()
             if isinstance(item, _End):
                 self._finished = True
+                self._clean_end = item.error is None
                 self.stats.total_time = self._elapsed()
                 if item.error is not None:
                     raise item.error
@@ -288,6 +324,8 @@ class Conversation:
             sock.write(memoryview(write.data), self._stop, give_up)
         self._trace.wrote(write)
         self._send_control()  # a ping that came while this write waited
+        if self._utterance.finished:
+            self._put(_End(None))  # nothing was asked, so nothing will be read: the end is now
 
     def _send_control(self) -> None:
         """Write what the protocol owes besides the text (the latest ping's pong, a keepalive, a close answer)

@@ -64,11 +64,13 @@ def retrying(settings: Settings, stats: Stats, attempt: Callable[[], T],
 def open_conversation(settings: Settings, words: Iterable[str], stats: Stats,
                       spare: Optional[BoundedSocket] = None,
                       cancel: Optional[threading.Event] = None, started: Optional[float] = None,
-                      on_upgrade: Optional[Callable[[], object]] = None) -> Conversation:
+                      on_upgrade: Optional[Callable[[], object]] = None,
+                      release: Optional[Callable[[Settings, BoundedSocket], None]] = None) -> Conversation:
     """Connect (on `spare` if given), retrying transient failures (`retrying`). Once `cancel` is set,
     raises `Cancelled` instead of connecting or waiting. `stats` count from `started` (default: now),
     retries and their waits included. `on_upgrade` runs while the server answers the upgrade, before any
-    text is sent (see `Conversation`), once per attempt."""
+    text is sent (see `Conversation`), once per attempt. `release` takes the connection back if the protocol may
+    use it again (HTTP keep-alive: `Conversation`)."""
     if started is None:
         started = time.monotonic()
     offered = [spare]
@@ -76,7 +78,7 @@ def open_conversation(settings: Settings, words: Iterable[str], stats: Stats,
     def attempt() -> Conversation:
         sock, offered[0] = offered[0], None  # the spare, for the first attempt only
         return Conversation(settings, words, stats=stats, sock=sock, started=started,
-                            on_upgrade=on_upgrade).open()
+                            on_upgrade=on_upgrade, release=release).open()
 
     def drop_spare() -> None:
         if offered[0] is not None:

@@ -16,23 +16,14 @@ import ssl
 import threading
 import time
 import urllib.request
-from email.utils import parsedate_to_datetime
 from typing import Callable, Dict, NamedTuple, Optional
 from urllib.parse import unquote, urlsplit
 
 import websocket
 
-from ..errors import (
-    AuthenticationError,
-    BasetenTTSError,
-    ConnectError,
-    ConnectTimeout,
-    HandshakeTimeout,
-    ModelNotFoundError,
-    RedirectRefused,
-    ServerUnavailable,
-    UnexpectedResponse,
-)
+from .. import protocols
+from ..errors import BasetenTTSError, ConnectError, ConnectTimeout, HandshakeTimeout
+from ..protocols.http import REDIRECT_STATUSES, status_error
 from ..settings import Settings, is_loopback
 
 log = logging.getLogger("basetts")
@@ -49,7 +40,6 @@ _POLL = 0.05
 # A proxy's answer to CONNECT: an HTTP response header.
 MAX_HTTP_HEADER = 65536
 """Bytes a response may take before its blank line: more is not an HTTP server."""
-REDIRECT_STATUSES = (301, 302, 303, 307, 308)
 
 
 class HTTPResponse(NamedTuple):
@@ -247,8 +237,8 @@ class Proxy(NamedTuple):
 
 def proxy_for(settings: Settings, environ: Optional[Dict[str, str]] = None) -> Optional[Proxy]:
     """The HTTP proxy to tunnel through: `proxy=` (or "" for none), else HTTPS_PROXY/https_proxy (for
-    wss://) or HTTP_PROXY (ws://), ALL_PROXY, honouring NO_PROXY. An environment's proxy is never used
-    for loopback (it could not reach this machine's 127.0.0.1); `proxy=` always is."""
+    wss:// and https://) or HTTP_PROXY (ws://, http://), ALL_PROXY, honouring NO_PROXY. An environment's
+    proxy is never used for loopback (it could not reach this machine's 127.0.0.1); `proxy=` always is."""
     host = urlsplit(settings.url).hostname or ""
     value = settings.proxy
     if value is None:
@@ -258,7 +248,7 @@ def proxy_for(settings: Settings, environ: Optional[Dict[str, str]] = None) -> O
             name.lower()[:-len("_proxy")]: url for name, url in environ.items() if name.lower().endswith("_proxy")}
         if _bypassed(host, found.get("no", "")):
             return None
-        scheme = "https" if settings.url.startswith("wss:") else "http"
+        scheme = "https" if settings.url.startswith(("wss:", "https:")) else "http"
         value = found.get(scheme) or found.get("all")
     if not value:
         return None
@@ -287,13 +277,14 @@ def _bypassed(host: str, no_proxy: str) -> bool:
 
 def open_socket(settings: Settings, while_waiting: Optional[Callable[[], None]] = None,
                 on_connected: Optional[Callable[[socket.socket], None]] = None) -> BoundedSocket:
-    """TCP (connect_timeout), a proxy tunnel and TLS, the upgrade (handshake_timeout); every failure
-    mapped to our errors. `while_waiting` runs once the upgrade request is sent, while the server answers;
-    `on_connected` gets the TCP socket as soon as it is connected (shutting it down from another thread
-    ends a wait for the proxy, TLS or the upgrade at once)."""
+    """TCP (connect_timeout), a proxy tunnel and TLS, the upgrade if the protocol is a websocket's
+    (handshake_timeout); every failure mapped to our errors. `while_waiting` runs once the upgrade request
+    is sent, while the server answers; `on_connected` gets the TCP socket as soon as it is connected
+    (shutting it down from another thread ends a wait for the proxy, TLS or the upgrade at once)."""
     parts = urlsplit(settings.url)
     host = parts.hostname or ""
-    port = parts.port or (443 if parts.scheme == "wss" else 80)
+    secure = parts.scheme in ("wss", "https")
+    port = parts.port or (443 if secure else 80)
     proxy = proxy_for(settings)
     target = (proxy.host, proxy.port) if proxy else (host, port)
     try:
@@ -317,14 +308,15 @@ def open_socket(settings: Settings, while_waiting: Optional[Callable[[], None]] 
         raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         if proxy is not None:
             _tunnel(BoundedSocket(raw, deadline), proxy, host, port)
-        if parts.scheme == "wss":
+        if secure:
             raw.settimeout(max(0.001, deadline - time.monotonic()))
             sock = ssl.create_default_context().wrap_socket(raw, server_side=False, server_hostname=host)
             sock.settimeout(None)
         else:
             raw.settimeout(None)
         bounded = BoundedSocket(sock, deadline)
-        _upgrade(bounded, settings, while_waiting)  # websocket-client's object is done with: we own the socket
+        if protocols.spec(settings.protocol).upgrades:
+            _upgrade(bounded, settings, while_waiting)  # websocket-client's object is done with: we own the socket
         bounded.deadline = None
         return bounded
     except BaseException as exc:
@@ -378,7 +370,7 @@ def _upgrade(sock: BoundedSocket, settings: Settings, while_waiting: Optional[Ca
         ws.connect(settings.url, socket=sock, header=[f"Authorization: Api-Key {settings.api_key}"],
                    suppress_origin=True, redirect_limit=0)
     except websocket.WebSocketBadStatusException as exc:
-        raise _status_error(exc.status_code, _headers(exc.resp_headers), settings) from None
+        raise status_error(exc.status_code, _headers(exc.resp_headers), settings.url) from None
     except websocket.WebSocketException:
         try:
             answered = parse_http_response(sock.received)
@@ -386,7 +378,7 @@ def _upgrade(sock: BoundedSocket, settings: Settings, while_waiting: Optional[Ca
             answered = None
         if answered is not None and answered.status in REDIRECT_STATUSES:
             # Some websocket-client versions refuse a redirect themselves when told to follow none.
-            raise _status_error(answered.status, answered.headers, settings) from None
+            raise status_error(answered.status, answered.headers, settings.url) from None
         raise
     finally:
         sock.on_sent = None
@@ -394,7 +386,7 @@ def _upgrade(sock: BoundedSocket, settings: Settings, while_waiting: Optional[Ca
     status_line = sock.received.split(b"\r\n", 1)[0].decode("latin-1")
     status = ws.getstatus() or 0
     if status != 101:  # a redirect: websocket-client returns it when told to follow none
-        raise _status_error(status, _headers(ws.getheaders()), settings)
+        raise status_error(status, _headers(ws.getheaders()), settings.url)
     headers = _headers(ws.getheaders())
     if not status_line.startswith("HTTP/1.1 "):
         raise ConnectError(f"The websocket upgrade failed: the server answered {status_line[:40]!r} "
@@ -410,42 +402,6 @@ def _upgrade(sock: BoundedSocket, settings: Settings, while_waiting: Optional[Ca
 
 def _headers(headers: Optional[Dict[str, str]]) -> Dict[str, str]:
     return {name.lower(): value for name, value in (headers or {}).items()}
-
-
-def _status_error(status: int, headers: Dict[str, str], settings: Settings) -> BasetenTTSError:
-    """The refused upgrade as a `HandshakeError` of its kind, with advice that fits the status."""
-    retry_after = retry_after_seconds(headers.get("retry-after"))
-    if status in REDIRECT_STATUSES:
-        return RedirectRefused(
-            f"The server redirected the websocket upgrade (HTTP {status}). basetts does not follow "
-            "redirects, so your API key goes only to the URL you configured: check that URL.",
-            status=status, headers=headers, retry_after=retry_after)
-    if status in (401, 403):
-        return AuthenticationError(
-            f"The server refused the API key (HTTP {status}). Check BASETEN_API_KEY and that the key "
-            "may call this model.", status=status, headers=headers, retry_after=retry_after)
-    if status == 404:
-        return ModelNotFoundError(
-            f"Nothing at {settings.url} (HTTP 404). Check the model id and environment.", status=status,
-            headers=headers, retry_after=retry_after)
-    if status == 429 or status >= 500:
-        return ServerUnavailable(
-            f"The server refused the connection with HTTP {status}"
-            + (" (overloaded)" if status in (429, 503) else "")
-            + (f". It asks to retry after {retry_after:g} s" if retry_after is not None else ". Retry later")
-            + "; a deployment scaled to zero may be starting.",
-            status=status, headers=headers, retry_after=retry_after)
-    if status == 407:
-        advice = ("a proxy between you and the server wants credentials: put them in the proxy URL "
-                  "(proxy='http://user:password@host:port', or HTTPS_PROXY)")
-    elif 200 <= status < 300:
-        advice = ("that is a web page, not a websocket: a captive portal (log in to the network) or a proxy "
-                  "that does not pass websockets is in the way, or the URL is not the model's websocket")
-    else:
-        advice = ("the upgrade itself was refused: check that the URL is the model's websocket endpoint "
-                  "(…/websocket) and that nothing in the way strips the upgrade")
-    return UnexpectedResponse(f"The server answered the websocket upgrade with HTTP {status}: {advice}.",
-                              status=status, headers=headers, retry_after=retry_after)
 
 
 def _handshake_error(exc: Exception, settings: Settings) -> BasetenTTSError:
@@ -464,22 +420,3 @@ def _handshake_error(exc: Exception, settings: Settings) -> BasetenTTSError:
         return ConnectError(f"The websocket upgrade failed: the server answered with {detail} "
                             "(is this a websocket server, or a proxy in the way?)")
     return ConnectError(f"The websocket upgrade failed: {exc}")
-
-
-def retry_after_seconds(value: Optional[str], now: Optional[float] = None) -> Optional[float]:
-    """A Retry-After header in seconds from now: either form RFC 9110 allows (delay-seconds or an HTTP-date);
-    None when absent or unreadable."""
-    if value is None:
-        return None
-    value = value.strip()
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
-        return None
-    if when.tzinfo is None:
-        return None  # an HTTP-date is always GMT: one without a zone is not one
-    return max(0.0, when.timestamp() - (time.time() if now is None else now))

@@ -203,9 +203,8 @@ def close_error(code: Optional[int], reason: str, sentinel_sent: bool) -> Option
     if code == UNSUPPORTED_DATA and "not implemented" in reason.lower():
         return ServerError(
             f"This deployment has no websocket (close code {code}{detail}): it serves HTTP only (POST …/predict), "
-            "as Orpheus's orpheus-best-performance truss does. basetts speaks the websocket deployments "
-            "(…/websocket: orpheus-3b-websockets, Qwen3-TTS); check the model id and environment, or deploy "
-            "the websocket model.", close_code=code)
+            "as Orpheus's orpheus-best-performance truss does. Give its predict URL (…/predict), or pass "
+            "protocol='orpheus-http' (BASETTS_PROTOCOL=orpheus-http, --protocol orpheus-http).", close_code=code)
     return ServerError(
         f"The server ended the stream with close code {code}{detail}. The audio is incomplete; "
         "retry, and check the deployment's logs on Baseten if it persists.",
@@ -320,6 +319,8 @@ class Conversing:
 
     messages: Iterator[Outgoing]
     """Read by `take` (or a test), never under a lock."""
+    answered = True
+    """The server took the conversation (a websocket's is taken at the upgrade; an HTTP request at its head)."""
 
     def __init__(self, *, buffer_size: int, first_audio_timeout: float, read_timeout: float,
                  max_message_size: int, keepalive_timeout: float) -> None:
@@ -425,6 +426,17 @@ class Conversing:
         if not data:
             return None
         return Write(b"".join(data), messages, pong=payload, close=code is not None)
+
+    @property
+    def reusable(self) -> bool:
+        """The conversation ended normally and its connection may carry the next one (HTTP keep-alive)."""
+        return False
+
+    @property
+    def finished(self) -> bool:
+        """The conversation ended on our side with nothing owed (an HTTP text with no words: no request):
+        the driver ends it without reading."""
+        return False
 
     @property
     def wants_to_send(self) -> bool:
@@ -550,6 +562,10 @@ class Spec:
     fields: Tuple[str, ...] = ()
     """Settings that only this protocol has: refused with another, naming this one."""
     spare_max_age = SPARE_MAX_AGE
+    upgrades = True
+    """A websocket's: the transport upgrades the connection. An HTTP protocol's requests go on it as it is."""
+    schemes: Tuple[str, str] = ("ws", "wss")
+    """Its URL's schemes: (unencrypted, encrypted)."""
 
     def voice(self, voice: Optional[str]) -> Optional[str]:
         """The voice as the server knows it."""

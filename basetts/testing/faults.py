@@ -41,6 +41,8 @@ class Faults:
     """Close with 1001 "idle timeout" when no message comes for this long, as some proxies do."""
     fail_sentence: Optional[int] = None
     """Qwen3: the model fails the sentence of this index (an error event, then audio.done error: true)."""
+    predict_error: bool = False
+    """orpheus-http: predict() fails before the stream: a 500 with the model's text body."""
 
     @classmethod
     def parse(cls, specs: Sequence[str]) -> "Faults":
@@ -57,7 +59,7 @@ class Faults:
                     values[name] = [int(v) for v in raw.split(",")]
                 except ValueError:
                     raise ValueError(f"fault frame_sizes={raw!r}: expected whole numbers, comma-separated") from None
-            elif name in ("silent", "one_at_a_time"):
+            elif name in ("silent", "one_at_a_time", "predict_error"):
                 values[name] = raw.strip().lower() in ("", "1", "true", "yes")
             elif name in ("close_reason", "text_frame"):
                 values[name] = raw
@@ -105,6 +107,10 @@ class ConversationRecord:
     """Qwen3: each sentence as the server's splitter cut it (`messages` are the input.text texts)."""
     error: Optional[str] = None
     """Qwen3: the error event that ended the session, if one did."""
+    connection: int = 0
+    """Which of the server's TCP connections it came on (1 for the first accepted): requests kept alive share one."""
+    status: Optional[int] = None
+    """orpheus-http: the response's status."""
 
     @property
     def text(self) -> str:

@@ -6,7 +6,8 @@ Installed as a pytest plugin with basetts; use the fixtures by name:
         assert basetts_synthesizer.synthesize("Hello").duration > 0
 
 `basetts_qwen3_server` and `basetts_qwen3_synthesizer` are the same for Qwen3-TTS (word timestamps on,
-one voice, "test", already added).
+one voice, "test", already added); `basetts_http_server` and `basetts_http_synthesizer` for Orpheus over HTTP
+(a …/predict deployment).
 """
 from __future__ import annotations
 
@@ -43,3 +44,16 @@ def basetts_qwen3_synthesizer(basetts_qwen3_server: LocalServer) -> Synthesizer:
     """A `Synthesizer` that speaks Qwen3-TTS to `basetts_qwen3_server`, with voice "test" and word timings."""
     return Synthesizer(url=basetts_qwen3_server.url, api_key=basetts_qwen3_server.api_key, protocol="qwen3",
                        voice="test", word_timestamps=True)
+
+
+@pytest.fixture
+def basetts_http_server() -> Iterator[LocalServer]:
+    """An Orpheus-over-HTTP `LocalServer` (POST …/predict, streamed PCM; tone engine, as fast as it can)."""
+    with LocalServer(protocol="orpheus-http") as server:
+        yield server
+
+
+@pytest.fixture
+def basetts_http_synthesizer(basetts_http_server: LocalServer) -> Synthesizer:
+    """A `Synthesizer` that posts to `basetts_http_server` (its …/predict URL says protocol="orpheus-http")."""
+    return Synthesizer(url=basetts_http_server.url, api_key=basetts_http_server.api_key)

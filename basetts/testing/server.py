@@ -19,11 +19,11 @@ import socket
 import ssl
 import threading
 import time
-from typing import Any, Dict, List, Optional, Sequence, Set
+from typing import Any, Dict, List, Optional, Sequence, Set, Tuple
 
 from ..protocols import flush
 from ..protocols.orpheus import SENTINEL
-from . import qwen3
+from . import orpheus_http, qwen3
 from .faults import ConversationRecord, Dropped, Faults
 from .sender import WINDOW_SAMPLES, Sender, espeak_pcm, mulaw_encode, tone_pcm
 from .transport import Closed, Connection, Idle
@@ -49,6 +49,19 @@ PING_INTERVAL = 20.0
 PING_TIMEOUT = 20.0
 MAX_MESSAGE = 100 * 2 ** 20  # uvicorn's inbound cap
 
+
+
+def _head(sock: socket.socket) -> bytes:
+    """The first request's head (and whatever came with it), to tell an upgrade from a POST."""
+    received = b""
+    sock.settimeout(10)
+    while b"\r\n\r\n" not in received and len(received) < 65536:
+        data = sock.recv(65536)
+        if not data:
+            break
+        received += data
+    sock.settimeout(None)
+    return received
 
 
 def split_sentences(words: Sequence[str]) -> List[List[str]]:
@@ -114,6 +127,7 @@ class LocalServer:
         session_end: str = "drop",
         history: Optional[int] = None,
         predict_only: bool = False,
+        keep_alive: float = orpheus_http.KEEP_ALIVE,
     ) -> None:
         """`speed`: None sends as fast as it can; 1.0 paces audio in real time, 2.0 twice as fast, 0.5 a
         model slower than real time. `legacy`: behave like older servers that ignore `encoding` and always
@@ -129,10 +143,14 @@ class LocalServer:
         `config_timeout` and `idle_timeout` (its timers; tests shorten them), `session_end` (how the
         connection ends after an error that ends the session: see `testing.qwen3.SESSION_ENDS`).
 
+        `protocol="orpheus-http"` serves Orpheus over HTTP instead (`testing.orpheus_http`): POST …/predict,
+        streamed PCM; its websocket paths close with 1003 as truss's do on such a deployment. `keep_alive`:
+        seconds an idle kept-alive connection stays open (uvicorn's 5).
+
         `history`: keep the records of only the last this many conversations (None: all; each holds its
         audio, so a server serving thousands, as a benchmark's, would grow without it)."""
-        if protocol not in ("orpheus", "qwen3"):
-            raise ValueError("protocol must be 'orpheus' or 'qwen3'")
+        if protocol not in ("orpheus", "qwen3", "orpheus-http"):
+            raise ValueError("protocol must be 'orpheus', 'qwen3' or 'orpheus-http'")
         if session_end not in qwen3.SESSION_ENDS:
             raise ValueError(f"session_end must be one of {qwen3.SESSION_ENDS}")
         self.protocol = protocol
@@ -147,7 +165,8 @@ class LocalServer:
         self.idle_timeout = idle_timeout
         self.session_end = session_end
         self.history = history
-        self.predict_only = predict_only
+        self.predict_only = predict_only or protocol == "orpheus-http"
+        self.keep_alive = keep_alive
         if pysbd and flush.pysbd_segment() is None:
             raise RuntimeError("pysbd=True needs pysbd: pip install pysbd")
         if speed is not None and not speed > 0:
@@ -173,12 +192,16 @@ class LocalServer:
         self._stopping = threading.Event()
         self._lock = threading.Lock()
         self.handshakes = 0
+        """Upgrades (and, for orpheus-http, requests) answered, refusals included."""
+        self.connections = 0
+        """TCP connections accepted: a client that keeps its connections alive opens fewer than its calls."""
         self.handshake_times: List[float] = []
         self._accepted: Set[Connection] = set()  # connections past the upgrade check, until they close
         self.most_at_once = 0
         """The most conversations that were open at the same time (a client's concurrency, seen here)."""
         self._live: Set[Connection] = set()  # every connection being served, for stop()
         self._workers: Set[threading.Thread] = set()
+        self._sockets: Set[socket.socket] = set()  # orpheus-http's connections being served, for stop()
 
     # The built-in speakers of `ready_to_speak("qwen3")`'s server.
     SPEAKERS = ("vivian", "ryan")
@@ -201,12 +224,16 @@ class LocalServer:
 
     @property
     def url(self) -> str:
-        """The websocket URL to give `Synthesizer(url=...)`: the production path of a Baseten model."""
+        """The URL to give `Synthesizer(url=...)`: the production path of a Baseten model, its websocket (or,
+        for orpheus-http, its predict endpoint)."""
+        if self.protocol == "orpheus-http":
+            scheme = "https" if self.ssl_context is not None else "http"
+            return f"{scheme}://127.0.0.1:{self.port}/environments/production/predict"
         scheme = "wss" if self.ssl_context is not None else "ws"
         return f"{scheme}://127.0.0.1:{self.port}/environments/production/websocket"
 
     def __repr__(self) -> str:
-        state = f"ws://127.0.0.1:{self.port}" if self._listener else "stopped"
+        state = f"127.0.0.1:{self.port}" if self._listener else "stopped"
         return f"<LocalServer {state} protocol={self.protocol} engine={self.engine}>"
 
     def start(self) -> "LocalServer":
@@ -235,9 +262,14 @@ class LocalServer:
         if self._thread is not None:
             self._thread.join(5)
         with self._lock:
-            live, workers = list(self._live), list(self._workers)
+            live, workers, sockets = list(self._live), list(self._workers), list(self._sockets)
         for connection in live:
             connection.abort(reset=False)
+        for sock in sockets:  # orpheus-http's connections
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
         for worker in workers:
             worker.join(5)
         self._listener.close()
@@ -258,26 +290,43 @@ class LocalServer:
                 continue
             except OSError:
                 return
-            worker = threading.Thread(target=self._serve, args=(sock,), name="basetts-local-server-conn",
+            with self._lock:
+                self.connections += 1
+                number = self.connections
+            worker = threading.Thread(target=self._serve, args=(sock, number), name="basetts-local-server-conn",
                                       daemon=True)
             with self._lock:
                 self._workers = {w for w in self._workers if w.is_alive()}
                 self._workers.add(worker)
             worker.start()
 
-    def _serve(self, sock: socket.socket) -> None:
-        """One connection: TLS, the upgrade, then the handler with uvicorn's websocket behaviour."""
+    def _serve(self, sock: socket.socket, number: int) -> None:
+        """One connection: TLS, the upgrade, then the handler with uvicorn's websocket behaviour (or, for
+        orpheus-http, its requests, unless the first is an upgrade)."""
         try:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             if self.ssl_context is not None:
                 sock.settimeout(10)
                 sock = self.ssl_context.wrap_socket(sock, server_side=True)
+            received = b""
+            if self.protocol == "orpheus-http":
+                received = _head(sock)
+                if not received.lower().startswith(b"get ") or b"\r\nupgrade:" not in received.lower():
+                    with self._lock:
+                        self._sockets.add(sock)
+                    try:
+                        orpheus_http.serve(self, sock, received, number)
+                    finally:
+                        with self._lock:
+                            self._sockets.discard(sock)
+                    return
             connection = Connection(sock, max_size=MAX_MESSAGE, ping_interval=self.ping_interval,
                                     ping_timeout=self.ping_timeout, close_timeout=2.0, logger=_QUIET)
             with self._lock:
                 self._live.add(connection)
             try:
-                if connection.handshake(lambda request: self._check_request(connection, request), timeout=10):
+                if connection.handshake(lambda request: self._check_request(connection, request), timeout=10,
+                                        received=received):
                     connection.serve(self._handle, name="basetts-local-server")
             finally:
                 with self._lock:
@@ -316,23 +365,41 @@ class LocalServer:
         return record
 
     # protocol --------------------------------------------------------------------------------------------
-    def _check_request(self, connection: Connection, request: Any) -> Any:
-        path = request.path.split("?", 1)[0]
+    def _refusal(self) -> Optional[Tuple[int, Optional[float]]]:
+        """Counts an upgrade or request; (status, Retry-After) when the fault plan refuses it."""
         with self._lock:
             self.handshakes += 1
             self.handshake_times.append(time.monotonic())
             attempt = self.handshakes
         failures = self.faults.handshake_failures
         if self.faults.handshake_status is not None and (failures is None or attempt <= failures):
-            response = connection.reject(self.faults.handshake_status, "Refused by fault injection.\n")
-            if self.faults.retry_after is not None:
-                response.headers["Retry-After"] = f"{self.faults.retry_after:g}"
+            return self.faults.handshake_status, self.faults.retry_after
+        return None
+
+    def _key_ok(self, authorization: str) -> bool:
+        scheme, _, key = authorization.partition(" ")
+        return scheme in ("Api-Key", "Bearer") and secrets.compare_digest(key.strip(), self.api_key)
+
+    def _begin(self, record: ConversationRecord) -> None:
+        with self._lock:
+            self.conversations.append(record)
+            if self.history is not None and len(self.conversations) > self.history:
+                del self.conversations[:len(self.conversations) - self.history]
+
+    def _end(self, record: ConversationRecord) -> None:
+        record.done.set()
+
+    def _check_request(self, connection: Connection, request: Any) -> Any:
+        path = request.path.split("?", 1)[0]
+        refusal = self._refusal()
+        if refusal is not None:
+            response = connection.reject(refusal[0], "Refused by fault injection.\n")
+            if refusal[1] is not None:
+                response.headers["Retry-After"] = f"{refusal[1]:g}"
             return response
         if not any(p.match(path) for p in PATHS):
             return connection.reject(404, "Not Found\n")
-        authorization = request.headers.get("Authorization", "")
-        scheme, _, key = authorization.partition(" ")
-        if scheme not in ("Api-Key", "Bearer") or not secrets.compare_digest(key.strip(), self.api_key):
+        if not self._key_ok(request.headers.get("Authorization", "")):
             response = connection.reject(401, "")
             body = json.dumps({"error": "Invalid API key"}).encode()
             response.body = body
@@ -352,10 +419,7 @@ class LocalServer:
         record = ConversationRecord(path=connection.request.path,
                                     authorization=connection.request.headers.get("Authorization"),
                                     protocol=self.protocol)
-        with self._lock:
-            self.conversations.append(record)
-            if self.history is not None and len(self.conversations) > self.history:
-                del self.conversations[:len(self.conversations) - self.history]
+        self._begin(record)
         if self.predict_only:  # truss's websocket route on a model without one
             connection.close(1003, NOT_IMPLEMENTED)
             record.close_code = 1003

@@ -71,11 +71,13 @@ class Connection:
         self._last_pong = time.monotonic()
 
     # handshake -----------------------------------------------------------------------------------------
-    def handshake(self, check: Callable[[Request], Optional[Response]], timeout: float) -> bool:
-        """Read the upgrade request and answer it: `check`'s refusal, or the 101. True if open."""
+    def handshake(self, check: Callable[[Request], Optional[Response]], timeout: float,
+                  received: bytes = b"") -> bool:
+        """Read the upgrade request (after `received`, what was read of it already) and answer it: `check`'s
+        refusal, or the 101. True if open."""
         self.socket.settimeout(timeout)
         while self.request is None:
-            data = self.socket.recv(65536)
+            data, received = received or self.socket.recv(65536), b""
             if not data:
                 return False
             self._protocol.receive_data(data)

@@ -1,0 +1,231 @@
+"""The local server's Orpheus over HTTP (truss-examples orpheus-best-performance under truss): POST …/predict,
+the key check, the prompt cut into chunks of `max_chunk_size` (280) characters whose audio streams back to back
+as headerless 16-bit PCM ("audio/wav") in chunked encoding, X-Baseten-Input-Tokens, a 500 with a text body
+when predict() fails before the stream, a response cut off when the engine fails during it, uvicorn's
+keep-alive (a connection idle for 5 s is closed). docs/protocol.md, "Orpheus over HTTP", says what each
+comes from."""
+from __future__ import annotations
+
+import json
+import re
+import socket
+import struct
+import uuid
+from typing import TYPE_CHECKING, Any, List, Optional, Tuple
+
+import h11
+
+from .faults import ConversationRecord, Dropped
+
+if TYPE_CHECKING:
+    from .server import LocalServer
+
+PATHS = (
+    re.compile(r"^/environments/[^/]+/predict$"),
+    re.compile(r"^/production/predict$"),
+    re.compile(r"^/development/predict$"),
+    re.compile(r"^/deployment/[^/]+/predict$"),
+    re.compile(r"^/v1/models/[^/]+:predict$"),  # truss's own route, inside the container
+)
+MAX_CHUNK_SIZE = 280
+"""The model's default `max_chunk_size`: characters per chunk of the prompt it generates in turn."""
+DEFAULTS = {"voice": "tara", "max_tokens": 6144, "temperature": 0.6, "top_p": 0.8, "repetition_penalty": 1.1}
+KEEP_ALIVE = 5.0
+"""uvicorn's timeout_keep_alive, which truss keeps: an idle kept-alive connection is closed after it."""
+MAX_BODY = 16 * 2 ** 20
+INTERNAL_ERROR = "An internal server error occurred while processing your request {}"
+
+
+class Stalled(Exception):
+    """The model's chunking loop stopped advancing: the real one spins there forever (see `chunk_text`)."""
+
+
+def chunk_text(text: str, max_len: int = MAX_CHUNK_SIZE) -> List[str]:
+    """The prompt in chunks of at most `max_len` characters, as the model cuts it: at the window's last
+    newline if it is past half the window, else after its last sentence end ('.', '?', '!') past a third of
+    it, else before its last comma, else at its last space, else where the window ends; each chunk stripped.
+
+    A cut before a comma starts the next window with that comma; when the window has no other place to cut,
+    the model's loop cuts there again, at 0, and never ends (its event loop with it). Raises `Stalled` there.
+    """
+    if len(text) <= max_len:
+        return [text]
+    chunks: List[str] = []
+    start = 0
+    while start < len(text):
+        window = text[start:start + max_len]
+        cut = window.rfind("\n")
+        if cut < max_len * 0.5:  # -1 (none) included
+            cut = max(window.rfind("."), window.rfind("?"), window.rfind("!"))
+            cut = cut + 1 if cut >= 0 else -1
+        if cut < max_len * 0.33:
+            cut = window.rfind(",")
+        if cut < 0:
+            cut = window.rfind(" ")
+        if cut < 0:
+            cut = len(window)
+        if cut == 0:
+            raise Stalled(f"the chunking loop spins at character {start}")
+        piece = text[start:start + cut].strip()
+        if piece:
+            chunks.append(piece)
+        start += cut
+        while start < len(text) and text[start].isspace():
+            start += 1
+    return chunks or [""]
+
+
+class Stream:
+    """One response's body, as `Sender` sends audio: each `send` a chunk of the chunked body."""
+
+    def __init__(self, sock: socket.socket, http: h11.Connection) -> None:
+        self.sock = sock
+        self.http = http
+
+    def send(self, data: Any) -> None:
+        if isinstance(data, str):
+            data = data.encode("utf-8")
+        try:
+            self.sock.sendall(self.http.send(h11.Data(data=data)) or b"")
+        except OSError:
+            raise Dropped() from None
+
+    def close(self, code: int = 1011, reason: str = "") -> None:
+        """The engine failed mid-stream: uvicorn ends the connection without the body's last chunk."""
+        self.end("eof")
+
+    def end(self, how: str = "reset") -> None:
+        if how == "reset":  # a crashed server or a broken network: a TCP reset
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+
+
+def serve(server: "LocalServer", sock: socket.socket, received: bytes, number: int) -> None:
+    """Requests on one connection until the client closes it, it idles past KEEP_ALIVE, or the server stops."""
+    from .sender import Sender
+
+    http = h11.Connection(h11.SERVER, max_incomplete_event_size=65536)
+    http.receive_data(received)
+    sock.settimeout(server.keep_alive)
+    while not server._stopping.is_set():
+        try:
+            request, body = _read_request(sock, http)
+        except (OSError, h11.RemoteProtocolError):
+            return
+        if request is None:
+            return
+        record = ConversationRecord(path=request.target.decode("latin-1"), authorization=_header(
+            request, b"authorization"), protocol="orpheus-http")
+        record.connection = number
+        server._begin(record)
+        try:
+            _answer(server, sock, http, request, body, record, Sender)
+        except Dropped:
+            return
+        finally:
+            server._end(record)
+        if http.our_state is not h11.DONE or http.their_state is not h11.DONE:
+            return
+        http.start_next_cycle()
+
+
+def _read_request(sock: socket.socket, http: h11.Connection) -> Tuple[Optional[h11.Request], bytes]:
+    """The next request and its body; (None, b"") once the client has closed or gone quiet."""
+    request: Optional[h11.Request] = None
+    body = bytearray()
+    while True:
+        event = http.next_event()
+        if event is h11.NEED_DATA:
+            try:
+                data = sock.recv(65536)
+            except socket.timeout:
+                return None, b""  # kept alive too long: uvicorn closes it
+            http.receive_data(data)
+            continue
+        if isinstance(event, h11.Request):
+            request = event
+        elif isinstance(event, h11.Data):
+            if len(body) + len(event.data) > MAX_BODY:
+                raise h11.RemoteProtocolError("request body too large")
+            body += event.data
+        elif isinstance(event, h11.EndOfMessage):
+            return request, bytes(body)
+        elif isinstance(event, h11.ConnectionClosed) or event is h11.PAUSED:
+            return None, b""
+
+
+def _header(request: h11.Request, name: bytes) -> Optional[str]:
+    for key, value in request.headers:
+        if key.lower() == name:
+            return str(value.decode("latin-1"))
+    return None
+
+
+def _respond(sock: socket.socket, http: h11.Connection, record: ConversationRecord, status: int,
+             body: bytes, content_type: str, headers: Tuple[Tuple[str, str], ...] = ()) -> None:
+    record.status = status
+    response = h11.Response(status_code=status, headers=[
+        ("Content-Type", content_type), ("Content-Length", str(len(body))), *headers])
+    sock.sendall(b"".join(http.send(event) or b"" for event in (response, h11.Data(data=body), h11.EndOfMessage())))
+
+
+def _answer(server: "LocalServer", sock: socket.socket, http: h11.Connection, request: h11.Request, body: bytes,
+            record: ConversationRecord, sender_class: Any) -> None:
+    path = request.target.decode("latin-1").split("?", 1)[0]
+    refusal = server._refusal()
+    if refusal is not None:
+        status, retry_after = refusal
+        extra = (("Retry-After", f"{retry_after:g}"),) if retry_after is not None else ()
+        _respond(sock, http, record, status, b"Refused by fault injection.\n", "text/plain", extra)
+        return
+    if request.method != b"POST" or not any(p.match(path) for p in PATHS):
+        _respond(sock, http, record, 404, b'{"detail":"Not Found"}', "application/json")
+        return
+    if not server._key_ok(record.authorization or ""):
+        _respond(sock, http, record, 401, json.dumps({"error": "Invalid API key"}).encode(), "application/json")
+        return
+    try:
+        model_input = json.loads(body)
+    except ValueError as exc:  # truss's InputParsingError
+        message = {"error": f"Invalid JSON payload: {exc}"}
+        _respond(sock, http, record, 400, json.dumps(message).encode(), "application/json")
+        return
+    request_id = str(model_input.get("request_id") or uuid.uuid4()) if isinstance(model_input, dict) else "?"
+    prompt = model_input.get("prompt") if isinstance(model_input, dict) else None
+    if not isinstance(prompt, str) or server.faults.predict_error:  # predict() raised: its except's 500
+        _respond(sock, http, record, 500, INTERNAL_ERROR.format(request_id).encode(), "text/plain; charset=utf-8")
+        return
+    record.settings = {k: v for k, v in model_input.items() if k != "prompt"}
+    record.messages.append(prompt)
+    settings = {**DEFAULTS, **model_input}
+    from .server import sampling_problem
+
+    problem = sampling_problem(settings)
+    max_chunk = model_input.get("max_chunk_size", MAX_CHUNK_SIZE)
+    try:
+        chunks = chunk_text(prompt, max_chunk if isinstance(max_chunk, int) and max_chunk > 0 else MAX_CHUNK_SIZE)
+    except Stalled as exc:  # the real server hangs before its answer's head (and stops serving)
+        record.error = str(exc)
+        server._stopping.wait()
+        raise Dropped() from None
+    record.status = 200
+    sock.sendall(http.send(h11.Response(status_code=200, headers=[
+        ("Content-Type", "audio/wav"), ("X-Baseten-Input-Tokens", str(len(prompt)))])) or b"")
+    stream = Stream(sock, http)
+    sender = sender_class(server, stream, record)
+    for chunk in chunks:
+        if problem is not None:  # the engine refuses the sampling settings at its first generation
+            record.close_code = 500
+            stream.close()
+            raise Dropped()
+        if server.faults.silent:  # the head went out; the audio never comes
+            server._stopping.wait()
+            raise Dropped()
+        sender.generate(chunk.split(), "pcm_s16le")
+    sock.sendall(http.send(h11.EndOfMessage()) or b"")
+
+
+__all__ = ["DEFAULTS", "INTERNAL_ERROR", "KEEP_ALIVE", "MAX_CHUNK_SIZE", "PATHS", "Stalled", "chunk_text", "serve"]
