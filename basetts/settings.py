@@ -6,7 +6,7 @@ import ipaddress
 import logging
 import os
 import re
-from typing import Any, Dict, List, Mapping, Optional, Tuple, TypedDict
+from typing import Any, ClassVar, Dict, List, Mapping, Optional, Tuple, TypedDict
 from urllib.parse import urlsplit
 
 from . import protocols
@@ -39,6 +39,7 @@ _HTTP_ENDPOINT = re.compile(r"/(predict|async_predict|sync|async|run_remote)/?$"
 # A predict endpoint: Baseten's (/environments/NAME/predict, /production/predict, /development/predict,
 # /deployment/ID/predict) or truss's own (/v1/models/NAME:predict).
 _PREDICT = re.compile(r"[/:]predict/?$")
+_PUBLIC_PATH = re.compile(r"^/(environments/[^/]+|production|development|deployment/[^/]+)/(websocket|predict)/?$")
 
 
 def is_predict_url(url: str) -> bool:
@@ -82,6 +83,8 @@ def _endpoint(url: str, upgrades: bool) -> str:
             path = re.sub(r"/websocket/?$", "/predict", path)
             if not _PREDICT.search(path):
                 path = path.rstrip("/") + "/predict"
+    elif _PUBLIC_PATH.match(path):  # Baseten's public paths, wherever served (a gateway, the local server)
+        path = re.sub(r"/(websocket|predict)/?$", "/websocket" if upgrades else "/predict", path)
     return parts._replace(scheme=scheme, path=path).geturl()
 
 
@@ -222,6 +225,10 @@ class CallSettings(TypedDict, total=False):
 class Settings:
     """Everything one synthesis needs. Build with `Settings.resolve`; `replace` for per-call overrides."""
 
+    protocol_guessed: ClassVar[bool] = False
+    """Set by `resolve` when only a model id was given (no URL, no protocol): the default protocol is a guess
+    the first call checks (`net.spare.probe`)."""
+
     url: str
     api_key: str = dataclasses.field(repr=False)
     voice: Optional[str] = None  # Orpheus: DEFAULT_VOICE
@@ -322,8 +329,10 @@ class Settings:
                     if found:
                         options[name] = found.lower() if name == "protocol" else found
                         break
+        guessed = not url and options.get("protocol") is None
         if isinstance(model_id, str) and model_id and not url:
             model_id, url = model_id_of(model_id)
+            guessed = guessed and not url  # a URL in model_id= says what it is
         if isinstance(url, str) and url:
             url, protocol = endpoint_of(url, options.get("protocol"))
             options["protocol"] = protocol
@@ -340,6 +349,7 @@ class Settings:
         options = {k: v for k, v in options.items() if v is not None}
         settings = cls(url=url, api_key=api_key, **options)
         settings.validate()
+        object.__setattr__(settings, "protocol_guessed", guessed)
         return settings
 
     def replace(self, **overrides: Any) -> "Settings":

@@ -24,7 +24,7 @@ from typing import (
 from .audio import Audio, Stats
 from .errors import BasetenTTSError, ConfigurationError
 from .net.retry import Cancelled, open_conversation
-from .net.spare import Idle, Spare
+from .net.spare import Idle, Spare, probe
 from .session import Session
 from .settings import CallSettings, Settings
 from .text import Text, words_of
@@ -68,10 +68,11 @@ class Synthesizer:
     def __getstate__(self) -> Dict[str, Any]:
         """Pickled (for multiprocessing, a process pool, Dask, Ray): the settings travel, key included, as
         the worker needs them; the spare connection, locks and PortAudio stay behind."""
-        return {"settings": self.settings}
+        return {"settings": self.settings, "guessing": self._guessing}
 
     def __setstate__(self, state: Dict[str, Any]) -> None:
         self._init(state["settings"])
+        self._guessing = state.get("guessing", False)
 
     def _init(self, settings: Settings) -> None:
         self.settings = settings
@@ -80,8 +81,33 @@ class Synthesizer:
         self._playing_lock = threading.Lock()
         self._spare: Optional[Spare] = None  # never used in a child of fork(): see Spare
         self._idle = Idle()  # HTTP connections kept alive between calls
+        self._guessing = settings.protocol_guessed  # only a model id: the first call checks the protocol
+        self._guess_lock = threading.Lock()
         self._spare_lock = threading.Lock()
         self._portaudio: Optional["PortAudioHold"] = None  # once speak() has played: see _player
+
+    def _settled(self, settings: Settings) -> Settings:
+        """`settings` for a call, once the deployment's protocol is known. With only a model id, the first
+        call opens the websocket and listens one round trip more (`probe`): a deployment that serves HTTP
+        only says so at once, and this Synthesizer speaks orpheus-http from then on; a websocket's connection
+        is kept for the call. Once per Synthesizer."""
+        if not self._guessing:
+            return settings
+        with self._guess_lock:
+            if self._guessing:
+                http_only, sock = probe(settings)
+                self._guessing = False
+                if http_only:
+                    log.info("the deployment serves HTTP only (POST …/predict): speaking protocol='orpheus-http'")
+                    self.settings = self.settings.replace(protocol="orpheus-http")
+                elif sock is not None:
+                    with self._spare_lock:
+                        old, self._spare = self._spare, Spare(settings, sock)
+                    if old is not None:
+                        old.close()
+        if settings.protocol != self.settings.protocol:
+            return settings.replace(protocol=self.settings.protocol)
+        return settings
 
     @property
     def voices(self) -> "Voices":
@@ -98,7 +124,7 @@ class Synthesizer:
         it (if fresher than 15 s, 7 s for Qwen3, 4 s for orpheus-http; else it connects as usual). Call again
         after each call to stay ready. Over HTTP each call also leaves its connection open for the next.
         """
-        spare = Spare(self.settings)
+        spare = Spare(self._settled(self.settings))
         with self._spare_lock:
             old, self._spare = self._spare, spare
         if old is not None:
@@ -165,6 +191,7 @@ class Synthesizer:
     def _converse(self, settings: Settings, words: Iterable[str], stats: Stats, **options: Any) -> "Conversation":
         """One conversation, open: on the connection opened ahead or kept alive if there is one, which it hands
         back for the next call if its protocol keeps it alive (`open_conversation`)."""
+        settings = self._settled(settings)
         return open_conversation(settings, words, stats, self._take_spare(settings), release=self._idle.put,
                                  **options)
 
@@ -217,6 +244,7 @@ class Synthesizer:
         closes every connection at once."""
         from .batch import synthesize_many
 
+        self._settled(self.settings)
         return synthesize_many(self.settings, texts, concurrency=concurrency, ordered=ordered, progress=progress,
                                **overrides)
 
@@ -237,7 +265,7 @@ class Synthesizer:
         heard; `play=False` only collects it (`s.audio`, ``for``). `on_audio(chunk)` runs in the
         session's receiver thread with each chunk as it arrives.
         """
-        settings = self.settings.replace(**overrides)
+        settings = self._settled(self.settings.replace(**overrides))
         player = self._player(output_device, prebuffer, volume) if play else None
         session = Session(settings, player=player, take_spare=self._take_spare, on_audio=on_audio,
                           release=self._idle.put)

@@ -285,3 +285,49 @@ def test_a_websocket_to_the_http_deployment_says_it_serves_http(serve: Any) -> N
     url = server.url.replace("http://", "ws://").replace("/predict", "/websocket")
     with pytest.raises(basetts.ServerError, match=r"no websocket.*HTTP only"):
         basetts.Synthesizer(url=url, api_key=server.api_key, protocol="orpheus").synthesize(TEXT)
+
+
+# which deployment a model id is ----------------------------------------------------------------------------
+@pytest.fixture
+def model_ids(monkeypatch: Any) -> Any:
+    """Model ids that name local servers: Baseten's host names (the one thing that cannot exist here) point
+    at 127.0.0.1, with Baseten's paths."""
+    import basetts.settings
+
+    servers = {}
+
+    def url(model_id: str, environment: str = "production", protocol: str = "orpheus") -> str:
+        server = servers[model_id]
+        scheme, endpoint = ("http", "predict") if protocol == "orpheus-http" else ("ws", "websocket")
+        return f"{scheme}://127.0.0.1:{server.port}/environments/{environment}/{endpoint}"
+
+    monkeypatch.setattr(basetts.settings, "baseten_url", url)
+    monkeypatch.delenv("BASETTS_URL", raising=False)
+    monkeypatch.delenv("BASETTS_PROTOCOL", raising=False)
+    return servers
+
+
+def test_a_model_id_of_an_http_deployment_is_found_out_once_and_remembered(serve: Any, model_ids: Any) -> None:
+    server = http_server(serve)
+    model_ids["http1"] = server
+    synth = basetts.Synthesizer(model_id="http1", api_key=server.api_key)
+    assert synth.settings.protocol == "orpheus" and synth.settings.url.startswith("ws://")  # a guess, so far
+    assert synth.synthesize(TEXT).pcm == server.expected_pcm(TEXT)
+    assert synth.settings.protocol == "orpheus-http" and synth.settings.url == server.url
+    assert server.conversations[0].close_code == 1003  # the probe: the websocket truss closes at once
+    assert synth.synthesize(TEXT).pcm == server.expected_pcm(TEXT)
+    assert [r.status for r in server.conversations[1:]] == [200, 200]  # two requests, no second probe
+    assert sum(r.close_code == 1003 for r in server.conversations) == 1
+
+
+def test_a_model_id_of_a_websocket_deployment_costs_no_extra_connection(serve: Any, model_ids: Any) -> None:
+    server = serve()
+    model_ids["ws1"] = server
+    synth = basetts.Synthesizer(model_id="ws1", api_key=server.api_key)
+    assert synth.synthesize(TEXT).pcm == server.expected_pcm(TEXT)
+    assert synth.settings.protocol == "orpheus" and server.handshakes == 1  # the probe's connection spoke
+    synth.synthesize(TEXT)
+    assert server.handshakes == 2
+    explicit = basetts.Synthesizer(model_id="ws1", api_key=server.api_key, protocol="orpheus")
+    explicit.synthesize(TEXT)
+    assert server.handshakes == 3  # said outright: nothing to find out

@@ -97,12 +97,17 @@ def _endpoint_checks(make_synthesizer: Callable[..., Any], url: Optional[str], l
             synth = make_synthesizer(url=server.url, api_key=server.api_key)
             if local:
                 yield Check("configuration", OK, f"the local server at {server.url} (--local)")
+        protocol = synth.settings.protocol
         try:
             audio = synth.synthesize(TEXT)
         except BasetenTTSError as exc:
             yield Check("time to first audio", FAIL, str(exc))
             return
         stats = audio.stats
+        if synth.settings.protocol != protocol:  # only a model id: the first call found out what it speaks
+            yield Check("protocol", OK, f"the deployment serves HTTP only (…/predict): basetts speaks "
+                        f"{synth.settings.protocol}; set BASETTS_PROTOCOL={synth.settings.protocol} (or use its "
+                        "predict URL) to skip that check")
         yield Check("time to first audio", OK,
                     f"{_ms(stats.first_byte_time)} (connected in {_ms(stats.connect_time)}); "
                     f"{audio.duration:.1f} s of audio in {_ms(stats.total_time)}")

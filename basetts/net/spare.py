@@ -9,6 +9,7 @@ import time
 from typing import List, Optional, Tuple
 
 from .. import protocols
+from ..protocols import base
 from ..settings import Settings
 from . import transport
 
@@ -19,9 +20,10 @@ class Spare:
     """One pre-opened connection, kept for the next conversation (the protocol allows one per connection).
     A spare opened in another process (before a fork) is never used, nor touched: the parent owns it."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, sock: Optional[transport.BoundedSocket] = None) -> None:
+        """Opens the connection, or takes `sock`, one already open."""
         self.url, self.api_key = settings.url, settings.api_key
-        self.sock: Optional[transport.BoundedSocket] = transport.open_socket(settings)
+        self.sock: Optional[transport.BoundedSocket] = sock or transport.open_socket(settings)
         self.opened = time.monotonic()
         self.pid = os.getpid()
 
@@ -101,3 +103,35 @@ class Idle:
 
 def _key(settings: Settings) -> Tuple[str, str, Optional[str]]:
     return settings.url, settings.api_key, settings.proxy
+
+
+PROBE_WAIT = (0.02, 1.0)
+"""Seconds `probe` listens after the upgrade: the TCP handshake's round trip, within these bounds (truss
+sends its close right after the 101, so it comes with it or just behind it)."""
+
+
+def probe(settings: Settings) -> Tuple[bool, Optional[transport.BoundedSocket]]:
+    """Which protocol a deployment known only by its model id speaks: its websocket is opened, and listened
+    to for one round trip more. truss closes a websocket to an HTTP-only deployment at once with 1003 "not
+    implemented" (True: speak orpheus-http); a websocket deployment waits for the first message (False, with
+    the connection, for the call that asked: the probe costs that round trip, once)."""
+    connected: List[float] = []
+    started = time.monotonic()
+    sock = transport.open_socket(settings, on_connected=lambda raw: connected.append(time.monotonic()))
+    round_trip = connected[0] - started if connected else PROBE_WAIT[1] / 2
+    deadline = time.monotonic() + min(PROBE_WAIT[1], max(PROBE_WAIT[0], round_trip))
+    data = sock.take_buffered()
+    try:
+        while not base.serves_http_only(data):
+            remaining = deadline - time.monotonic()
+            more = sock.read(transport.READ_SIZE, remaining) if remaining > 0 else None
+            if not more:  # quiet (a websocket deployment waiting for words), or closed
+                if more is None:
+                    sock.unread(data)
+                    return False, sock
+                break
+            data += more
+    except OSError:
+        pass
+    sock.close()
+    return base.serves_http_only(data), None

@@ -158,6 +158,10 @@ class BoundedSocket:
         self.sock.close()
 
     # ours ------------------------------------------------------------------------------------------------
+    def unread(self, data: bytes) -> None:
+        """Put bytes read ahead back, for the next reader (`take_buffered`)."""
+        self._buffer = data + self._buffer
+
     def take_buffered(self) -> bytes:
         """What was read but not yet taken (the start of the first frame, after the upgrade)."""
         data, self._buffer = self._buffer, b""

@@ -177,6 +177,20 @@ class AudioDecoder:
         return self._aligner.pending
 
 
+def not_implemented(code: Optional[int], reason: str) -> bool:
+    """truss's close of a websocket to a deployment that has none (it serves HTTP only, POST …/predict)."""
+    return code == UNSUPPORTED_DATA and "not implemented" in reason.lower()
+
+
+def serves_http_only(data: bytes) -> bool:
+    """Whether the first bytes after an upgrade are truss's "not implemented" close (`not_implemented`)."""
+    try:
+        messages = FrameReader(2 ** 16).feed(data, 0.0)
+    except ProtocolViolation:
+        return False
+    return any(opcode == OPCODE_CLOSE and not_implemented(*close_of(payload)) for opcode, payload in messages)
+
+
 def close_error(code: Optional[int], reason: str, sentinel_sent: bool) -> Optional[BasetenTTSError]:
     """What a close means: None for the normal end of the audio, else the error to raise.
 
@@ -200,7 +214,7 @@ def close_error(code: Optional[int], reason: str, sentinel_sent: bool) -> Option
             "the audio is incomplete."
         )
     detail = f": {reason}" if reason else ""
-    if code == UNSUPPORTED_DATA and "not implemented" in reason.lower():
+    if not_implemented(code, reason):
         return ServerError(
             f"This deployment has no websocket (close code {code}{detail}): it serves HTTP only (POST …/predict), "
             "as Orpheus's orpheus-best-performance truss does. Give its predict URL (…/predict), or pass "

@@ -196,7 +196,8 @@ def _answer(server: "LocalServer", sock: socket.socket, http: h11.Connection, re
     request_id = str(model_input.get("request_id") or uuid.uuid4()) if isinstance(model_input, dict) else "?"
     prompt = model_input.get("prompt") if isinstance(model_input, dict) else None
     if not isinstance(prompt, str) or server.faults.predict_error:  # predict() raised: its except's 500
-        _respond(sock, http, record, 500, INTERNAL_ERROR.format(request_id).encode(), "text/plain; charset=utf-8")
+        _respond(sock, http, record, 500, INTERNAL_ERROR.format(request_id).encode(), "text/plain; charset=utf-8",
+                 (("X-BASETEN-ERROR-SOURCE", "04"), ("X-BASETEN-ERROR-CODE", "700")))  # truss adds them
         return
     record.settings = {k: v for k, v in model_input.items() if k != "prompt"}
     record.messages.append(prompt)
