@@ -6,6 +6,7 @@ stream to its end, so every client does the same work. Times start when the user
 from __future__ import annotations
 
 import asyncio
+import http.client
 import json
 import sys
 import threading
@@ -13,10 +14,13 @@ import time
 import types
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Tuple
+from urllib.parse import urlsplit
 
 import websocket
 
 from basetts import Synthesizer
+from basetts.protocols.flush import server_sentences
+from basetts.protocols.orpheus_http import prompts
 
 SEED = Path(__file__).resolve().parent.parent / ".." / "shared" / "seed" / "example_client.py"
 SETTINGS = {"voice": "tara", "max_tokens": 2000, "buffer_size": 10}  # what basetts and the example send
@@ -103,6 +107,41 @@ def basetts_receive_all(synth: Synthesizer, text: str, **overrides: Any) -> Tupl
     started = time.perf_counter()
     received = sum(len(c) for c in synth.stream(text, **overrides))
     return time.perf_counter() - started, received
+
+
+# Orpheus over HTTP: a bare http.client loop on one kept-alive connection ---------------------------------
+class BareHTTP:
+    """The floor for orpheus-http: http.client posting the same requests basetts sends (its 280-character
+    prompts), one after the other on one kept-alive connection, reading each body to its end."""
+
+    def __init__(self, url: str, api_key: str) -> None:
+        parts = urlsplit(url)
+        self.path = parts.path
+        self.connection = http.client.HTTPConnection(parts.hostname or "127.0.0.1", parts.port, timeout=60)
+        self.headers = {"Authorization": f"Api-Key {api_key}", "Content-Type": "application/json"}
+
+    def _post(self, prompt: str) -> http.client.HTTPResponse:
+        self.connection.request("POST", self.path, json.dumps({"prompt": prompt, "voice": "tara"}), self.headers)
+        return self.connection.getresponse()
+
+    def first_byte(self, text: str) -> Tuple[float, int]:
+        started = time.perf_counter()
+        requests = [o.text for o in prompts(text.split(), server_sentences(), whole=True)]
+        response = self._post(requests[0])
+        first = response.read1(65536)
+        elapsed = time.perf_counter() - started
+        received = len(first) + len(response.read())
+        for prompt in requests[1:]:
+            received += len(self._post(prompt).read())
+        return elapsed, received
+
+    def receive_all(self, text: str) -> Tuple[float, int]:
+        started = time.perf_counter()
+        received = sum(len(self._post(o.text).read()) for o in prompts(text.split(), server_sentences(), whole=True))
+        return time.perf_counter() - started, received
+
+    def close(self) -> None:
+        self.connection.close()
 
 
 # Qwen3-TTS: a bare websocket-client loop speaking its protocol ----------------------------------------

@@ -18,6 +18,7 @@ SKELETON = f"""# Performance
 """
 BARE = "bare websocket-client"
 OURS = "basetts stream()"
+BARE_HTTP = "bare http.client"
 WARM = "basetts stream() after connect()"
 OFFICIAL = "official aiohttp example"
 
@@ -113,6 +114,14 @@ def summarize(results: Dict[str, Any]) -> Dict[str, Any]:
         cpu = {name: median(v["cpu_per_audio_second"]) for name, v in qw["throughput"].items()}
         s["qwen3"] = {"ttfb": ttfb, "throughput": rate, "cpu": cpu,
                       "ttfb_ratio": ttfb[OURS] / ttfb[BARE], "throughput_ratio": rate[OURS] / rate[BARE]}
+    oh = results.get("orpheus_http")
+    if oh:
+        ttfb = {name: median(v) for name, v in oh["first_byte"].items()}
+        rate = {name: median(v["audio_per_second"]) for name, v in oh["throughput"].items()}
+        cpu = {name: median(v["cpu_per_audio_second"]) for name, v in oh["throughput"].items()}
+        s["orpheus_http"] = {"ttfb": ttfb, "throughput": rate, "cpu": cpu,
+                             "ttfb_ratio": ttfb[OURS] / ttfb[BARE_HTTP],
+                             "throughput_ratio": rate[OURS] / rate[BARE_HTTP]}
     sp = results.get("speak")
     if sp:
         runs = sp["first_sound"]
@@ -142,6 +151,12 @@ def targets(s: Dict[str, Any], results: Dict[str, Any]) -> List[Tuple[str, str, 
                      verdict(q["ttfb_ratio"] <= 1.15)))
         rows.append(("Qwen3-TTS: throughput ≥ 0.9× its bare loop", f"{q['throughput_ratio']:.3f}×",
                      verdict(q["throughput_ratio"] >= 0.9)))
+    if "orpheus_http" in s:
+        h = s["orpheus_http"]
+        rows.append(("Orpheus over HTTP: time to first byte ≤ 1.05× a bare http.client loop (kept alive)",
+                     f"{h['ttfb_ratio']:.3f}×", verdict(h["ttfb_ratio"] <= 1.05)))
+        rows.append(("Orpheus over HTTP: throughput ≥ 0.95× the bare loop", f"{h['throughput_ratio']:.3f}×",
+                     verdict(h["throughput_ratio"] >= 0.95)))
     if "long_ratio" in s:
         lt = results["long_text"]
         result = (f"{s['long_ratio']:.3f}× ({lt['wall']:.0f} s for {lt['generation']:.0f} s of generation)"
@@ -229,6 +244,16 @@ def generated(results: Dict[str, Any], s: Dict[str, Any], plot: Optional[str]) -
                  fmt(q["cpu"][name] * 1000, 2)] for name in q["ttfb"]]
         parts += [f"### Qwen3-TTS (the local server's Qwen3 handler; first audio of {plan['ttfb_words']} words, "
                   f"throughput over {qw['audio_seconds'] / 60:.0f} minutes in sentences of 15 words)", "",
+                  table(["client", "first audio ms", "vs bare loop", "audio s per s", "vs bare loop",
+                         "client CPU ms per audio s"], rows), ""]
+    if "orpheus_http" in s:
+        h, oh = s["orpheus_http"], results["orpheus_http"]
+        rows = [[name, fmt(h["ttfb"][name] * 1000), f"{h['ttfb'][name] / h['ttfb'][BARE_HTTP]:.2f}×",
+                 fmt(h["throughput"][name], 0), f"{h['throughput'][name] / h['throughput'][BARE_HTTP]:.2f}×",
+                 fmt(h["cpu"][name] * 1000, 2)] for name in h["ttfb"]]
+        parts += [f"### Orpheus over HTTP (the local server's predict route; first audio of {plan['ttfb_words']} "
+                  f"words, throughput over {oh['audio_seconds'] / 60:.0f} minutes in requests of at most 280 "
+                  "characters, one kept-alive connection each)", "",
                   table(["client", "first audio ms", "vs bare loop", "audio s per s", "vs bare loop",
                          "client CPU ms per audio s"], rows), ""]
     if "encodings" in results:

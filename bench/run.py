@@ -194,6 +194,49 @@ def measure_qwen3(plan: Plan) -> Dict[str, Any]:
     return out
 
 
+# Orpheus over HTTP ---------------------------------------------------------------------------------------
+def measure_orpheus_http(plan: Plan) -> Dict[str, Any]:
+    """Time to first audio and throughput for orpheus-http: basetts against a bare http.client loop posting
+    the same requests on one kept-alive connection, interleaved, as for the websocket."""
+    short = clients.words(plan.ttfb_words)
+    long = clients.words(plan.qwen3_words, sentence=15)
+    out: Dict[str, Any] = {"first_byte": {}, "throughput": {}, "audio_seconds": plan.qwen3_words * 0.1}
+    with procs.server(protocol="orpheus-http") as server:
+        synth = Synthesizer(url=server.url, api_key=server.api_key)
+        bare = clients.BareHTTP(server.url, server.api_key)
+        first: Dict[str, Callable[[], Tuple[float, int]]] = {
+            report.BARE_HTTP: lambda: bare.first_byte(short),
+            "basetts stream()": lambda: clients.basetts_first_byte(synth, short),
+        }
+        whole: Dict[str, Callable[[], Tuple[float, int]]] = {
+            report.BARE_HTTP: lambda: bare.receive_all(long),
+            "basetts stream()": lambda: clients.basetts_receive_all(synth, long),
+        }
+        for run in list(first.values()) + list(whole.values()):
+            run()  # warm-up: both connections are open and kept alive from here on
+        names = list(first)
+        samples: Dict[str, List[float]] = {name: [] for name in names}
+        for rep in range(plan.ttfb_reps):
+            for name in names[rep % 2:] + names[:rep % 2]:
+                elapsed, received = first[name]()
+                if received != plan.ttfb_words * 2400 * 2:
+                    raise RuntimeError(f"orpheus-http {name} received {received} bytes")
+                samples[name].append(elapsed)
+        out["first_byte"] = samples
+        for rep in range(plan.throughput_reps):
+            for name in names[rep % 2:] + names[:rep % 2]:
+                cpu = time.process_time()
+                elapsed, received = whole[name]()
+                cpu = time.process_time() - cpu
+                audio = received / BYTES_PER_SECOND
+                entry = out["throughput"].setdefault(name, {"audio_per_second": [], "cpu_per_audio_second": []})
+                entry["audio_per_second"].append(audio / elapsed)
+                entry["cpu_per_audio_second"].append(cpu / audio)
+        bare.close()
+        synth.close()
+    return out
+
+
 # a long text against the keepalive ---------------------------------------------------------------------
 LONG_SAMPLES_PER_WORD = 8192  # 0.34 s: about a spoken word
 
@@ -351,6 +394,9 @@ def main(argv: Optional[List[str]] = None) -> int:
         if wanted("qwen3"):
             log("Qwen3-TTS: time to first audio and throughput")
             results["qwen3"] = measure_qwen3(plan)
+        if wanted("http"):
+            log("Orpheus over HTTP: time to first audio and throughput")
+            results["orpheus_http"] = measure_orpheus_http(plan)
         if wanted("encoding"):
             log("encodings (issue 7)")
             results["encodings"] = measure_encodings(plan)

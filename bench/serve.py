@@ -49,7 +49,8 @@ def main(argv: Optional[list] = None) -> int:
     args = parser.parse_args(argv)
     if args.jitter:
         local_server.Sender = jittered_sender(args.jitter, args.seed)  # type: ignore[misc]
-    extra: Any = {"protocol": "qwen3", "voices": ("bench",)} if args.protocol == "qwen3" else {}
+    extra: Any = {"protocol": "qwen3", "voices": ("bench",)} if args.protocol == "qwen3" else {
+        "protocol": args.protocol}
     with local_server.LocalServer(speed=args.speed, samples_per_word=args.samples_per_word,
                                   ping_interval=args.ping_interval, ping_timeout=args.ping_timeout,
                                   history=100, **extra) as server:

@@ -331,3 +331,17 @@ def test_a_model_id_of_a_websocket_deployment_costs_no_extra_connection(serve: A
     explicit = basetts.Synthesizer(model_id="ws1", api_key=server.api_key, protocol="orpheus")
     explicit.synthesize(TEXT)
     assert server.handshakes == 3  # said outright: nothing to find out
+
+
+def test_a_batch_retries_a_refused_request_before_any_audio(serve: Any) -> None:
+    """synthesize_many: a 503 answering a text's request (over HTTP, after the connection opened) is tried
+    again, as a call's is; a 401 is not."""
+    server = http_server(serve, faults=Faults(handshake_status=503, handshake_failures=2, retry_after=0.01))
+    texts = [f"Text {i}. Spoken." for i in range(4)]
+    results = list(synth_for(server, retries=3).synthesize_many(texts, concurrency=2))
+    assert [r.audio.pcm if r.audio else r.error for r in results] == [server.expected_pcm(t) for t in texts]
+    assert sum(r.audio.stats.attempts for r in results if r.audio) == len(texts) + 2
+    wrong = basetts.Synthesizer(url=server.url, api_key="wrong", retries=3)
+    before = server.handshakes
+    refused = list(wrong.synthesize_many(texts[:1]))
+    assert isinstance(refused[0].error, basetts.AuthenticationError) and server.handshakes == before + 1

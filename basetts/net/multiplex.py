@@ -27,7 +27,7 @@ from ..settings import Settings
 from ..trace import Trace
 from . import transport
 from .conversation import count_audio, utterance_for, warn_trailing
-from .retry import Cancelled, retrying
+from .retry import Cancelled, retry_delay, retrying
 
 log = logging.getLogger("basetts")
 
@@ -43,8 +43,10 @@ class _Stream:
     """One conversation in the loop: its socket, its protocol state, what waits to be sent, what came."""
 
     def __init__(self, settings: Settings, sock: transport.BoundedSocket, words: List[str], stats: Stats,
-                 started: float, done: Done) -> None:
+                 started: float, done: Done, cancel: threading.Event) -> None:
         self.settings = settings
+        self.words = words
+        self.cancel = cancel
         self.bounded = sock
         self.sock = sock.sock
         self.utterance = utterance_for(settings, words, stats)
@@ -122,8 +124,15 @@ class Multiplexer:
         self._wake_write.close()
 
     # connecting (a connector thread) ------------------------------------------------------------------------
-    def _open(self, settings: Settings, words: List[str], done: Done, cancel: threading.Event) -> None:
-        stats = Stats()
+    def _open(self, settings: Settings, words: List[str], done: Done, cancel: threading.Event,
+              again: Optional[Stats] = None, delay: float = 0.0) -> None:
+        """`again`: the stats of a conversation refused before any audio (an HTTP status), tried again after
+        `delay` seconds."""
+        if again is not None and cancel.wait(delay):
+            done(None, BasetenTTSError("The batch was stopped before this text was sent."))
+            return
+        stats = again or Stats()
+        tried = stats.attempts
         started = time.monotonic()
         opened: List[socket.socket] = []
 
@@ -139,7 +148,8 @@ class Multiplexer:
                 handle.shutdown(socket.SHUT_RDWR)
 
         try:
-            sock = retrying(settings, stats, lambda: transport.open_socket(settings, on_connected=connected), cancel)
+            sock = retrying(settings, stats, lambda: transport.open_socket(settings, on_connected=connected), cancel,
+                            already=tried)
         except Cancelled:
             done(None, BasetenTTSError("The batch was stopped before this text was sent."))
             return
@@ -155,7 +165,7 @@ class Multiplexer:
                 handle.close()
         stats.connect_time = time.monotonic() - started
         try:
-            stream = _Stream(settings, sock, words, stats, started, done)
+            stream = _Stream(settings, sock, words, stats, started, done, cancel)
             sock.sock.setblocking(False)
             # The first batch goes out from here, at once: handing it to the loop first would delay the
             # server's first audio by a thread's wake-up. What the socket does not take, the loop sends.
@@ -329,6 +339,15 @@ class Multiplexer:
         stream.trace.event("end", error=None if error is None else str(error),
                            kind=None if error is None else type(error).__name__)
         stream.trace.close()
+        if error is not None and not stream.pcm.tell() and not self._stopping.is_set():
+            delay = retry_delay(stream.settings, stats.attempts - 1, error)
+            if delay is not None:  # refused before any audio (an HTTP request's status): again, as a call would
+                try:
+                    self._connect.submit(self._open, stream.settings, stream.words, stream.done, stream.cancel,
+                                         stats, delay)
+                    return
+                except RuntimeError:  # the batch is closing: no more connections
+                    pass
         audio = Audio(stream.pcm.getvalue(), stats=stats)
         if error is not None and isinstance(error, BasetenTTSError):
             error.partial = audio

@@ -33,11 +33,12 @@ def is_transient(exc: BaseException) -> bool:
 
 
 def retrying(settings: Settings, stats: Stats, attempt: Callable[[], T],
-             cancel: Optional[threading.Event] = None, on_cancel: Optional[Callable[[], None]] = None) -> T:
+             cancel: Optional[threading.Event] = None, on_cancel: Optional[Callable[[], None]] = None,
+             already: int = 0) -> T:
     """`attempt()` (a connection), retried on transient failures (nothing has been sent or heard yet, so
     nothing repeats), waiting as the server asked or with a jittered exponential backoff. Once `cancel` is
-    set, raises `Cancelled` (after `on_cancel`) instead of trying or waiting."""
-    for tried in range(settings.retries + 1):
+    set, raises `Cancelled` (after `on_cancel`) instead of trying or waiting. `already`: attempts made before."""
+    for tried in range(already, settings.retries + 1):
         if cancel is not None and cancel.is_set():
             if on_cancel is not None:
                 on_cancel()
@@ -46,19 +47,26 @@ def retrying(settings: Settings, stats: Stats, attempt: Callable[[], T],
         try:
             return attempt()
         except BasetenTTSError as exc:
-            retry_after = getattr(exc, "retry_after", None)
-            if (tried == settings.retries or not exc.retryable
-                    or (retry_after is not None and retry_after > MAX_RETRY_AFTER)):
+            delay = retry_delay(settings, tried, exc)
+            if delay is None:
                 raise
-            if retry_after is not None:
-                delay = retry_after
-            else:  # exponential backoff with jitter, so many clients do not retry in step
-                delay = settings.retry_backoff * 2 ** tried * random.uniform(0.5, 1.0)
-            # As the server asked: said where users see it (the CLI shows warnings), else only logged.
-            log.log(logging.WARNING if retry_after is not None else logging.INFO,
-                    "retrying in %.2f s (attempt %d of %d): %s", delay, tried + 2, settings.retries + 1, exc)
             (cancel or threading.Event()).wait(delay)  # stop() ends the wait (and the call) at once
     raise AssertionError("unreachable")
+
+
+def retry_delay(settings: Settings, tried: int, exc: BaseException) -> Optional[float]:
+    """Seconds to wait before trying again after `tried` + 1 attempts failed with `exc` (as the server asked,
+    else a jittered exponential backoff, so many clients do not retry in step); None: do not retry. Says so."""
+    if not is_transient(exc) or tried >= settings.retries:
+        return None
+    retry_after = getattr(exc, "retry_after", None)
+    if retry_after is not None and retry_after > MAX_RETRY_AFTER:
+        return None
+    delay = retry_after if retry_after is not None else settings.retry_backoff * 2 ** tried * random.uniform(0.5, 1.0)
+    # As the server asked: said where users see it (the CLI shows warnings), else only logged.
+    log.log(logging.WARNING if retry_after is not None else logging.INFO,
+            "retrying in %.2f s (attempt %d of %d): %s", delay, tried + 2, settings.retries + 1, exc)
+    return float(delay)
 
 
 def open_conversation(settings: Settings, words: Iterable[str], stats: Stats,
