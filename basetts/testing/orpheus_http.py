@@ -202,7 +202,7 @@ def _answer(server: "LocalServer", sock: socket.socket, http: h11.Connection, re
     record.settings = {k: v for k, v in model_input.items() if k != "prompt"}
     record.messages.append(prompt)
     settings = {**DEFAULTS, **model_input}
-    from .server import sampling_problem
+    from .orpheus import sampling_problem
 
     problem = sampling_problem(settings)
     max_chunk = model_input.get("max_chunk_size", MAX_CHUNK_SIZE)

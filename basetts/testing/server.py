@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import re
 import secrets
 import shutil
@@ -22,11 +21,11 @@ import time
 from typing import Any, Dict, List, Optional, Sequence, Set, Tuple
 
 from ..protocols import flush
-from ..protocols.orpheus import SENTINEL
-from . import orpheus_http, qwen3
+from . import orpheus, orpheus_http, qwen3
 from .faults import ConversationRecord, Dropped, Faults
+from .orpheus import DEFAULTS, HANDLER_ERROR, sampling_problem
 from .sender import WINDOW_SAMPLES, Sender, espeak_pcm, mulaw_encode, tone_pcm
-from .transport import Closed, Connection, Idle
+from .transport import Connection
 
 _QUIET = logging.getLogger("basetts.server.websockets")
 _QUIET.setLevel(logging.CRITICAL)
@@ -40,9 +39,6 @@ PATHS = (
     re.compile(r"^/deployment/[^/]+/websocket$"),
     re.compile(r"^/v1/audio/speech/stream$"),  # Qwen3-TTS's route inside its container
 )
-DEFAULTS = {"voice": "tara", "max_tokens": 6144, "temperature": 0.6, "top_p": 0.8,
-            "repetition_penalty": 1.3, "buffer_size": 10, "encoding": "pcm_s16le"}
-HANDLER_ERROR = "Internal Server Error (in model/chainlet)."
 NOT_IMPLEMENTED = "WebSocket is not implemented on this deployment."
 # uvicorn's keepalive defaults, which truss keeps for this model.
 PING_INTERVAL = 20.0
@@ -73,28 +69,6 @@ def flush_rule(buffer: List[str], buffer_size: int, final: bool) -> Optional[Lis
     """The real server's flush (`basetts.flush.flush`, with its splitter): the words it speaks now, or None."""
     done = flush.flush(buffer, buffer_size, final, flush.server_sentences())
     return None if done is None else done.spoken
-
-
-def sampling_problem(settings: Dict[str, Any]) -> Optional[str]:
-    """Why the real server's sampler would refuse these settings at its first generation, or None. The
-    checks are vLLM's SamplingParams ones (*inferred*: the deployment runs Orpheus on vLLM)."""
-    def number(name: str) -> Optional[float]:
-        value = settings[name]
-        if not isinstance(value, (int, float)) or not math.isfinite(value):
-            return None
-        return float(value)
-
-    temperature, top_p, penalty = number("temperature"), number("top_p"), number("repetition_penalty")
-    max_tokens = settings["max_tokens"]
-    if temperature is None or temperature < 0:
-        return f"temperature must be a number >= 0, got {settings['temperature']!r}"
-    if top_p is None or not 0 < top_p <= 1:
-        return f"top_p must be in (0, 1], got {settings['top_p']!r}"
-    if penalty is None or penalty <= 0:
-        return f"repetition_penalty must be > 0, got {settings['repetition_penalty']!r}"
-    if not isinstance(max_tokens, int) or max_tokens < 1:
-        return f"max_tokens must be an integer >= 1, got {max_tokens!r}"
-    return None
 
 
 class LocalServer:
@@ -435,82 +409,7 @@ class LocalServer:
                 self._finished(connection, record)
             return
         try:
-            try:
-                first = connection.recv()
-                params = json.loads(first) if isinstance(first, str) else None
-                if not isinstance(params, dict):
-                    raise ValueError("the first message must be a JSON object")
-                record.settings = params
-                settings = {**DEFAULTS, **params}
-                buffer_size = int(settings["buffer_size"])
-            except (ValueError, TypeError):
-                connection.close(1011, HANDLER_ERROR)
-                record.close_code = 1011
-                return
-            encoding = str(settings["encoding"])
-            problem = sampling_problem(settings)  # raised by the real server at its first generation
-            buffer: List[str] = []
-            sentences = self.sentences
-
-            def take(final: bool) -> Optional[List[str]]:
-                """The real server's flush: the words to speak now, losing what it loses."""
-                done = flush.flush(buffer, buffer_size, final, sentences)
-                if done is None:
-                    return None
-                if done.lost:
-                    log.debug("local server: %r removed unspoken, as the real server does", done.lost)
-                    record.lost.append(done.lost)
-                return done.spoken
-
-            def generate(segment: List[str]) -> bool:
-                """Speak `segment`; False (after a 1011) when the sampler refuses the settings."""
-                if problem is not None:
-                    log.debug("local server: %s", problem)
-                    connection.close(1011, HANDLER_ERROR)
-                    record.close_code = 1011
-                    return False
-                sender.generate(segment, encoding)
-                return True
-            try:
-                while True:
-                    try:
-                        message = connection.recv(self.faults.idle_timeout)
-                    except Idle:
-                        connection.close(1001, "idle timeout")
-                        record.close_code = 1001
-                        return
-                    if isinstance(message, bytes):
-                        connection.close(1011, HANDLER_ERROR)
-                        record.close_code = 1011
-                        return
-                    record.messages.append(message)
-                    if message == SENTINEL:
-                        if self.faults.silent:
-                            connection.recv()  # never answers: waits for the client to give up
-                        segment = take(final=True)
-                        if segment is None:
-                            record.close_code = 1000  # the handler ends; the framework closes
-                            return
-                        if not generate(segment):
-                            return
-                        connection.close(1000)
-                        record.close_code = 1000
-                        record.explicit_close = True
-                        return
-                    buffer.extend(message.strip().split())
-                    segment = take(final=False)
-                    if segment is not None and not generate(segment):
-                        return
-            except Closed:
-                # Like the real server: the client left early; it still "generates" what it had.
-                record.client_disconnected = True
-                segment = take(final=True)
-                if segment is not None:
-                    record.segments.append(segment)
-        except Dropped:
-            pass
-        except Closed:
-            record.client_disconnected = True
+            orpheus.serve(self, connection, record, sender)
         finally:
             self._finished(connection, record)
 
