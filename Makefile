@@ -84,7 +84,7 @@ system-deps:
 # python-dotenv and pysbd that setup.cfg allows (its `>=` floors), in a venv of their own.
 OLDEST_VENV := .venv-oldest
 OLDEST := $(shell sed -n 's/^ *\(websocket-client\|websockets\|python-dotenv\|pysbd\|h11\)>=\([0-9.]*\).*/\1==\2/p' setup.cfg | sort -u)
-OLDEST_TESTS := tests/test_protocol.py tests/test_qwen3_protocol.py tests/test_transport.py tests/test_local_server.py tests/test_sending.py \
+OLDEST_TESTS := tests/test_protocol.py tests/test_qwen3_protocol.py tests/test_orpheus_http_protocol.py tests/test_transport.py tests/test_local_server.py tests/test_sending.py \
 	tests/test_proxy.py tests/test_trace.py tests/test_drivers.py tests/test_errors.py
 
 test: install-dev $(OLDEST_VENV)/.installed

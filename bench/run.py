@@ -159,81 +159,64 @@ def measure_qwen3(plan: Plan) -> Dict[str, Any]:
     speaking the same protocol, interleaved, as for Orpheus."""
     short = clients.words(plan.ttfb_words)
     long = clients.words(plan.qwen3_words, sentence=15)
-    out: Dict[str, Any] = {"first_byte": {}, "throughput": {}, "audio_seconds": plan.qwen3_words * 0.1}
     with procs.server(protocol="qwen3") as server:
         synth = Synthesizer(url=server.url, api_key=server.api_key, protocol="qwen3", voice="bench")
-        first: Dict[str, Callable[[], Tuple[float, int]]] = {
+        out = _against_bare(plan, "qwen3", {
             "bare websocket-client": lambda: clients.bare_qwen3_first_byte(server.url, server.api_key, short),
             "basetts stream()": lambda: clients.basetts_first_byte(synth, short),
-        }
-        whole: Dict[str, Callable[[], Tuple[float, int]]] = {
+        }, {
             "bare websocket-client": lambda: clients.bare_qwen3_receive_all(server.url, server.api_key, long),
             "basetts stream()": lambda: clients.basetts_receive_all(synth, long),
-        }
-        for run in list(first.values()) + list(whole.values()):
-            run()  # warm-up
-        names = list(first)
-        samples: Dict[str, List[float]] = {name: [] for name in names}
-        for rep in range(plan.ttfb_reps):
-            for name in names[rep % 2:] + names[:rep % 2]:
-                elapsed, received = first[name]()
-                if received != plan.ttfb_words * 2400 * 2:
-                    raise RuntimeError(f"qwen3 {name} received {received} bytes")
-                samples[name].append(elapsed)
-        out["first_byte"] = samples
-        for rep in range(plan.throughput_reps):
-            for name in names[rep % 2:] + names[:rep % 2]:
-                cpu = time.process_time()
-                elapsed, received = whole[name]()
-                cpu = time.process_time() - cpu
-                audio = received / BYTES_PER_SECOND
-                entry = out["throughput"].setdefault(name, {"audio_per_second": [], "cpu_per_audio_second": []})
-                entry["audio_per_second"].append(audio / elapsed)
-                entry["cpu_per_audio_second"].append(cpu / audio)
+        })
         synth.close()
     return out
 
 
-# Orpheus over HTTP ---------------------------------------------------------------------------------------
 def measure_orpheus_http(plan: Plan) -> Dict[str, Any]:
     """Time to first audio and throughput for orpheus-http: basetts against a bare http.client loop posting
     the same requests on one kept-alive connection, interleaved, as for the websocket."""
     short = clients.words(plan.ttfb_words)
     long = clients.words(plan.qwen3_words, sentence=15)
-    out: Dict[str, Any] = {"first_byte": {}, "throughput": {}, "audio_seconds": plan.qwen3_words * 0.1}
     with procs.server(protocol="orpheus-http") as server:
         synth = Synthesizer(url=server.url, api_key=server.api_key)
         bare = clients.BareHTTP(server.url, server.api_key)
-        first: Dict[str, Callable[[], Tuple[float, int]]] = {
+        out = _against_bare(plan, "orpheus-http", {
             report.BARE_HTTP: lambda: bare.first_byte(short),
             "basetts stream()": lambda: clients.basetts_first_byte(synth, short),
-        }
-        whole: Dict[str, Callable[[], Tuple[float, int]]] = {
+        }, {
             report.BARE_HTTP: lambda: bare.receive_all(long),
             "basetts stream()": lambda: clients.basetts_receive_all(synth, long),
-        }
-        for run in list(first.values()) + list(whole.values()):
-            run()  # warm-up: both connections are open and kept alive from here on
-        names = list(first)
-        samples: Dict[str, List[float]] = {name: [] for name in names}
-        for rep in range(plan.ttfb_reps):
-            for name in names[rep % 2:] + names[:rep % 2]:
-                elapsed, received = first[name]()
-                if received != plan.ttfb_words * 2400 * 2:
-                    raise RuntimeError(f"orpheus-http {name} received {received} bytes")
-                samples[name].append(elapsed)
-        out["first_byte"] = samples
-        for rep in range(plan.throughput_reps):
-            for name in names[rep % 2:] + names[:rep % 2]:
-                cpu = time.process_time()
-                elapsed, received = whole[name]()
-                cpu = time.process_time() - cpu
-                audio = received / BYTES_PER_SECOND
-                entry = out["throughput"].setdefault(name, {"audio_per_second": [], "cpu_per_audio_second": []})
-                entry["audio_per_second"].append(audio / elapsed)
-                entry["cpu_per_audio_second"].append(cpu / audio)
+        })
         bare.close()
         synth.close()
+    return out
+
+
+def _against_bare(plan: Plan, label: str, first: Dict[str, Callable[[], Tuple[float, int]]],
+                  whole: Dict[str, Callable[[], Tuple[float, int]]]) -> Dict[str, Any]:
+    """Each client's first audio (`first`) and throughput (`whole`), after one warm-up run of each (the
+    connections kept alive from there on), interleaved rep by rep so that drift falls on both alike."""
+    out: Dict[str, Any] = {"first_byte": {}, "throughput": {}, "audio_seconds": plan.qwen3_words * 0.1}
+    for run in list(first.values()) + list(whole.values()):
+        run()  # warm-up
+    names = list(first)
+    samples: Dict[str, List[float]] = {name: [] for name in names}
+    for rep in range(plan.ttfb_reps):
+        for name in names[rep % 2:] + names[:rep % 2]:
+            elapsed, received = first[name]()
+            if received != plan.ttfb_words * 2400 * 2:
+                raise RuntimeError(f"{label} {name} received {received} bytes")
+            samples[name].append(elapsed)
+    out["first_byte"] = samples
+    for rep in range(plan.throughput_reps):
+        for name in names[rep % 2:] + names[:rep % 2]:
+            cpu = time.process_time()
+            elapsed, received = whole[name]()
+            cpu = time.process_time() - cpu
+            audio = received / BYTES_PER_SECOND
+            entry = out["throughput"].setdefault(name, {"audio_per_second": [], "cpu_per_audio_second": []})
+            entry["audio_per_second"].append(audio / elapsed)
+            entry["cpu_per_audio_second"].append(cpu / audio)
     return out
 
 

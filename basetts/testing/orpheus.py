@@ -7,16 +7,22 @@ from __future__ import annotations
 import json
 import logging
 import math
-from typing import TYPE_CHECKING, Any, Dict, List, Optional
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Protocol
 
 from ..protocols import flush
 from ..protocols.orpheus import SENTINEL
-from .faults import ConversationRecord, Dropped
+from .faults import ConversationRecord, Dropped, Faults
 from .transport import Closed, Connection, Idle
 
 if TYPE_CHECKING:
     from .sender import Sender
-    from .server import LocalServer
+
+
+class Model(Protocol):
+    """What the handler reads of its server (a `LocalServer`): the fault plan and the sentence splitter."""
+
+    faults: Faults
+    sentences: flush.Sentences
 
 log = logging.getLogger("basetts.server")
 
@@ -47,7 +53,7 @@ def sampling_problem(settings: Dict[str, Any]) -> Optional[str]:
     return None
 
 
-def serve(server: "LocalServer", connection: Connection, record: ConversationRecord, sender: "Sender") -> None:
+def serve(server: Model, connection: Connection, record: ConversationRecord, sender: "Sender") -> None:
     """One websocket conversation, as the model's handler has it."""
     try:
         try:

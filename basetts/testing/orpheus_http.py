@@ -10,15 +10,29 @@ import json
 import re
 import socket
 import struct
+import threading
 import uuid
-from typing import TYPE_CHECKING, Any, List, Optional, Tuple
+from typing import Any, List, Optional, Protocol, Tuple
 
 import h11
 
-from .faults import ConversationRecord, Dropped
+from .faults import ConversationRecord, Dropped, Faults
 
-if TYPE_CHECKING:
-    from .server import LocalServer
+
+class Endpoint(Protocol):
+    """What the predict route reads of its server (a `LocalServer`): its timing, faults and records."""
+
+    faults: Faults
+    legacy: bool
+    speed: Optional[float]
+    keep_alive: float
+    _stopping: threading.Event
+
+    def render(self, words: List[str], encoding: str = "pcm_s16le") -> bytes: ...
+    def _refusal(self) -> Optional[Tuple[int, Optional[float]]]: ...
+    def _key_ok(self, authorization: str) -> bool: ...
+    def _begin(self, record: ConversationRecord) -> None: ...
+    def _end(self, record: ConversationRecord) -> None: ...
 
 PATHS = (
     re.compile(r"^/environments/[^/]+/predict$"),
@@ -103,7 +117,7 @@ class Stream:
             pass
 
 
-def serve(server: "LocalServer", sock: socket.socket, received: bytes, number: int) -> None:
+def serve(server: Endpoint, sock: socket.socket, received: bytes, number: int) -> None:
     """Requests on one connection until the client closes it, it idles past KEEP_ALIVE, or the server stops."""
     from .sender import Sender
 
@@ -172,7 +186,7 @@ def _respond(sock: socket.socket, http: h11.Connection, record: ConversationReco
     sock.sendall(b"".join(http.send(event) or b"" for event in (response, h11.Data(data=body), h11.EndOfMessage())))
 
 
-def _answer(server: "LocalServer", sock: socket.socket, http: h11.Connection, request: h11.Request, body: bytes,
+def _answer(server: Endpoint, sock: socket.socket, http: h11.Connection, request: h11.Request, body: bytes,
             record: ConversationRecord, sender_class: Any) -> None:
     path = request.target.decode("latin-1").split("?", 1)[0]
     refusal = server._refusal()
