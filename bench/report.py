@@ -107,21 +107,9 @@ def summarize(results: Dict[str, Any]) -> Dict[str, Any]:
         s["batch_cpu_ratio"] = cpu[high] / cpu[low]
         s["batch_vs_pool"] = min(by[("many", c)]["items_per_second"] / by[("pool", c)]["items_per_second"]
                                  for c in levels)
-    qw = results.get("qwen3")
-    if qw:
-        ttfb = {name: median(v) for name, v in qw["first_byte"].items()}
-        rate = {name: median(v["audio_per_second"]) for name, v in qw["throughput"].items()}
-        cpu = {name: median(v["cpu_per_audio_second"]) for name, v in qw["throughput"].items()}
-        s["qwen3"] = {"ttfb": ttfb, "throughput": rate, "cpu": cpu,
-                      "ttfb_ratio": ttfb[OURS] / ttfb[BARE], "throughput_ratio": rate[OURS] / rate[BARE]}
-    oh = results.get("orpheus_http")
-    if oh:
-        ttfb = {name: median(v) for name, v in oh["first_byte"].items()}
-        rate = {name: median(v["audio_per_second"]) for name, v in oh["throughput"].items()}
-        cpu = {name: median(v["cpu_per_audio_second"]) for name, v in oh["throughput"].items()}
-        s["orpheus_http"] = {"ttfb": ttfb, "throughput": rate, "cpu": cpu,
-                             "ttfb_ratio": ttfb[OURS] / ttfb[BARE_HTTP],
-                             "throughput_ratio": rate[OURS] / rate[BARE_HTTP]}
+    for key, bare in (("qwen3", BARE), ("orpheus_http", BARE_HTTP)):
+        if results.get(key):
+            s[key] = _against_bare(results[key], bare)
     sp = results.get("speak")
     if sp:
         runs = sp["first_sound"]
@@ -131,6 +119,15 @@ def summarize(results: Dict[str, Any]) -> Dict[str, Any]:
         s["rebuffering"] = {speed: [(r.get("prebuffer"), r.get("rebuffer_time")) for r in rs]
                             for speed, rs in sp["underruns"].items()}
     return s
+
+
+def _against_bare(measured: Dict[str, Any], bare: str) -> Dict[str, Any]:
+    """Medians of a section run by bench.run._against_bare, and basetts's ratios to the bare loop."""
+    ttfb = {name: median(v) for name, v in measured["first_byte"].items()}
+    rate = {name: median(v["audio_per_second"]) for name, v in measured["throughput"].items()}
+    cpu = {name: median(v["cpu_per_audio_second"]) for name, v in measured["throughput"].items()}
+    return {"ttfb": ttfb, "throughput": rate, "cpu": cpu,
+            "ttfb_ratio": ttfb[OURS] / ttfb[bare], "throughput_ratio": rate[OURS] / rate[bare]}
 
 
 def targets(s: Dict[str, Any], results: Dict[str, Any]) -> List[Tuple[str, str, str]]:
