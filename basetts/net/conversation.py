@@ -115,6 +115,7 @@ class Conversation:
         self._threads: List[threading.Thread] = []
         self._started = time.monotonic() if started is None else started
         self._finished = False
+        self._end: Optional[_End] = None  # the end chunks() met
         self._reader_done = False
         self._writer_waiting = False
         self._write_lock = threading.Lock()  # one write at a time: the writer's, or a pong between them
@@ -262,23 +263,20 @@ class Conversation:
             yield item
 
     def _next_item(self) -> Union[bytes, _End]:
-        while True:
-            try:
-                item = self._queue.get(timeout=0.5)
-            except queue.Empty:
-                if not any(t.is_alive() for t in self._threads):
-                    # Both threads gone without an _End: only possible after close(); never wait forever.
-                    try:
-                        return self._queue.get_nowait()
-                    except queue.Empty:
-                        return _End(StreamInterrupted("The conversation was closed."))
-                continue
-            if isinstance(item, bytes):
-                with self._changed:
-                    self._queued -= len(item)
-                    if self._writer_waiting and self._queued < ROOM_BYTES:
-                        self._changed.notify_all()  # the consumer caught up: the writer may go on
-            return item
+        """The next item, woken by its arrival: every way a conversation ends queues an _End (the reader's
+        end, a failed text iterable, close())."""
+        if self._end is not None:
+            return self._end  # asked again after the end
+        item = self._queue.get()
+        if isinstance(item, _End):
+            self._end = item
+        else:
+            with self._changed:
+                self._queued -= len(item)
+                if ((self._writer_waiting and self._queued < ROOM_BYTES)
+                        or self._queued + len(item) > MAX_QUEUED_BYTES):
+                    self._changed.notify_all()  # the consumer caught up: the writer (or a full reader) goes on
+        return item
 
     # threads ---------------------------------------------------------------------------------------
     def _elapsed(self) -> float:
@@ -287,10 +285,11 @@ class Conversation:
     def _put(self, item: Union[bytes, _End]) -> bool:
         """Queue an item; past MAX_QUEUED_BYTES, wait for the consumer (unless told to stop)."""
         if isinstance(item, bytes):
-            while self._queued > MAX_QUEUED_BYTES:
-                if self._stop.wait(0.05):
-                    return False
-            with self._lock:
+            with self._changed:
+                while self._queued > MAX_QUEUED_BYTES:
+                    if self._stop.is_set():
+                        return False
+                    self._changed.wait()
                 self._queued += len(item)
         self._queue.put(item)
         return True
@@ -392,10 +391,12 @@ class Conversation:
                 self._reader_done = True  # the writer, waiting for a pong, stops: nothing more is read
                 self._changed.notify_all()
         if self._stop.is_set():
-            return
-        self._trace.event("end", error=None if error is None else str(error),
-                          kind=None if error is None else type(error).__name__)
-        self._put(_End(error))
+            return  # close() queues the end
+        try:
+            self._trace.event("end", error=None if error is None else str(error),
+                              kind=None if error is None else type(error).__name__)
+        finally:
+            self._put(_End(error))  # the consumer waits for it without a timeout
 
     def _receive(self) -> Optional[BaseException]:
         self._connected.wait()
