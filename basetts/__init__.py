@@ -3,7 +3,7 @@ import logging
 from typing import List
 
 from ._version import __version__
-from .audio import Audio, Sentence, Stats, Timeline, Word
+from .audio import Audio, Saved, Sentence, Stats, Timeline, Word
 from .batch import Progress, Result
 from .errors import (
     ArgumentTypeError,
@@ -30,7 +30,6 @@ from .errors import (
     UnexpectedResponse,
     VoiceError,
 )
-from .formats import Saved
 from .playback import Playback, play
 from .playback.portaudio import Device
 from .protocols.orpheus import EMOTION_TAGS, VOICES

@@ -6,15 +6,13 @@ import dataclasses
 import io
 import os
 import wave
-from typing import Any, BinaryIO, Iterator, List, NamedTuple, Optional, Union
+from typing import Any, Iterator, List, NamedTuple, Optional, Union
 
 from . import errors
 from .errors import ConfigurationError
-
-SAMPLE_RATE = 24000
-"""What every protocol delivers: 16-bit mono PCM at 24 kHz."""
-SAMPLE_WIDTH = 2
-CHANNELS = 1
+from .formats import AudioWriter, format_of
+from .pcm import CHANNELS, SAMPLE_RATE, SAMPLE_WIDTH
+from .pcm import wav_header as wav_header  # its public home (docs/api.md)
 
 
 class Word(NamedTuple):
@@ -96,20 +94,6 @@ class Stats:
         if not duration or self.total_time is None:
             return None
         return self.total_time / duration
-
-
-def wav_header(data_size: Optional[int] = None, sample_rate: int = SAMPLE_RATE, channels: int = CHANNELS,
-               sample_width: int = SAMPLE_WIDTH) -> bytes:
-    """A 44-byte WAV header. Without `data_size`, the sizes say "unknown" so PCM can be streamed after it
-    (browsers and most players then play until the data ends)."""
-    import struct
-
-    size = 0xFFFFFFFF - 36 if data_size is None else data_size
-    byte_rate = sample_rate * channels * sample_width
-    return (b"RIFF" + struct.pack("<I", min(0xFFFFFFFF, 36 + size)) + b"WAVE"
-            + b"fmt " + struct.pack("<IHHIIHH", 16, 1, channels, sample_rate, byte_rate,
-                                    channels * sample_width, 8 * sample_width)
-            + b"data" + struct.pack("<I", size))
 
 
 class Audio:
@@ -215,10 +199,19 @@ class Audio:
         self._write_wav(buffer)
         return buffer.getvalue()
 
-    def save(self, path: Union[str, "os.PathLike[str]"]) -> None:
-        """Write a WAV file."""
-        with open(path, "wb") as file:
-            self._write_wav(file)
+    def save(self, path: Union[str, "os.PathLike[str]"], *, format: Optional[str] = None) -> None:
+        """Write a file in the format its name says (or `format`), as `Synthesizer.save()` does: .wav, .pcm;
+        .flac, .ogg, .opus, .mp3 with the [formats] extra, else a `ConfigurationError` that names it."""
+        extension = format_of(path, format)
+        if extension == ".wav":
+            with open(path, "wb") as file:
+                self._write_wav(file)
+            return
+        if extension not in (".pcm", ".raw") and (self.channels, self.sample_width) != (CHANNELS, SAMPLE_WIDTH):
+            raise ConfigurationError(f"{extension} is written from 16-bit mono audio; this is {self.channels} "
+                                     f"channel(s) of {8 * self.sample_width}-bit: save it as .wav")
+        with AudioWriter(path, extension, self.sample_rate) as writer:
+            writer.write(self.pcm)
 
     def _write_wav(self, file: "io.BufferedIOBase | io.BytesIO") -> None:
         with wave.open(file, "wb") as writer:  # type: ignore[arg-type]
@@ -242,52 +235,23 @@ class Audio:
                 f"<div><small>{self.duration:.2f} s, {self.sample_rate} Hz</small></div>")
 
 
-class WavWriter:
-    """A WAV file written as the audio arrives (flat memory). The header's sizes are filled in at
-    `close()`, so a file closed after a failure is a valid file of what arrived; on a stream that
-    cannot seek (a pipe) the header says "length unknown", which players read to the end."""
+@dataclasses.dataclass
+class Saved:
+    """What `Synthesizer.save()` wrote. The audio itself is in the file, not in memory."""
 
-    def __init__(self, target: Union[str, "os.PathLike[str]", BinaryIO], sample_rate: int = SAMPLE_RATE,
-                 channels: int = CHANNELS, sample_width: int = SAMPLE_WIDTH) -> None:
-        self._owned = isinstance(target, (str, os.PathLike))
-        self._file: BinaryIO = open(target, "wb") if isinstance(target, (str, os.PathLike)) else target
-        self._format = (sample_rate, channels, sample_width)
-        try:
-            self._seekable = self._file.seekable()
-        except (AttributeError, OSError, ValueError):
-            self._seekable = False
-        self.bytes_written = 0
-        self._file.write(wav_header(0 if self._seekable else None, sample_rate, channels, sample_width))
+    path: str
+    duration: float
+    """Seconds of audio written."""
+    stats: Stats
 
-    @property
-    def duration(self) -> float:
-        rate, channels, width = self._format
-        return self.bytes_written / (rate * channels * width)
-
-    def write(self, pcm: bytes) -> None:
-        self._file.write(pcm)
-        self.bytes_written += len(pcm)
-
-    def close(self) -> None:
-        """Fill in the sizes (when the file can seek) and close a file this writer opened."""
-        if self._file.closed:
-            return
-        try:
-            if self._seekable:
-                size = self.bytes_written - self.bytes_written % self._format[2]
-                self._file.seek(0)
-                self._file.write(wav_header(size, *self._format))
-                self._file.seek(0, io.SEEK_END)
-            self._file.flush()
-        finally:
-            if self._owned:
-                self._file.close()
-
-    def __enter__(self) -> "WavWriter":
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
+    def audio(self) -> Audio:
+        """The file's audio read back (WAV and raw PCM only: the others need a decoder)."""
+        if self.path.lower().endswith(".wav"):
+            return Audio.from_wav(self.path)
+        if self.path.lower().endswith((".pcm", ".raw")):
+            with open(self.path, "rb") as file:
+                return Audio(file.read(), stats=self.stats)
+        raise ConfigurationError(f"read {self.path} back with a decoder (soundfile.read), not Saved.audio()")
 
 
 errors.empty_audio = Audio

@@ -6,7 +6,7 @@ import logging
 import os
 import sys
 import warnings
-from typing import TYPE_CHECKING, Callable, Dict, Mapping, Optional
+from typing import TYPE_CHECKING, Callable, Dict, Mapping, Optional, Tuple
 
 if TYPE_CHECKING:
     from .audio import Audio
@@ -20,13 +20,50 @@ empty_audio: Callable[[], "Audio"] = _unset
 """Makes the empty `Audio` of an error with none: set by audio.py, a layer above (it raises these errors)."""
 
 
+_secrets: Tuple[str, ...] = ()
+MIN_SECRET = 8
+"""A key shorter than this (a test's "k") is not looked for: it would blank ordinary words."""
+MAX_SECRETS = 64
+REDACTED = "[redacted]"
+
+
+def keep_secret(value: str) -> None:
+    """Look for `value` (an API key in use) in everything a server says before it is shown, stored or logged."""
+    global _secrets
+    if len(value) >= MIN_SECRET and value not in _secrets:
+        _secrets = (_secrets + (value,))[-MAX_SECRETS:]  # a new tuple: readers never see one half-changed
+
+
+def redact(text: str) -> str:
+    """`text` with every key in use replaced: a server may echo the request (its Authorization header) in a
+    close reason, an error body or a header, and what it says reaches messages, traces and logs."""
+    for secret in _secrets:
+        if secret in text:
+            text = text.replace(secret, REDACTED)
+    return text
+
+
+class _Redacting(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        if _secrets:
+            message = record.getMessage()
+            record.msg, record.args = redact(message), ()
+        return True
+
+
+logging.getLogger("basetts").addFilter(_Redacting())
+
+RETRY_CLOSE_CODES = (1012, 1013)
+"""Close codes that ask the client to come back: "Service Restart" and "Try Again Later"."""
+
+
 class BasetenTTSError(Exception):
     """Base of every basetts error. `partial` holds the audio received before the failure (empty
     `Audio` when none came), so ``exc.partial.pcm`` always works. `retryable`: whether the same call may
     succeed if tried again (what basetts's own retries read, before any audio)."""
 
     def __init__(self, message: str, *, partial: Optional["Audio"] = None) -> None:
-        super().__init__(message)
+        super().__init__(redact(message))  # it may quote the server, and the server may echo the key
         self.partial: "Audio" = partial if partial is not None else empty_audio()
 
     @property
@@ -73,6 +110,9 @@ class ServerError(BasetenTTSError):
 
     @property
     def retryable(self) -> bool:
+        """429/5xx, and a close with 1012 "Service Restart" or 1013 "Try Again Later" (RFC 6455 7.4.1)."""
+        if self.close_code in RETRY_CLOSE_CODES:
+            return True
         return self.status is not None and (self.status == 429 or self.status >= 500)
 
 
@@ -87,7 +127,7 @@ class HandshakeError(BasetenTTSError):
     ) -> None:
         BasetenTTSError.__init__(self, message, partial=partial)
         self.status = status
-        self.headers: Dict[str, str] = dict(headers or {})
+        self.headers: Dict[str, str] = {name: redact(value) for name, value in (headers or {}).items()}
         self.retry_after = retry_after
 
 
@@ -147,7 +187,7 @@ class SentenceError(ServerError):
         super().__init__(message, partial=partial)
         self.index = index
         self.text = text
-        self.server_message = server_message
+        self.server_message = redact(server_message)
 
 
 class VoiceError(BasetenTTSError):
@@ -157,7 +197,7 @@ class VoiceError(BasetenTTSError):
     def __init__(self, message: str, *, server_message: Optional[str] = None,
                  partial: Optional["Audio"] = None) -> None:
         super().__init__(message, partial=partial)
-        self.server_message = server_message
+        self.server_message = None if server_message is None else redact(server_message)
 
 
 class TimeoutError(BasetenTTSError, builtins.TimeoutError):
@@ -194,6 +234,15 @@ class AudioDeviceError(BasetenTTSError):
     """Playback is impossible here: no PyAudio/PortAudio, or no usable output device."""
 
 
+def attach_partial(exc: BaseException, partial: "Audio") -> None:
+    """Give `exc` the audio received before it as ``.partial``: ours always carry it; another exception (the
+    caller's text iterable or callback raised it) reaches the caller unchanged but for this attribute."""
+    try:
+        exc.partial = partial  # type: ignore[attr-defined]
+    except AttributeError:
+        pass  # an exception class with __slots__: it stays as it was
+
+
 class BasettsWarning(UserWarning):
     """Something to know that does not stop the call: an unknown voice, an encoding the server did not
     honour, a stream that ended mid-sample. Filter it with `warnings.filterwarnings`."""
@@ -205,6 +254,7 @@ _PACKAGE = os.path.dirname(os.path.abspath(__file__))
 def warn(message: str) -> None:
     """Tell the user: `warnings.warn` with `BasettsWarning`, attributed to the user's line that led here
     (shown once per place by default), and the log."""
+    message = redact(message)
     level, frame = 1, sys._getframe(0)
     while frame.f_back is not None and os.path.abspath(frame.f_code.co_filename).startswith(_PACKAGE):
         frame, level = frame.f_back, level + 1

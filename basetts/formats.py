@@ -6,13 +6,12 @@ A file closed after a failure is a valid file of what arrived.
 """
 from __future__ import annotations
 
-import dataclasses
 import io
 import os
 from typing import Any, BinaryIO, Dict, Iterable, Iterator, List, Optional, Tuple, Union
 
-from .audio import CHANNELS, SAMPLE_RATE, Audio, Stats, WavWriter
 from .errors import ConfigurationError
+from .pcm import CHANNELS, SAMPLE_RATE, WavWriter
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -40,25 +39,6 @@ def format_of(path: PathLike, given: Optional[str] = None) -> str:
             raise ConfigurationError(f"Writing {extension} files needs soundfile ({exc}): {_NEEDS_EXTRA}; "
                                      ".wav and .pcm need nothing") from None
     return extension
-
-
-@dataclasses.dataclass
-class Saved:
-    """What `Synthesizer.save()` wrote. The audio itself is in the file, not in memory."""
-
-    path: str
-    duration: float
-    """Seconds of audio written."""
-    stats: Stats
-
-    def audio(self) -> Audio:
-        """The file's audio read back (WAV and raw PCM only: the others need a decoder)."""
-        if self.path.lower().endswith(".wav"):
-            return Audio.from_wav(self.path)
-        if self.path.lower().endswith((".pcm", ".raw")):
-            with open(self.path, "rb") as file:
-                return Audio(file.read(), stats=self.stats)
-        raise ConfigurationError(f"read {self.path} back with a decoder (soundfile.read), not Saved.audio()")
 
 
 class AudioWriter:

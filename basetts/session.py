@@ -66,6 +66,7 @@ class Session:
         self._conversation: Optional[Conversation] = None
         self._receiver: Optional[threading.Thread] = None
         self._closer: Optional[Any] = None  # weakref.finalize: closes everything, once
+        self._closing = threading.RLock()  # held while closing (re-entered if a stop comes from within)
         self.playback: Optional["Playback"] = None
         """With ``play=True``: pause, resume, stop, wait, position, heard."""
         if player is not None:
@@ -118,11 +119,13 @@ class Session:
             self.abort()
 
     def send(self, fragment: str) -> None:
-        """Queue text; never blocks on the network. Ignored once the session was stopped."""
+        """Queue text; never blocks on the network. Ignored once the session was stopped. Once the connection
+        has failed, raises its error (with ``.partial``) instead of queueing text nobody will read."""
         if self._stopped:
             return
         if self._finishing or self._aborted.is_set():
             raise SessionEnded("this session has ended; open a new one")
+        self._raise_failure()
         words = self._splitter.feed(fragment)  # checks the fragment before anything is opened
         self.open()
         for word in words:
@@ -146,11 +149,17 @@ class Session:
                 self._player.drain()  # what arrived is played, even when the stream then failed
         finally:
             self._close()
-        if self._error is not None and not self._ended_by_user:
-            if isinstance(self._error, BasetenTTSError):
-                self._error.partial = self.audio
-            raise self._error
+        self._raise_failure()
         return self.audio
+
+    def _raise_failure(self) -> None:
+        """The error that ended the stream, with the audio so far (none after a stop, which is no error)."""
+        with self._changed:
+            error = self._error if self._ended and not self._ended_by_user else None
+        if error is not None:
+            if isinstance(error, BasetenTTSError):
+                error.partial = self.audio
+            raise error
 
     def abort(self) -> None:
         """Stop now, from any thread: the sound fades out, nothing more is sent, the connection closes;
@@ -207,10 +216,13 @@ class Session:
             receiver.join(0.1)  # short joins keep Ctrl+C responsive
 
     def _close(self) -> None:
-        if self._closer is not None:
-            self._closer()  # once: a finalizer runs at most once, here or when the session is collected
-        else:
-            _close(self._words, self._player, None, None, self.playback)
+        """Close everything, once; a second caller (finish() while a stop from another thread closes) returns
+        only when the first is done, so what it then reads (`audio`: the fade-out heard) is final."""
+        with self._closing:
+            if self._closer is not None:
+                self._closer()  # once: a finalizer runs at most once, here or when the session is collected
+            else:
+                _close(self._words, self._player, None, None, self.playback)
 
 
 def _feed(words: "queue.Queue[object]", aborted: threading.Event) -> Iterator[str]:

@@ -11,7 +11,7 @@ from urllib.parse import urlsplit
 
 from . import protocols
 from .checks import check_int, check_number, is_utf8
-from .errors import ArgumentTypeError, ConfigurationError, warn
+from .errors import ArgumentTypeError, ConfigurationError, keep_secret, warn
 
 log = logging.getLogger("basetts")
 
@@ -403,6 +403,7 @@ class Settings:
             )
         if not isinstance(self.api_key, str) or not self.api_key or any(c in self.api_key for c in "\r\n"):
             raise ConfigurationError("api_key must be a non-empty single-line string")
+        keep_secret(self.api_key)
         if self.voice is not None and (not isinstance(self.voice, str) or not self.voice.strip()):
             raise ConfigurationError("voice must be a non-empty string, e.g. 'tara'")
         self._check_protocol_fields()
@@ -414,6 +415,13 @@ class Settings:
         check_int("max_message_size", self.max_message_size, 4096)
         if self.proxy is not None and not isinstance(self.proxy, str):
             raise ConfigurationError("proxy must be a URL string like 'http://host:3128' (or '' for none)")
+        proxy_host = str(urlsplit(self.proxy if "://" in (self.proxy or "") else f"http://{self.proxy}").hostname or "")
+        if self.proxy and parts.scheme == insecure and not self.allow_insecure and not is_loopback(proxy_host):
+            # An environment's proxy is never used for loopback, and any other ws:// host needs allow_insecure.
+            raise ConfigurationError(
+                f"Refusing to send the API key unencrypted through the proxy {proxy_host}: the tunnel is not TLS, "
+                f"so the proxy would read it. Use {secure}://, proxy='' for none, or allow_insecure=True if you "
+                "really mean it.")
         if self.trace is not None and not isinstance(self.trace, (str, os.PathLike)):
             raise ConfigurationError("trace must be a file path")
         check_number("retry_backoff", self.retry_backoff, low=0.0, high=MAX_TIMEOUT, low_open=False, required=True)

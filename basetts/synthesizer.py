@@ -21,9 +21,9 @@ from typing import (
     overload,
 )
 
-from .audio import Audio, Stats
-from .errors import BasetenTTSError, ConfigurationError
-from .net.retry import Cancelled, open_conversation
+from .audio import Audio, Saved, Stats
+from .errors import BasetenTTSError, ConfigurationError, attach_partial
+from .net.retry import Cancelled, open_conversation, replaying
 from .net.spare import Idle, Spare, probe
 from .session import Session
 from .settings import CallSettings, Settings
@@ -33,7 +33,6 @@ if TYPE_CHECKING:
     from typing_extensions import Unpack
 
     from .batch import Item, Progress, Result
-    from .formats import Saved
     from .net.conversation import Conversation
     from .playback import Playback, Player
     from .playback.portaudio import DeviceSpec, PortAudioHold
@@ -195,6 +194,12 @@ class Synthesizer:
         return open_conversation(settings, words, stats, self._take_spare(settings), release=self._idle.put,
                                  **options)
 
+    def _chunks(self, settings: Settings, words: Iterable[str], stats: Stats, **options: Any) -> Iterator[bytes]:
+        """The audio of `words` (`_converse`); a whole text refused before any audio with a close that asks
+        to come back (1012, 1013) is sent again on a new connection, while the retries last (`replaying`)."""
+        return replaying(lambda tried: self._converse(settings, words, stats, already=tried, **options),
+                         isinstance(words, (list, tuple)), options.get("cancel"))
+
     def stream(self, text: Text, **overrides: Unpack[CallSettings]) -> Generator[bytes, None, None]:
         """Yield 16-bit PCM chunks (whole samples) as they arrive. Breaking out early closes the connection.
 
@@ -204,12 +209,12 @@ class Synthesizer:
         return self._stream(settings, words_of(text))
 
     def _stream(self, settings: Settings, words: Iterable[str]) -> Generator[bytes, None, None]:
-        with self._converse(settings, words, Stats()) as conversation:
-            try:
-                yield from conversation.chunks()
-            except BasetenTTSError as exc:
-                exc.partial = Audio(b"", stats=conversation.stats)
-                raise
+        stats = Stats()
+        try:
+            yield from self._chunks(settings, words, stats)
+        except BasetenTTSError as exc:
+            exc.partial = Audio(b"", stats=stats)
+            raise
 
     def synthesize(self, text: Text, *, on_audio: Optional[Callable[[bytes], None]] = None,
                    **overrides: Unpack[CallSettings]) -> Audio:
@@ -221,15 +226,14 @@ class Synthesizer:
         # BytesIO, not a list joined at the end: getvalue() hands over its buffer without a copy, so the
         # peak is the PCM once, not twice (docs/performance.md).
         received = io.BytesIO()
-        with self._converse(settings, words, stats) as conversation:
-            try:
-                for chunk in conversation.chunks():
-                    received.write(chunk)
-                    if on_audio is not None:
-                        on_audio(chunk)
-            except BasetenTTSError as exc:
-                exc.partial = Audio(received.getvalue(), stats=stats)
-                raise
+        try:
+            for chunk in self._chunks(settings, words, stats):
+                received.write(chunk)
+                if on_audio is not None:
+                    on_audio(chunk)
+        except Exception as exc:  # ours, or the text iterable's or on_audio's (reaching the caller as it is)
+            attach_partial(exc, Audio(received.getvalue(), stats=stats))
+            raise
         return Audio(received.getvalue(), stats=stats)
 
     def synthesize_many(self, texts: Iterable["Item"], *, concurrency: int = 8, ordered: bool = True,
@@ -279,7 +283,7 @@ class Synthesizer:
         says (.wav, .pcm; .flac, .ogg, .opus, .mp3 with the [formats] extra) or `format`, checked before
         anything is sent. On failure the file holds what arrived (valid), and the error's ``.partial`` is
         that audio for .wav and .pcm. Returns a `Saved` (path, duration, stats)."""
-        from .formats import AudioWriter, Saved, format_of
+        from .formats import AudioWriter, format_of
 
         extension = format_of(path, format)
         settings = self.settings.replace(**overrides)
@@ -287,23 +291,22 @@ class Synthesizer:
         stats = Stats()
         writer: Optional[AudioWriter] = None
         try:
-            with self._converse(settings, words, stats) as conversation:
-                for chunk in conversation.chunks():
-                    if writer is None:  # the file appears with the first audio
-                        writer = AudioWriter(path, extension)
-                    writer.write(chunk)
-                    if on_audio is not None:
-                        on_audio(chunk)
+            for chunk in self._chunks(settings, words, stats):
+                if writer is None:  # the file appears with the first audio
+                    writer = AudioWriter(path, extension)
+                writer.write(chunk)
+                if on_audio is not None:
+                    on_audio(chunk)
             if writer is None:
                 writer = AudioWriter(path, extension)  # no audio at all: an empty, valid file
-        except BasetenTTSError as exc:
+        except Exception as exc:  # ours, or the text iterable's or on_audio's (reaching the caller as it is)
             if writer is not None:
                 writer.close()
                 kept = Saved(os.fspath(path), writer.duration, stats)
                 try:
-                    exc.partial = kept.audio()
+                    attach_partial(exc, kept.audio())
                 except ValueError:
-                    exc.partial = Audio(b"", stats=stats)
+                    attach_partial(exc, Audio(b"", stats=stats))
             raise
         finally:
             if writer is not None:
@@ -360,12 +363,10 @@ class Synthesizer:
         network takes anyway; no sound card is an AudioDeviceError before any text is sent. Closing the
         generator closes the connection."""
         try:
-            conversation = self._converse(settings, words, stats, cancel=player.stopped_event, started=started,
-                                          on_upgrade=player.open)
+            yield from self._chunks(settings, words, stats, cancel=player.stopped_event, started=started,
+                                    on_upgrade=player.open)
         except Cancelled:
             return
-        with conversation:
-            yield from conversation.chunks()
 
     @overload
     def play(self, audio: Union[Audio, str, "os.PathLike[str]"], *, wait: Literal[True] = ...,

@@ -12,6 +12,8 @@ import threading
 import time
 from typing import IO, TYPE_CHECKING, Any, Optional
 
+from .errors import redact
+
 if TYPE_CHECKING:
     from .protocols.base import Received, Write
     from .settings import Settings
@@ -47,8 +49,8 @@ class Trace:
             return
         if isinstance(fields.get("settings"), dict):
             fields["settings"] = {k: shortened(v) if isinstance(v, str) else v for k, v in fields["settings"].items()}
-        line = json.dumps({"t": round(time.monotonic() - self._started, 6), "event": name, **fields},
-                          ensure_ascii=False)
+        line = redact(json.dumps({"t": round(time.monotonic() - self._started, 6), "event": name, **fields},
+                                 ensure_ascii=False))  # a close reason may echo the key
         with self._lock:
             if self._file is not None:
                 self._file.write(line + "\n")

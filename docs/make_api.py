@@ -9,10 +9,9 @@ from typing import Any, List
 
 import basetts
 from basetts import errors, testing
-from basetts.audio import wav_header
+from basetts.audio import Saved, wav_header
 from basetts.batch import Progress, Result
 from basetts.cli.doctor import Check
-from basetts.formats import Saved
 from basetts.playback import Player
 from basetts.playback.portaudio import Device
 from basetts.session import Session

@@ -14,7 +14,7 @@ import pytest
 import soundfile
 
 import basetts
-from basetts.formats import Saved
+from basetts import Saved
 from basetts.testing import Faults, LocalServer
 
 from .helpers import synth_for
@@ -60,6 +60,23 @@ def test_a_name_that_says_no_known_format_is_refused_before_anything_is_sent(
         synth_for(basetts_server).save(TEXT, tmp_path / "out.aiff2")
     assert basetts_server.conversations == [] and not list(tmp_path.iterdir())
     synth_for(basetts_server).save(TEXT, tmp_path / "named.bin", format="wav")  # or say which
+    assert (tmp_path / "named.bin").read_bytes()[:4] == b"RIFF"
+
+
+def test_audio_save_follows_the_same_rule(tmp_path: Any) -> None:
+    """`Audio.save()` writes the format the name says (never WAV bytes under another name), or says why not."""
+    audio = basetts.Audio(bytes(range(256)) * 96)
+    for extension in (".wav", ".flac", ".pcm", ".mp3"):
+        audio.save(tmp_path / f"a{extension}")
+    assert basetts.Audio.from_wav(str(tmp_path / "a.wav")).pcm == audio.pcm
+    assert soundfile.read(str(tmp_path / "a.flac"), dtype="int16")[0].tobytes() == audio.pcm
+    assert (tmp_path / "a.pcm").read_bytes() == audio.pcm
+    assert soundfile.info(str(tmp_path / "a.mp3")).format == "MP3"
+    with pytest.raises(basetts.ConfigurationError, match=r"\.wav, \.pcm"):
+        audio.save(tmp_path / "a.aiff2")
+    with pytest.raises(basetts.ConfigurationError, match="save it as .wav"):
+        basetts.Audio(audio.pcm, channels=2).save(tmp_path / "stereo.mp3")
+    audio.save(tmp_path / "named.bin", format="wav")
     assert (tmp_path / "named.bin").read_bytes()[:4] == b"RIFF"
 
 

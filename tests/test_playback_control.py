@@ -189,12 +189,15 @@ def test_every_stop_fades_out_at_once_and_returns_what_was_heard(pulse: Any, ser
     stopped_at = time.monotonic()
     stopper = threading.Thread(target=synth.stop if how == "synth.stop" else handle.stop)
     stopper.start()  # from another thread
-    stopper.join()
     if kind == "session":
-        heard = started.finish()  # a stop the user asked for: no error, the audio heard
+        wait_for(lambda: handle.stopped)
+        heard = started.finish()  # while the stop still fades out: no error, the audio heard, final
+        stopper.join()
+        time.sleep(0.3)  # a fade that landed after finish() returned would show now
         assert started.audio.pcm == heard.pcm and started.stopped
         assert len(started.received.pcm) >= len(heard.pcm) and expected.startswith(started.received.pcm)
     else:
+        stopper.join()
         heard = handle.wait(5)
     played = recording.stop()
     assert 0.9 < heard.duration < 3.0 and expected.startswith(heard.pcm)

@@ -589,6 +589,41 @@ def test_pings_without_audio_do_not_hold_off_the_deadline() -> None:
     assert isinstance(error, FirstAudioTimeout) and "first_audio_timeout=3" in str(error)
 
 
+def test_audio_a_byte_at_a_time_is_no_progress() -> None:
+    """After the first audio, read_timeout holds against a server trickling a byte a second: that is not a
+    stream of audio (MIN_PROGRESS bytes are)."""
+    utterance = orpheus(["one"], read_timeout=3)
+    utterance.sent(["{}", "one", SENTINEL], None, 0.0)
+    utterance.receive(server_frame(b"\0" * 4096), 0.5)
+    for second in range(1, 5):
+        received = utterance.receive(server_frame(b"\0"), float(second))
+        assert not received.ended
+    error = utterance.expired(3.6)
+    assert isinstance(error, ReadTimeout) and "read_timeout=3" in str(error)
+    steady = orpheus(["one"], read_timeout=3)  # the same bytes in 480-byte messages: progress each time
+    steady.sent(["{}", "one", SENTINEL], None, 0.0)
+    for second in range(1, 8):
+        steady.receive(server_frame(b"\0" * 480), float(second))
+    assert steady.expired(7.5) is None
+
+
+def test_far_more_audio_than_max_tokens_can_make_is_refused() -> None:
+    """A server sending audio nobody asked for (600 MB for "hi") is broken: the conversation ends once the audio
+    passes what the segments' token budget can make (with slack), so memory stays bounded."""
+    utterance = Utterance({"voice": "tara", "max_tokens": 700}, ["hi"], buffer_size=10, encoding=None,
+                          first_audio_timeout=10, read_timeout=10, max_message_size=2 ** 24)
+    assert utterance.fill(0.0)
+    assert utterance.units_sent == 1 and utterance.unit_bytes == 100 * 4096
+    chunk = server_frame(b"\0" * 65536)
+    for _ in range(100):
+        received = utterance.receive(chunk, 1.0)
+        if received.ended:
+            break
+    assert received.ended and isinstance(received.error, ServerError) and "max_tokens" in str(received.error)
+    assert 4 * 100 * 4096 < utterance.audio_bytes <= 4 * 100 * 4096 + 65536
+    assert utterance.data_to_send(1.0).close  # we close it (1008), as after any end the server did not make
+
+
 def test_an_empty_audio_message_is_no_progress() -> None:
     utterance = orpheus(["one"], read_timeout=3)
     utterance.sent(["{}", "one", SENTINEL], None, 0.0)

@@ -15,7 +15,7 @@ import basetts
 from basetts import Synthesizer
 from basetts.testing import Faults, LocalServer
 
-from .helpers import open_fds, server_process, synth_for
+from .helpers import open_fds, raw_server, server_process, synth_for
 
 TEXT = "Every failure is ours to explain, and nothing received is dropped along the way."
 
@@ -69,6 +69,31 @@ def test_never_retried_after_audio_began():
             synth_for(server, retries=3, retry_backoff=0.01).synthesize(TEXT)
         assert server.handshakes == 1
     assert len(info.value.partial.pcm) == 5000
+
+
+@pytest.mark.parametrize("code", [1012, 1013])
+def test_a_close_asking_to_come_back_before_any_audio_is_retried(code):
+    """1012 "Service Restart" and 1013 "Try Again Later" before any audio: nothing was spoken, so a whole
+    text goes again on a new connection (every call, the batch too); a text arriving over time cannot."""
+    faults = Faults(drop_after_bytes=0, close_code=code, stream_failures=2)
+    with LocalServer(faults=faults) as server:
+        synth = synth_for(server, retries=2, retry_backoff=0.01)
+        audio = synth.synthesize(TEXT)
+        assert audio.pcm == server.expected_pcm(TEXT) and audio.stats.attempts == 3
+        assert [r.close_code for r in server.conversations] == [code, code, 1000]
+        faults.stream_failures = server.begun + 1
+        assert b"".join(synth.stream(TEXT)) == server.expected_pcm(TEXT)
+        faults.stream_failures = server.begun + 1
+        [result] = synth.synthesize_many([TEXT])
+        assert result.audio.pcm == server.expected_pcm(TEXT)
+        faults.stream_failures = server.begun + 3
+        with pytest.raises(basetts.ServerError) as info:
+            synth.synthesize(TEXT)
+        assert info.value.close_code == code and info.value.retryable
+        faults.stream_failures = server.begun + 1
+        with pytest.raises(basetts.ServerError):
+            synth.synthesize(iter(TEXT.split()))
+        assert server.begun == faults.stream_failures  # not sent again: the iterable is consumed
 
 
 def test_refused_connections_are_retried(caplog):
@@ -198,9 +223,53 @@ def test_the_key_never_appears_in_logs_reprs_or_errors(caplog, capsys):
     assert not [s for s in seen if "SENTINEL-5f3a9c" in s]
 
 
+def test_the_key_never_appears_whatever_the_server_echoes(tmp_path, caplog):
+    """A server that echoes the request (its Authorization header) in a refusal's body and headers, a close
+    reason or a text message: the key is in no message, attribute, exception chain, trace or log line."""
+    caplog.set_level(logging.DEBUG)
+    trace = tmp_path / "trace.jsonl"
+    caught = []
+
+    def echoing(status):
+        def answer(connection, authorization):
+            body = f"you sent {authorization}".encode()
+            connection.sendall(f"HTTP/1.1 {status} No\r\nContent-Length: {len(body)}\r\nX-Echo: {authorization}"
+                               "\r\n\r\n".encode() + body)
+        return answer
+
+    for status in (400, 401, 404, 500):
+        for protocol in ("orpheus", "orpheus-http"):
+            with raw_server(echoing(status), r"(?im)^(authorization: .*?)\r?$") as url:
+                if protocol == "orpheus-http":
+                    url = url.replace("ws://", "http://").replace("/v1/websocket", "/predict")
+                with pytest.raises(basetts.BasetenTTSError) as info:
+                    Synthesizer(url=url, api_key=SECRET, protocol=protocol, retries=0, trace=str(trace)
+                                ).synthesize(TEXT)
+                caught.append(info.value)
+    with LocalServer(api_key=SECRET) as server:
+        for faults in (Faults(drop_after_bytes=100, close_code=1011, close_reason=f"you sent Api-Key {SECRET}"),
+                       Faults(text_frame=f"you sent Api-Key {SECRET}")):
+            server.faults = faults
+            with pytest.raises(basetts.ServerError) as info:
+                synth_for(server, trace=str(trace)).synthesize(TEXT)
+            caught.append(info.value)
+    seen = [r.getMessage() for r in caplog.records] + [trace.read_text()]
+    for exc in caught:
+        chained = exc
+        while chained is not None:
+            seen += [str(chained), repr(chained), repr(vars(chained))]
+            chained = chained.__cause__ or chained.__context__
+    assert sum("[redacted]" in s for s in seen) >= 10, "the server's echoes never reached the checks"
+    assert not [s for s in seen if SECRET in s]
+
+
 def test_unencrypted_key_to_a_remote_host_is_refused():
     with pytest.raises(basetts.ConfigurationError, match="unencrypted"):
         Synthesizer(url="ws://example.com/v1/websocket", api_key="k")
+    with pytest.raises(basetts.ConfigurationError, match="unencrypted through the proxy"):
+        Synthesizer(url="ws://127.0.0.1:1/v1/websocket", api_key="k", proxy="http://proxy.example:3128")
+    Synthesizer(url="ws://127.0.0.1:1/v1/websocket", api_key="k", proxy="http://127.0.0.1:3128")
+    Synthesizer(url="wss://example.com/v1/websocket", api_key="k", proxy="http://proxy.example:3128")
     Synthesizer(url="ws://example.com/v1/websocket", api_key="k", allow_insecure=True)
     Synthesizer(url="ws://localhost:1/v1/websocket", api_key="k")
     Synthesizer(url="ws://[::1]:1/v1/websocket", api_key="k")

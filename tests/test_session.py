@@ -87,6 +87,20 @@ def test_a_failure_during_a_session_raises_with_the_partial_audio():
         assert info.value.partial.pcm == server.expected_pcm(TEXT)[:4800]
 
 
+def test_send_after_the_connection_failed_raises_at_once_with_the_partial_audio():
+    """The producer learns of a dead connection at its next send(), not after queueing the rest of its text."""
+    with LocalServer(faults=Faults(drop_after_bytes=4800)) as server:
+        sent = 0
+        with pytest.raises(basetts.StreamInterrupted) as info:
+            with synth_for(server).session() as session:
+                for sent in range(300_000):
+                    session.send("Say this. ")
+                    if sent % 100 == 0:
+                        time.sleep(0.001)  # a producer's pace, slower than the loop alone
+        assert sent < 300_000 - 1, "send() went on accepting text after the connection died"
+        assert len(info.value.partial.pcm) == 4800
+
+
 def test_an_empty_session_ends_cleanly(basetts_server, basetts_synthesizer):
     with basetts_synthesizer.session() as session:
         pass

@@ -4,10 +4,13 @@ from __future__ import annotations
 import contextlib
 import gc
 import json
+import resource
+import signal
 import socket
 import threading
 import time
 import wave
+from typing import List
 
 import pytest
 
@@ -15,7 +18,7 @@ import basetts
 from basetts import Audio, Synthesizer
 from basetts.testing import Faults, LocalServer
 
-from .helpers import client_threads, open_fds, raw_server, server_process, synth_for, upgrade_response
+from .helpers import all_threads_gone, client_threads, open_fds, raw_server, server_process, synth_for, upgrade_response
 
 TEXT = "Hello there. This is a small test of the streaming speech server, with words to spare."
 
@@ -121,13 +124,57 @@ def test_text_fragments_from_an_iterable(basetts_server, basetts_synthesizer):
     assert audio.pcm == basetts_server.expected_pcm("Hello there. This is streamed.")
 
 
-def test_an_error_in_the_text_iterable_reaches_the_caller(basetts_server, basetts_synthesizer):
+def test_an_error_in_the_text_iterable_reaches_the_caller(basetts_server, basetts_synthesizer, tmp_path):
+    """As it is, with the audio received before it as ``.partial`` (synthesize and save alike)."""
+    spoken = "one two three. "
+
     def words():
-        yield "one two "
+        yield spoken + "Then "  # the next sentence begins: the server speaks the first
+        give_up = time.monotonic() + 10
+        while not basetts_server.conversations[-1].bytes_sent:
+            assert time.monotonic() < give_up, "the first sentence was never spoken"
+            time.sleep(0.01)
+        time.sleep(0.2)  # its audio reaches the client
         raise RuntimeError("the language model failed")
 
-    with pytest.raises(RuntimeError, match="language model"):
+    with pytest.raises(RuntimeError, match="language model") as info:
         basetts_synthesizer.synthesize(words())
+    assert info.value.partial.pcm == basetts_server.expected_pcm(spoken)
+    with pytest.raises(RuntimeError, match="language model") as info:
+        basetts_synthesizer.save(words(), tmp_path / "cut.wav")
+    assert info.value.partial.pcm == basetts_server.expected_pcm(spoken)
+
+
+def test_ctrl_c_while_the_text_iterable_blocks_returns_at_once(basetts_server, basetts_synthesizer):
+    """Nothing can interrupt a generator blocked in another thread: Ctrl+C does not wait for it (no 2 s join);
+    its thread sends nothing more and ends once the generator yields."""
+    release = threading.Event()
+    interrupted: List[float] = []
+
+    def text():
+        yield "One two three. Four "
+        release.wait(30)  # a language model that hangs
+        yield "five."
+
+    def interrupt() -> None:
+        give_up = time.monotonic() + 10
+        while not (basetts_server.conversations and basetts_server.conversations[-1].bytes_sent):
+            if time.monotonic() > give_up:
+                break
+            time.sleep(0.01)
+        interrupted.append(time.monotonic())
+        signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)
+
+    interrupter = threading.Thread(target=interrupt)
+    interrupter.start()
+    with pytest.raises(KeyboardInterrupt):
+        basetts_synthesizer.synthesize(text())
+    returned = time.monotonic()
+    interrupter.join()
+    assert not release.is_set() and returned - interrupted[0] < 1.0, "Ctrl+C waited for the blocked iterable"
+    release.set()
+    assert all_threads_gone()
+    assert basetts_server.last().words == "One two three. Four".split()  # nothing sent after the stop
 
 
 # Handshake failures -------------------------------------------------------------------------------
@@ -228,6 +275,40 @@ def test_handshake_timeout_bounds_the_whole_upgrade_not_each_read():
         with pytest.raises(basetts.TimeoutError, match="handshake_timeout"):
             Synthesizer(url=url, api_key="k", retries=0, handshake_timeout=0.5).synthesize("hello")
         assert time.monotonic() - started < 3  # the answer takes ~6 s to trickle out
+
+
+def test_header_lines_trickling_after_the_101_are_bounded_by_handshake_timeout():
+    def answer(connection: socket.socket, key: str) -> None:
+        with contextlib.suppress(OSError):
+            connection.sendall(b"HTTP/1.1 101 Switching Protocols\r\n")
+            for i in range(100):  # 10 s of header lines
+                connection.sendall(f"X-Line-{i}: more\r\n".encode())
+                time.sleep(0.1)
+
+    with raw_server(answer) as url:
+        started = time.monotonic()
+        with pytest.raises(basetts.HandshakeTimeout, match="handshake_timeout"):
+            Synthesizer(url=url, api_key="k", retries=0, handshake_timeout=0.5).synthesize("hello")
+        assert time.monotonic() - started < 3
+
+
+def test_a_header_that_never_ends_is_refused_with_bounded_memory():
+    """Megabytes of header without a line break: refused once it passes what an upgrade's answer can be."""
+    def answer(connection: socket.socket, key: str) -> None:
+        with contextlib.suppress(OSError):
+            connection.sendall(b"HTTP/1.1 101 Switching Protocols\r\nX-Long: ")
+            give_up = time.monotonic() + 5
+            for _ in range(2000):  # 128 MB if it were taken in
+                connection.sendall(b"a" * 65536)
+                if time.monotonic() > give_up:
+                    break
+
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    with raw_server(answer) as url:
+        with pytest.raises(basetts.ConnectError, match="without ending its headers"):
+            Synthesizer(url=url, api_key="k", retries=0, handshake_timeout=10).synthesize("hello")
+    grown = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before  # kB
+    assert grown < 64 * 1024, f"memory grew by {grown} kB"
 
 
 def test_a_server_that_never_sends_audio_times_out():

@@ -118,6 +118,37 @@ def test_a_frame_trickling_in_is_timed_out_as_a_whole() -> None:
     assert error.partial.pcm == AUDIO
 
 
+def test_whole_messages_of_a_byte_each_are_timed_out_too() -> None:
+    """One byte of audio a message, every 0.3 s, within read_timeout=1 each time: no real progress."""
+    def answer(connection: socket.socket, key: str) -> None:
+        connection.sendall(upgrade_response(key) + server_frame(AUDIO))
+        with contextlib.suppress(OSError):
+            for _ in range(100):
+                connection.sendall(server_frame(b"\0"))
+                time.sleep(0.3)
+
+    error = run(answer, bound=5)
+    assert isinstance(error, basetts.ReadTimeout) and "read_timeout=1" in str(error)
+    assert error.partial.pcm.startswith(AUDIO)
+
+
+def test_far_more_audio_than_asked_for_is_refused_with_bounded_memory() -> None:
+    """600 MB of audio for "hi": the server is broken, said once its audio passes what max_tokens can make."""
+    def answer(connection: socket.socket, key: str) -> None:
+        connection.sendall(upgrade_response(key))
+        with contextlib.suppress(OSError):
+            for _ in range(600 * 16):
+                connection.sendall(server_frame(b"\0" * 65536))
+        linger(connection, 2)
+
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    error = run(answer, text="hi")
+    grown = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before  # kB
+    assert isinstance(error, basetts.ServerError) and "max_tokens" in str(error)
+    assert 0 < len(error.partial.pcm) < 16 * 2 ** 20
+    assert grown < 64 * 1024, f"memory grew by {grown} kB"
+
+
 def test_a_fragmented_message_whose_last_fragment_never_comes_times_out() -> None:
     def answer(connection: socket.socket, key: str) -> None:
         connection.sendall(upgrade_response(key) + server_frame(AUDIO))

@@ -118,6 +118,7 @@ class Conversation:
         self._end: Optional[_End] = None  # the end chunks() met
         self._reader_done = False
         self._writer_waiting = False
+        self._in_text = False  # the writer waits for the caller's text iterable (which nothing can interrupt)
         self._write_lock = threading.Lock()  # one write at a time: the writer's, or a pong between them
         self._trace = Trace.open(settings)
         # A conversation dropped without close(): its socket is closed when it is collected (its threads
@@ -223,12 +224,18 @@ class Conversation:
                 log.debug("closing the connection early")
             sock.shutdown()  # wakes a write or a poll blocked on it
         for thread in self._threads:
-            if thread is not threading.current_thread():
-                thread.join(_JOIN_TIMEOUT)
-                if thread.is_alive():
-                    reuse = False
-                    log.warning("%s did not stop within %.0f s (blocked in the text iterable?)",
-                                thread.name, _JOIN_TIMEOUT)
+            if thread is threading.current_thread():
+                continue
+            if thread.name == "basetts-writer" and self._in_text:
+                # Blocked in the caller's text iterable: nothing can interrupt it, so close (Ctrl+C) does not
+                # wait for it; it sends nothing more and ends when the iterable next yields.
+                reuse = False
+                log.debug("not waiting for the writer: it waits for the text iterable to yield")
+                continue
+            thread.join(_JOIN_TIMEOUT)
+            if thread.is_alive():
+                reuse = False
+                log.warning("%s did not stop within %.0f s", thread.name, _JOIN_TIMEOUT)
         if sock is not None and reuse and self._release is not None and sock in self._sockets:
             self._sockets.remove(sock)  # the next conversation's now
             self._sock = None
@@ -351,8 +358,12 @@ class Conversation:
         eager = isinstance(self._words, (list, tuple))
         try:
             while self._wait_until_paced():
-                messages = self._utterance.take(eager)  # may wait for the caller's text: outside the lock
-                if not messages:
+                self._in_text = True
+                try:
+                    messages = self._utterance.take(eager)  # may wait for the caller's text: outside the lock
+                finally:
+                    self._in_text = False
+                if not messages or self._stop.is_set():
                     return
                 self._send(messages)
         except BaseException as exc:  # noqa: BLE001 - reported to the consumer, never lost

@@ -6,7 +6,7 @@ import logging
 import random
 import threading
 import time
-from typing import Callable, Iterable, Optional, TypeVar
+from typing import Callable, Iterable, Iterator, Optional, TypeVar
 
 from ..audio import Stats
 from ..errors import BasetenTTSError
@@ -73,12 +73,13 @@ def open_conversation(settings: Settings, words: Iterable[str], stats: Stats,
                       spare: Optional[BoundedSocket] = None,
                       cancel: Optional[threading.Event] = None, started: Optional[float] = None,
                       on_upgrade: Optional[Callable[[], object]] = None,
-                      release: Optional[Callable[[Settings, BoundedSocket], None]] = None) -> Conversation:
+                      release: Optional[Callable[[Settings, BoundedSocket], None]] = None,
+                      already: int = 0) -> Conversation:
     """Connect (on `spare` if given), retrying transient failures (`retrying`). Once `cancel` is set,
     raises `Cancelled` instead of connecting or waiting. `stats` count from `started` (default: now),
     retries and their waits included. `on_upgrade` runs while the server answers the upgrade, before any
     text is sent (see `Conversation`), once per attempt. `release` takes the connection back if the protocol may
-    use it again (HTTP keep-alive: `Conversation`)."""
+    use it again (HTTP keep-alive: `Conversation`). `already`: attempts made before (`replaying`)."""
     if started is None:
         started = time.monotonic()
     offered = [spare]
@@ -92,4 +93,27 @@ def open_conversation(settings: Settings, words: Iterable[str], stats: Stats,
         if offered[0] is not None:
             offered[0].close()
 
-    return retrying(settings, stats, attempt, cancel, drop_spare)
+    return retrying(settings, stats, attempt, cancel, drop_spare, already)
+
+
+def replaying(open_: Callable[[int], Conversation], replayable: bool,
+              cancel: Optional[threading.Event] = None) -> Iterator[bytes]:
+    """The audio of the conversation `open_(attempts made)` opens. One that ends with a retryable error before
+    any audio (a close 1012 "Service Restart" or 1013 "Try Again Later") is opened again while the retries
+    last, if its words can be sent again whole (`replayable`: a whole text; nothing was spoken, so nothing
+    repeats). A `cancel` set during the wait ends the audio there."""
+    attempts = 0
+    while True:
+        conversation = open_(attempts)
+        with conversation:
+            try:
+                yield from conversation.chunks()
+                return
+            except BasetenTTSError as exc:
+                attempts = conversation.stats.attempts
+                delay = None if conversation.stats.bytes_received or not replayable else retry_delay(
+                    conversation.settings, attempts - 1, exc)
+                if delay is None:
+                    raise
+        if (cancel or threading.Event()).wait(delay):
+            return

@@ -30,6 +30,8 @@ log = logging.getLogger("basetts")
 
 # Bytes asked of the socket per read: several 4096-byte audio messages at once.
 READ_SIZE = 65536
+MAX_UPGRADE_ANSWER = 4 * READ_SIZE
+"""Bytes the upgrade's answer may take (headers, and frames read with them): more is not a websocket server."""
 # TLS: bytes written per turn of the TLS lock: fits in the room poll() reports for a socket, so the
 # write does not wait for room while holding the lock.
 _TLS_WRITE = 4096
@@ -143,6 +145,9 @@ class BoundedSocket:
             if not data:
                 return b""
             if self.recording:
+                if len(self.received) + len(data) > MAX_UPGRADE_ANSWER:
+                    raise ConnectError(f"The server's answer to the websocket upgrade ran past {MAX_UPGRADE_ANSWER} "
+                                       "bytes without ending its headers: not a websocket server.")
                 self.received += data
             self._buffer = data
         data, self._buffer = self._buffer[:size], self._buffer[size:]
@@ -328,7 +333,8 @@ def open_socket(settings: Settings, while_waiting: Optional[Callable[[], None]] 
         raw.close()
         if isinstance(exc, BasetenTTSError) or not isinstance(exc, Exception):
             raise
-        raise _handshake_error(exc, settings) from None
+        error = _handshake_error(exc, settings)
+    raise error  # outside the except: the library's exception, which may hold the server's answer, is no context
 
 
 def _tunnel(sock: BoundedSocket, proxy: Proxy, host: str, port: int) -> None:
@@ -370,22 +376,27 @@ def _upgrade(sock: BoundedSocket, settings: Settings, while_waiting: Optional[Ca
     """websocket-client's upgrade on our socket; then the RFC 6455 checks it leaves to its caller."""
     ws = websocket.WebSocket(skip_utf8_validation=True)
     sock.on_sent = while_waiting
+    refused: Optional[BasetenTTSError] = None
     try:
         ws.connect(settings.url, socket=sock, header=[f"Authorization: Api-Key {settings.api_key}"],
                    suppress_origin=True, redirect_limit=0)
     except websocket.WebSocketBadStatusException as exc:
-        raise status_error(exc.status_code, _headers(exc.resp_headers), settings.url) from None
+        # Raised below, outside the except: this exception holds the server's whole answer (which may echo the
+        # key), and it must not ride along as our error's __context__.
+        refused = status_error(exc.status_code, _headers(exc.resp_headers), settings.url)
     except websocket.WebSocketException:
         try:
             answered = parse_http_response(sock.received)
         except ValueError:
             answered = None
-        if answered is not None and answered.status in REDIRECT_STATUSES:
-            # Some websocket-client versions refuse a redirect themselves when told to follow none.
-            raise status_error(answered.status, answered.headers, settings.url) from None
-        raise
+        if answered is None or answered.status not in REDIRECT_STATUSES:
+            raise
+        # Some websocket-client versions refuse a redirect themselves when told to follow none.
+        refused = status_error(answered.status, answered.headers, settings.url)
     finally:
         sock.on_sent = None
+    if refused is not None:
+        raise refused
     log.debug("upgrade answered: HTTP %d", ws.getstatus())
     status_line = sock.received.split(b"\r\n", 1)[0].decode("latin-1")
     status = ws.getstatus() or 0

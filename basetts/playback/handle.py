@@ -10,7 +10,7 @@ import weakref
 from typing import Callable, Iterable, Iterator, List, Literal, Optional, Tuple, Union, overload
 
 from ..audio import SAMPLE_WIDTH, Audio, Stats, Word
-from ..errors import AudioDeviceError, BasetenTTSError, ConfigurationError, TimeoutError
+from ..errors import AudioDeviceError, BasetenTTSError, ConfigurationError, TimeoutError, attach_partial
 from . import portaudio
 from .player import DEFAULT_PREBUFFER, Player
 from .portaudio import DeviceSpec, PortAudioHold
@@ -156,8 +156,10 @@ class Playback:
                             break  # stop() was called
                 except BasetenTTSError as exc:
                     error = exc  # play what did arrive (unless the device itself failed), then report
-                except BaseException:
-                    player.stop()  # silence now (Ctrl+C, on_audio raising), then close the connection
+                except BaseException as exc:
+                    player.stop()  # silence now (Ctrl+C, on_audio or the text iterable raising), then close
+                    if isinstance(exc, Exception):
+                        attach_partial(exc, self.received)
                     raise
                 finally:
                     close = getattr(chunks, "close", None)

@@ -16,6 +16,7 @@ from .websocket import (
     OPCODE_CLOSE,
     OPCODE_PING,
     OPCODE_PONG,
+    POLICY_VIOLATION,
     PROTOCOL_ERROR,
     UNSUPPORTED_DATA,
     FrameReader,
@@ -226,6 +227,15 @@ def close_error(code: Optional[int], reason: str, sentinel_sent: bool) -> Option
     )
 
 
+MIN_PROGRESS = 480
+"""Bytes of audio that count as progress against `read_timeout` (10 ms of 16-bit PCM, 20 ms of μ-law; every
+server sends far more at once)."""
+
+ALLOWANCE_SLACK = 4
+"""How many times the audio a unit's token budget can make (max_tokens: `Conversing.unit_bytes`) a server may
+send before it is called broken."""
+
+
 class Deadlines:
     """When audio is owed and by when, from the times words go out and audio comes in.
 
@@ -243,6 +253,7 @@ class Deadlines:
         self._words_since_audio = 0
         self._owed_since: Optional[float] = None
         self._last_audio: Optional[float] = None
+        self._unprogressed = 0  # audio bytes since the last progress
 
     def word_sent(self, now: float) -> None:
         self._words_since_audio += 1
@@ -265,7 +276,13 @@ class Deadlines:
         if self._owed_since is not None:
             self._owed_since = now if self._owes(audio=False) else None
 
-    def audio_received(self, now: float) -> None:
+    def audio_received(self, now: float, size: int = MIN_PROGRESS) -> None:
+        """`size` bytes of audio came. The first audio ends the wait for it; after that, progress (the deadline
+        moves on) needs MIN_PROGRESS bytes since the last: a server trickling a byte at a time makes none."""
+        self._unprogressed += size
+        if self._unprogressed < MIN_PROGRESS and self._last_audio is not None:
+            return
+        self._unprogressed = 0
         self._last_audio = now
         self._words_since_audio = 0
         self._owed_since = now if self._owes(audio=True) else None
@@ -339,12 +356,22 @@ class Conversing:
     def __init__(self, *, buffer_size: int, first_audio_timeout: float, read_timeout: float,
                  max_message_size: int, keepalive_timeout: float) -> None:
         self.pacer = Pacer(budget=keepalive_timeout / 10)
+        self.keepalive_timeout = keepalive_timeout
+        """The most the server's keepalive timeout is assumed to be; its pings may show it is less (`learn`)."""
+        self.ping_interval: Optional[float] = None
+        """The shortest time seen between the server's keepalive pings (the first counted from our first send)."""
+        self._began: Optional[float] = None  # our first send: the connection was opened just before
+        self._last_ping: Optional[float] = None
         self.deadlines = Deadlines(buffer_size, first_audio_timeout, read_timeout)
         self.read_timeout = read_timeout
         self.frames = FrameReader(max_message_size)
         self.decoder: "AudioDecoder" = AudioDecoder()
         self.words_sent = 0
         self.messages_sent = 0
+        self.units_sent = 0
+        """Units sent that the server generates apart (segments, sentences, requests): what it may answer."""
+        self.unit_bytes: Optional[int] = None
+        """The most audio one unit can honestly make (its token budget); None: not bounded."""
         self.all_sent = False
         self.audio_messages = 0
         self.audio_bytes = 0
@@ -358,7 +385,23 @@ class Conversing:
 
     # sending ----------------------------------------------------------------------------------------------
     def may_send(self, now: float) -> bool:
+        self.learn(now)
         return self.pacer.may_send() and not self.ended
+
+    def learn(self, now: float, pinged: bool = False) -> None:
+        """What the server's keepalive may be, from its pings: the pacing's budget is a tenth of it. A server pings
+        every interval and gives at most about as long for the answer (uvicorn: 20 s and 20 s), so the shortest
+        interval seen bounds the timeout assumed (`keepalive_timeout` at most); before its first ping, the time
+        it has not pinged for does, so the window starts small. A deployment configured otherwise needs no
+        setting."""
+        if self._began is None:
+            return
+        if pinged:
+            interval = now - (self._last_ping if self._last_ping is not None else self._began)
+            self.ping_interval = interval if self.ping_interval is None else min(self.ping_interval, interval)
+            self._last_ping = now
+        bound = self.ping_interval if self.ping_interval is not None else now - self._began
+        self.pacer.budget = min(self.keepalive_timeout, bound) / 10
 
     def take(self, eager: bool, max_bytes: Optional[int] = None) -> List[Outgoing]:
         """The next messages to write at once: up to a batch's end (where the server will generate), at most
@@ -387,6 +430,7 @@ class Conversing:
             return Write(b"", [])
         last = messages[-1]
         ping = self.pacer.end_batch(now) if last.ends_batch and not last.last else None
+        self.units_sent += sum(message.ends_batch for message in messages)
         self.sent(texts, ping, now)
         return Write(frames(texts, ping), texts, ping)
 
@@ -404,6 +448,8 @@ class Conversing:
         """Messages (and a ping) are about to go out: from now on the server owes for them. Counted before
         the write, because the close may come before the write returns."""
         first = self.messages_sent == 0
+        if first:
+            self._began = now
         last = self.is_last(messages[-1])
         words = len(messages) - first - last - self.uncounted(messages)
         self.messages_sent += len(messages)
@@ -493,12 +539,17 @@ class Conversing:
                 self.audio_bytes += len(payload)
                 if payload:  # an empty message is no progress: it resets no deadline
                     self.pacer.generating = True
-                    self.deadlines.audio_received(now)
+                    self.deadlines.audio_received(now, len(payload))
                 audio.append(self.binary(payload))
+                excess = self.excess()
+                if excess is not None:
+                    return self._end(excess, b"".join(audio), pings, acknowledged, answer=POLICY_VIOLATION)
             elif opcode == OPCODE_PING:
                 pings += 1
                 self._ping = payload
+                self.learn(now, pinged=True)
             elif opcode == OPCODE_PONG:
+                self.learn(now)
                 if self.pacer.pong(payload, now):
                     self.deadlines.pong_received(now, self.pacer.pings_outstanding)
                     acknowledged = True
@@ -515,6 +566,19 @@ class Conversing:
         if self.progressed:
             self.progressed, acknowledged = False, True
         return Received(b"".join(audio), pings, acknowledged, False, None)
+
+    def excess(self) -> Optional[BasetenTTSError]:
+        """The error when the server has sent more audio than the units sent can make (`unit_bytes` each, with
+        ALLOWANCE_SLACK), so a server gone wrong cannot fill the memory; else None."""
+        if self.unit_bytes is None:
+            return None
+        allowed = ALLOWANCE_SLACK * self.unit_bytes * max(1, self.units_sent)
+        if self.audio_bytes <= allowed:
+            return None
+        return ServerError(
+            f"The server sent {self.audio_bytes / 1e6:.1f} MB of audio for {max(1, self.units_sent)} unit(s) of text, "
+            f"over {ALLOWANCE_SLACK} times what their token budget (max_tokens) can make: it is broken, or "
+            "something in the way is. The audio so far is in .partial.")
 
     def binary(self, payload: bytes) -> bytes:
         """An audio message: its whole 16-bit samples."""

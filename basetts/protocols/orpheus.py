@@ -31,6 +31,18 @@ SENTINEL = "__END__"
 """The text message that ends the words. The server compares the raw message to it."""
 
 
+SERVER_MAX_TOKENS = 6144
+"""The model's max_tokens when none is sent (truss-examples orpheus-3b-websockets and orpheus-best-performance)."""
+TOKENS_PER_FRAME = 7
+FRAME_BYTES = 4096
+"""Orpheus decodes 7 SNAC tokens into 2048 samples: 4096 bytes of 16-bit PCM."""
+
+
+def segment_bytes(max_tokens: int) -> int:
+    """The most audio one segment (prompt) can make within its `max_tokens`."""
+    return -(-max_tokens // TOKENS_PER_FRAME) * FRAME_BYTES
+
+
 def word_message(word: str) -> str:
     """The text message for one word. A word that *is* the sentinel goes out padded: spoken, not ending."""
     return f" {word}" if word == SENTINEL else word
@@ -63,6 +75,7 @@ class Utterance(Conversing):
                          keepalive_timeout=keepalive_timeout)
         self.messages = outgoing(settings_message, words, buffer_size)
         self.decoder = AudioDecoder(encoding)
+        self.unit_bytes = segment_bytes(settings_message.get("max_tokens", SERVER_MAX_TOKENS))
 
     def is_last(self, message: str) -> bool:
         return message == SENTINEL

@@ -19,8 +19,8 @@ from ..errors import BasetenTTSError, ConnectError, FirstAudioTimeout, Handshake
 from .base import AudioDecoder, Conversing, Outgoing, Received, Spec, Write
 from .flush import Sentences, server_sentences
 from .http import REQUEST, status_error
+from .orpheus import SERVER_MAX_TOKENS, VOICES, segment_bytes
 from .orpheus import SPEC as _ORPHEUS
-from .orpheus import VOICES
 
 if TYPE_CHECKING:
     from ..audio import Stats
@@ -124,6 +124,8 @@ class Utterance(Conversing):
         self.host = parts.netloc.rpartition("@")[2]
         self._authorization = f"Api-Key {api_key}"
         self.fields = fields
+        self.unit_bytes = segment_bytes(fields.get("max_tokens", SERVER_MAX_TOKENS))  # per request: the server
+        # cuts a prompt into chunks, but ours are at most one chunk long (MAX_PROMPT)
         self.handshake_timeout = handshake_timeout
         whole = isinstance(words, (list, tuple))
         self.messages = prompts(words, sentences or server_sentences(), whole)
@@ -167,6 +169,7 @@ class Utterance(Conversing):
             h11.EndOfMessage()))
         self.words_sent += len(message.text.split())
         self.requests += 1
+        self.units_sent += 1
         self._in_flight = True
         self._sent_at = now
         return Write(data, [message.text])
@@ -230,8 +233,11 @@ class Utterance(Conversing):
             self.audio_messages += 1
             self.audio_bytes += len(event.data)
             if event.data:
-                self.deadlines.audio_received(now)
+                self.deadlines.audio_received(now, len(event.data))
                 audio.append(self.decoder.feed(bytes(event.data)))
+            excess = self.excess()
+            if excess is not None:
+                return (excess,)
         elif isinstance(event, h11.EndOfMessage):
             self._in_flight = False
             if self._refusal is not None:

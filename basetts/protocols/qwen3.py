@@ -68,6 +68,8 @@ MAX_VOICE_FILE = 10 * 2 ** 20
 VOICE_SECONDS = (1.0, 30.0)
 """The length a voice's (or an inline reference's) audio must have."""
 MAX_NEW_TOKENS = 4096
+CODEC_HZ = 12
+"""Codec frames (tokens) per second of audio (Qwen3-TTS-12Hz, 12.5 rounded down: a bound errs long)."""
 MAX_INSTRUCTIONS = 500
 
 DONE = json.dumps({"type": "input.done"})
@@ -278,6 +280,7 @@ class Qwen3Utterance(Conversing):
         self.done = False
         self._sentence: Optional[Sentence] = None  # begun: its start, and the error said during it
         self._samples = 0
+        self.unit_bytes = (config.get("max_new_tokens") or MAX_NEW_TOKENS) * SAMPLE_RATE * 2 // CODEC_HZ
 
     # sending ----------------------------------------------------------------------------------------------
     def may_send(self, now: float) -> bool:

@@ -12,6 +12,8 @@ GOING_AWAY = 1001
 PROTOCOL_ERROR = 1002
 UNSUPPORTED_DATA = 1003
 """What truss closes with at once when the deployment has no websocket (a predict-only model)."""
+POLICY_VIOLATION = 1008
+"""Our close when the server broke a bound (far more audio than asked for)."""
 
 OPCODE_CONTINUATION = 0x0
 OPCODE_TEXT = 0x1

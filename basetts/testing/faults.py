@@ -43,6 +43,16 @@ class Faults:
     """Qwen3: the model fails the sentence of this index (an error event, then audio.done error: true)."""
     predict_error: bool = False
     """orpheus-http: predict() fails before the stream: a 500 with the model's text body."""
+    stream_failures: Optional[int] = None
+    """With a fault of the stream (silent, drop, close, stall, text_frame, frames): only the first N
+    conversations have it, then the server behaves (a server restarting, then back)."""
+
+    def for_conversation(self, number: int) -> "Faults":
+        """The faults conversation `number` (1 for the first) meets: the stream's only within stream_failures."""
+        if self.stream_failures is None or number <= self.stream_failures:
+            return self
+        return dataclasses.replace(self, silent=False, drop_after_bytes=None, close_code=None, frame_sizes=None,
+                                   stall_after_bytes=None, random_frames=None, text_frame=None)
 
     @classmethod
     def parse(cls, specs: Sequence[str]) -> "Faults":

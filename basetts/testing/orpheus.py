@@ -106,7 +106,7 @@ def serve(server: Model, connection: Connection, record: ConversationRecord, sen
                     return
                 record.messages.append(message)
                 if message == SENTINEL:
-                    if server.faults.silent:
+                    if sender.faults.silent:
                         connection.recv()  # never answers: waits for the client to give up
                     segment = take(final=True)
                     if segment is None:

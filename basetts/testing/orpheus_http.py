@@ -31,7 +31,7 @@ class Endpoint(Protocol):
     def render(self, words: List[str], encoding: str = "pcm_s16le") -> bytes: ...
     def _refusal(self) -> Optional[Tuple[int, Optional[float]]]: ...
     def _key_ok(self, authorization: str) -> bool: ...
-    def _begin(self, record: ConversationRecord) -> None: ...
+    def _begin(self, record: ConversationRecord) -> int: ...
     def _end(self, record: ConversationRecord) -> None: ...
 
 PATHS = (
@@ -134,9 +134,9 @@ def serve(server: Endpoint, sock: socket.socket, received: bytes, number: int) -
         record = ConversationRecord(path=request.target.decode("latin-1"), authorization=_header(
             request, b"authorization"), protocol="orpheus-http")
         record.connection = number
-        server._begin(record)
+        faults = server.faults.for_conversation(server._begin(record))
         try:
-            _answer(server, sock, http, request, body, record, Sender)
+            _answer(server, sock, http, request, body, record, Sender, faults)
         except Dropped:
             return
         finally:
@@ -187,7 +187,7 @@ def _respond(sock: socket.socket, http: h11.Connection, record: ConversationReco
 
 
 def _answer(server: Endpoint, sock: socket.socket, http: h11.Connection, request: h11.Request, body: bytes,
-            record: ConversationRecord, sender_class: Any) -> None:
+            record: ConversationRecord, sender_class: Any, faults: Faults) -> None:
     path = request.target.decode("latin-1").split("?", 1)[0]
     refusal = server._refusal()
     if refusal is not None:
@@ -230,13 +230,13 @@ def _answer(server: Endpoint, sock: socket.socket, http: h11.Connection, request
     sock.sendall(http.send(h11.Response(status_code=200, headers=[
         ("Content-Type", "audio/wav"), ("X-Baseten-Input-Tokens", str(len(prompt)))])) or b"")
     stream = Stream(sock, http)
-    sender = sender_class(server, stream, record)
+    sender = sender_class(server, stream, record, faults)
     for chunk in chunks:
         if problem is not None:  # the engine refuses the sampling settings at its first generation
             record.close_code = 500
             stream.close()
             raise Dropped()
-        if server.faults.silent:  # the head went out; the audio never comes
+        if faults.silent:  # the head went out; the audio never comes
             server._stopping.wait()
             raise Dropped()
         sender.generate(chunk.split(), "pcm_s16le")

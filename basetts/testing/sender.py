@@ -69,9 +69,11 @@ class Renderer(Protocol):
 class Sender:
     """Sends one conversation's audio: framing, pacing and the fault plan."""
 
-    def __init__(self, server: Renderer, connection: Connection, record: ConversationRecord) -> None:
+    def __init__(self, server: Renderer, connection: Connection, record: ConversationRecord,
+                 faults: Optional[Faults] = None) -> None:
+        """`faults`: this conversation's (default: the server's)."""
         self.server = server
-        self.faults = server.faults
+        self.faults = server.faults if faults is None else faults
         self.connection = connection
         self.record = record
         self._sizes = list(self.faults.frame_sizes or [])

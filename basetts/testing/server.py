@@ -166,6 +166,7 @@ class LocalServer:
         self._stopping = threading.Event()
         self._lock = threading.Lock()
         self.handshakes = 0
+        self.begun = 0  # conversations begun (the records may keep only the last `history`)
         """Upgrades (and, for orpheus-http, requests) answered, refusals included."""
         self.connections = 0
         """TCP connections accepted: a client that keeps its connections alive opens fewer than its calls."""
@@ -354,11 +355,15 @@ class LocalServer:
         scheme, _, key = authorization.partition(" ")
         return scheme in ("Api-Key", "Bearer") and secrets.compare_digest(key.strip(), self.api_key)
 
-    def _begin(self, record: ConversationRecord) -> None:
+    def _begin(self, record: ConversationRecord) -> int:
+        """Keeps `record`; its conversation's number (1 for the first)."""
         with self._lock:
+            self.begun += 1
+            number = self.begun
             self.conversations.append(record)
             if self.history is not None and len(self.conversations) > self.history:
                 del self.conversations[:len(self.conversations) - self.history]
+        return number
 
     def _end(self, record: ConversationRecord) -> None:
         record.done.set()
@@ -393,13 +398,13 @@ class LocalServer:
         record = ConversationRecord(path=connection.request.path,
                                     authorization=connection.request.headers.get("Authorization"),
                                     protocol=self.protocol)
-        self._begin(record)
+        number = self._begin(record)
         if self.predict_only:  # truss's websocket route on a model without one
             connection.close(1003, NOT_IMPLEMENTED)
             record.close_code = 1003
             self._finished(connection, record)
             return
-        sender = Sender(self, connection, record)
+        sender = Sender(self, connection, record, self.faults.for_conversation(number))
         if self.protocol == "qwen3":
             try:
                 qwen3.Qwen3Session(self, connection, record, sender).run()
