@@ -92,7 +92,7 @@ class Session:
             # The device opens while the server answers the upgrade (see speak()); no sound card: an
             # AudioDeviceError before any text is sent.
             self._conversation = open_conversation(
-                self.settings, _feed(self._words, self._aborted), self.stats, spare,
+                self.settings, _Feed(self._words, self._aborted), self.stats, spare,
                 on_upgrade=self._player.open if self._player is not None else None, release=self._release)
         except BaseException:
             self._aborted.set()  # a session that could not open is over: the next send() says so
@@ -120,12 +120,17 @@ class Session:
 
     def send(self, fragment: str) -> None:
         """Queue text; never blocks on the network. Ignored once the session was stopped. Once the connection
-        has failed, raises its error (with ``.partial``) instead of queueing text nobody will read."""
+        has failed, raises its error (with ``.partial``) and closes the session, instead of queueing text
+        nobody will read."""
         if self._stopped:
             return
         if self._finishing or self._aborted.is_set():
             raise SessionEnded("this session has ended; open a new one")
-        self._raise_failure()
+        try:
+            self._raise_failure()
+        except BaseException:
+            self._close()  # the session is over: its threads and connection go now, not at finish()
+            raise
         words = self._splitter.feed(fragment)  # checks the fragment before anything is opened
         self.open()
         for word in words:
@@ -223,6 +228,19 @@ class Session:
                 self._closer()  # once: a finalizer runs at most once, here or when the session is collected
             else:
                 _close(self._words, self._player, None, None, self.playback)
+
+
+class _Feed:
+    """The session's words as an iterable the writer reads. `ends_on_close`: closing the session puts an item in
+    the queue that ends the feed at once, so a close may wait for the writer (unlike a caller's iterable)."""
+
+    ends_on_close = True
+
+    def __init__(self, words: "queue.Queue[object]", aborted: threading.Event) -> None:
+        self._words, self._aborted = words, aborted
+
+    def __iter__(self) -> Iterator[str]:
+        return _feed(self._words, self._aborted)
 
 
 def _feed(words: "queue.Queue[object]", aborted: threading.Event) -> Iterator[str]:

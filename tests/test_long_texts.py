@@ -149,9 +149,10 @@ def test_the_same_text_through_basetts_completes() -> None:
 def test_a_server_with_a_shorter_keepalive_than_uvicorns_is_learned_from_its_pings() -> None:
     """A deployment that pings every 1 s and allows 1 s for the answer, at default settings (which assume
     uvicorn's 20 s): the first ping's interval bounds what the pacing assumes, and before it the window stays
-    small, so no pong waits long behind unread words. Real time, not compressed: 10x, segments of ~0.4 s."""
+    small, so no pong waits long behind unread words. Real time, not compressed: 6x, segments of ~0.6 s (two
+    in flight would hold a pong past the second)."""
     text = long_text(0.7)  # 124 words
-    with LocalServer(speed=10.0, samples_per_word=SAMPLES_PER_WORD, ping_interval=1.0, ping_timeout=1.0) as server:
+    with LocalServer(speed=6.0, samples_per_word=SAMPLES_PER_WORD, ping_interval=1.0, ping_timeout=1.0) as server:
         audio = synth_for(server).synthesize(text)
         record = server.last()
     assert record.pings >= 2

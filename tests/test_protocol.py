@@ -557,6 +557,22 @@ def test_the_end_is_answered_with_a_close_unless_the_connection_dropped(data: by
     assert (client_frames(write.data) if write is not None else []) == answer
 
 
+def test_the_servers_pings_show_its_keepalive() -> None:
+    """Until the server's first ping the window stays small; its interval then bounds the budget (a tenth of it)."""
+    utterance = orpheus(["a", "b"], keepalive_timeout=20.0)
+    utterance.sent(["{}", "a"], None, 0.0)
+    assert utterance.pacer.limit == Pacer.PINGLESS_WINDOW and utterance.pacer.budget == 2.0
+    utterance.receive(server_frame(b"k", opcode=0x9), 1.0)
+    assert utterance.ping_interval == 1.0 and utterance.pacer.budget == pytest.approx(0.1)
+    assert utterance.pacer.limit == Pacer.MAX_WINDOW
+    utterance.receive(server_frame(b"k", opcode=0x9), 4.0)  # a longer gap (a pong was late) does not raise it
+    assert utterance.ping_interval == 1.0
+    uvicorn = orpheus(["a"], keepalive_timeout=20.0)
+    uvicorn.sent(["{}", "a"], None, 0.0)
+    uvicorn.receive(server_frame(b"k", opcode=0x9), 20.0)
+    assert uvicorn.pacer.budget == 2.0  # keepalive_timeout stays the most assumed
+
+
 def test_a_whole_text_goes_out_in_batches_each_followed_by_its_pacing_ping() -> None:
     utterance = orpheus([f"w{i}" for i in range(25)], buffer_size=10)
     first = utterance.send(utterance.take(eager=True), 0.0)

@@ -175,7 +175,8 @@ def test_ten_thousand_fragments_arrive_whole_and_quickly(size: int, limit: Optio
 
     with no_leaks(), raw_server(answer) as url:
         started = time.monotonic()
-        audio = synth(url, max_message_size=limit).synthesize("hello")
+        # 10 to 41 MB of audio for one word: a token budget that allows that much (else it is refused as too much)
+        audio = synth(url, max_message_size=limit, max_tokens=100_000).synthesize("hello")
         assert time.monotonic() - started < 10
     assert audio.pcm == piece * 10000
 

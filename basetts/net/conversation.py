@@ -226,9 +226,10 @@ class Conversation:
         for thread in self._threads:
             if thread is threading.current_thread():
                 continue
-            if thread.name == "basetts-writer" and self._in_text:
+            if thread.name == "basetts-writer" and self._in_text and not getattr(self._words, "ends_on_close", False):
                 # Blocked in the caller's text iterable: nothing can interrupt it, so close (Ctrl+C) does not
-                # wait for it; it sends nothing more and ends when the iterable next yields.
+                # wait for it; it sends nothing more and ends when the iterable next yields. (A session's feed
+                # ends at once when the session closes: that one is waited for.)
                 reuse = False
                 log.debug("not waiting for the writer: it waits for the text iterable to yield")
                 continue

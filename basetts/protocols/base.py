@@ -60,12 +60,15 @@ class Pacer:
 
     MAX_WINDOW = 8
     EARLY_WINDOW = 2  # the most before the server generates: see below
+    PINGLESS_WINDOW = 2
+    """The most until the server's first keepalive ping shows how often it checks (`Conversing.learn`)."""
 
     def __init__(self, budget: float) -> None:
         self.budget = budget
         self.batch = 1  # the batch the next message belongs to
         self.acknowledged = 0  # the last batch whose ping came back
         self.window = 1
+        self.limit = self.MAX_WINDOW  # the most once generating (`Conversing` lowers it until a server ping)
         self.generating = False  # set once audio has come: see the class's docstring
         self._sent: Dict[int, Tuple[float, bool]] = {}  # batch -> (when its ping went out, generating then)
 
@@ -98,7 +101,7 @@ class Pacer:
         if now - sent >= self.budget:
             self.window = max(1, self.window // 2)
         else:
-            self.window = min(self.MAX_WINDOW if generating else self.EARLY_WINDOW, self.window + 1)
+            self.window = min(self.limit if generating else self.EARLY_WINDOW, self.window + 1)
         return True
 
 
@@ -356,6 +359,7 @@ class Conversing:
     def __init__(self, *, buffer_size: int, first_audio_timeout: float, read_timeout: float,
                  max_message_size: int, keepalive_timeout: float) -> None:
         self.pacer = Pacer(budget=keepalive_timeout / 10)
+        self.pacer.limit = Pacer.PINGLESS_WINDOW  # until the server's first ping: see `learn`
         self.keepalive_timeout = keepalive_timeout
         """The most the server's keepalive timeout is assumed to be; its pings may show it is less (`learn`)."""
         self.ping_interval: Optional[float] = None
@@ -385,23 +389,20 @@ class Conversing:
 
     # sending ----------------------------------------------------------------------------------------------
     def may_send(self, now: float) -> bool:
-        self.learn(now)
         return self.pacer.may_send() and not self.ended
 
-    def learn(self, now: float, pinged: bool = False) -> None:
-        """What the server's keepalive may be, from its pings: the pacing's budget is a tenth of it. A server pings
-        every interval and gives at most about as long for the answer (uvicorn: 20 s and 20 s), so the shortest
-        interval seen bounds the timeout assumed (`keepalive_timeout` at most); before its first ping, the time
-        it has not pinged for does, so the window starts small. A deployment configured otherwise needs no
-        setting."""
+    def learn(self, now: float) -> None:
+        """The server pinged: what its keepalive may be. A server pings every interval and gives at most about as
+        long for the answer (uvicorn: 20 s and 20 s), so the shortest interval seen bounds the timeout the pacing
+        assumes (`keepalive_timeout` at most; its budget is a tenth); until the first ping the window stays small
+        (`Pacer.PINGLESS_WINDOW`). A deployment configured otherwise needs no setting."""
         if self._began is None:
             return
-        if pinged:
-            interval = now - (self._last_ping if self._last_ping is not None else self._began)
-            self.ping_interval = interval if self.ping_interval is None else min(self.ping_interval, interval)
-            self._last_ping = now
-        bound = self.ping_interval if self.ping_interval is not None else now - self._began
-        self.pacer.budget = min(self.keepalive_timeout, bound) / 10
+        interval = now - (self._last_ping if self._last_ping is not None else self._began)
+        self.ping_interval = interval if self.ping_interval is None else min(self.ping_interval, interval)
+        self._last_ping = now
+        self.pacer.budget = min(self.keepalive_timeout, self.ping_interval) / 10
+        self.pacer.limit = self.pacer.MAX_WINDOW
 
     def take(self, eager: bool, max_bytes: Optional[int] = None) -> List[Outgoing]:
         """The next messages to write at once: up to a batch's end (where the server will generate), at most
@@ -547,9 +548,8 @@ class Conversing:
             elif opcode == OPCODE_PING:
                 pings += 1
                 self._ping = payload
-                self.learn(now, pinged=True)
-            elif opcode == OPCODE_PONG:
                 self.learn(now)
+            elif opcode == OPCODE_PONG:
                 if self.pacer.pong(payload, now):
                     self.deadlines.pong_received(now, self.pacer.pings_outstanding)
                     acknowledged = True
