@@ -80,6 +80,7 @@ def test_a_close_asking_to_come_back_before_any_audio_is_retried(code):
         synth = synth_for(server, retries=2, retry_backoff=0.01)
         audio = synth.synthesize(TEXT)
         assert audio.pcm == server.expected_pcm(TEXT) and audio.stats.attempts == 3
+        server.last()  # its handler has finished
         assert [r.close_code for r in server.conversations] == [code, code, 1000]
         faults.stream_failures = server.begun + 1
         assert b"".join(synth.stream(TEXT)) == server.expected_pcm(TEXT)
