@@ -151,7 +151,7 @@ def test_a_server_with_a_shorter_keepalive_than_uvicorns_is_learned_from_its_pin
     uvicorn's 20 s): the first ping's interval bounds what the pacing assumes, and before it the window stays
     small, so no pong waits long behind unread words. Real time, not compressed: 6x, segments of ~0.6 s (two
     in flight would hold a pong past the second)."""
-    text = long_text(0.7)  # 124 words
+    text = long_text(0.5)  # 88 words
     with LocalServer(speed=6.0, samples_per_word=SAMPLES_PER_WORD, ping_interval=1.0, ping_timeout=1.0) as server:
         audio = synth_for(server).synthesize(text)
         record = server.last()
