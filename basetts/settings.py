@@ -189,10 +189,12 @@ class CallSettings(TypedDict, total=False):
     trace: Optional[str]
     """A file to append a JSON line per event to (or BASETTS_TRACE). Default off."""
     protocol: str
-    """"orpheus" (the default: its websocket), "qwen3" (Qwen3-TTS's websocket) or "orpheus-http" (Orpheus's
-    predict endpoint, orpheus-best-performance: a …/predict URL means it), or BASETTS_PROTOCOL."""
+    """"orpheus" (the default: its websocket), "qwen3" (Qwen3-TTS's websocket), "orpheus-http" (Orpheus's
+    predict endpoint, orpheus-best-performance: a …/predict URL means it) or "xtts-streaming" (XTTS v2's
+    streaming truss, POST …/predict), or BASETTS_PROTOCOL."""
     language: Optional[str]
-    """Qwen3: one of `qwen3.LANGUAGES` ("Auto", "English", "Chinese", ...); None: the server's."""
+    """Qwen3: one of `qwen3.LANGUAGES` ("Auto", "English", "Chinese", ...); xtts-streaming: one of
+    `xtts.LANGUAGES` ("en", "de", "zh-cn", ...); None: the server's."""
     instructions: Optional[str]
     """Qwen3: how to speak (style, emotion), or the voice to design with task_type="VoiceDesign"."""
     task_type: Optional[str]
@@ -434,9 +436,11 @@ class Settings:
         for other in protocols.others(self.protocol):
             given = [name for name in other.fields if name not in own and getattr(self, name) != defaults[name]]
             if given:
+                having = [spec.name for spec in protocols.others(self.protocol) if set(given) <= set(spec.fields)]
                 theirs = other.name
+                named = " or ".join(repr(name) for name in having) if having else repr(theirs)
                 raise ConfigurationError(
-                    f"{', '.join(given)}: {'a setting' if len(given) == 1 else 'settings'} of protocol={theirs!r} "
+                    f"{', '.join(given)}: {'a setting' if len(given) == 1 else 'settings'} of protocol={named} "
                     f"only; this Synthesizer speaks protocol={self.protocol!r}. Pass protocol={theirs!r} "
                     f"(or BASETTS_PROTOCOL={theirs}), or leave {'it' if len(given) == 1 else 'them'} out.")
         protocols.spec(self.protocol).check(self)

@@ -455,13 +455,14 @@ def test_a_server_asking_to_wait_says_how_long(tmp_path):
     assert "retrying in 1.00 s" in result.stderr  # the wait it is doing, as the server asked
 
 
-def test_serve_say_batch_and_doctor_speak_orpheus_over_http(tmp_path):
+@pytest.mark.parametrize("protocol", ["orpheus-http", "xtts-streaming"])
+def test_serve_say_batch_and_doctor_speak_orpheus_over_http(tmp_path, protocol):
     """`basetts serve --protocol orpheus-http` prints a …/predict URL, and say, batch and doctor speak to it
-    from that URL alone (a predict URL means the HTTP protocol)."""
-    server = subprocess.Popen([sys.executable, "-m", "basetts.cli", "serve", "--protocol", "orpheus-http"],
+    from that URL alone (a predict URL means the HTTP protocol); for xtts-streaming it prints the protocol too."""
+    server = subprocess.Popen([sys.executable, "-m", "basetts.cli", "serve", "--protocol", protocol],
                               stdout=subprocess.PIPE, text=True)
     try:
-        lines = [server.stdout.readline() for _ in range(3)]
+        lines = [server.stdout.readline() for _ in range(3 if protocol == "orpheus-http" else 4)]
         env = dict(line.strip()[len("export "):].split("=", 1) for line in lines if line.startswith("export "))
         assert env["BASETTS_URL"].endswith("/environments/production/predict")
         out = tmp_path / "out.wav"
@@ -474,7 +475,7 @@ def test_serve_say_batch_and_doctor_speak_orpheus_over_http(tmp_path):
                                capture_output=True, text=True, env={**os.environ, **env}, timeout=60)
         assert batch.returncode == 0 and "2 written" in batch.stderr, batch.stderr
         doctor = run("doctor", env={**no_sound_card_env(tmp_path), **env})
-        assert "protocol orpheus-http" in doctor.stdout and verdicts(doctor.stdout)["time to first audio"] == "ok"
+        assert f"protocol {protocol}" in doctor.stdout and verdicts(doctor.stdout)["time to first audio"] == "ok"
     finally:
         server.terminate()
         server.wait(10)

@@ -86,8 +86,9 @@ def _protocol_flags(command: argparse.ArgumentParser) -> None:
     from ..protocols import NAMES
 
     command.add_argument("--protocol", choices=NAMES,
-                         help="what the deployment speaks: orpheus or qwen3 (websockets), orpheus-http "
-                              "(…/predict); default: BASETTS_PROTOCOL, else the URL's (…/predict: orpheus-http)")
+                         help="what the deployment speaks: orpheus or qwen3 (websockets), orpheus-http or "
+                              "xtts-streaming (…/predict); default: BASETTS_PROTOCOL, else the URL's (…/predict: "
+                              "orpheus-http)")
     qwen3 = command.add_argument_group("Qwen3-TTS")
     qwen3.add_argument("--language", help="Auto, English, Chinese, Japanese, ... (default: the server's)")
     qwen3.add_argument("--instructions", help="how to speak: style, emotion")

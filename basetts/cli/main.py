@@ -37,7 +37,9 @@ def _serve(args: argparse.Namespace) -> int:
                          samples_per_word=args.samples_per_word, faults=Faults.parse(args.fault),
                          ping_interval=off(args.ping_interval), ping_timeout=off(args.ping_timeout), **extra)
     with server:
-        protocol = "export BASETTS_PROTOCOL=qwen3\n" if qwen3 else ""
+        # What the URL does not say by itself (a websocket URL means orpheus, a predict URL orpheus-http).
+        said = args.protocol in ("orpheus", "orpheus-http")
+        protocol = "" if said else f"export BASETTS_PROTOCOL={args.protocol}\n"
         print(f"basetts local server ({server.protocol}, {server.engine} engine), Ctrl+C to stop; for clients in "
               f"a shell:\nexport BASETTS_URL={server.url}\nexport BASETEN_API_KEY={server.api_key}\n{protocol}",
               end="", flush=True)
@@ -152,7 +154,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--fault", action="append", default=[], metavar="NAME=VALUE",
                        help="misbehave on purpose, e.g. drop_after_bytes=8192 (see basetts.testing.Faults)")
     serve.add_argument("--protocol", choices=NAMES, default="orpheus",
-                       help="the protocol to serve (default orpheus; orpheus-http: POST …/predict, streamed PCM)")
+                       help="the protocol to serve (default orpheus; orpheus-http and xtts-streaming: POST …/predict, "
+                            "streamed PCM)")
     serve.add_argument("--voice", action="append", default=[], metavar="NAME",
                        help="qwen3: a voice already added (repeat for more)")
     serve.add_argument("--speaker", action="append", default=[], metavar="NAME",

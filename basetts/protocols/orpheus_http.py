@@ -116,7 +116,10 @@ class Utterance(Conversing):
 
     def __init__(self, url: str, api_key: str, fields: Dict[str, Any], words: Iterable[str], *,
                  handshake_timeout: float, first_audio_timeout: float, read_timeout: float,
-                 sentences: Optional[Sentences] = None) -> None:
+                 sentences: Optional[Sentences] = None, text_field: str = "prompt",
+                 unit_bytes: Optional[int] = None) -> None:
+        """`fields`: what every request's JSON carries besides the text, which goes in `text_field`;
+        `unit_bytes`: the most audio one request can honestly make (default: Orpheus's, from max_tokens)."""
         super().__init__(buffer_size=1, first_audio_timeout=first_audio_timeout, read_timeout=read_timeout,
                          max_message_size=MAX_HEADER, keepalive_timeout=20.0)
         parts = urlsplit(url)
@@ -124,8 +127,9 @@ class Utterance(Conversing):
         self.host = parts.netloc.rpartition("@")[2]
         self._authorization = f"Api-Key {api_key}"
         self.fields = fields
-        self.unit_bytes = segment_bytes(fields.get("max_tokens", SERVER_MAX_TOKENS))  # per request: the server
-        # cuts a prompt into chunks, but ours are at most one chunk long (MAX_PROMPT)
+        self.text_field = text_field
+        # Per request: Orpheus cuts a prompt into chunks, but ours are at most one chunk long (MAX_PROMPT).
+        self.unit_bytes = unit_bytes or segment_bytes(fields.get("max_tokens", SERVER_MAX_TOKENS))
         self.handshake_timeout = handshake_timeout
         whole = isinstance(words, (list, tuple))
         self.messages = prompts(words, sentences or server_sentences(), whole)
@@ -160,7 +164,7 @@ class Utterance(Conversing):
         self.last_sent = now
         if not message.text:
             return Write(b"", [])
-        body = json.dumps({**self.fields, "prompt": message.text}, ensure_ascii=False).encode("utf-8")
+        body = json.dumps({**self.fields, self.text_field: message.text}, ensure_ascii=False).encode("utf-8")
         headers = [("Host", self.host), ("Authorization", self._authorization),
                    ("Content-Type", "application/json"), ("Content-Length", str(len(body))),
                    ("User-Agent", f"basetts/{__version__}")]

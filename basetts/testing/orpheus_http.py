@@ -16,12 +16,14 @@ from typing import Any, List, Optional, Protocol, Tuple
 
 import h11
 
+from ..protocols.xtts import LANGUAGES as XTTS_LANGUAGES
 from .faults import ConversationRecord, Dropped, Faults
 
 
 class Endpoint(Protocol):
     """What the predict route reads of its server (a `LocalServer`): its timing, faults and records."""
 
+    protocol: str
     faults: Faults
     legacy: bool
     speed: Optional[float]
@@ -41,6 +43,8 @@ PATHS = (
     re.compile(r"^/deployment/[^/]+/predict$"),
     re.compile(r"^/v1/models/[^/]+:predict$"),  # truss's own route, inside the container
 )
+PROTOCOLS = ("orpheus-http", "xtts-streaming")
+"""The HTTP deployments this route serves (`LocalServer(protocol=...)`)."""
 MAX_CHUNK_SIZE = 280
 """The model's default `max_chunk_size`: characters per chunk of the prompt it generates in turn."""
 DEFAULTS = {"voice": "tara", "max_tokens": 6144, "temperature": 0.6, "top_p": 0.8, "repetition_penalty": 1.1}
@@ -132,7 +136,7 @@ def serve(server: Endpoint, sock: socket.socket, received: bytes, number: int) -
         if request is None:
             return
         record = ConversationRecord(path=request.target.decode("latin-1"), authorization=_header(
-            request, b"authorization"), protocol="orpheus-http")
+            request, b"authorization"), protocol=server.protocol)
         record.connection = number
         faults = server.faults.for_conversation(server._begin(record))
         try:
@@ -207,6 +211,9 @@ def _answer(server: Endpoint, sock: socket.socket, http: h11.Connection, request
         message = {"error": f"Invalid JSON payload: {exc}"}
         _respond(sock, http, record, 400, json.dumps(message).encode(), "application/json")
         return
+    if server.protocol == "xtts-streaming":
+        _answer_xtts(server, sock, http, model_input, record, sender_class, faults)
+        return
     request_id = str(model_input.get("request_id") or uuid.uuid4()) if isinstance(model_input, dict) else "?"
     prompt = model_input.get("prompt") if isinstance(model_input, dict) else None
     if not isinstance(prompt, str) or server.faults.predict_error:  # predict() raised: its except's 500
@@ -243,4 +250,31 @@ def _answer(server: Endpoint, sock: socket.socket, http: h11.Connection, request
     sock.sendall(http.send(h11.EndOfMessage()) or b"")
 
 
-__all__ = ["DEFAULTS", "INTERNAL_ERROR", "KEEP_ALIVE", "MAX_CHUNK_SIZE", "PATHS", "Stalled", "chunk_text", "serve"]
+def _answer_xtts(server: Endpoint, sock: socket.socket, http: h11.Connection, model_input: Any,
+                 record: ConversationRecord, sender_class: Any, faults: Faults) -> None:
+    """The xtts-streaming truss: predict() is a generator, so truss answers 200 (application/octet-stream) before
+    the model runs; text the model cannot take (none, or a language it does not know) cuts the body off."""
+    if not isinstance(model_input, dict) or server.faults.predict_error:
+        _respond(sock, http, record, 500, INTERNAL_ERROR.format(uuid.uuid4()).encode(), "text/plain; charset=utf-8",
+                 (("X-BASETEN-ERROR-SOURCE", "04"), ("X-BASETEN-ERROR-CODE", "700")))
+        return
+    text, language = model_input.get("text"), model_input.get("language", "en")
+    record.settings = {k: v for k, v in model_input.items() if k != "text"}
+    record.status = 200
+    sock.sendall(http.send(h11.Response(status_code=200, headers=[("Content-Type", "application/octet-stream")]))
+                 or b"")
+    stream = Stream(sock, http)
+    if not isinstance(text, str) or language not in XTTS_LANGUAGES:  # the generator raises at its first step
+        record.close_code = 500
+        stream.close()
+        raise Dropped()
+    record.messages.append(text)
+    if faults.silent:
+        server._stopping.wait()
+        raise Dropped()
+    sender_class(server, stream, record, faults).generate(text.split(), "pcm_s16le")
+    sock.sendall(http.send(h11.EndOfMessage()) or b"")
+
+
+__all__ = ["DEFAULTS", "INTERNAL_ERROR", "KEEP_ALIVE", "MAX_CHUNK_SIZE", "PATHS", "PROTOCOLS", "Stalled", "chunk_text",
+           "serve"]

@@ -119,12 +119,13 @@ class LocalServer:
 
         `protocol="orpheus-http"` serves Orpheus over HTTP instead (`testing.orpheus_http`): POST …/predict,
         streamed PCM; its websocket paths close with 1003 as truss's do on such a deployment. `keep_alive`:
-        seconds an idle kept-alive connection stays open (uvicorn's 5).
+        seconds an idle kept-alive connection stays open (uvicorn's 5). `protocol="xtts-streaming"` serves
+        the xtts-streaming truss the same way ({"text", "language"} in, octet-stream PCM out).
 
         `history`: keep the records of only the last this many conversations (None: all; each holds its
         audio, so a server serving thousands, as a benchmark's, would grow without it)."""
-        if protocol not in ("orpheus", "qwen3", "orpheus-http"):
-            raise ValueError("protocol must be 'orpheus', 'qwen3' or 'orpheus-http'")
+        if protocol not in ("orpheus", "qwen3") + orpheus_http.PROTOCOLS:
+            raise ValueError("protocol must be 'orpheus', 'qwen3', 'orpheus-http' or 'xtts-streaming'")
         if session_end not in qwen3.SESSION_ENDS:
             raise ValueError(f"session_end must be one of {qwen3.SESSION_ENDS}")
         self.protocol = protocol
@@ -139,7 +140,7 @@ class LocalServer:
         self.idle_timeout = idle_timeout
         self.session_end = session_end
         self.history = history
-        self.predict_only = predict_only or protocol == "orpheus-http"
+        self.predict_only = predict_only or protocol in orpheus_http.PROTOCOLS
         self.keep_alive = keep_alive
         if pysbd and flush.pysbd_segment() is None:
             raise RuntimeError("pysbd=True needs pysbd: pip install pysbd")
@@ -201,7 +202,7 @@ class LocalServer:
     def url(self) -> str:
         """The URL to give `Synthesizer(url=...)`: the production path of a Baseten model, its websocket (or,
         for orpheus-http, its predict endpoint)."""
-        if self.protocol == "orpheus-http":
+        if self.protocol in orpheus_http.PROTOCOLS:
             scheme = "https" if self.ssl_context is not None else "http"
             return f"{scheme}://127.0.0.1:{self.port}/environments/production/predict"
         scheme = "wss" if self.ssl_context is not None else "ws"
@@ -284,7 +285,7 @@ class LocalServer:
                 sock.settimeout(10)
                 sock = self.ssl_context.wrap_socket(sock, server_side=True)
             received = b""
-            if self.protocol == "orpheus-http":
+            if self.protocol in orpheus_http.PROTOCOLS:
                 received = _head(sock)
                 if not received.lower().startswith(b"get ") or b"\r\nupgrade:" not in received.lower():
                     with self._lock:
