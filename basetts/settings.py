@@ -62,7 +62,7 @@ def predict_url(url: str) -> str:
     (.../websocket) its predict endpoint (.../predict), saying so. Anything else is left as is."""
     converted = _endpoint(url, upgrades=False)
     if converted != url:
-        warn(f"url {url!r} is a websocket URL; protocol='orpheus-http' posts to {converted!r}")
+        warn(f"url {url!r} is a websocket URL; an HTTP protocol posts to {converted!r}")
     return converted
 
 
