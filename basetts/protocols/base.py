@@ -577,8 +577,8 @@ class Conversing:
             return None
         return ServerError(
             f"The server sent {self.audio_bytes / 1e6:.1f} MB of audio for {max(1, self.units_sent)} unit(s) of text, "
-            f"over {ALLOWANCE_SLACK} times what their token budget (max_tokens) can make: it is broken, or "
-            "something in the way is. The audio so far is in .partial.")
+            f"over {ALLOWANCE_SLACK} times what their token budget can make (max_tokens; Qwen3: max_new_tokens): it "
+            "is broken, or something in the way is. The audio so far is in .partial.")
 
     def binary(self, payload: bytes) -> bytes:
         """An audio message: its whole 16-bit samples."""
