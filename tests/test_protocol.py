@@ -558,14 +558,20 @@ def test_the_end_is_answered_with_a_close_unless_the_connection_dropped(data: by
 
 
 def test_the_servers_pings_show_its_keepalive() -> None:
-    """Until the server's first ping the window stays small; its interval then bounds the budget (a tenth of it)."""
+    """Before the server's first ping, the time without one (2 s at least) bounds the window's budget; its
+    interval then bounds both budgets (a tenth of it)."""
     utterance = orpheus(["a", "b"], keepalive_timeout=20.0)
     utterance.sent(["{}", "a"], None, 0.0)
-    assert utterance.pacer.limit == Pacer.PINGLESS_WINDOW and utterance.pacer.budget == 2.0
-    utterance.receive(server_frame(b"k", opcode=0x9), 1.0)
+    utterance.receive(server_frame(b"1", opcode=0xA), 0.5)
+    assert utterance.pacer.budget == pytest.approx(0.2) and utterance.keepalive_budget == 2.0
+    utterance.receive(server_frame(b"1", opcode=0xA), 5.0)
+    assert utterance.pacer.budget == pytest.approx(0.5)  # no ping for 5 s: its interval is longer
+    utterance.receive(server_frame(b"k", opcode=0x9), 6.0)
+    assert utterance.ping_interval == 6.0
+    utterance.receive(server_frame(b"k", opcode=0x9), 7.0)
     assert utterance.ping_interval == 1.0 and utterance.pacer.budget == pytest.approx(0.1)
-    assert utterance.pacer.limit == Pacer.MAX_WINDOW
-    utterance.receive(server_frame(b"k", opcode=0x9), 4.0)  # a longer gap (a pong was late) does not raise it
+    assert utterance.keepalive_budget == pytest.approx(0.1)
+    utterance.receive(server_frame(b"k", opcode=0x9), 10.0)  # a longer gap (a pong was late) does not raise it
     assert utterance.ping_interval == 1.0
     uvicorn = orpheus(["a"], keepalive_timeout=20.0)
     uvicorn.sent(["{}", "a"], None, 0.0)

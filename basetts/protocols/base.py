@@ -60,15 +60,12 @@ class Pacer:
 
     MAX_WINDOW = 8
     EARLY_WINDOW = 2  # the most before the server generates: see below
-    PINGLESS_WINDOW = 2
-    """The most until the server's first keepalive ping shows how often it checks (`Conversing.learn`)."""
 
     def __init__(self, budget: float) -> None:
         self.budget = budget
         self.batch = 1  # the batch the next message belongs to
         self.acknowledged = 0  # the last batch whose ping came back
         self.window = 1
-        self.limit = self.MAX_WINDOW  # the most once generating (`Conversing` lowers it until a server ping)
         self.generating = False  # set once audio has come: see the class's docstring
         self._sent: Dict[int, Tuple[float, bool]] = {}  # batch -> (when its ping went out, generating then)
 
@@ -101,7 +98,7 @@ class Pacer:
         if now - sent >= self.budget:
             self.window = max(1, self.window // 2)
         else:
-            self.window = min(self.limit if generating else self.EARLY_WINDOW, self.window + 1)
+            self.window = min(self.MAX_WINDOW if generating else self.EARLY_WINDOW, self.window + 1)
         return True
 
 
@@ -234,6 +231,10 @@ MIN_PROGRESS = 480
 """Bytes of audio that count as progress against `read_timeout` (10 ms of 16-bit PCM, 20 ms of μ-law; every
 server sends far more at once)."""
 
+MIN_KEEPALIVE = 2.0
+"""Before the server's first ping: the shortest keepalive timeout assumed for the window's growth (a pong that
+waits a fifth of a second behind our batches stops it), however soon after the start."""
+
 ALLOWANCE_SLACK = 4
 """How many times the audio a unit's token budget can make (max_tokens: `Conversing.unit_bytes`) a server may
 send before it is called broken."""
@@ -359,9 +360,10 @@ class Conversing:
     def __init__(self, *, buffer_size: int, first_audio_timeout: float, read_timeout: float,
                  max_message_size: int, keepalive_timeout: float) -> None:
         self.pacer = Pacer(budget=keepalive_timeout / 10)
-        self.pacer.limit = Pacer.PINGLESS_WINDOW  # until the server's first ping: see `learn`
         self.keepalive_timeout = keepalive_timeout
         """The most the server's keepalive timeout is assumed to be; its pings may show it is less (`learn`)."""
+        self.keepalive_budget = keepalive_timeout / 10
+        """How long what we send may wait unread: a tenth of the keepalive timeout assumed (`learn`)."""
         self.ping_interval: Optional[float] = None
         """The shortest time seen between the server's keepalive pings (the first counted from our first send)."""
         self._began: Optional[float] = None  # our first send: the connection was opened just before
@@ -391,18 +393,21 @@ class Conversing:
     def may_send(self, now: float) -> bool:
         return self.pacer.may_send() and not self.ended
 
-    def learn(self, now: float) -> None:
-        """The server pinged: what its keepalive may be. A server pings every interval and gives at most about as
-        long for the answer (uvicorn: 20 s and 20 s), so the shortest interval seen bounds the timeout the pacing
-        assumes (`keepalive_timeout` at most; its budget is a tenth); until the first ping the window stays small
-        (`Pacer.PINGLESS_WINDOW`). A deployment configured otherwise needs no setting."""
+    def learn(self, now: float, pinged: bool = False) -> None:
+        """What the server's keepalive may be, from its pings. A server pings every interval and gives about as
+        long for the answer (uvicorn: 20 s and 20 s), so the shortest interval seen bounds the timeout assumed
+        (`keepalive_timeout` at most; the budgets are a tenth of it). Before its first ping, the time it has not
+        pinged for (MIN_KEEPALIVE at least) bounds it for the window's growth, so the window grows only while
+        our batches are read at once: a deployment configured otherwise needs no setting."""
         if self._began is None:
             return
-        interval = now - (self._last_ping if self._last_ping is not None else self._began)
-        self.ping_interval = interval if self.ping_interval is None else min(self.ping_interval, interval)
-        self._last_ping = now
-        self.pacer.budget = min(self.keepalive_timeout, self.ping_interval) / 10
-        self.pacer.limit = self.pacer.MAX_WINDOW
+        if pinged:
+            interval = now - (self._last_ping if self._last_ping is not None else self._began)
+            self.ping_interval = interval if self.ping_interval is None else min(self.ping_interval, interval)
+            self._last_ping = now
+            self.keepalive_budget = min(self.keepalive_timeout, self.ping_interval) / 10
+        bound = self.ping_interval if self.ping_interval is not None else max(MIN_KEEPALIVE, now - self._began)
+        self.pacer.budget = min(self.keepalive_timeout, bound) / 10
 
     def take(self, eager: bool, max_bytes: Optional[int] = None) -> List[Outgoing]:
         """The next messages to write at once: up to a batch's end (where the server will generate), at most
@@ -548,8 +553,9 @@ class Conversing:
             elif opcode == OPCODE_PING:
                 pings += 1
                 self._ping = payload
-                self.learn(now)
+                self.learn(now, pinged=True)
             elif opcode == OPCODE_PONG:
+                self.learn(now)
                 if self.pacer.pong(payload, now):
                     self.deadlines.pong_received(now, self.pacer.pings_outstanding)
                     acknowledged = True

@@ -290,7 +290,7 @@ class Qwen3Utterance(Conversing):
         (fatal past 20 s: a long sentence, a slow model). So text goes ahead only while those sentences'
         generation, predicted from the server's measured speed, ends within the pacing's budget; else
         it waits for their audio.done (one round trip per sentence)."""
-        return super().may_send(now) and self.predicted_wait(now) < self.pacer.budget
+        return super().may_send(now) and self.predicted_wait(now) < self.keepalive_budget
 
     def predicted_wait(self, now: float) -> float:
         """Seconds until the server has generated every sentence sent (0 when it waits for text)."""
