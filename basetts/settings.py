@@ -417,7 +417,8 @@ class Settings:
         check_int("max_message_size", self.max_message_size, 4096)
         if self.proxy is not None and not isinstance(self.proxy, str):
             raise ConfigurationError("proxy must be a URL string like 'http://host:3128' (or '' for none)")
-        proxy_host = str(urlsplit(self.proxy if "://" in (self.proxy or "") else f"http://{self.proxy}").hostname or "")
+        proxy_host = str(urlsplit(self.proxy if "://" in self.proxy else f"http://{self.proxy}").hostname or "") \
+            if self.proxy else ""
         if self.proxy and parts.scheme == insecure and not self.allow_insecure and not is_loopback(proxy_host):
             # An environment's proxy is never used for loopback, and any other ws:// host needs allow_insecure.
             raise ConfigurationError(
