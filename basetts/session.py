@@ -7,7 +7,7 @@ import weakref
 from typing import TYPE_CHECKING, Any, Callable, Iterator, List, Optional
 
 from .audio import Audio, Stats
-from .errors import BasetenTTSError, SessionEnded
+from .errors import SessionEnded, attach_partial
 from .net.conversation import Conversation
 from .net.retry import open_conversation
 from .settings import Settings
@@ -162,8 +162,7 @@ class Session:
         with self._changed:
             error = self._error if self._ended and not self._ended_by_user else None
         if error is not None:
-            if isinstance(error, BasetenTTSError):
-                error.partial = self.audio
+            attach_partial(error, self.audio)  # ours, or an exception from on_audio
             raise error
 
     def abort(self) -> None:

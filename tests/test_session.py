@@ -101,6 +101,16 @@ def test_send_after_the_connection_failed_raises_at_once_with_the_partial_audio(
         assert len(info.value.partial.pcm) == 4800
 
 
+def test_an_exception_from_on_audio_ends_the_session_with_the_audio_so_far(basetts_server):
+    def on_audio(chunk: bytes) -> None:
+        raise RuntimeError("the callback failed")
+
+    with pytest.raises(RuntimeError, match="callback failed") as info:
+        with synth_for(basetts_server).session(on_audio=on_audio) as session:
+            session.send(TEXT)
+    assert info.value.partial.pcm and basetts_server.expected_pcm(TEXT).startswith(info.value.partial.pcm)
+
+
 def test_an_empty_session_ends_cleanly(basetts_server, basetts_synthesizer):
     with basetts_synthesizer.session() as session:
         pass
