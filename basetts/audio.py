@@ -6,7 +6,7 @@ import dataclasses
 import io
 import os
 import wave
-from typing import Any, Iterator, List, NamedTuple, Optional, Union
+from typing import Any, Iterator, List, NamedTuple, Optional, Tuple, Union
 
 from . import errors
 from .errors import ConfigurationError
@@ -16,11 +16,14 @@ from .pcm import wav_header as wav_header  # its public home (docs/api.md)
 
 
 class Word(NamedTuple):
-    """A word and when it is heard: seconds from the utterance's first sample."""
+    """A word and when it is heard: seconds from the utterance's first sample; `span`: the characters
+    [start, end) of the text you gave that it stands for (for fragments, of their concatenation), so
+    `text[slice(*word.span)]` is what you wrote (None if the server's word is not among those sent)."""
 
     text: str
     start: float
     end: float
+    span: Optional[Tuple[int, int]] = None
 
 
 @dataclasses.dataclass(frozen=True)

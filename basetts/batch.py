@@ -115,7 +115,7 @@ class _Batch:
         try:
             text, item_settings = _settings_of(item)
             settings = self.settings.replace(**{**self.overrides, **item_settings})
-            words = list(words_of(text))
+            words = list(words_of(text, settings.text_format))
         except BasetenTTSError as exc:
             error = exc
         except (ValueError, TypeError) as exc:  # bad input or an unknown setting: this item's error only

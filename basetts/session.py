@@ -55,7 +55,8 @@ class Session:
         self._on_audio = on_audio
         self._stopped = False  # stop(): send() is ignored from then on
         self._ended_by_user = False  # abort() or stop(): not an error; finish() returns the audio
-        self._splitter = WordSplitter()
+        self._splitter = WordSplitter(settings.text_format)
+        self._given: List[str] = []  # the fragments sent: `text`
         self._words: "queue.Queue[object]" = queue.Queue()
         self._aborted = threading.Event()
         self._chunks: List[bytes] = []
@@ -132,6 +133,7 @@ class Session:
             self._close()  # the session is over: its threads and connection go now, not at finish()
             raise
         words = self._splitter.feed(fragment)  # checks the fragment before anything is opened
+        self._given.append(fragment)
         self.open()
         for word in words:
             self._words.put(word)
@@ -191,6 +193,20 @@ class Session:
             with self._changed:
                 return self.playback.heard
         return self.received
+
+    @property
+    def text(self) -> str:
+        """Everything sent so far, as you gave it: the words' spans (`Word.span`) index it."""
+        return "".join(self._given)
+
+    @property
+    def heard_text(self) -> Optional[str]:
+        """The part of `text` said in `audio` (what was heard, after a stop): up to the end of its last word
+        heard whole, as you wrote it. Needs word times (Qwen3-TTS with ``word_timestamps=True``): None without."""
+        if not self.stats.timeline.words:
+            return None
+        ends = [word.span[1] for word in self.audio.words if word.span is not None]
+        return self.text[:max(ends)] if ends else ""
 
     @property
     def received(self) -> Audio:

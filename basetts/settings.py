@@ -12,6 +12,7 @@ from urllib.parse import urlsplit
 from . import protocols
 from .checks import check_int, check_number, is_utf8
 from .errors import ArgumentTypeError, ConfigurationError, keep_secret, warn
+from .text import TextFormat, check_text_format
 
 log = logging.getLogger("basetts")
 
@@ -218,6 +219,10 @@ class CallSettings(TypedDict, total=False):
     sentence_errors: str
     """Qwen3: "raise" (default: a failed sentence ends the call with `SentenceError`) or "collect"
     (go on; `Audio.sentences` holds the server's message)."""
+    text_format: TextFormat
+    """How the text given is read: "markdown" (the default: Markdown's marks, code blocks, URLs' paths and emoji
+    are left out, as a person reading it aloud would), "plain" (sent as it is) or a function of one sentence
+    (str -> str) of your own."""
     idle_timeout: float
     """Qwen3: how long the server waits for a message before it ends the session (its 30 s); a quiet
     producer (or a paused player) is kept alive with an empty message every third of it."""
@@ -276,6 +281,7 @@ class Settings:
     initial_codec_chunk_frames: Optional[int] = None
     sentence_errors: str = "raise"
     idle_timeout: float = 30.0
+    text_format: TextFormat = "markdown"
 
     def __repr__(self) -> str:
         shown = ", ".join(
@@ -428,6 +434,7 @@ class Settings:
         if self.trace is not None and not isinstance(self.trace, (str, os.PathLike)):
             raise ConfigurationError("trace must be a file path")
         check_number("retry_backoff", self.retry_backoff, low=0.0, high=MAX_TIMEOUT, low_open=False, required=True)
+        check_text_format(self.text_format)
 
     def _check_protocol_fields(self) -> None:
         """Settings of another protocol are refused, naming it; this protocol's are checked as its server

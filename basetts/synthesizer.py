@@ -206,7 +206,7 @@ class Synthesizer:
         On failure the error's ``partial`` is empty: every chunk received was already yielded.
         """
         settings = self.settings.replace(**overrides)
-        return self._stream(settings, words_of(text))
+        return self._stream(settings, words_of(text, settings.text_format))
 
     def _stream(self, settings: Settings, words: Iterable[str]) -> Generator[bytes, None, None]:
         stats = Stats()
@@ -221,7 +221,7 @@ class Synthesizer:
         """The whole utterance as `Audio`, once the server has closed the stream. `on_audio(chunk)` runs
         in this thread with each chunk as it arrives."""
         settings = self.settings.replace(**overrides)
-        words = words_of(text)
+        words = words_of(text, settings.text_format)
         stats = Stats()
         # BytesIO, not a list joined at the end: getvalue() hands over its buffer without a copy, so the
         # peak is the PCM once, not twice (docs/performance.md).
@@ -287,7 +287,7 @@ class Synthesizer:
 
         extension = format_of(path, format)
         settings = self.settings.replace(**overrides)
-        words = words_of(text)
+        words = words_of(text, settings.text_format)
         stats = Stats()
         writer: Optional[AudioWriter] = None
         try:
@@ -349,7 +349,7 @@ class Synthesizer:
 
         started = time.monotonic()  # the stats count from here: opening the device is part of the wait
         settings = self.settings.replace(**overrides)
-        words = words_of(text)
+        words = words_of(text, settings.text_format)
         player = self._player(output_device, prebuffer, volume)
         stats = Stats()
         playback = self._track(Playback(player, stats, started))

@@ -1,12 +1,38 @@
-"""Text before it is sent: what may be spoken, and the words of a text or of fragments arriving over time."""
+"""Text before it is sent: what may be spoken, the text format that makes it ready for speech, and the
+words of a text or of fragments arriving over time, each with the characters of the text given it stands for."""
 from __future__ import annotations
 
-from typing import Any, Iterable, Iterator, List, Union
+import collections
+import re
+import threading
+from itertools import islice
+from typing import Any, Callable, Deque, Iterable, Iterator, List, Optional, Tuple, Union
 
-from .errors import ArgumentTypeError, InvalidText
+from .errors import ArgumentTypeError, ConfigurationError, InvalidText
+from .markdown import Markdown, Piece
 
 Text = Union[str, Iterable[str]]
 """A whole text, or fragments of it arriving over time (tokens from a language model)."""
+
+TextFormat = Union[str, Callable[[str], str]]
+"""How the text given becomes what is said: "markdown", "plain" or a function of one sentence."""
+
+TEXT_FORMATS = ("markdown", "plain")
+
+Span = Tuple[int, int]
+
+
+class Spoken(str):
+    """A word as sent, and `span`: the characters [start, end) of the text given that it stands for (for
+    fragments, of their concatenation)."""
+
+    span: Span
+
+
+def check_text_format(value: Any) -> None:
+    if not (callable(value) or value in TEXT_FORMATS):
+        raise ConfigurationError(f"text_format must be 'markdown', 'plain' or a function from a sentence (str) to "
+                                 f"what to say for it (str), got {value!r}")
 
 
 def check_text(text: Any) -> str:
@@ -29,36 +55,143 @@ def check_fragment(fragment: Any) -> str:
     return fragment
 
 
+_TOKENS = re.compile(r"\S+|\s+")
+_UNIT_END = re.compile(r"(?<=[.!?\u2026\u3002\uff01\uff1f])\s|\n")
+
+
+class _Sentences:
+    """A function of the user's own, applied to each sentence (cut after a sentence's end mark and the
+    space that follows it, or at a line's end) as soon as it is whole; each result stands for its sentence."""
+
+    def __init__(self, function: Callable[[str], str]) -> None:
+        self._function = function
+        self._held = ""
+        self._at = 0
+
+    def feed(self, fragment: str) -> List[Piece]:
+        self._held += fragment
+        pieces: List[Piece] = []
+        start = 0
+        for end in _UNIT_END.finditer(self._held):
+            pieces.append(self._said(start, end.end()))
+            start = end.end()
+        self._held, self._at = self._held[start:], self._at + start
+        return pieces
+
+    def finish(self) -> List[Piece]:
+        pieces = [self._said(0, len(self._held))] if self._held else []
+        self._held, self._at = "", self._at + len(self._held)
+        return pieces
+
+    def _said(self, start: int, end: int) -> Piece:
+        said = self._function(self._held[start:end])
+        if not isinstance(said, str):
+            raise ArgumentTypeError(f"text_format's function must return a str, not {type(said).__name__}")
+        return Piece(check_fragment(said) + " ", self._at + start, self._at + end)
+
+
 class WordSplitter:
-    """Turns text fragments (LLM tokens, split anywhere) into whole words; holds back a trailing partial."""
+    """Text fragments (LLM tokens, split anywhere) through the text format, as whole words (`Spoken`, with
+    their spans); a trailing partial word is held back until what follows it is known."""
 
-    def __init__(self) -> None:
-        self._partial = ""
+    def __init__(self, text_format: TextFormat = "markdown") -> None:
+        self._format: Any = Markdown() if text_format == "markdown" else \
+            _Sentences(text_format) if callable(text_format) else None
+        self._given = 0
+        self._word = ""
+        self._span = (0, 0)
 
-    def feed(self, fragment: str) -> List[str]:
-        text = self._partial + check_fragment(fragment)
-        words = text.split()
-        self._partial = words.pop() if words and not text[-1].isspace() else ""
+    def feed(self, fragment: str) -> List[Spoken]:
+        fragment = check_fragment(fragment)
+        start, self._given = self._given, self._given + len(fragment)
+        pieces = [Piece(fragment, start, self._given)] if self._format is None else self._format.feed(fragment)
+        return self._split(pieces)
+
+    def finish(self) -> List[Spoken]:
+        """The held-back words, once no more text will come."""
+        words = [] if self._format is None else self._split(self._format.finish())
+        if self._word:
+            words.append(self._spoken())
         return words
 
-    def finish(self) -> List[str]:
-        """The held-back word, once no more text will come."""
-        word, self._partial = self._partial, ""
-        return [word] if word else []
+    def _split(self, pieces: List[Piece]) -> List[Spoken]:
+        words: List[Spoken] = []
+        for said, start, end in pieces:
+            exact = len(said) == end - start  # each character stands for itself (else all for the whole span)
+            for token in _TOKENS.finditer(said):
+                if token.group()[0].isspace():
+                    if self._word:
+                        words.append(self._spoken())
+                    continue
+                first, last = (start + token.start(), start + token.end()) if exact else (start, end)
+                if self._word:
+                    self._word += token.group()
+                    if last > first:  # a period the text layer added stands for nothing more
+                        self._span = (min(self._span[0], first), max(self._span[1], last))
+                else:
+                    self._word, self._span = token.group(), (first, last)
+        return words
+
+    def _spoken(self) -> Spoken:
+        word = Spoken(self._word)
+        word.span, self._word = self._span, ""
+        return word
 
 
-def iter_words(fragments: Iterable[str]) -> Iterator[str]:
+def iter_words(fragments: Iterable[str], text_format: TextFormat = "markdown") -> Iterator[Spoken]:
     """Whole words from an iterable of fragments, yielded as soon as each word is known complete."""
-    splitter = WordSplitter()
+    splitter = WordSplitter(text_format)
     for fragment in fragments:
         yield from splitter.feed(fragment)
     yield from splitter.finish()
 
 
-def words_of(text: Text) -> Iterable[str]:
+def words_of(text: Text, text_format: TextFormat = "markdown") -> Iterable[str]:
     """The words to send: a str is checked and split now; an iterable is split lazily as it yields."""
     if isinstance(text, str):
-        return check_text(text).split()
+        words = list(iter_words([check_text(text)], text_format))
+        if not words:
+            raise InvalidText("text has nothing to say once read as Markdown (code blocks, marks and emoji are "
+                              "left out): pass text_format='plain' to send it as it is")
+        return words
     if isinstance(text, (bytes, bytearray, memoryview)) or not isinstance(text, Iterable):
         raise ArgumentTypeError(f"text must be a str or an iterable of str, not {type(text).__name__}")
-    return iter_words(text)
+    return iter_words(text, text_format)
+
+
+def _letters(text: str) -> str:
+    return "".join(char for char in text.casefold() if char.isalnum())
+
+
+class Aligner:
+    """Finds the words a server's aligner names (Qwen3-TTS's word times) in the words sent, for their spans
+    in the text given. The writer's thread `tracks` the words as they go; the reader's asks `span_of`."""
+
+    LOOKAHEAD = 256
+    """Letters searched past the last word found: a server word not found there has no span."""
+
+    def __init__(self) -> None:
+        self._letters: Deque[Tuple[str, Optional[Span]]] = collections.deque()
+        self._lock = threading.Lock()
+
+    def track(self, words: Iterable[str]) -> Iterator[str]:
+        for word in words:
+            span: Optional[Span] = getattr(word, "span", None)
+            with self._lock:
+                self._letters.extend((letter, span) for letter in _letters(word))
+            yield word
+
+    def span_of(self, said: str) -> Optional[Span]:
+        """The span of the words sent that `said` is (found in order: each letter once)."""
+        wanted = _letters(said)
+        if not wanted:
+            return None
+        with self._lock:
+            ahead = list(islice(self._letters, 0, self.LOOKAHEAD + len(wanted)))
+            at = "".join(letter for letter, _ in ahead).find(wanted)
+            if at < 0:
+                return None
+            spans = [span for _, span in ahead[at:at + len(wanted)] if span is not None]
+            for _ in range(at + len(wanted)):
+                self._letters.popleft()
+        return (min(s[0] for s in spans), max(s[1] for s in spans)) if spans else None

@@ -283,3 +283,19 @@ def words(count: int, vocabulary: int = 40, sentence: int = 0) -> str:
             word += "."
         out.append(word)
     return " ".join(out)
+
+
+_ANSWER = (
+    "## Getting started\n\nHere is **what to do** first, step by step:\n\n"
+    "1. Install it with `pip install basetts`.\n2. Read [the guide](https://example.com/docs/guide) 🚀\n"
+    "- Keep *one* connection per call; see https://www.example.com/a/b?c=1.\n\n"
+    "| Setting | Default |\n|---|---|\n| voice | tara |\n\n"
+    "```python\nprint('hello')\n```\n\n"
+    "That's it! <laugh> Plain prose follows, as most of an answer is: the model explains what it did, "
+    "why it matters, and what comes next, in sentences of ordinary length.\n\n"
+)
+
+
+def markdown_answer(characters: int) -> str:
+    """A language model's answer (headings, lists, code, links, a table, emoji, prose) of about `characters`."""
+    return _ANSWER * max(1, characters // len(_ANSWER))

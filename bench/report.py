@@ -18,6 +18,7 @@ SKELETON = f"""# Performance
 """
 BARE = "bare websocket-client"
 OURS = "basetts stream()"
+PLAIN = "basetts stream(), text_format='plain'"
 BARE_HTTP = "bare http.client"
 WARM = "basetts stream() after connect()"
 OFFICIAL = "official aiohttp example"
@@ -60,6 +61,11 @@ def summarize(results: Dict[str, Any]) -> Dict[str, Any]:
         s["ttfb_ratio"] = med[OURS] / med[BARE]
         s["ttfb_vs_official"] = med[OURS] / med[OFFICIAL] if OFFICIAL in med else None
         s["warm_saving"] = med[OURS] - med[WARM]
+        if PLAIN in med:
+            s["text_layer_ttfb_ratio"] = med[OURS] / med[PLAIN]
+    text = results.get("text_layer")
+    if text:
+        s["text_layer"] = {name: median(v) for name, v in text["seconds_per_character"].items()}
     tp = results.get("throughput")
     if tp:
         r = tp["results"]
@@ -139,6 +145,14 @@ def targets(s: Dict[str, Any], results: Dict[str, Any]) -> List[Tuple[str, str, 
         if s.get("ttfb_vs_official") is not None:
             rows.append(("Time to first byte ≤ 0.8× the official client", f"{s['ttfb_vs_official']:.3f}×",
                          verdict(s["ttfb_vs_official"] <= 0.8)))
+    if "text_layer_ttfb_ratio" in s:
+        rows.append(("Markdown text layer (the default): time to first byte ≤ 1.02× text_format='plain'",
+                     f"{s['text_layer_ttfb_ratio']:.3f}×", verdict(s["text_layer_ttfb_ratio"] <= 1.02)))
+    if "text_layer" in s:
+        t = s["text_layer"]
+        rows.append(("Markdown text layer: cost per character, whole text / 4-character tokens (plain: words only)",
+                     f"{t['markdown, whole'] * 1e6:.2f} / {t['markdown, 4-character tokens'] * 1e6:.2f} µs "
+                     f"({t['plain, whole'] * 1e6:.2f} / {t['plain, 4-character tokens'] * 1e6:.2f} µs)", "–"))
     if "throughput_ratio" in s:
         rows.append(("Throughput ≥ 0.9× the bare loop", f"{s['throughput_ratio']:.3f}×",
                      verdict(s["throughput_ratio"] >= 0.9)))

@@ -56,6 +56,8 @@ class Plan:
     batch_levels: Tuple[int, ...] = (1, 16, 64, 256)
     batch_reps: int = 5  # interleaved; medians (one run moves ±12%: the server, on the same 2 cores, sets the pace)
     qwen3_words: int = 6000  # 10 minutes, sentences of 15 words
+    text_characters: int = 200_000
+    text_reps: int = 5
 
     @classmethod
     def quick(cls) -> "Plan":
@@ -63,7 +65,7 @@ class Plan:
                    encoding_reps=1, cpu_levels=(1, 8), cpu_bare_levels=(1,), cpu_words=30, cpu_reps=1,
                    memory_minutes=(1, 10), speak_budget=3.0, ttfs_repeat=2, underrun_speeds=(1.2,),
                    underrun_words=30, underrun_reps=1, long_minutes=2.0, batch_count=60,
-                   batch_levels=(1, 16), batch_reps=1, qwen3_words=600)
+                   batch_levels=(1, 16), batch_reps=1, qwen3_words=600, text_characters=20_000, text_reps=1)
 
 
 def log(message: str) -> None:
@@ -79,12 +81,14 @@ def measure_first_byte(plan: Plan) -> Dict[str, Any]:
     text = clients.words(plan.ttfb_words)
     with procs.server() as server:
         synth = Synthesizer(url=server.url, api_key=server.api_key)
+        plain = Synthesizer(url=server.url, api_key=server.api_key, text_format="plain")  # the text layer's cost
         runners: Dict[str, Callable[[], Tuple[float, int]]] = {
             "bare websocket-client": lambda: clients.bare_first_byte(server.url, server.api_key, text),
             "bare websocket-client, with a timeout": lambda: clients.bare_first_byte(
                 server.url, server.api_key, text, timeout=TIMEOUT),
             "basetts stream()": lambda: clients.basetts_first_byte(synth, text),
             "basetts stream() after connect()": lambda: clients.basetts_warm_first_byte(synth, text),
+            report.PLAIN: lambda: clients.basetts_first_byte(plain, text),
         }
         skipped = clients.check_seed()
         if skipped is None:
@@ -101,7 +105,29 @@ def measure_first_byte(plan: Plan) -> Dict[str, Any]:
                     raise RuntimeError(f"{name} received {received} bytes")
                 samples[name].append(elapsed)
         synth.close()
+        plain.close()
     return {"samples": samples, "official_skipped": skipped}
+
+
+def measure_text_layer(plan: Plan) -> Dict[str, Any]:
+    """The text layer's cost per character: a model's answer read as Markdown, whole and as 4-character
+    tokens, against text_format="plain" (the words only)."""
+    from basetts.text import iter_words
+
+    answer = clients.markdown_answer(plan.text_characters)
+    tokens = [answer[i:i + 4] for i in range(0, len(answer), 4)]
+    runs = {"markdown, whole": lambda: iter_words([answer], "markdown"),
+            "markdown, 4-character tokens": lambda: iter_words(tokens, "markdown"),
+            "plain, whole": lambda: iter_words([answer], "plain"),
+            "plain, 4-character tokens": lambda: iter_words(tokens, "plain")}
+    per_character: Dict[str, List[float]] = {name: [] for name in runs}
+    for _ in range(plan.text_reps):
+        for name, run in runs.items():
+            started = time.perf_counter()
+            for _word in run():
+                pass
+            per_character[name].append((time.perf_counter() - started) / len(answer))
+    return {"characters": len(answer), "seconds_per_character": per_character}
 
 
 # throughput and encodings ---------------------------------------------------------------------------
@@ -371,6 +397,9 @@ def main(argv: Optional[List[str]] = None) -> int:
         if wanted("ttfb"):
             log("time to first audio byte")
             results["first_byte"] = measure_first_byte(plan)
+        if wanted("text"):
+            log("the text layer's cost per character")
+            results["text_layer"] = measure_text_layer(plan)
         if wanted("throughput"):
             log("throughput")
             results["throughput"] = measure_throughput(plan)

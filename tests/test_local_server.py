@@ -360,7 +360,7 @@ def test_unknown_voice_is_sent_with_a_warning(server: LocalServer, caplog: pytes
 
 def test_a_word_equal_to_the_sentinel_is_spoken(server: LocalServer) -> None:
     text = f"say {SENTINEL} now"
-    audio = synthesizer(server).synthesize(text)
+    audio = synthesizer(server).synthesize(text, text_format="plain")  # as Markdown, __END__ is a bold END
     record = server.last()
     assert record.words == ["say", SENTINEL, "now"]
     assert record.messages.count(SENTINEL) == 1 and record.messages[-1] == SENTINEL

@@ -77,17 +77,17 @@ def test_only_the_exact_sentinel_is_padded(word: str) -> None:
     assert word_message(word) == word
 
 
-# WordSplitter -------------------------------------------------------------------------------------------------
+# WordSplitter (text_format="plain": the words as written; Markdown's reading is tests/test_markdown.py's) -----
 TEXT = "Hello, wörld! 👋🏽 naïve café — <laugh> ok"
 
 
 @pytest.mark.parametrize("cut", range(len(TEXT) + 1))
 def test_words_survive_a_fragment_split_anywhere(cut: int) -> None:
-    assert list(iter_words([TEXT[:cut], TEXT[cut:]])) == TEXT.split()
+    assert list(iter_words([TEXT[:cut], TEXT[cut:]], "plain")) == TEXT.split()
 
 
 def test_one_character_fragments() -> None:
-    assert list(iter_words(TEXT)) == TEXT.split()
+    assert list(iter_words(TEXT, "plain")) == TEXT.split()
 
 
 def test_a_word_is_released_only_once_whitespace_follows() -> None:
@@ -145,7 +145,7 @@ def test_non_str_fragments_are_rejected(fragment: object) -> None:
 def test_any_text_cut_anywhere_gives_the_servers_words(text: str, cuts: List[int]) -> None:
     bounds = sorted({min(c, len(text)) for c in cuts} | {0, len(text)})
     fragments = [text[a:b] for a, b in zip(bounds, bounds[1:])]
-    assert list(iter_words(fragments)) == text.split()
+    assert list(iter_words(fragments, "plain")) == text.split()
 
 
 # SampleAligner -----------------------------------------------------------------------------------------------

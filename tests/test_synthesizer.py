@@ -103,14 +103,14 @@ def test_lone_surrogates_are_refused(basetts_server, basetts_synthesizer):
 
 def test_unicode_and_emoji_arrive_intact(basetts_server, basetts_synthesizer):
     text = "Grüße 👋🏽 naïve café — 東京 e\u0301 zero\u200bwidth Ω"
-    audio = basetts_synthesizer.synthesize(text)
+    audio = basetts_synthesizer.synthesize(text, text_format="plain")  # as Markdown, the emoji is left out
     assert basetts_server.last().words == text.split()
     assert audio.pcm == basetts_server.expected_pcm(text)
 
 
 def test_a_word_equal_to_the_sentinel_is_spoken_not_obeyed(basetts_server, basetts_synthesizer):
     text = "before __END__ after the word"
-    audio = basetts_synthesizer.synthesize(text)
+    audio = basetts_synthesizer.synthesize(text, text_format="plain")  # as Markdown, __END__ is a bold END
     record = basetts_server.last()
     assert record.messages.count("__END__") == 1 and record.messages[-1] == "__END__"
     assert record.words == text.split()

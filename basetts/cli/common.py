@@ -24,7 +24,7 @@ _MISSING = {
 }
 # Flags that are settings of the same name, passed on when given.
 _SETTING_FLAGS = ("connect_timeout", "handshake_timeout", "first_audio_timeout", "read_timeout", "voice",
-                  "buffer_size", "protocol", "language", "instructions", "ref_audio", "ref_text")
+                  "buffer_size", "protocol", "language", "instructions", "ref_audio", "ref_text", "text_format")
 # A status line once the first audio is this late: a deployment scaled to zero can take minutes.
 _WAITING_AFTER = 2.0
 
@@ -89,6 +89,9 @@ def _protocol_flags(command: argparse.ArgumentParser) -> None:
                          help="what the deployment speaks: orpheus or qwen3 (websockets), orpheus-http or "
                               "xtts-streaming (…/predict); default: BASETTS_PROTOCOL, else the URL's (…/predict: "
                               "orpheus-http)")
+    command.add_argument("--text-format", choices=("markdown", "plain"),
+                         help="markdown (the default: marks, code blocks, URLs' paths and emoji are left out, as a "
+                              "person reading aloud would) or plain (the text is sent as it is)")
     qwen3 = command.add_argument_group("Qwen3-TTS")
     qwen3.add_argument("--language", help="Auto, English, Chinese, Japanese, ... (default: the server's)")
     qwen3.add_argument("--instructions", help="how to speak: style, emotion")

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, List, Optio
 
 from ..audio import Audio
 from ..errors import AudioDeviceError, BasetenTTSError, ConfigurationError
-from ..text import iter_words
+from ..text import TextFormat, WordSplitter
 from .common import (
     _WAITING_AFTER,
     _Failed,
@@ -59,13 +59,15 @@ class _Progress:
         self.audio_bytes = 0
         self._shown = 0.0
 
-    def count_words(self, fragments: Iterable[str]) -> Iterator[str]:
-        """The words of `fragments` as the SDK sends them (a word split across fragments counts once),
-        each with a space after it, counted as they go."""
-        for word in iter_words(fragments):
-            self.words += 1
+    def count_words(self, fragments: Iterable[str], text_format: TextFormat) -> Iterator[str]:
+        """`fragments` as they are, their words counted as the SDK sends them (a word split across
+        fragments counts once)."""
+        splitter = WordSplitter(text_format)
+        for fragment in fragments:
+            self.words += len(splitter.feed(fragment))
             self._show()
-            yield word + " "
+            yield fragment
+        self.words += len(splitter.finish())
 
     def audio(self, chunk: bytes) -> None:
         self.audio_bytes += len(chunk)
@@ -149,7 +151,7 @@ def _say(args: argparse.Namespace) -> int:
             except BasetenTTSError as exc:  # the call connects again itself, retrying what is transient
                 logging.getLogger("basetts").debug("connecting ahead failed: %s", exc)
             fragments = _once_there_are_words(_stdin_fragments())
-        words = progress.count_words(fragments)
+        words = progress.count_words(fragments, synth.settings.text_format)
         waiting = threading.Timer(_WAITING_AFTER, lambda: print(
             "basetts: waiting for the first audio (a deployment scaled to zero can take minutes to start)...",
             file=sys.stderr, flush=True))

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any, Dict, Iterable, Iterator, Optional, Set, 
 
 from ..checks import check_int, check_number
 from ..errors import BasetenTTSError, ConfigurationError, ServerError, warn
+from ..markdown import EMOTION_TAGS as EMOTION_TAGS  # their public home is basetts.EMOTION_TAGS
 from .base import AudioDecoder, Conversing, Outgoing, Spec
 from .flush import SegmentModel, safe_pieces
 
@@ -16,7 +17,6 @@ if TYPE_CHECKING:
 VOICES = ("tara", "leah", "jess", "leo", "dan", "mia", "zac", "zoe")
 """The Orpheus voices the Baseten deployment knows; deployments may add more."""
 
-EMOTION_TAGS = ("<laugh>", "<chuckle>", "<sigh>", "<cough>", "<sniffle>", "<groan>", "<yawn>", "<gasp>")
 """Tags Orpheus performs when written inline as words, e.g. ``"That's funny <laugh>"``."""
 
 DEFAULT_VOICE = "tara"

@@ -26,6 +26,7 @@ from ..errors import (
     StreamInterrupted,
     VoiceError,
 )
+from ..text import Aligner
 from .base import Conversing, Outgoing, Spec, close_error
 from .websocket import (
     OPCODE_CLOSE,
@@ -268,6 +269,10 @@ class Qwen3Utterance(Conversing):
         super().__init__(buffer_size=1, first_audio_timeout=first_audio_timeout, read_timeout=read_timeout,
                          max_message_size=max_message_size, keepalive_timeout=keepalive_timeout)
         self._completing: Deque[Tuple[str, List[str]]] = collections.deque()  # taken messages ending sentences
+        self.timestamps = config.get("timestamp_type") is not None
+        self._aligner = Aligner() if self.timestamps else None  # the server's words back to the text given
+        if self._aligner is not None:
+            words = self._aligner.track(words)
         self.messages = outgoing(config, words, clause=config.get("split_granularity") == "clause",
                                  completes=lambda message, texts: self._completing.append((message, texts)))
         self._owed: Deque[Tuple[int, float]] = collections.deque()  # sentences sent, not done: (characters, when)
@@ -276,7 +281,6 @@ class Qwen3Utterance(Conversing):
         self.timeline = timeline
         self.sentence_errors = sentence_errors
         self.idle_timeout = idle_timeout
-        self.timestamps = config.get("timestamp_type") is not None
         self.done = False
         self._sentence: Optional[Sentence] = None  # begun: its start, and the error said during it
         self._samples = 0
@@ -418,7 +422,8 @@ class Qwen3Utterance(Conversing):
             return
         for text, start, end in zip(alignment.get("words") or [], alignment.get("word_start_times_seconds") or [],
                                     alignment.get("word_end_times_seconds") or []):
-            self.timeline.words.append(Word(str(text), float(start), float(end)))
+            span = self._aligner.span_of(str(text)) if self._aligner is not None else None
+            self.timeline.words.append(Word(str(text), float(start), float(end), span))
 
     def closed(self, code: int, reason: str) -> Optional[BasetenTTSError]:
         if self.done:
