@@ -15,6 +15,7 @@ from basetts.text import WordSplitter
 
 from .helpers import synth_for
 from .test_cli import run
+from .test_playback_control import wait_for
 
 # A language model's answers: every element the text layer reads, and what a listener hears of each.
 CORPUS = {
@@ -221,6 +222,23 @@ def test_words_heard_and_a_sessions_heard_text_are_the_users_words(serve: Any) -
             session.send(token)
     assert session.heard_text == text[:audio.words[-1].span[1]] == text[:-2]
     assert session.audio.words == audio.words
+
+
+@pytest.mark.playback
+def test_a_stopped_sessions_heard_text_is_what_the_user_wrote_up_to_the_last_word_heard(pulse: Any,
+                                                                                         serve: Any) -> None:
+    server = serve(protocol="qwen3", voices=("alice",), speed=1.0)
+    synth = synth_for(server, protocol="qwen3", voice="alice", word_timestamps=True)
+    text = "".join(f"- **w{i}** item\n" for i in range(24))  # 4 s: 24 list items, each a sentence
+    with synth.session(play=True) as session:
+        for token in re.findall(r"\s*\S+", text):
+            session.send(token)
+        wait_for(lambda: session.playback is not None and session.playback.position > 1.2)
+        session.playback.stop()
+    heard = session.audio.words
+    assert 0 < len(heard) < len(speakable(text).split())
+    assert session.heard_text == text[:heard[-1].span[1]]
+    assert re.sub(r"\*\*|- ", "", session.heard_text).split()[-1] == heard[-1].text.rstrip(".")
 
 
 def test_the_cli_says_and_batches_markdown_unless_told_plain(tmp_path: Any, basetts_server: Any) -> None:

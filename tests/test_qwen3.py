@@ -142,6 +142,7 @@ def test_a_stopped_speak_tells_exactly_which_words_were_heard(pulse: Any, serve:
     spoken = text.split()
     count = len(heard.words)
     assert [w.text for w in heard.words] == spoken[:count]
+    assert [text[slice(*w.span)] for w in heard.words] == spoken[:count]  # each word's place in the text given
     assert heard.words[-1].end <= heard.duration < heard.words[-1].end + 2 * SAMPLES_PER_WORD / RATE
     assert count < len(spoken)  # the rest was not heard
     assert len(played) > 0 and all_threads_gone()
