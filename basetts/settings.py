@@ -191,8 +191,10 @@ class CallSettings(TypedDict, total=False):
     """A file to append a JSON line per event to (or BASETTS_TRACE). Default off."""
     protocol: str
     """"orpheus" (the default: its websocket), "qwen3" (Qwen3-TTS's websocket), "orpheus-http" (Orpheus's
-    predict endpoint, orpheus-best-performance: a …/predict URL means it) or "xtts-streaming" (XTTS v2's
-    streaming truss, POST …/predict), or BASETTS_PROTOCOL."""
+    predict endpoint, orpheus-best-performance: a …/predict URL means it), "xtts-streaming" (XTTS v2's
+    streaming truss, POST …/predict), a truss answering JSON with a base64 WAV: "kokoro", "chatterbox",
+    "sesame", "piper", "xtts-v2", "metavoice", or "json-audio" (described by text_field, response_key,
+    request_fields); or BASETTS_PROTOCOL."""
     language: Optional[str]
     """Qwen3: one of `qwen3.LANGUAGES` ("Auto", "English", "Chinese", ...); xtts-streaming: one of
     `xtts.LANGUAGES` ("en", "de", "zh-cn", ...); None: the server's."""
@@ -219,6 +221,12 @@ class CallSettings(TypedDict, total=False):
     sentence_errors: str
     """Qwen3: "raise" (default: a failed sentence ends the call with `SentenceError`) or "collect"
     (go on; `Audio.sentences` holds the server's message)."""
+    text_field: Optional[str]
+    """json-audio: the request's JSON key for the text. Default "text"."""
+    response_key: Optional[str]
+    """json-audio: the answer's JSON key holding the base64 WAV. Default "output"."""
+    request_fields: Optional[Dict[str, Any]]
+    """json-audio: other JSON fields every request carries (the model's own settings)."""
     text_format: TextFormat
     """How the text given is read: "markdown" (the default: Markdown's marks, code blocks, URLs' paths and emoji
     are left out, as a person reading it aloud would), "plain" (sent as it is) or a function of one sentence
@@ -281,6 +289,10 @@ class Settings:
     initial_codec_chunk_frames: Optional[int] = None
     sentence_errors: str = "raise"
     idle_timeout: float = 30.0
+    # json-audio's: a deployment answering JSON with a base64 WAV that no preset describes.
+    text_field: Optional[str] = None
+    response_key: Optional[str] = None
+    request_fields: Optional[Dict[str, Any]] = None
     text_format: TextFormat = "markdown"
 
     def __repr__(self) -> str:

@@ -75,7 +75,7 @@ def test_settings_xtts_cannot_take_are_refused_before_anything_is_sent(serve: An
         xtts(server).synthesize(TEXT, language="English")  # Qwen3's spelling, not XTTS's code
     with pytest.raises(basetts.ConfigurationError, match="protocol='orpheus' only"):
         xtts(server, buffer_size=5)
-    with pytest.raises(basetts.ConfigurationError, match="protocol='qwen3' or 'xtts-streaming' only"):
+    with pytest.raises(basetts.ConfigurationError, match="protocol='qwen3' or 'xtts-streaming' or 'xtts-v2' only"):
         synth_for(server, protocol="orpheus-http", language="en")
     assert server.handshakes == 0
 

@@ -87,8 +87,9 @@ def _protocol_flags(command: argparse.ArgumentParser) -> None:
 
     command.add_argument("--protocol", choices=NAMES,
                          help="what the deployment speaks: orpheus or qwen3 (websockets), orpheus-http or "
-                              "xtts-streaming (…/predict); default: BASETTS_PROTOCOL, else the URL's (…/predict: "
-                              "orpheus-http)")
+                              "xtts-streaming (…/predict, streamed), kokoro, chatterbox, sesame, piper, xtts-v2, "
+                              "metavoice or json-audio (…/predict, JSON); default: BASETTS_PROTOCOL, else the URL's "
+                              "(…/predict: orpheus-http)")
     command.add_argument("--text-format", choices=("markdown", "plain"),
                          help="markdown (the default: marks, code blocks, URLs' paths and emoji are left out, as a "
                               "person reading aloud would) or plain (the text is sent as it is)")

@@ -155,7 +155,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="misbehave on purpose, e.g. drop_after_bytes=8192 (see basetts.testing.Faults)")
     serve.add_argument("--protocol", choices=NAMES, default="orpheus",
                        help="the protocol to serve (default orpheus; orpheus-http and xtts-streaming: POST …/predict, "
-                            "streamed PCM)")
+                            "streamed PCM; kokoro, chatterbox, sesame, piper, xtts-v2, metavoice, json-audio: "
+                            "POST …/predict, JSON with a base64 WAV)")
     serve.add_argument("--voice", action="append", default=[], metavar="NAME",
                        help="qwen3: a voice already added (repeat for more)")
     serve.add_argument("--speaker", action="append", default=[], metavar="NAME",

@@ -5,12 +5,13 @@ from __future__ import annotations
 from typing import Dict, Optional, Tuple
 
 from .base import Conversing, Spec
+from .json_audio import SPECS as _JSON_AUDIO
 from .orpheus import SPEC as _ORPHEUS
 from .orpheus_http import SPEC as _ORPHEUS_HTTP
 from .qwen3 import SPEC as _QWEN3
 from .xtts import SPEC as _XTTS
 
-_SPECS: Dict[str, Spec] = {spec.name: spec for spec in (_ORPHEUS, _QWEN3, _ORPHEUS_HTTP, _XTTS)}
+_SPECS: Dict[str, Spec] = {spec.name: spec for spec in (_ORPHEUS, _QWEN3, _ORPHEUS_HTTP, _XTTS, *_JSON_AUDIO)}
 
 NAMES: Tuple[str, ...] = tuple(_SPECS)
 """Every protocol's name, the default first."""

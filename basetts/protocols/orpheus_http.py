@@ -9,13 +9,21 @@ takes events back, so every rule here is tested without a socket, as the websock
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING, Any, Dict, Iterable, Iterator, List, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, Iterator, List, Optional, Tuple
 from urllib.parse import urlsplit
 
 import h11
 
 from .._version import __version__
-from ..errors import BasetenTTSError, ConnectError, FirstAudioTimeout, HandshakeTimeout, ReadTimeout, StreamInterrupted
+from ..errors import (
+    BasetenTTSError,
+    ConnectError,
+    FirstAudioTimeout,
+    HandshakeTimeout,
+    ReadTimeout,
+    ServerError,
+    StreamInterrupted,
+)
 from .base import AudioDecoder, Conversing, Outgoing, Received, Spec, Write
 from .flush import Sentences, server_sentences
 from .http import REQUEST, status_error
@@ -117,9 +125,14 @@ class Utterance(Conversing):
     def __init__(self, url: str, api_key: str, fields: Dict[str, Any], words: Iterable[str], *,
                  handshake_timeout: float, first_audio_timeout: float, read_timeout: float,
                  sentences: Optional[Sentences] = None, text_field: str = "prompt",
-                 unit_bytes: Optional[int] = None) -> None:
+                 unit_bytes: Optional[int] = None, answer: Optional[Callable[[bytes], bytes]] = None,
+                 max_answer: int = 0, serves: str = "an Orpheus TTS deployment that streams PCM "
+                                                     "(orpheus-best-performance)") -> None:
         """`fields`: what every request's JSON carries besides the text, which goes in `text_field`;
-        `unit_bytes`: the most audio one request can honestly make (default: Orpheus's, from max_tokens)."""
+        `unit_bytes`: the most audio one request can honestly make (default: Orpheus's, from max_tokens).
+        `answer`: for a deployment that answers JSON (not streamed PCM), the audio of one whole answer (at
+        most `max_answer` bytes; ValueError if it is not what it should be). `serves`: what the URL should
+        be, for the error when the answer is not of that kind."""
         super().__init__(buffer_size=1, first_audio_timeout=first_audio_timeout, read_timeout=read_timeout,
                          max_message_size=MAX_HEADER, keepalive_timeout=20.0)
         parts = urlsplit(url)
@@ -145,6 +158,8 @@ class Utterance(Conversing):
         self._refusal: Optional[h11.Response] = None  # a non-2xx head, while its body comes
         self._body = bytearray()
         self._clean = False  # ended normally
+        self._answer, self._max_answer, self._serves = answer, max_answer, serves
+        self._whole = bytearray()  # with `answer`: the answer so far
 
     def __repr__(self) -> str:
         return f"<orpheus-http Utterance {self.host}{self.target} requests={self.requests}>"
@@ -221,7 +236,8 @@ class Utterance(Conversing):
         if isinstance(event, h11.Response):
             headers = {name.decode("latin-1").lower(): value.decode("latin-1") for name, value in event.headers}
             self._sent_at = None
-            if not 200 <= event.status_code < 300 or not _is_audio(headers):
+            expected = _is_json(headers) if self._answer is not None else _is_audio(headers)
+            if not 200 <= event.status_code < 300 or not expected:
                 self._refusal = event
                 return None
             self.answered = self.progressed = True  # open() waits for this
@@ -233,6 +249,12 @@ class Utterance(Conversing):
             if self._refusal is not None:
                 if len(self._body) < MAX_ERROR_BODY:
                     self._body += event.data[:MAX_ERROR_BODY - len(self._body)]
+                return None
+            if self._answer is not None:
+                self._whole += event.data
+                if len(self._whole) > self._max_answer:
+                    return (ServerError(f"The deployment's answer is over {self._max_answer} bytes (twice "
+                                        "max_message_size) for one request: refused, not buffered."),)
                 return None
             self.audio_messages += 1
             self.audio_bytes += len(event.data)
@@ -246,6 +268,21 @@ class Utterance(Conversing):
             self._in_flight = False
             if self._refusal is not None:
                 return (self._refused(),)
+            if self._answer is not None:
+                try:
+                    pcm = self._answer(bytes(self._whole))
+                except ValueError as exc:
+                    return (ServerError(f"The deployment's answer is not {self._serves}'s: {exc}. Check the URL "
+                                        "and protocol=."),)
+                self._whole.clear()
+                self.audio_messages += 1
+                self.audio_bytes += len(pcm)
+                if pcm:
+                    self.deadlines.audio_received(now, len(pcm))
+                    audio.append(self.decoder.feed(pcm))
+                excess = self.excess()
+                if excess is not None:
+                    return (excess,)
             self.deadlines.pong_received(now, 0)  # nothing owed until the next request
             if self.all_sent:
                 return (None,)
@@ -267,9 +304,10 @@ class Utterance(Conversing):
         body = self._body.decode("utf-8", "replace")
         if 200 <= response.status_code < 300:
             kind = headers.get("content-type", "no content type")
+            expected = "JSON" if self._answer is not None else "audio"
             return StreamInterrupted(
-                f"The deployment answered with {kind}, not audio: is it an Orpheus TTS deployment that streams "
-                f"PCM (orpheus-best-performance)? Check the URL and protocol=. It said: {body.strip()[:300]!r}")
+                f"The deployment answered with {kind}, not {expected}: is it {self._serves}? Check the URL and "
+                f"protocol=. It said: {body.strip()[:300]!r}")
         return status_error(response.status_code, headers, f"https://{self.host}{self.target}", REQUEST, body)
 
     def _broken(self, detail: str, got_data: bool) -> BasetenTTSError:
@@ -316,6 +354,10 @@ class Utterance(Conversing):
     @property
     def first_audio_timeout(self) -> float:
         return self.deadlines.first_audio_timeout
+
+
+def _is_json(headers: Dict[str, str]) -> bool:
+    return headers.get("content-type", "").split(";")[0].strip().lower().endswith("json")
 
 
 def _is_audio(headers: Dict[str, str]) -> bool:

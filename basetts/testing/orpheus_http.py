@@ -6,6 +6,8 @@ keep-alive (a connection idle for 5 s is closed). docs/protocol.md, "Orpheus ove
 comes from."""
 from __future__ import annotations
 
+import array
+import base64
 import json
 import re
 import socket
@@ -16,6 +18,8 @@ from typing import Any, List, Optional, Protocol, Tuple
 
 import h11
 
+from ..pcm import resample, wav_header
+from ..protocols.json_audio import CUSTOM, PRESETS, Preset
 from ..protocols.xtts import LANGUAGES as XTTS_LANGUAGES
 from .faults import ConversationRecord, Dropped, Faults
 
@@ -43,8 +47,13 @@ PATHS = (
     re.compile(r"^/deployment/[^/]+/predict$"),
     re.compile(r"^/v1/models/[^/]+:predict$"),  # truss's own route, inside the container
 )
-PROTOCOLS = ("orpheus-http", "xtts-streaming")
+JSON_AUDIO = {preset.name: preset for preset in PRESETS + (CUSTOM,)}
+PROTOCOLS = ("orpheus-http", "xtts-streaming", *JSON_AUDIO)
 """The HTTP deployments this route serves (`LocalServer(protocol=...)`)."""
+FLOAT_WAV = ("kokoro", "chatterbox", "sesame")
+"""Models whose WAV holds 32-bit float samples (numpy's and torchaudio's for a float array); the rest 16-bit."""
+PIPER_RATE = 22050
+"""What piper's usual ("medium") voices speak at; the other models speak at 24 kHz."""
 MAX_CHUNK_SIZE = 280
 """The model's default `max_chunk_size`: characters per chunk of the prompt it generates in turn."""
 DEFAULTS = {"voice": "tara", "max_tokens": 6144, "temperature": 0.6, "top_p": 0.8, "repetition_penalty": 1.1}
@@ -214,6 +223,9 @@ def _answer(server: Endpoint, sock: socket.socket, http: h11.Connection, request
     if server.protocol == "xtts-streaming":
         _answer_xtts(server, sock, http, model_input, record, sender_class, faults)
         return
+    if server.protocol in JSON_AUDIO:
+        _answer_json(server, sock, http, model_input, record, JSON_AUDIO[server.protocol])
+        return
     request_id = str(model_input.get("request_id") or uuid.uuid4()) if isinstance(model_input, dict) else "?"
     prompt = model_input.get("prompt") if isinstance(model_input, dict) else None
     if not isinstance(prompt, str) or server.faults.predict_error:  # predict() raised: its except's 500
@@ -276,5 +288,40 @@ def _answer_xtts(server: Endpoint, sock: socket.socket, http: h11.Connection, mo
     sock.sendall(http.send(h11.EndOfMessage()) or b"")
 
 
+def _answer_json(server: Endpoint, sock: socket.socket, http: h11.Connection, model_input: Any,
+                 record: ConversationRecord, preset: Preset) -> None:
+    """A truss whose predict() returns JSON with a base64 WAV: one answer once the audio is made (at `speed`,
+    the time it takes), or truss's 500 when predict() raises (no text; piper: an apostrophe, which ends the
+    shell command the model builds)."""
+    text = model_input.get(preset.text_field) if isinstance(model_input, dict) else None
+    if not isinstance(text, str) or server.faults.predict_error or (preset.shell_quoted and "'" in text):
+        _respond(sock, http, record, 500, INTERNAL_ERROR.format(uuid.uuid4()).encode(), "text/plain; charset=utf-8",
+                 (("X-BASETEN-ERROR-SOURCE", "04"), ("X-BASETEN-ERROR-CODE", "700")))
+        return
+    record.settings = {k: v for k, v in model_input.items() if k != preset.text_field}
+    record.messages.append(text)
+    pcm = server.render(text.split())
+    record.audio.extend(pcm)
+    if server.speed is not None:
+        server._stopping.wait(len(pcm) / 48000 / server.speed)
+    wav = wav_of(pcm, preset.name)
+    encoded = base64.b64encode(wav).decode("ascii")
+    body = json.dumps(encoded if preset.response_key is None else {preset.response_key: encoded}).encode()
+    _respond(sock, http, record, 200, body, "application/json")
+
+
+def wav_of(pcm: bytes, protocol: str) -> bytes:
+    """The WAV a model of `protocol` writes for 24 kHz 16-bit `pcm`: float samples or piper's rate."""
+    if protocol in FLOAT_WAV:
+        samples = array.array("h", pcm)
+        floats = array.array("f", (s / 32768 for s in samples)).tobytes()
+        fmt = struct.pack("<HHIIHH", 3, 1, 24000, 24000 * 4, 4, 32)
+        return (b"RIFF" + struct.pack("<I", 4 + 24 + 8 + len(floats)) + b"WAVE" + b"fmt " + struct.pack("<I", 16)
+                + fmt + b"data" + struct.pack("<I", len(floats)) + floats)
+    rate = PIPER_RATE if protocol == "piper" else 24000
+    pcm = resample(pcm, 24000, rate)
+    return wav_header(len(pcm), rate) + pcm
+
+
 __all__ = ["DEFAULTS", "INTERNAL_ERROR", "KEEP_ALIVE", "MAX_CHUNK_SIZE", "PATHS", "PROTOCOLS", "Stalled", "chunk_text",
-           "serve"]
+           "serve", "wav_of"]

@@ -120,12 +120,14 @@ class LocalServer:
         `protocol="orpheus-http"` serves Orpheus over HTTP instead (`testing.orpheus_http`): POST …/predict,
         streamed PCM; its websocket paths close with 1003 as truss's do on such a deployment. `keep_alive`:
         seconds an idle kept-alive connection stays open (uvicorn's 5). `protocol="xtts-streaming"` serves
-        the xtts-streaming truss the same way ({"text", "language"} in, octet-stream PCM out).
+        the xtts-streaming truss the same way ({"text", "language"} in, octet-stream PCM out); "kokoro",
+        "chatterbox", "sesame", "piper", "xtts-v2", "metavoice" and "json-audio" answer as those trusses do:
+        JSON with a base64 WAV (float samples, or piper's 22.05 kHz), once the audio is made.
 
         `history`: keep the records of only the last this many conversations (None: all; each holds its
         audio, so a server serving thousands, as a benchmark's, would grow without it)."""
         if protocol not in ("orpheus", "qwen3") + orpheus_http.PROTOCOLS:
-            raise ValueError("protocol must be 'orpheus', 'qwen3', 'orpheus-http' or 'xtts-streaming'")
+            raise ValueError(f"protocol must be one of {('orpheus', 'qwen3') + orpheus_http.PROTOCOLS}")
         if session_end not in qwen3.SESSION_ENDS:
             raise ValueError(f"session_end must be one of {qwen3.SESSION_ENDS}")
         self.protocol = protocol
