@@ -60,7 +60,8 @@ def test_every_call_speaks_each_model(serve: Any, tmp_path: Path, protocol: str)
 def test_speak_plays_each_answer_once_it_is_there(pulse: Any, serve: Any) -> None:
     from .test_playback import assert_played_exactly
 
-    server = serve(protocol="kokoro", speed=3.0)  # each answer comes once its audio is made, at 3x real time
+    # each answer comes once its audio is made, at 3x real time (words of 25 ms: 1.6 s in all)
+    server = serve(protocol="kokoro", speed=3.0, samples_per_word=600)
     recording = pulse.record()
     audio = synth_for(server, protocol="kokoro").speak(TEXT + " A second request follows it. " * 8)
     assert_played_exactly(recording.stop(), server.expected_pcm(TEXT + " A second request follows it. " * 8))

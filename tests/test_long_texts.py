@@ -216,7 +216,7 @@ def test_a_server_that_closes_an_idle_connection_is_a_clear_error_with_the_audio
 def test_a_long_speak_into_the_sound_card(pulse: Any) -> None:
     """Real-time playback of a text whose generation outlasts many keepalive windows (1 s pings, a
     server at 3x real time): the reader keeps answering pings while the device drains."""
-    text = " ".join(f"s{i % 60}{'.' if i % 11 == 10 else ''}" for i in range(45))  # ~15 s of audio
+    text = " ".join(f"s{i % 60}{'.' if i % 11 == 10 else ''}" for i in range(36))  # ~12 s: 4 s to make
     with server_standing_for(3.0 / COMPRESSION) as server:  # generation at 3x, not compressed: playback
         recording = pulse.record()
         audio = paced_synth(server).speak(text)

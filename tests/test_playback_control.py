@@ -135,18 +135,18 @@ def test_a_paused_speak_is_silent_then_resumes_exactly_where_it_paused(pulse: An
 
 
 def test_pause_keeps_receiving_and_answering_the_servers_keepalive(pulse: Any, serve: Any) -> None:
-    """Paused for four keepalive windows (pings every 1 s, 1 s to answer) while the server has far more
+    """Paused for four keepalive windows (pings every 0.5 s, 0.5 s to answer) while the server has far more
     audio than the player holds: the reader goes on reading (and answering pings); nothing is closed."""
-    # Time compressed 20x, as in test_long_texts.py: a word is 0.256 s of audio, a segment of 10 words
-    # takes 0.13 s to make (2.6 s against the real 20 s keepalive).
-    server = serve(samples_per_word=3 * 2048, speed=20.0, ping_interval=1.0, ping_timeout=1.0)
+    # Time compressed 40x: a word is 0.256 s of audio, a segment of 10 words takes 0.064 s to make (2.6 s
+    # against the real 20 s keepalive).
+    server = serve(samples_per_word=3 * 2048, speed=40.0, ping_interval=0.5, ping_timeout=0.5)
     synth = synth_for(server)
     text = words(200)
     recording = pulse.record()
-    handle = synth.speak(text, wait=False, keepalive_timeout=1.0)  # pacing for the server's 1 s
+    handle = synth.speak(text, wait=False, keepalive_timeout=0.5)  # pacing for the server's 0.5 s
     wait_for(lambda: handle.position > 0.5)
     handle.pause()
-    time.sleep(4.0)
+    time.sleep(2.0)
     record = server.conversations[-1]  # in progress
     ahead = handle.stats.bytes_received / 2 / RATE - handle.heard.duration  # read off the socket
     # Beyond what the player holds, the queue's room (2.7 s): then the writer holds the text back.
