@@ -42,7 +42,7 @@ def reset_peak() -> bool:
 
 
 def synth_for(options: Dict[str, Any]) -> Synthesizer:
-    return Synthesizer(url=options["url"], api_key=options["api_key"])
+    return Synthesizer(url=options["url"], api_key=options["api_key"], **options.get("settings", {}))
 
 
 # CPU per stream ------------------------------------------------------------------------------------
@@ -145,6 +145,23 @@ def task_speak(options: Dict[str, Any]) -> Dict[str, Any]:
     return {"runs": runs}
 
 
+def task_session(options: Dict[str, Any]) -> Dict[str, Any]:
+    """`repeat` sessions with play=True, each fed `tokens` one every `interval` seconds (a language model
+    writing); each one's underruns, audio and wall time."""
+    synth = synth_for(options)
+    runs = []
+    for _ in range(int(options.get("repeat", 1))):
+        started = time.monotonic()
+        with synth.session(play=True) as session:  # type: ignore[attr-defined]
+            for token in options["tokens"]:
+                session.send(token)
+                time.sleep(options["interval"])
+        stats = session.stats
+        runs.append({"underruns": stats.underruns, "rebuffer_time": stats.rebuffer_time,
+                     "duration": session.audio.duration, "wall": time.monotonic() - started})
+    return {"runs": runs}
+
+
 # many texts --------------------------------------------------------------------------------------------
 def task_batch(options: Dict[str, Any]) -> Dict[str, Any]:
     """`count` texts at `concurrency`: through synthesize_many, or a plain ThreadPoolExecutor loop over
@@ -171,7 +188,7 @@ def task_batch(options: Dict[str, Any]) -> Dict[str, Any]:
 
 
 TASKS: Dict[str, Callable[[Dict[str, Any]], Dict[str, Any]]] = {
-    "cpu": task_cpu, "memory": task_memory, "speak": task_speak, "batch": task_batch}
+    "cpu": task_cpu, "memory": task_memory, "speak": task_speak, "batch": task_batch, "session": task_session}
 
 
 def main() -> int:

@@ -124,6 +124,8 @@ def summarize(results: Dict[str, Any]) -> Dict[str, Any]:
         s["underruns"] = {speed: [r["underruns"] for r in rs] for speed, rs in sp["underruns"].items()}
         s["rebuffering"] = {speed: [(r.get("prebuffer"), r.get("rebuffer_time")) for r in rs]
                             for speed, rs in sp["underruns"].items()}
+    if results.get("session_gap"):
+        s["session_gap"] = [r["underruns"] for r in results["session_gap"]]
     return s
 
 
@@ -207,6 +209,12 @@ def targets(s: Dict[str, Any], results: Dict[str, Any]) -> List[Tuple[str, str, 
                      f"{max(counts)} (worst of {len(counts)})", verdict(max(counts) == 0)))
     elif skipped:
         rows.append(("Zero underruns at 1.2× real time, default prebuffer", skipped, "–"))
+    if "session_gap" in s:
+        plan = results["plan"]
+        counts = s["session_gap"]
+        rows.append((f"Orpheus over HTTP: a session fed {plan['session_tokens_per_second']:g} tokens/s, server at "
+                     f"{plan['session_speed']:g}× real time, no gap between sentences (underruns in speak())",
+                     f"{max(counts)} (worst of {len(counts)})", verdict(max(counts) == 0)))
     return rows
 
 

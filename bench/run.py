@@ -13,6 +13,7 @@ import argparse
 import dataclasses
 import json
 import platform
+import re
 import statistics
 import sys
 import time
@@ -58,6 +59,10 @@ class Plan:
     qwen3_words: int = 6000  # 10 minutes, sentences of 15 words
     text_characters: int = 200_000
     text_reps: int = 5
+    session_words: int = 120  # 12 s of audio in sentences of 10 words
+    session_tokens_per_second: float = 20.0  # a language model writing, twice as fast as the audio plays
+    session_speed: float = 3.0
+    session_reps: int = 3
 
     @classmethod
     def quick(cls) -> "Plan":
@@ -65,7 +70,8 @@ class Plan:
                    encoding_reps=1, cpu_levels=(1, 8), cpu_bare_levels=(1,), cpu_words=30, cpu_reps=1,
                    memory_minutes=(1, 10), speak_budget=3.0, ttfs_repeat=2, underrun_speeds=(1.2,),
                    underrun_words=30, underrun_reps=1, long_minutes=2.0, batch_count=60,
-                   batch_levels=(1, 16), batch_reps=1, qwen3_words=600, text_characters=20_000, text_reps=1)
+                   batch_levels=(1, 16), batch_reps=1, qwen3_words=600, text_characters=20_000, text_reps=1,
+                   session_words=40, session_reps=1)
 
 
 def log(message: str) -> None:
@@ -345,6 +351,17 @@ def measure_speak(plan: Plan, pulse_env: Dict[str, str]) -> Dict[str, Any]:
     return out
 
 
+def measure_session_gap(plan: Plan, pulse_env: Dict[str, str]) -> List[Dict[str, Any]]:
+    """Orpheus over HTTP, a session with play=True fed a model's tokens: each sentence is a request sent once
+    the next begins, so a server faster than real time must leave no gap (an underrun) between them."""
+    with procs.server(protocol="orpheus-http", speed=plan.session_speed) as server:
+        tokens = re.findall(r"\s*\S+", clients.words(plan.session_words, sentence=10))
+        return procs.child("session", {
+            "url": server.url, "api_key": server.api_key, "settings": {"protocol": "orpheus-http"},
+            "tokens": tokens, "interval": 1 / plan.session_tokens_per_second, "repeat": plan.session_reps},
+            env=pulse_env)["runs"]
+
+
 def speak_default_prebuffer() -> Optional[float]:
     import inspect
 
@@ -431,6 +448,11 @@ def main(argv: Optional[List[str]] = None) -> int:
                 assert pulse_env is not None
                 log("speak()")
                 results["speak"] = measure_speak(plan, pulse_env)
+        if wanted("session") and not skip_speak:
+            assert pulse_env is not None
+            log(f"a session over HTTP fed {plan.session_tokens_per_second:g} tokens/s, "
+                f"server at {plan.session_speed:g}x")
+            results["session_gap"] = measure_session_gap(plan, pulse_env)
     finally:
         if pulse is not None:
             pulse.__exit__(None, None, None)
