@@ -59,6 +59,7 @@ class Plan:
     qwen3_words: int = 6000  # 10 minutes, sentences of 15 words
     text_characters: int = 200_000
     text_reps: int = 5
+    text_first_row_reps: int = 5000
     session_words: int = 120  # 12 s of audio in sentences of 10 words
     session_tokens_per_second: float = 20.0  # a language model writing, twice as fast as the audio plays
     session_speed: float = 3.0
@@ -118,7 +119,7 @@ def measure_first_byte(plan: Plan) -> Dict[str, Any]:
 def measure_text_layer(plan: Plan) -> Dict[str, Any]:
     """The text layer's cost per character: a model's answer read as Markdown, whole and as 4-character
     tokens, against text_format="plain" (the words only)."""
-    from basetts.text import iter_words
+    from basetts.text import iter_words, words_of
 
     answer = clients.markdown_answer(plan.text_characters)
     tokens = [answer[i:i + 4] for i in range(0, len(answer), 4)]
@@ -133,7 +134,17 @@ def measure_text_layer(plan: Plan) -> Dict[str, Any]:
             for _word in run():
                 pass
             per_character[name].append((time.perf_counter() - started) / len(answer))
-    return {"characters": len(answer), "seconds_per_character": per_character}
+    # What the layer adds to the time-to-first-byte row, measured directly: its ~10 us are below what two
+    # medians of a 4 ms round trip can tell apart (they move a few percent from run to run).
+    first_row = clients.words(plan.ttfb_words)
+    per_call: Dict[str, List[float]] = {"markdown": [], "plain": []}
+    for _ in range(plan.text_first_row_reps):
+        for text_format, times in per_call.items():
+            started = time.perf_counter()
+            words_of(first_row, text_format)
+            times.append(time.perf_counter() - started)
+    return {"characters": len(answer), "seconds_per_character": per_character,
+            "first_row_seconds": {name: statistics.median(times) for name, times in per_call.items()}}
 
 
 # throughput and encodings ---------------------------------------------------------------------------
