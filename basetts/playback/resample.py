@@ -1,4 +1,5 @@
-"""Resampling 16-bit PCM for a device that will not take 24 kHz, and making any `Audio` playable (16-bit mono)."""
+"""Making any `Audio` playable (16-bit mono); the resampler for a device that will not take 24 kHz is
+`pcm.Resampler`, named here too."""
 from __future__ import annotations
 
 import os
