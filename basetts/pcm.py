@@ -19,13 +19,13 @@ CHANNELS = 1
 
 
 def wav_header(data_size: Optional[int] = None, sample_rate: int = SAMPLE_RATE, channels: int = CHANNELS,
-               sample_width: int = SAMPLE_WIDTH) -> bytes:
-    """A 44-byte WAV header. Without `data_size`, the sizes say "unknown" so PCM can be streamed after it
-    (browsers and most players then play until the data ends)."""
+               sample_width: int = SAMPLE_WIDTH, float_samples: bool = False) -> bytes:
+    """A 44-byte WAV header (integer PCM, or IEEE float with `float_samples`). Without `data_size`, the sizes
+    say "unknown" so PCM can be streamed after it (browsers and most players then play until the data ends)."""
     size = 0xFFFFFFFF - 36 if data_size is None else data_size
     byte_rate = sample_rate * channels * sample_width
     return (b"RIFF" + struct.pack("<I", min(0xFFFFFFFF, 36 + size)) + b"WAVE"
-            + b"fmt " + struct.pack("<IHHIIHH", 16, 1, channels, sample_rate, byte_rate,
+            + b"fmt " + struct.pack("<IHHIIHH", 16, 3 if float_samples else 1, channels, sample_rate, byte_rate,
                                     channels * sample_width, 8 * sample_width)
             + b"data" + struct.pack("<I", size))
 

@@ -313,11 +313,8 @@ def _answer_json(server: Endpoint, sock: socket.socket, http: h11.Connection, mo
 def wav_of(pcm: bytes, protocol: str) -> bytes:
     """The WAV a model of `protocol` writes for 24 kHz 16-bit `pcm`: float samples or piper's rate."""
     if protocol in FLOAT_WAV:
-        samples = array.array("h", pcm)
-        floats = array.array("f", (s / 32768 for s in samples)).tobytes()
-        fmt = struct.pack("<HHIIHH", 3, 1, 24000, 24000 * 4, 4, 32)
-        return (b"RIFF" + struct.pack("<I", 4 + 24 + 8 + len(floats)) + b"WAVE" + b"fmt " + struct.pack("<I", 16)
-                + fmt + b"data" + struct.pack("<I", len(floats)) + floats)
+        floats = array.array("f", (s / 32768 for s in array.array("h", pcm))).tobytes()
+        return wav_header(len(floats), sample_width=4, float_samples=True) + floats
     rate = PIPER_RATE if protocol == "piper" else 24000
     pcm = resample(pcm, 24000, rate)
     return wav_header(len(pcm), rate) + pcm
