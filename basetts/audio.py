@@ -89,6 +89,10 @@ class Stats:
     """The prebuffer playback ended with: as asked, or grown by underruns."""
     attempts: int = 0
     """Connections tried (1 unless a transient failure was retried)."""
+    recoveries: int = 0
+    """Connections lost after audio began that the call recovered from (docs/reliability.md)."""
+    recovery_time: float = 0.0
+    """Seconds those cost: from each loss to the next audio."""
     timeline: Timeline = dataclasses.field(default_factory=Timeline, repr=False, compare=False)
     """Word and sentence times as the server sent them (Qwen3-TTS); `Audio.words` reads them."""
 

@@ -55,12 +55,15 @@ logging.getLogger("basetts").addFilter(_Redacting())
 
 RETRY_CLOSE_CODES = (1012, 1013)
 """Close codes that ask the client to come back: "Service Restart" and "Try Again Later"."""
+RECOVER_CLOSE_CODES = (1006, 1011, *RETRY_CLOSE_CODES)
+"""Close codes after which a new connection may finish the text (`BasetenTTSError.recoverable`)."""
 
 
 class BasetenTTSError(Exception):
     """Base of every basetts error. `partial` holds the audio received before the failure (empty
     `Audio` when none came), so ``exc.partial.pcm`` always works. `retryable`: whether the same call may
-    succeed if tried again (what basetts's own retries read, before any audio)."""
+    succeed if tried again (what basetts's own retries read, before any audio). `recoverable`: whether the
+    connection was lost in a way a new one may mend once audio has begun (what its recovery reads)."""
 
     def __init__(self, message: str, *, partial: Optional["Audio"] = None) -> None:
         super().__init__(redact(message))  # it may quote the server, and the server may echo the key
@@ -68,6 +71,10 @@ class BasetenTTSError(Exception):
 
     @property
     def retryable(self) -> bool:
+        return False
+
+    @property
+    def recoverable(self) -> bool:
         return False
 
 
@@ -95,6 +102,10 @@ class ConnectError(BasetenTTSError):
     def retryable(self) -> bool:
         return self.transient
 
+    @property
+    def recoverable(self) -> bool:
+        return self.transient
+
 
 class ServerError(BasetenTTSError):
     """The server failed: 429/5xx at the handshake, or a close with an error code."""
@@ -114,6 +125,12 @@ class ServerError(BasetenTTSError):
         if self.close_code in RETRY_CLOSE_CODES:
             return True
         return self.status is not None and (self.status == 429 or self.status >= 500)
+
+    @property
+    def recoverable(self) -> bool:
+        """A close that says the server (not the text) failed: 1011 (an error, uvicorn's keepalive timeout),
+        1012, 1013, or 1006 from something in the way."""
+        return self.close_code in RECOVER_CLOSE_CODES
 
 
 class HandshakeError(BasetenTTSError):
@@ -221,9 +238,22 @@ class FirstAudioTimeout(TimeoutError):
 class ReadTimeout(TimeoutError):
     """After audio began, the server owed more (or an answer, or the rest of a frame) for `read_timeout`."""
 
+    @property
+    def recoverable(self) -> bool:
+        return True
+
 
 class StreamInterrupted(BasetenTTSError):
-    """The connection ended before the server's normal close: the audio is incomplete."""
+    """The connection ended before the server's normal close: the audio is incomplete. `recoverable` unless
+    what ended it would end a new connection too (a server breaking the protocol) or was ours (a close)."""
+
+    def __init__(self, message: str, *, recoverable: bool = True, partial: Optional["Audio"] = None) -> None:
+        super().__init__(message, partial=partial)
+        self._recoverable = recoverable
+
+    @property
+    def recoverable(self) -> bool:
+        return self._recoverable
 
 
 class SessionEnded(BasetenTTSError, RuntimeError):

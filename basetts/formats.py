@@ -11,7 +11,7 @@ import os
 from typing import Any, BinaryIO, Dict, Iterable, Iterator, List, Optional, Tuple, Union
 
 from .errors import ConfigurationError
-from .pcm import CHANNELS, SAMPLE_RATE, WavWriter
+from .pcm import CHANNELS, SAMPLE_RATE, WavWriter, cut_end
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -72,6 +72,18 @@ class AudioWriter:
             self._sink.buffer_write(pcm, dtype="int16")
         self.bytes_written += len(pcm)
 
+    def take_back(self, count: int) -> int:
+        """Remove the last `count` bytes of audio written where the format allows (.wav and .pcm to a file
+        that can seek; an encoder cannot); the bytes removed."""
+        if isinstance(self._sink, WavWriter):
+            taken = self._sink.take_back(count)
+        elif FORMATS[self.extension] is None and _seekable(self._sink):
+            taken = cut_end(self._sink, min(count, self.bytes_written))
+        else:
+            return 0
+        self.bytes_written -= taken
+        return taken
+
     def close(self) -> None:
         if isinstance(self._sink, WavWriter) or FORMATS[self.extension] is not None:
             self._sink.close()
@@ -85,6 +97,13 @@ class AudioWriter:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+
+def _seekable(file: Any) -> bool:
+    try:
+        return bool(file.seekable())
+    except (AttributeError, OSError, ValueError):
+        return False
 
 
 class _Pipe:

@@ -30,6 +30,14 @@ def wav_header(data_size: Optional[int] = None, sample_rate: int = SAMPLE_RATE, 
             + b"data" + struct.pack("<I", size))
 
 
+def cut_end(file: BinaryIO, count: int) -> int:
+    """Cut the last `count` bytes off a seekable file being written."""
+    end = file.seek(0, io.SEEK_END)
+    file.seek(end - count)
+    file.truncate()
+    return count
+
+
 class WavWriter:
     """A WAV file written as the audio arrives (flat memory). The header's sizes are filled in at
     `close()`, so a file closed after a failure is a valid file of what arrived; on a stream that
@@ -55,6 +63,14 @@ class WavWriter:
     def write(self, pcm: bytes) -> None:
         self._file.write(pcm)
         self.bytes_written += len(pcm)
+
+    def take_back(self, count: int) -> int:
+        """Remove the last `count` bytes of audio written, if the file can seek; the bytes removed."""
+        if not self._seekable:
+            return 0
+        count = cut_end(self._file, min(count, self.bytes_written))
+        self.bytes_written -= count
+        return count
 
     def close(self) -> None:
         """Fill in the sizes (when the file can seek) and close a file this writer opened."""

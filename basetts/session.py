@@ -4,12 +4,12 @@ from __future__ import annotations
 import queue
 import threading
 import weakref
-from typing import TYPE_CHECKING, Any, Callable, Iterator, List, Optional
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, List, Optional
 
 from .audio import Audio, Stats
 from .errors import SessionEnded, attach_partial
 from .net.conversation import Conversation
-from .net.retry import open_conversation
+from .net.retry import Kept, open_conversation, replaying
 from .settings import Settings
 from .text import WordSplitter
 
@@ -65,6 +65,8 @@ class Session:
         self._finishing = False
         self._error: Optional[BaseException] = None
         self._conversation: Optional[Conversation] = None
+        self._current: List[Conversation] = []  # the conversation now open (another after a recovery)
+        self._handed = [0]  # chunks handed out by iteration: a recovery cannot take those back
         self._receiver: Optional[threading.Thread] = None
         self._closer: Optional[Any] = None  # weakref.finalize: closes everything, once
         self._closing = threading.RLock()  # held while closing (re-entered if a stop comes from within)
@@ -88,24 +90,37 @@ class Session:
             return self
         if self._finishing or self._aborted.is_set():
             raise SessionEnded("this session has ended; open a new one")
+        settings, stats, release, current = self.settings, self.stats, self._release, self._current
+        feed = Kept(_Feed(self._words, self._aborted)).since(0)
         try:
-            spare = self._take_spare(self.settings) if self._take_spare is not None else None
+            spare = self._take_spare(settings) if self._take_spare is not None else None
             # The device opens while the server answers the upgrade (see speak()); no sound card: an
             # AudioDeviceError before any text is sent.
             self._conversation = open_conversation(
-                self.settings, _Feed(self._words, self._aborted), self.stats, spare,
-                on_upgrade=self._player.open if self._player is not None else None, release=self._release)
+                settings, feed, stats, spare, on_upgrade=self._player.open if self._player is not None else None,
+                release=release)
         except BaseException:
             self._aborted.set()  # a session that could not open is over: the next send() says so
             self._close()
             raise
+        current.append(self._conversation)
+
+        def reopen(tried: int, words: Iterable[str], resumed_at: int) -> Conversation:
+            """After a lost connection (`replaying`): the text goes on on a new one."""
+            conversation = open_conversation(settings, words, stats, already=tried, release=release,
+                                             resumed_at=resumed_at)
+            current[:] = [conversation]
+            return conversation
+
+        take_back = _taker(self.playback, self._changed, self._chunks, self._handed)
+        chunks = replaying(reopen, feed, self._aborted, take_back, first=self._conversation)
         # The threads hold no reference to this Session, so one that is dropped unfinished (no `with`,
         # no finish()) is garbage-collected, and the finalizer closes its connection and threads.
         self._receiver = threading.Thread(
-            target=_receive, args=(weakref.ref(self), self._conversation, self._player, self._on_audio),
+            target=_receive, args=(weakref.ref(self), chunks, self._player, self._on_audio),
             name="basetts-session", daemon=True)
-        self._closer = weakref.finalize(self, _close, self._words, self._player, self._conversation, self._receiver,
-                                        self.playback)
+        self._closer = weakref.finalize(self, _close, self._words, self._player, current, self._receiver,
+                                        self.playback, self._aborted)
         self._closer.atexit = False  # at exit the process lets go of it all; joining could only delay the exit
         self._receiver.start()
         return self
@@ -226,6 +241,7 @@ class Session:
                         raise self._error
                     return
                 chunk = self._chunks[index]
+                self._handed[0] = max(self._handed[0], index + 1)
             index += 1
             yield chunk
 
@@ -242,7 +258,7 @@ class Session:
             if self._closer is not None:
                 self._closer()  # once: a finalizer runs at most once, here or when the session is collected
             else:
-                _close(self._words, self._player, None, None, self.playback)
+                _close(self._words, self._player, [], None, self.playback)
 
 
 class _Feed:
@@ -274,12 +290,31 @@ def _feed(words: "queue.Queue[object]", aborted: threading.Event) -> Iterator[st
             yield item
 
 
-def _receive(ref: "weakref.ref[Session]", conversation: Conversation, player: Optional["Player"],
+def _taker(playback: Optional["Playback"], changed: threading.Condition, chunks: List[bytes], handed: List[int]
+           ) -> Callable[[int], int]:
+    """What a recovery may take back of a session's audio (`replaying`): what its player has not played yet, or
+    without one, what no iteration has handed out yet."""
+    def take_back(count: int) -> int:
+        with changed:
+            if playback is not None:
+                return playback.take_back(count)
+            taken = 0
+            while taken < count and len(chunks) > handed[0]:
+                last = chunks.pop()
+                if len(last) > count - taken:
+                    chunks.append(last[:len(last) - (count - taken)])
+                taken += min(len(last), count - taken)
+            return taken
+
+    return take_back
+
+
+def _receive(ref: "weakref.ref[Session]", chunks: Iterator[bytes], player: Optional["Player"],
              on_audio: Optional[Callable[[bytes], None]]) -> None:
     """The receiver thread: chunks into the session (while it exists), `on_audio` and the player."""
     error: Optional[BaseException] = None
     try:
-        for chunk in conversation.chunks():
+        for chunk in chunks:
             session = ref()
             if session is None:
                 return  # dropped unfinished: its finalizer closes everything
@@ -303,13 +338,16 @@ def _receive(ref: "weakref.ref[Session]", conversation: Conversation, player: Op
                 session._changed.notify_all()
 
 
-def _close(words: "queue.Queue[object]", player: Optional["Player"], conversation: Optional[Conversation],
-           receiver: Optional[threading.Thread], playback: Optional["Playback"] = None) -> None:
+def _close(words: "queue.Queue[object]", player: Optional["Player"], current: List[Conversation],
+           receiver: Optional[threading.Thread], playback: Optional["Playback"] = None,
+           aborted: Optional[threading.Event] = None) -> None:
     """Stop the word feed, silence the player, close the connection, join the receiver, close the player."""
     words.put(_ABANDONED)  # the writer's wait for a word ends now (after _DONE it is never read)
     if player is not None:
         player.stop()  # silence first (Ctrl+C, an exception): closing may wait on threads
-    if conversation is not None:
+    if aborted is not None and receiver is not None and receiver.is_alive():
+        aborted.set()  # closed before its end: a connection lost now is not recovered
+    for conversation in list(current):
         conversation.close()
     if receiver is not None and receiver is not threading.current_thread():
         receiver.join(2.0)

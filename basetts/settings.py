@@ -181,6 +181,8 @@ class CallSettings(TypedDict, total=False):
     """Transient failures retried before any audio. Default 2."""
     retry_backoff: float
     """First retry's wait, doubled each time (with jitter). Default 0.5."""
+    recoveries: int
+    """Connections lost after audio began that a call recovers from (0: none). Default 3."""
     proxy: Optional[str]
     """An HTTP proxy (http://user:password@host:port); "" for none; None: HTTPS_PROXY and the like."""
     keepalive_timeout: float
@@ -264,6 +266,9 @@ class Settings:
     # Transient failures before any audio (refused, 429, 5xx at the upgrade) are retried this often.
     retries: int = 2
     retry_backoff: float = 0.5
+    # A connection lost after audio began is reopened and the text resumes after its last unit done
+    # (docs/reliability.md), at most this often per call; 0 raises at once, as before.
+    recoveries: int = 3
     # An HTTP proxy to tunnel through (http://user:password@host:port); None: HTTPS_PROXY and the other
     # standard variables decide; "": no proxy.
     proxy: Optional[str] = dataclasses.field(default=None, repr=False)  # may hold credentials
@@ -432,6 +437,7 @@ class Settings:
             # None would mean "wait forever" to the socket: a timeout is always required.
             check_number(name, getattr(self, name), low=0.0, high=MAX_TIMEOUT, required=True)
         check_int("retries", self.retries, 0, high=MAX_RETRIES)
+        check_int("recoveries", self.recoveries, 0, high=MAX_RETRIES)
         check_int("max_message_size", self.max_message_size, 4096)
         if self.proxy is not None and not isinstance(self.proxy, str):
             raise ConfigurationError("proxy must be a URL string like 'http://host:3128' (or '' for none)")

@@ -194,11 +194,15 @@ class Synthesizer:
         return open_conversation(settings, words, stats, self._take_spare(settings), release=self._idle.put,
                                  **options)
 
-    def _chunks(self, settings: Settings, words: Iterable[str], stats: Stats, **options: Any) -> Iterator[bytes]:
-        """The audio of `words` (`_converse`); a whole text refused before any audio with a close that asks
-        to come back (1012, 1013) is sent again on a new connection, while the retries last (`replaying`)."""
-        return replaying(lambda tried: self._converse(settings, words, stats, already=tried, **options),
-                         isinstance(words, (list, tuple)), options.get("cancel"))
+    def _chunks(self, settings: Settings, words: Iterable[str], stats: Stats,
+                take_back: Optional[Callable[[int], int]] = None, **options: Any) -> Iterator[bytes]:
+        """The audio of `words` (`_converse`) over as many connections as it takes (`replaying`): a whole text
+        refused before any audio with a close that asks to come back (1012, 1013) is sent again, one whose
+        connection is lost after audio began goes on on a new one. `take_back(count)` removes the last
+        `count` bytes handed on, where the caller can (the bytes removed)."""
+        return replaying(lambda tried, rest, resumed_at: self._converse(
+            settings, rest, stats, already=tried, resumed_at=resumed_at, **options), words, options.get("cancel"),
+            take_back)
 
     def stream(self, text: Text, **overrides: Unpack[CallSettings]) -> Generator[bytes, None, None]:
         """Yield 16-bit PCM chunks (whole samples) as they arrive. Breaking out early closes the connection.
@@ -226,8 +230,14 @@ class Synthesizer:
         # BytesIO, not a list joined at the end: getvalue() hands over its buffer without a copy, so the
         # peak is the PCM once, not twice (docs/performance.md).
         received = io.BytesIO()
+
+        def take_back(count: int) -> int:
+            received.truncate(received.tell() - count)
+            received.seek(0, io.SEEK_END)
+            return count
+
         try:
-            for chunk in self._chunks(settings, words, stats):
+            for chunk in self._chunks(settings, words, stats, take_back):
                 received.write(chunk)
                 if on_audio is not None:
                     on_audio(chunk)
@@ -290,8 +300,12 @@ class Synthesizer:
         words = words_of(text, settings.text_format)
         stats = Stats()
         writer: Optional[AudioWriter] = None
+
+        def take_back(count: int) -> int:
+            return writer.take_back(count) if writer is not None else 0
+
         try:
-            for chunk in self._chunks(settings, words, stats):
+            for chunk in self._chunks(settings, words, stats, take_back):
                 if writer is None:  # the file appears with the first audio
                     writer = AudioWriter(path, extension)
                 writer.write(chunk)
@@ -353,17 +367,17 @@ class Synthesizer:
         player = self._player(output_device, prebuffer, volume)
         stats = Stats()
         playback = self._track(Playback(player, stats, started))
-        chunks = self._spoken(settings, words, stats, started, player)
+        chunks = self._spoken(settings, words, stats, started, player, playback.take_back)
         return playback.run(chunks, on_audio) if wait else playback.start(chunks, on_audio)
 
     def _spoken(self, settings: Settings, words: Iterable[str], stats: Stats, started: float,
-                player: "Player") -> Iterator[bytes]:
+                player: "Player", take_back: Optional[Callable[[int], int]] = None) -> Iterator[bytes]:
         """The chunks of one conversation for a player. The device opens while the server answers the
         upgrade: starting PortAudio probes every device (tens of ms, more on many desktops), time the
         network takes anyway; no sound card is an AudioDeviceError before any text is sent. Closing the
         generator closes the connection."""
         try:
-            yield from self._chunks(settings, words, stats, cancel=player.stopped_event, started=started,
+            yield from self._chunks(settings, words, stats, take_back, cancel=player.stopped_event, started=started,
                                     on_upgrade=player.open)
         except Cancelled:
             return

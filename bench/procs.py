@@ -8,7 +8,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Mapping, Optional
+from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -24,9 +24,9 @@ class Server:
     """`python -m bench.serve` in a child process; `url` and `api_key` once it listens."""
 
     def __init__(self, speed: Optional[float] = None, samples_per_word: int = 2400,
-                 jitter: float = 0.0, seed: int = 1, protocol: str = "orpheus") -> None:
+                 jitter: float = 0.0, seed: int = 1, protocol: str = "orpheus", faults: Sequence[str] = ()) -> None:
         self.args = ["--samples-per-word", str(samples_per_word), "--jitter", str(jitter), "--seed", str(seed),
-                     "--protocol", protocol]
+                     "--protocol", protocol, *(f"--fault={fault}" for fault in faults)]
         if speed:
             self.args += ["--speed", str(speed)]
         self.process: Optional[subprocess.Popen] = None

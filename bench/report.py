@@ -129,6 +129,12 @@ def summarize(results: Dict[str, Any]) -> Dict[str, Any]:
                             for speed, rs in sp["underruns"].items()}
     if results.get("session_gap"):
         s["session_gap"] = [r["underruns"] for r in results["session_gap"]]
+    if results.get("recovery"):
+        s["recovery"] = {protocol: {
+            "cut_to_audio": median([c["recovery_time"] for c in r["cuts"]]),
+            "first_audio": median([c["first_byte_time"] for c in r["cuts"]]),
+            "wall_ratio": r["walls"]["cut 3 times"] / r["walls"]["uncut"], "recoveries": r["recoveries"],
+            "minutes": r["minutes"], "speed": r["speed"]} for protocol, r in results["recovery"].items()}
     return s
 
 
@@ -223,6 +229,13 @@ def targets(s: Dict[str, Any], results: Dict[str, Any]) -> List[Tuple[str, str, 
         rows.append((f"Orpheus over HTTP: a session fed {plan['session_tokens_per_second']:g} tokens/s, server at "
                      f"{plan['session_speed']:g}× real time, no gap between sentences (underruns in speak())",
                      f"{max(counts)} (worst of {len(counts)})", verdict(max(counts) == 0)))
+    for protocol, r in s.get("recovery", {}).items():
+        rows.append((f"{protocol}: time from a lost connection to the next audio (the same call's first audio)",
+                     f"{r['cut_to_audio'] * 1000:.1f} ms ({r['first_audio'] * 1000:.1f} ms)", "–"))
+        rows.append((f"{protocol}: a {r['minutes']:g}-minute text (server at {r['speed']:g}× real time) cut three "
+                     "times completes, wall ≤ 1.1× the same text uncut",
+                     f"{r['wall_ratio']:.3f}× ({r['recoveries']} recoveries)",
+                     verdict(r["wall_ratio"] <= 1.1 and r["recoveries"] == 3)))
     return rows
 
 

@@ -64,6 +64,9 @@ class Plan:
     session_tokens_per_second: float = 20.0  # a language model writing, twice as fast as the audio plays
     session_speed: float = 3.0
     session_reps: int = 3
+    recovery_reps: int = 5
+    recovery_minutes: float = 30.0  # of audio, the server at recovery_speed, cut three times
+    recovery_speed: float = 20.0
 
     @classmethod
     def quick(cls) -> "Plan":
@@ -72,7 +75,7 @@ class Plan:
                    memory_minutes=(1, 10), speak_budget=3.0, ttfs_repeat=2, underrun_speeds=(1.2,),
                    underrun_words=30, underrun_reps=1, long_minutes=2.0, batch_count=60,
                    batch_levels=(1, 16), batch_reps=1, qwen3_words=600, text_characters=20_000, text_reps=1,
-                   session_words=40, session_reps=1)
+                   session_words=40, session_reps=1, recovery_reps=1, recovery_minutes=2.0)
 
 
 def log(message: str) -> None:
@@ -287,6 +290,53 @@ def measure_long_text(plan: Plan) -> Dict[str, Any]:
             "generation": expected / plan.long_speed, "speed": plan.long_speed, "error": error}
 
 
+# recovery ------------------------------------------------------------------------------------------
+RECOVERY_PROTOCOLS = ("orpheus-http", "qwen3")
+
+
+def measure_recovery(plan: Plan) -> Dict[str, Any]:
+    """What a lost connection costs: the time from the cut to the next audio against the same call's first
+    audio (a 4-unit text cut halfway through its second unit, a fresh server each time so the cut is the
+    second unit's), and a long text cut three times against the same text uncut (wall time), per protocol."""
+    short = clients.words(plan.ttfb_words * 4, sentence=plan.ttfb_words)
+    out: Dict[str, Any] = {}
+    for protocol in RECOVERY_PROTOCOLS:
+        options = {"voice": "bench"} if protocol == "qwen3" else {}
+        cuts: List[Dict[str, float]] = []
+        for rep in range(plan.recovery_reps):
+            faults = (["drop_after_bytes=20000", "stream_failures=1", "first_failure=2"] if protocol == "orpheus-http"
+                      else ["drop_after_bytes=140000", "stream_failures=1"])
+            with procs.server(protocol=protocol, faults=faults) as server:
+                synth = Synthesizer(url=server.url, api_key=server.api_key, protocol=protocol, **options)
+                stats = synth.synthesize(short).stats
+            cuts.append({"recovery_time": stats.recovery_time, "first_byte_time": stats.first_byte_time or 0.0,
+                         "recoveries": stats.recoveries})
+            log(f"  {protocol}: cut {rep + 1}: {stats.recovery_time * 1000:.1f} ms to the next audio "
+                f"({(stats.first_byte_time or 0) * 1000:.1f} ms to the first)")
+        words = int(plan.recovery_minutes * 60 * 24000 / LONG_SAMPLES_PER_WORD) + 1
+        text = clients.words(words, sentence=12)
+        audio_bytes = words * LONG_SAMPLES_PER_WORD * 2
+        walls: Dict[str, float] = {}
+        recovered = 0
+        for label in ("uncut", "cut 3 times"):
+            # Qwen3: one session, each connection cut a quarter of the whole in; HTTP: three requests cut halfway.
+            every = max(1, words // 45 // 4)  # HTTP: ~45 words a request; cut a quarter, a half, three quarters in
+            faults = [] if label == "uncut" else (
+                ["drop_after_bytes=20000", "stream_failures=3", f"first_failure={every}", f"failure_every={every}"]
+                if protocol == "orpheus-http" else [f"drop_after_bytes={audio_bytes // 4}", "stream_failures=3"])
+            with procs.server(protocol=protocol, faults=faults, speed=plan.recovery_speed,
+                              samples_per_word=LONG_SAMPLES_PER_WORD) as server:
+                synth = Synthesizer(url=server.url, api_key=server.api_key, protocol=protocol, **options)
+                started = time.monotonic()
+                audio = synth.synthesize(text)
+                walls[label] = time.monotonic() - started
+                recovered = max(recovered, audio.stats.recoveries)
+            log(f"  {protocol}: {plan.recovery_minutes:g} min {label}: {walls[label]:.1f} s")
+        out[protocol] = {"cuts": cuts, "walls": walls, "recoveries": recovered, "minutes": plan.recovery_minutes,
+                         "speed": plan.recovery_speed}
+    return out
+
+
 # many texts ----------------------------------------------------------------------------------------
 def measure_batch(plan: Plan) -> Dict[str, Any]:
     """synthesize_many against a plain ThreadPoolExecutor loop over synthesize(), at each concurrency, the
@@ -443,6 +493,9 @@ def main(argv: Optional[List[str]] = None) -> int:
         if wanted("long"):
             log(f"long text: {plan.long_minutes:g} minutes at {plan.long_speed:g}x, keepalive 20 s / 20 s")
             results["long_text"] = measure_long_text(plan)
+        if wanted("recovery"):
+            log("recovery after a lost connection")
+            results["recovery"] = measure_recovery(plan)
         if wanted("batch"):
             log("many texts")
             results["batch"] = measure_batch(plan)

@@ -16,6 +16,7 @@ import time
 from typing import Any, Optional
 
 from basetts.testing import server as local_server
+from basetts.testing.faults import Faults
 
 
 def jittered_sender(jitter: float, seed: int) -> Any:
@@ -46,6 +47,7 @@ def main(argv: Optional[list] = None) -> int:
     parser.add_argument("--ping-interval", type=float, default=local_server.PING_INTERVAL)
     parser.add_argument("--ping-timeout", type=float, default=local_server.PING_TIMEOUT)
     parser.add_argument("--protocol", default="orpheus")
+    parser.add_argument("--fault", action="append", default=[], metavar="NAME=VALUE")
     args = parser.parse_args(argv)
     if args.jitter:
         local_server.Sender = jittered_sender(args.jitter, args.seed)  # type: ignore[misc]
@@ -53,7 +55,7 @@ def main(argv: Optional[list] = None) -> int:
         "protocol": args.protocol}
     with local_server.LocalServer(speed=args.speed, samples_per_word=args.samples_per_word,
                                   ping_interval=args.ping_interval, ping_timeout=args.ping_timeout,
-                                  history=100, **extra) as server:
+                                  history=100, faults=Faults.parse(args.fault), **extra) as server:
         print(json.dumps({"url": server.url, "api_key": server.api_key}), flush=True)
         sys.stdin.read()  # until the parent closes our stdin (or dies)
     return 0

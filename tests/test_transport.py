@@ -57,6 +57,8 @@ def no_leaks() -> Iterator[None]:
 
 
 def synth(url: str, **options: Any) -> Synthesizer:
+    """What one connection's bytes do: no second connection (these servers serve one), so no recovery."""
+    options.setdefault("recoveries", 0)
     return Synthesizer(url=url, api_key="k", retries=0, read_timeout=1.0, first_audio_timeout=2.0, **options)
 
 

@@ -8,7 +8,7 @@ import queue
 import threading
 import time
 import weakref
-from typing import Callable, Iterable, Iterator, List, Optional, Union
+from typing import Callable, Iterable, Iterator, List, Optional, Tuple, Union
 
 from .. import protocols
 from ..audio import Stats
@@ -53,13 +53,15 @@ def utterance_for(settings: Settings, words: Iterable[str], stats: Stats) -> pro
     return protocols.spec(settings.protocol).utterance(settings, words, stats)
 
 
-def count_audio(stats: Stats, utterance: protocols.Conversing, started: float, now: float, audio: bool) -> bool:
+def count_audio(stats: Stats, utterance: protocols.Conversing, started: float, now: float, audio: bool,
+                before: Tuple[int, int] = (0, 0)) -> bool:
     """Bring `stats` up to date after a read (True if it brought the first audio); say once that the
-    server ignored pcm_mulaw."""
+    server ignored pcm_mulaw. `before`: the bytes and messages earlier connections of the call received."""
     first = audio and stats.first_byte_time is None
     if first:
         stats.first_byte_time = now - started
-    stats.bytes_received, stats.frames_received = utterance.audio_bytes, utterance.audio_messages
+    stats.bytes_received = before[0] + utterance.audio_bytes
+    stats.frames_received = before[1] + utterance.audio_messages
     if utterance.decoder.fell_back and stats.encoding is None:
         warn("asked for encoding='pcm_mulaw', but the server sent 16-bit PCM (an older server); decoding that")
     stats.encoding = utterance.decoder.encoding
@@ -85,15 +87,17 @@ class Conversation:
                  stats: Optional[Stats] = None,
                  sock: Optional[transport.BoundedSocket] = None, started: Optional[float] = None,
                  on_upgrade: Optional[Callable[[], object]] = None,
-                 release: Optional[Callable[[Settings, transport.BoundedSocket], None]] = None) -> None:
+                 release: Optional[Callable[[Settings, transport.BoundedSocket], None]] = None,
+                 resumed_at: int = 0) -> None:
         """`sock`: an already connected websocket (from `connect`) to use instead of connecting; the
         conversation owns it from here on and closes it, or hands it to `release` when it ended normally and
         the protocol may use it again (HTTP keep-alive). `started`: the monotonic time the user's
         call began, which the stats count from (default: now). `on_upgrade`: runs in open()'s thread
         while the server answers the upgrade (at once on `sock`), before any text is sent; what it raises,
-        open() raises."""
+        open() raises. `resumed_at`: the bytes of audio earlier connections of the call made (`replaying`)."""
         self.settings = settings
         self.stats = stats if stats is not None else Stats()
+        self._before = (self.stats.bytes_received, self.stats.frames_received)
         self._words = words
         self._queue: "queue.Queue[Union[bytes, _End]]" = queue.Queue()
         self._queued = 0  # bytes of audio in the queue (under _lock): see ROOM_BYTES
@@ -102,6 +106,8 @@ class Conversation:
         self._lock = threading.Lock()  # guards the utterance's state
         self._changed = threading.Condition(self._lock)  # a pong, the reader's end, the consumer catching up
         self._utterance = utterance_for(settings, words, self.stats)
+        if resumed_at:
+            self._utterance.resume_from(resumed_at)
         self._messages = self._utterance.messages
         # A deadline that appears while the reader waits (words sent meanwhile) is seen within a tenth
         # of its timeout.
@@ -130,6 +136,22 @@ class Conversation:
     @property
     def words_sent(self) -> int:
         return self._utterance.words_sent
+
+    @property
+    def resume_point(self) -> Tuple[int, int]:
+        """(words, PCM bytes) of this conversation's text and audio whose units all came (`Conversing`)."""
+        with self._lock:
+            return self._utterance.resume_point
+
+    @property
+    def resumable(self) -> bool:
+        return self._utterance.resumable
+
+    @property
+    def audio_out(self) -> int:
+        """Bytes of PCM this conversation has handed out."""
+        with self._lock:
+            return self._utterance.decoder.out_bytes
 
     # lifecycle -------------------------------------------------------------------------------------
     def open(self) -> "Conversation":
@@ -245,7 +267,7 @@ class Conversation:
             sock.close()
         self._finalizer.detach()
         # Wake a consumer waiting in chunks() (another thread) now, not at its next poll.
-        self._queue.put_nowait(_End(StreamInterrupted("The conversation was closed.")))
+        self._queue.put_nowait(_End(StreamInterrupted("The conversation was closed.", recoverable=False)))
         if self.stats.total_time is None:
             self.stats.total_time = self._elapsed()
         self._trace.close()
@@ -396,7 +418,7 @@ class Conversation:
             error = self._receive()
         except BaseException as exc:  # noqa: BLE001 - a bug of ours: the consumer must still hear of it
             log.exception("reader failed")
-            error = StreamInterrupted(f"basetts failed while reading the stream: {exc!r}")
+            error = StreamInterrupted(f"basetts failed while reading the stream: {exc!r}", recoverable=False)
             error.__cause__ = exc
         finally:
             with self._changed:
@@ -455,7 +477,7 @@ class Conversation:
         return None
 
     def _on_audio(self, pcm: bytes, now: float) -> None:
-        first = count_audio(self.stats, self._utterance, self._started, now, audio=True)
+        first = count_audio(self.stats, self._utterance, self._started, now, audio=True, before=self._before)
         if not pcm:
             return
         self._put(pcm)

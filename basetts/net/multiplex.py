@@ -10,6 +10,7 @@ blocks, so a few `basetts-connect` threads do it and hand the socket over.
 from __future__ import annotations
 
 import collections
+import dataclasses
 import io
 import logging
 import selectors
@@ -27,7 +28,7 @@ from ..settings import Settings
 from ..trace import Trace
 from . import transport
 from .conversation import count_audio, utterance_for, warn_trailing
-from .retry import Cancelled, retry_delay, retrying
+from .retry import MAX_DROPS, Cancelled, backoff, recovery, retry_delay, retrying, trace_recovery
 
 log = logging.getLogger("basetts")
 
@@ -43,19 +44,23 @@ class _Stream:
     """One conversation in the loop: its socket, its protocol state, what waits to be sent, what came."""
 
     def __init__(self, settings: Settings, sock: transport.BoundedSocket, words: List[str], stats: Stats,
-                 started: float, done: Done, cancel: threading.Event) -> None:
+                 started: float, done: Done, cancel: threading.Event, resumed: Optional["_Resumed"] = None) -> None:
         self.settings = settings
         self.words = words
         self.cancel = cancel
         self.bounded = sock
         self.sock = sock.sock
         self.utterance = utterance_for(settings, words, stats)
+        self.resumed = resumed
+        if resumed is not None:
+            self.utterance.resume_from(resumed.pcm.tell())
+        self.before = (stats.bytes_received, stats.frames_received)  # earlier connections' (a recovery)
         self.messages = self.utterance.messages
         self.stats = stats
         self.started = started
         self.done = done
         self.out = bytearray()
-        self.pcm = io.BytesIO()
+        self.pcm = resumed.pcm if resumed is not None else io.BytesIO()
         self.trace = Trace.open(settings)
         self.events = 0  # the selector events registered
         self.ended = False
@@ -74,6 +79,17 @@ class _Stream:
     def queue(self, write: Write) -> None:
         self.out += write.data
         self.trace.wrote(write)
+
+
+@dataclasses.dataclass
+class _Resumed:
+    """A text going on after a lost connection: its audio so far, the text's words before these, the recent
+    losses, and when the one being recovered from came."""
+
+    pcm: io.BytesIO
+    offset: int
+    drops: Deque[float]
+    lost_at: Optional[float]
 
 
 class Multiplexer:
@@ -117,7 +133,7 @@ class Multiplexer:
         self._connect.shutdown(wait=True, cancel_futures=True)
         self._thread.join()
         for stream in list(self._arrivals):  # arrived after the loop ended
-            self._end(stream, StreamInterrupted("The batch was stopped."), close=True)
+            self._end(stream, StreamInterrupted("The batch was stopped.", recoverable=False), close=True)
         self._arrivals.clear()
         self._selector.close()
         self._wake_read.close()
@@ -125,14 +141,15 @@ class Multiplexer:
 
     # connecting (a connector thread) ------------------------------------------------------------------------
     def _open(self, settings: Settings, words: List[str], done: Done, cancel: threading.Event,
-              again: Optional[Stats] = None, delay: float = 0.0) -> None:
+              again: Optional[Stats] = None, delay: float = 0.0, resumed: Optional[_Resumed] = None) -> None:
         """`again`: the stats of a conversation refused before any audio (an HTTP status), tried again after
-        `delay` seconds."""
+        `delay` seconds, or one lost after audio began (`resumed`: where it goes on)."""
         if again is not None and cancel.wait(delay):
             done(None, BasetenTTSError("The batch was stopped before this text was sent."))
             return
         stats = again or Stats()
-        tried = stats.attempts
+        tried = 0 if resumed is not None else stats.attempts  # a recovery has the retries of a new call
+        earlier = stats.attempts if resumed is not None else 0
         started = time.monotonic()
         opened: List[socket.socket] = []
 
@@ -148,14 +165,22 @@ class Multiplexer:
                 handle.shutdown(socket.SHUT_RDWR)
 
         try:
-            sock = retrying(settings, stats, lambda: transport.open_socket(settings, on_connected=connected), cancel,
-                            already=tried)
+            try:
+                sock = retrying(settings, stats, lambda: transport.open_socket(settings, on_connected=connected),
+                                cancel, already=tried)
+            finally:
+                stats.attempts += earlier
         except Cancelled:
             done(None, BasetenTTSError("The batch was stopped before this text was sent."))
             return
         except BaseException as exc:  # noqa: BLE001 - every outcome goes to `done`
             if self._stopping.is_set() and isinstance(exc, BasetenTTSError):
                 exc = BasetenTTSError(f"The batch was stopped while this text's connection was opening ({exc}).")
+            elif resumed is not None and isinstance(exc, BasetenTTSError):
+                failed = StreamInterrupted(f"The connection was lost; a new connection to finish the text failed: "
+                                           f"{exc}")
+                failed.__cause__, failed.partial = exc, Audio(resumed.pcm.getvalue(), stats=stats)
+                exc = failed
             done(None, exc)
             return
         finally:
@@ -165,7 +190,7 @@ class Multiplexer:
                 handle.close()
         stats.connect_time = time.monotonic() - started
         try:
-            stream = _Stream(settings, sock, words, stats, started, done, cancel)
+            stream = _Stream(settings, sock, words, stats, started, done, cancel, resumed)
             sock.sock.setblocking(False)
             # The first batch goes out from here, at once: handing it to the loop first would delay the
             # server's first audio by a thread's wake-up. What the socket does not take, the loop sends.
@@ -181,7 +206,7 @@ class Multiplexer:
             if not stopped:
                 self._arrivals.append(stream)
         if stopped:
-            self._end(stream, StreamInterrupted("The batch was stopped."), close=True)
+            self._end(stream, StreamInterrupted("The batch was stopped.", recoverable=False), close=True)
             return
         self._wake()
 
@@ -209,7 +234,7 @@ class Multiplexer:
                             self._write(stream)
                     except Exception as exc:  # noqa: BLE001 - a bug of ours: that text fails, the rest go on
                         log.exception("the batch's I/O failed")
-                        error = StreamInterrupted(f"basetts failed while streaming: {exc!r}")
+                        error = StreamInterrupted(f"basetts failed while streaming: {exc!r}", recoverable=False)
                         self._end(stream, error)
                 self._admit()
                 now = time.monotonic()
@@ -223,7 +248,7 @@ class Multiplexer:
             with self._lock:
                 arrived, self._arrivals = list(self._arrivals), collections.deque()
             for stream in list(self._streams.values()) + arrived:
-                self._end(stream, StreamInterrupted("The batch was stopped."))
+                self._end(stream, StreamInterrupted("The batch was stopped.", recoverable=False))
 
     def _drain_wake(self) -> None:
         try:
@@ -245,7 +270,7 @@ class Multiplexer:
                     self._received(stream, buffered)
             except Exception as exc:  # noqa: BLE001 - a bug of ours: that text fails, the rest go on
                 log.exception("the batch's I/O failed")
-                self._end(stream, StreamInterrupted(f"basetts failed while streaming: {exc!r}"))
+                self._end(stream, StreamInterrupted(f"basetts failed while streaming: {exc!r}", recoverable=False))
 
     def _watch(self, stream: _Stream) -> None:
         events = selectors.EVENT_READ | (selectors.EVENT_WRITE if stream.out else 0)
@@ -281,8 +306,11 @@ class Multiplexer:
         utterance, stats = stream.utterance, stream.stats
         received = utterance.receive(data, now)
         stream.trace.received(len(data), received)
-        count_audio(stats, utterance, stream.started, now, audio=bool(received.audio))
+        count_audio(stats, utterance, stream.started, now, audio=bool(received.audio), before=stream.before)
         if received.audio:
+            if stream.resumed is not None and stream.resumed.lost_at is not None:
+                stats.recovery_time += now - stream.resumed.lost_at
+                stream.resumed.lost_at = None
             stream.pcm.write(received.audio)
         stream.control(now)
         if received.ended:
@@ -317,7 +345,7 @@ class Multiplexer:
                     self._write(stream)
             except Exception as exc:  # noqa: BLE001 - a bug of ours: that text fails, the rest go on
                 log.exception("the batch's I/O failed")
-                self._end(stream, StreamInterrupted(f"basetts failed while streaming: {exc!r}"))
+                self._end(stream, StreamInterrupted(f"basetts failed while streaming: {exc!r}", recoverable=False))
 
     def _end(self, stream: _Stream, error: Optional[BaseException], close: bool = True) -> None:
         """The conversation is over: close it, and hand over the audio or the error (with the audio so far).
@@ -339,7 +367,11 @@ class Multiplexer:
         stream.trace.event("end", error=None if error is None else str(error),
                            kind=None if error is None else type(error).__name__)
         stream.trace.close()
-        if error is not None and not stream.pcm.tell() and not self._stopping.is_set():
+        if (isinstance(error, BasetenTTSError) and not self._stopping.is_set() and not stream.cancel.is_set()
+                and (stream.utterance.decoder.out_bytes or stream.resumed is not None)):
+            if self._recover(stream, error):
+                return
+        elif error is not None and not stream.pcm.tell() and not self._stopping.is_set():
             delay = retry_delay(stream.settings, stats.attempts - 1, error)
             if delay is not None:  # refused before any audio (an HTTP request's status): again, as a call would
                 try:
@@ -352,6 +384,35 @@ class Multiplexer:
         if error is not None and isinstance(error, BasetenTTSError):
             error.partial = audio
         stream.done(None if error is not None else audio, error)
+
+    def _recover(self, stream: _Stream, error: BasetenTTSError) -> bool:
+        """A connection lost after audio began: the text goes on on a new one (the rule is `retry.recovery`'s),
+        its audio after the last unit done taken back; False if the text ends with `error`."""
+        resumed = stream.resumed or _Resumed(stream.pcm, 0, collections.deque(maxlen=MAX_DROPS), None)
+        held = stream.pcm.tell()
+        began = held - stream.utterance.decoder.out_bytes
+        words_done, done = stream.utterance.resume_point
+
+        def take_back(count: int) -> int:
+            stream.pcm.truncate(held - count)
+            stream.pcm.seek(0, io.SEEK_END)
+            return count
+
+        taken = recovery(stream.settings, stream.stats, error, resumed.drops, stream.utterance.resumable,
+                         began + done, held, take_back)
+        if taken is None:
+            return False
+        stream.stats.recoveries += 1
+        resumed.offset += words_done
+        if resumed.lost_at is None:
+            resumed.lost_at = time.monotonic()
+        trace_recovery(stream.settings, error, resumed.offset, stream.pcm.tell(), taken)
+        try:
+            self._connect.submit(self._open, stream.settings, stream.words[words_done:], stream.done, stream.cancel,
+                                 stream.stats, backoff(stream.settings, stream.stats.recoveries), resumed)
+        except RuntimeError:  # the batch is closing: no more connections
+            return False
+        return True
 
 
 def _send_some(stream: _Stream) -> None:

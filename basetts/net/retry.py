@@ -1,16 +1,18 @@
-"""Retries before any audio: which failures are worth another try, how long to wait, and the opener of a
-conversation that applies them."""
+"""Retries before any audio (which failures are worth another try, how long to wait, and the opener of a
+conversation that applies them), and the recovery of a connection lost after audio began (`replaying`)."""
 from __future__ import annotations
 
+import collections
 import logging
 import random
 import threading
 import time
-from typing import Callable, Iterable, Iterator, Optional, TypeVar
+from typing import Callable, Deque, Iterable, Iterator, List, Optional, Tuple, TypeVar
 
-from ..audio import Stats
-from ..errors import BasetenTTSError
+from ..audio import SAMPLE_RATE, SAMPLE_WIDTH, Stats
+from ..errors import BasetenTTSError, StreamInterrupted, warn
 from ..settings import Settings
+from ..trace import Trace
 from .conversation import Conversation
 from .transport import BoundedSocket
 
@@ -74,12 +76,13 @@ def open_conversation(settings: Settings, words: Iterable[str], stats: Stats,
                       cancel: Optional[threading.Event] = None, started: Optional[float] = None,
                       on_upgrade: Optional[Callable[[], object]] = None,
                       release: Optional[Callable[[Settings, BoundedSocket], None]] = None,
-                      already: int = 0) -> Conversation:
+                      already: int = 0, resumed_at: int = 0) -> Conversation:
     """Connect (on `spare` if given), retrying transient failures (`retrying`). Once `cancel` is set,
     raises `Cancelled` instead of connecting or waiting. `stats` count from `started` (default: now),
     retries and their waits included. `on_upgrade` runs while the server answers the upgrade, before any
     text is sent (see `Conversation`), once per attempt. `release` takes the connection back if the protocol may
-    use it again (HTTP keep-alive: `Conversation`). `already`: attempts made before (`replaying`)."""
+    use it again (HTTP keep-alive: `Conversation`). `already`: attempts made before (`replaying`); `resumed_at`: the
+    audio made before, when `words` go on from a lost connection."""
     if started is None:
         started = time.monotonic()
     offered = [spare]
@@ -87,7 +90,7 @@ def open_conversation(settings: Settings, words: Iterable[str], stats: Stats,
     def attempt() -> Conversation:
         sock, offered[0] = offered[0], None  # the spare, for the first attempt only
         return Conversation(settings, words, stats=stats, sock=sock, started=started,
-                            on_upgrade=on_upgrade, release=release).open()
+                            on_upgrade=on_upgrade, release=release, resumed_at=resumed_at).open()
 
     def drop_spare() -> None:
         if offered[0] is not None:
@@ -96,24 +99,205 @@ def open_conversation(settings: Settings, words: Iterable[str], stats: Stats,
     return retrying(settings, stats, attempt, cancel, drop_spare, already)
 
 
-def replaying(open_: Callable[[int], Conversation], replayable: bool,
-              cancel: Optional[threading.Event] = None) -> Iterator[bytes]:
-    """The audio of the conversation `open_(attempts made)` opens. One that ends with a retryable error before
-    any audio (a close 1012 "Service Restart" or 1013 "Try Again Later") is opened again while the retries
-    last, if its words can be sent again whole (`replayable`: a whole text; nothing was spoken, so nothing
-    repeats). A `cancel` set during the wait ends the audio there."""
+class Kept:
+    """Words of text arriving over time (an iterable), kept from where the text may resume on (`forget`), so
+    that a new connection can send them again (`since`). One thread at a time takes from the iterable: a
+    conversation given up may still be waiting in it, and what it takes is kept for the next."""
+
+    def __init__(self, words: Iterable[str]) -> None:
+        self._words = words
+        self._source: Optional[Iterator[str]] = None
+        self._kept: List[str] = []
+        self._first = 0  # the index of _kept[0] among the text's words
+        self._lock = threading.Lock()
+
+    def since(self, start: int) -> "_Since":
+        """The text's words from the `start`th on: those kept, then the iterable's."""
+        return _Since(self, start)
+
+    def forget(self, before: int) -> None:
+        """The words before the `before`th will not be sent again."""
+        with self._lock:
+            if before > self._first:
+                del self._kept[:before - self._first]
+                self._first = before
+
+    def _word(self, index: int) -> Optional[str]:
+        with self._lock:
+            if index - self._first < len(self._kept):
+                return self._kept[index - self._first]
+            if self._source is None:
+                self._source = iter(self._words)
+            word = next(self._source, None)
+            if word is not None:
+                self._kept.append(word)
+            return word
+
+
+class _Since:
+    """An iterable of the kept text's words from one on; a session's feed's `ends_on_close` shows through."""
+
+    def __init__(self, kept: Kept, start: int) -> None:
+        self._kept, self._start = kept, start
+        self.ends_on_close = getattr(kept._words, "ends_on_close", False)
+
+    def __iter__(self) -> Iterator[str]:
+        index = self._start
+        while True:
+            word = self._kept._word(index)
+            if word is None:
+                return
+            index += 1
+            yield word
+
+
+Opener = Callable[[int, Iterable[str], int], Conversation]
+"""Opens the conversation of `words` (attempts made before, the words, the audio made before them)."""
+
+DROPS_WINDOW = 10.0
+"""Seconds: this many connections lost within it (`MAX_DROPS`) mean a server that drops at once: no recovery."""
+MAX_DROPS = 3
+
+
+def replaying(open_: Opener, words: Iterable[str], cancel: Optional[threading.Event] = None,
+              take_back: Optional[Callable[[int], int]] = None, first: Optional[Conversation] = None
+              ) -> Iterator[bytes]:
+    """The audio of `words`, over as many conversations as it takes (`open_`).
+
+    Before any audio, one that ends with a retryable error (a close 1012 "Service Restart" or 1013 "Try Again
+    Later") is opened again while the retries last, if its words can be sent again whole (a whole text).
+    After audio began, a connection lost (`BasetenTTSError.recoverable`) is recovered, `recoveries` times at
+    most: the text goes on, on a new connection, after the last unit whose audio came whole (the protocol's
+    `resume_point`), and the audio after that point is taken back from the caller (`take_back(count)` says how
+    much it could: what it could not is heard again, and said; a protocol that knows no units resumes only
+    when everything can be taken back). A `cancel` set meanwhile ends the audio there. `first`: the first
+    conversation, opened already on `words` (a `Kept`'s, for text arriving over time: `Session`)."""
+    whole = isinstance(words, (list, tuple))
+    kept = words._kept if isinstance(words, _Since) else None if whole else Kept(words)
+    offset = 0  # where the current conversation's words begin among the text's
+    if kept is not None and not isinstance(words, _Since):
+        words = kept.since(0)
     attempts = 0
+    delivered = 0  # bytes of audio the caller holds
+    began_at = 0  # where the current conversation's audio begins among them
+    lost: Optional[BasetenTTSError] = None  # the loss being recovered from
+    lost_at = 0.0
+    drops: Deque[float] = collections.deque(maxlen=MAX_DROPS)
+    stats: Optional[Stats] = None
     while True:
-        conversation = open_(attempts)
+        if lost is not None and stats is not None:
+            conversation = _reopen(open_, words, began_at, lost, stats)
+        elif first is not None:
+            conversation, first = first, None
+        else:
+            conversation = open_(attempts, words, 0)
+        settings, stats = conversation.settings, conversation.stats
         with conversation:
             try:
-                yield from conversation.chunks()
+                for chunk in conversation.chunks():
+                    if lost is not None:
+                        stats.recovery_time += time.monotonic() - lost_at
+                        lost = None
+                    if kept is not None:
+                        kept.forget(offset + conversation.resume_point[0])
+                    delivered += len(chunk)
+                    yield chunk
                 return
             except BasetenTTSError as exc:
-                attempts = conversation.stats.attempts
-                delay = None if conversation.stats.bytes_received or not replayable else retry_delay(
-                    conversation.settings, attempts - 1, exc)
-                if delay is None:
+                attempts = stats.attempts
+                if cancel is not None and cancel.is_set():
                     raise
-        if (cancel or threading.Event()).wait(delay):
+                if not conversation.audio_out and lost is None:
+                    delay = retry_delay(settings, attempts - 1, exc) if whole else None
+                    if delay is None:
+                        raise
+                else:
+                    resume = _resumption(conversation, exc, drops, delivered - began_at, take_back)
+                    if resume is None:
+                        raise
+                    (done_words, _), taken = resume
+                    delivered -= taken
+                    offset += done_words
+                    words = list(words)[done_words:] if kept is None else kept.since(offset)
+                    began_at = delivered
+                    if lost is None:
+                        lost, lost_at = exc, time.monotonic()
+                    stats.recoveries += 1
+                    delay = backoff(settings, stats.recoveries)
+                    trace_recovery(settings, exc, offset, delivered, taken)
+        if delay and (cancel or threading.Event()).wait(delay):
             return
+        if cancel is not None and cancel.is_set():
+            return
+
+
+def _reopen(open_: Opener, words: Iterable[str], began_at: int, lost: BasetenTTSError, stats: Stats
+            ) -> Conversation:
+    """The conversation that goes on after `lost`, with the retries of a new call (its attempts add to the
+    call's); a refusal ends the call with the loss, saying why it could not go on."""
+    before = stats.attempts
+    try:
+        return open_(0, words, began_at)
+    except BasetenTTSError as exc:
+        raise StreamInterrupted(f"{lost} A new connection to finish it failed: {exc}") from exc
+    finally:
+        stats.attempts += before
+
+
+def _resumption(conversation: Conversation, exc: BasetenTTSError, drops: Deque[float], held: int,
+                take_back: Optional[Callable[[int], int]]) -> Optional[Tuple[Tuple[int, int], int]]:
+    """Whether and where the lost `conversation` resumes: ((words, bytes) of it done, bytes taken back from
+    the caller, who holds `held` bytes of its audio), or None when the call ends with `exc`."""
+    done = conversation.resume_point
+    taken = recovery(conversation.settings, conversation.stats, exc, drops, conversation.resumable, done[1], held,
+                     take_back)
+    return None if taken is None else (done, taken)
+
+
+def recovery(settings: Settings, stats: Stats, exc: BasetenTTSError, drops: Deque[float], resumable: bool,
+             done: int, held: int, take_back: Optional[Callable[[int], int]]) -> Optional[int]:
+    """The rule of recovery, for every driver: whether a connection lost with `exc` is recovered, when the
+    caller holds `held` bytes of its audio of which `done` end its last unit done; the bytes `take_back` took
+    back after those, or None (the call ends with `exc`)."""
+    if not exc.recoverable or settings.recoveries == 0:
+        return None
+    if stats.recoveries >= settings.recoveries:
+        warn(f"the connection was lost again after {settings.recoveries} recoveries (recoveries="
+             f"{settings.recoveries}): giving up; the error carries the audio so far")
+        return None
+    now = time.monotonic()
+    drops.append(now)
+    if len(drops) == MAX_DROPS and now - drops[0] < DROPS_WINDOW:
+        warn(f"the server dropped {MAX_DROPS} connections within {DROPS_WINDOW:g} s: not trying again")
+        return None
+    excess = held - done
+    taken = take_back(excess) if take_back is not None and excess > 0 else 0
+    if taken < excess:
+        if not resumable:
+            return None  # it knows no units: only the whole of it, taken back, can be made again
+        warn(f"the connection was lost mid-sentence; {(excess - taken) / (SAMPLE_RATE * SAMPLE_WIDTH):.2f} s "
+             "already handed on are heard again from the start of that sentence")
+    return taken
+
+
+def backoff(settings: Settings, recoveries: int) -> float:
+    """Seconds before the connection of the `recoveries`th recovery: none for the first (a blip is mended at
+    once), then the retries' backoff, doubled each time."""
+    return 0.0 if recoveries <= 1 else settings.retry_backoff * 2 ** (recoveries - 2)
+
+
+def trace_recovery(settings: Settings, exc: BasetenTTSError, words: int, at: int, taken: int,
+                   trace: Optional[Trace] = None) -> None:
+    """Says a recovery: an INFO line, and a `recovery` event in the trace (`trace`, else the settings' file)."""
+    log.info("connection lost (%s); resuming after %d word(s), %.1f s of audio, on a new one",
+             exc, words, at / (SAMPLE_RATE * SAMPLE_WIDTH))
+    if trace is not None:
+        trace.event("recovery", error=str(exc), kind=type(exc).__name__, words_done=words, audio_bytes=at,
+                    taken_back=taken)
+        return
+    trace = Trace.open(settings)
+    try:
+        trace.event("recovery", error=str(exc), kind=type(exc).__name__, words_done=words, audio_bytes=at,
+                    taken_back=taken)
+    finally:
+        trace.close()

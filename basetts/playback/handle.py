@@ -139,6 +139,17 @@ class Playback:
         return Audio(b"".join(self._chunks), sample_rate=self._player.rate, stats=self.stats)
 
     # feeding ---------------------------------------------------------------------------------------
+    def take_back(self, count: int) -> int:
+        """Remove up to the last `count` bytes fed that have not been played (a connection lost mid-sentence:
+        that sentence is made again); the bytes removed. Called from the feeding thread."""
+        taken = left = self._player.take_back(count)
+        while left:
+            last = self._chunks.pop()
+            if len(last) > left:
+                self._chunks.append(last[:len(last) - left])
+            left -= min(left, len(last))
+        return taken
+
     def run(self, chunks: Iterable[bytes], on_audio: Optional[Callable[[bytes], None]] = None) -> Audio:
         """Play `chunks` in this thread until they end or `stop()`, then until the last sample is heard;
         the `Audio` heard. An error of ours carries ``.partial`` (all received, or what was heard if

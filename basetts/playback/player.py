@@ -293,6 +293,19 @@ class Player:
             pcm = self._resampler.feed(pcm)
         return self._push(pcm)
 
+    def take_back(self, count: int) -> int:
+        """Remove up to the last `count` bytes fed that the device has not taken yet, but for a margin the
+        callback may be reading (two of its largest buffers); the bytes removed. None behind a resampler, whose
+        state has run on: 0."""
+        if self._resampler is not None or self._odd:
+            return 0
+        ring = self._ring
+        margin = 2 * len(self._out) if self._started else 0
+        removable = max(0, min(count, ring.written - ring.read - margin))
+        removable -= removable % SAMPLE_WIDTH
+        ring.written -= removable  # only this (the writing) thread moves it
+        return removable
+
     def _push(self, pcm: bytes) -> bool:
         """Copy device-rate PCM into the ring, waiting for room; start once the prebuffer is queued."""
         view = memoryview(pcm)

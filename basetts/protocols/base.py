@@ -4,8 +4,9 @@ the audio's decoding (`AudioDecoder`). Nothing here touches a socket or a thread
 directly (tests/test_protocol.py)."""
 from __future__ import annotations
 
+import collections
 import math
-from typing import TYPE_CHECKING, Any, Dict, Iterable, Iterator, List, NamedTuple, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Deque, Dict, Iterable, Iterator, List, NamedTuple, Optional, Tuple
 
 from ..audio import SAMPLE_WIDTH
 from ..errors import BasetenTTSError, FirstAudioTimeout, ReadTimeout, ServerError, StreamInterrupted
@@ -40,6 +41,9 @@ class Outgoing(NamedTuple):
     ends_batch: bool
     last: bool = False
     """The message that ends the text (no pacing ping follows it: the server's answer is the audio)."""
+    through: Optional[int] = None
+    """For a message that ends a unit (a request, a sentence) at the end of a word: how many of the words given
+    that unit and the ones before it hold. A connection lost later resumes after it (`Conversing.resume_point`)."""
 
 
 class Pacer:
@@ -158,15 +162,17 @@ class AudioDecoder:
         self.requested = encoding or "pcm_s16le"
         self.encoding: Optional[str] = None if self.requested == "pcm_mulaw" else "pcm_s16le"
         self._aligner = SampleAligner(SAMPLE_WIDTH)
+        self.out_bytes = 0
+        """Bytes of PCM handed out so far."""
 
     def feed(self, frame: bytes) -> bytes:
         if not frame:
             return b""  # an empty frame says nothing about the encoding
         if self.encoding is None:
             self.encoding = "pcm_s16le" if len(frame) == self.PCM_WINDOW else "pcm_mulaw"
-        if self.encoding == "pcm_mulaw":
-            return decode_mulaw(frame)
-        return self._aligner.feed(frame)
+        pcm = decode_mulaw(frame) if self.encoding == "pcm_mulaw" else self._aligner.feed(frame)
+        self.out_bytes += len(pcm)
+        return pcm
 
     @property
     def fell_back(self) -> bool:
@@ -378,6 +384,10 @@ class Conversing:
         """Units sent that the server generates apart (segments, sentences, requests): what it may answer."""
         self.unit_bytes: Optional[int] = None
         """The most audio one unit can honestly make (its token budget); None: not bounded."""
+        self.resume_point = (0, 0)
+        """(words, PCM bytes): the words given whose units' audio has all come, at a word's end, and the audio
+        handed out up to there. After a lost connection the text resumes there on a new one (`net/retry.py`)."""
+        self._units: Deque[Optional[int]] = collections.deque()  # units sent, not done: their `through`
         self.all_sent = False
         self.audio_messages = 0
         self.audio_bytes = 0
@@ -449,6 +459,25 @@ class Conversing:
                 break
             writes.append(self.send(messages, now))
         return writes
+
+    resumable = False
+    """The protocol knows where each unit's audio ends (`unit_done`), so a lost connection resumes at the last
+    one done; else only from the start (`resume_point` stays (0, 0))."""
+
+    def resume_from(self, pcm_bytes: int) -> None:
+        """This utterance goes on from `pcm_bytes` of audio an earlier connection made (its times count on)."""
+
+    def unit_sent(self, through: Optional[int]) -> None:
+        """A unit went out (`Outgoing.through`: None when it ends inside a word)."""
+        if self.resumable:
+            self._units.append(through)
+
+    def unit_done(self) -> None:
+        """The oldest unit sent has all its audio: the text may resume after it, if it ends a word."""
+        if self._units:
+            through = self._units.popleft()
+            if through is not None:
+                self.resume_point = (through, self.decoder.out_bytes)
 
     def sent(self, messages: List[str], ping: Optional[bytes], now: float) -> None:
         """Messages (and a ping) are about to go out: from now on the server owes for them. Counted before
@@ -567,7 +596,8 @@ class Conversing:
                 if ended:
                     return self._end(error, b"".join(audio), pings, acknowledged)
         if violation is not None:
-            return self._end(StreamInterrupted(f"The connection failed: {violation}. The audio is incomplete."),
+            return self._end(StreamInterrupted(f"The connection failed: {violation}. The audio is incomplete.",
+                                               recoverable=False),
                              b"".join(audio), pings, answer=PROTOCOL_ERROR)
         if self.progressed:
             self.progressed, acknowledged = False, True

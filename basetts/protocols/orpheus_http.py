@@ -64,25 +64,38 @@ def prompts(words: Iterable[str], sentences: Sentences, whole: bool, limit: int 
     (`whole`) fills each request up to the limit, cut after its last sentence end (else after a pause, a
     comma or the like, else between words). Text arriving over time goes a sentence at a time, as soon as
     the next one begins (which is when the splitter knows the first has ended, as the websocket server's
-    flush rule knows it). A word longer than the limit goes in pieces. Memory holds one request's words."""
+    flush rule knows it). A word longer than the limit goes in pieces. Memory holds one request's words.
+    Each request says how many words it and those before hold (`Outgoing.through`; None if it ends in a word)."""
     buffer: List[str] = []
     size = -1  # characters of " ".join(buffer)
+    given = 0  # words whose every piece is in the buffer or sent
     for long_word in words:
-        for word in [long_word[i:i + limit] for i in range(0, len(long_word), limit)] or [long_word]:
+        pieces = [long_word[i:i + limit] for i in range(0, len(long_word), limit)] or [long_word]
+        for number, word in enumerate(pieces):
             while buffer and size + 1 + len(word) > limit:
                 cut = _cut(buffer, sentences)
-                yield Outgoing(" ".join(buffer[:cut]), True)
+                yield Outgoing(" ".join(buffer[:cut]), True, through=_through(given, len(buffer) - cut, number > 0))
                 buffer = buffer[cut:]
                 size = len(" ".join(buffer)) if buffer else -1
             buffer.append(word)
             size += 1 + len(word)
+            partial = number < len(pieces) - 1
+            given += not partial
             if not whole and len(buffer) >= 2 and _may_end_sentence(buffer[-2]):
                 cut = _last_sentence_end(buffer, sentences)
                 if cut:
-                    yield Outgoing(" ".join(buffer[:cut]), True)
+                    yield Outgoing(" ".join(buffer[:cut]), True, through=_through(given, len(buffer) - cut, partial))
                     buffer = buffer[cut:]
                     size = len(" ".join(buffer))
-    yield Outgoing(" ".join(buffer), True, last=True)
+    yield Outgoing(" ".join(buffer), True, last=True, through=given)
+
+
+def _through(given: int, left: int, partial: bool) -> Optional[int]:
+    """The words a request holds with those before, when `left` pieces stay behind it (the last of them part of
+    a word still being cut, if `partial`); None if it ends inside that word."""
+    if partial and left == 0:
+        return None
+    return given - left + partial
 
 
 def _cut(buffer: List[str], sentences: Sentences) -> int:
@@ -120,7 +133,10 @@ def request_body(settings: Any, prompt: str) -> Dict[str, Any]:
 
 class Utterance(Conversing):
     """One utterance as requests on one kept-alive connection: the next request goes once the one before
-    has been answered whole (HTTP/1.1, no pipelining), so its audio still plays while the next is made."""
+    has been answered whole (HTTP/1.1, no pipelining), so its audio still plays while the next is made.
+    Each request is a unit: its response's end is where a lost connection resumes."""
+
+    resumable = True
 
     def __init__(self, url: str, api_key: str, fields: Dict[str, Any], words: Iterable[str], *,
                  handshake_timeout: float, first_audio_timeout: float, read_timeout: float,
@@ -189,6 +205,7 @@ class Utterance(Conversing):
         self.words_sent += len(message.text.split())
         self.requests += 1
         self.units_sent += 1
+        self.unit_sent(message.through)
         self._in_flight = True
         self._sent_at = now
         return Write(data, [message.text])
@@ -284,6 +301,7 @@ class Utterance(Conversing):
                 if excess is not None:
                     return (excess,)
             self.deadlines.pong_received(now, 0)  # nothing owed until the next request
+            self.unit_done()
             if self.all_sent:
                 return (None,)
             if self.http.our_state is h11.DONE and self.http.their_state is h11.DONE:
@@ -315,7 +333,8 @@ class Utterance(Conversing):
         if self._refusal is not None:
             return self._refused()  # an error's body cut short: the status says it all
         if got_data:
-            return StreamInterrupted(f"The server's answer is not valid HTTP ({detail}): the audio is incomplete.")
+            return StreamInterrupted(f"The server's answer is not valid HTTP ({detail}): the audio is incomplete.",
+                                     recoverable=False)
         if not self._in_flight:
             return StreamInterrupted("The server closed the connection before the rest of the text was sent: "
                                      "the audio is incomplete.")

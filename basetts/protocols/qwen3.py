@@ -15,7 +15,7 @@ import os
 import re
 from typing import TYPE_CHECKING, Any, Callable, Deque, Dict, Iterable, Iterator, List, Optional, Tuple
 
-from ..audio import SAMPLE_RATE, Sentence, Timeline, Word
+from ..audio import SAMPLE_RATE, SAMPLE_WIDTH, Sentence, Timeline, Word
 from ..checks import check_int, check_number, is_utf8
 from ..errors import (
     BasetenTTSError,
@@ -145,19 +145,21 @@ def text_message(text: str) -> str:
 
 
 def outgoing(config: Dict[str, Any], words: Iterable[str], clause: bool = False,
-             completes: Optional[Callable[[str, List[str]], None]] = None) -> Iterator[Outgoing]:
+             completes: Optional[Callable[[str, List[str], Optional[int]], None]] = None) -> Iterator[Outgoing]:
     """Every message of one session: session.config, each word with the space after it (the server
     appends text as it comes, and a sentence ends once the space after its "." is there), input.done.
     `ends_batch` marks the words after which the server generates (our copy of its splitter), where the
     pacing's batches end. A text with more than MAX_BUFFER characters without a sentence end is a
     `ConfigurationError` before they go out: the server would end the session. `completes(message,
-    sentences)` hears of each message after which the server has those sentences to generate."""
+    sentences, through)` hears of each message after which the server has those sentences to generate (and the
+    words given through the last of them, if it ends a word; at input.done, the rest, as no sentence to predict)."""
     yield Outgoing(json.dumps(config, ensure_ascii=False), False)
     splitter = Splitter(clause)
+    given = 0  # words whose every piece has been taken
     for word in words:
         pieces = [word[i:i + _PIECE] for i in range(0, len(word), _PIECE)] or [""]
         pieces[-1] += " "
-        for piece in pieces:
+        for number, piece in enumerate(pieces):
             try:
                 sentences = splitter.add(piece)
             except BufferOverflow:
@@ -166,9 +168,15 @@ def outgoing(config: Dict[str, Any], words: Iterable[str], clause: bool = False,
                     "by a space): the Qwen3 server holds at most that much and would end the session. "
                     "Add punctuation.") from None
             message = text_message(piece)
+            given += number == len(pieces) - 1
             if sentences and completes is not None:
-                completes(message, sentences)
+                # The last sentence ends with this word when the splitter holds nothing after it.
+                at_word_end = number == len(pieces) - 1 and not splitter.buffer.strip()
+                completes(message, sentences, given if at_word_end else None)
             yield Outgoing(message, bool(sentences))
+    rest = splitter.flush()
+    if rest and completes is not None:
+        completes(DONE, [rest], given)
     yield Outgoing(DONE, True, last=True)
 
 
@@ -260,7 +268,10 @@ class Qwen3Utterance(Conversing):
     """One Qwen3-TTS session: what to send (`outgoing`), and what its events mean. Audio is 16-bit PCM
     between a sentence's audio.start and audio.done; sentences and word times go into `timeline`, in
     seconds from the session's first sample (the server's word times already count from there). The
-    normal end is session.done: the close after it (or its absence) changes nothing."""
+    normal end is session.done: the close after it (or its absence) changes nothing. Each sentence is a
+    unit: its audio.done is where a lost connection resumes."""
+
+    resumable = True
 
     def __init__(self, config: Dict[str, Any], words: Iterable[str], *, timeline: Timeline,
                  first_audio_timeout: float, read_timeout: float, max_message_size: int,
@@ -268,13 +279,14 @@ class Qwen3Utterance(Conversing):
                  idle_timeout: float = IDLE_TIMEOUT) -> None:
         super().__init__(buffer_size=1, first_audio_timeout=first_audio_timeout, read_timeout=read_timeout,
                          max_message_size=max_message_size, keepalive_timeout=keepalive_timeout)
-        self._completing: Deque[Tuple[str, List[str]]] = collections.deque()  # taken messages ending sentences
+        # Taken messages that end sentences: (the message, the sentences' texts, `Outgoing.through` of the last).
+        self._completing: Deque[Tuple[str, List[str], Optional[int]]] = collections.deque()
         self.timestamps = config.get("timestamp_type") is not None
         self._aligner = Aligner() if self.timestamps else None  # the server's words back to the text given
         if self._aligner is not None:
             words = self._aligner.track(words)
         self.messages = outgoing(config, words, clause=config.get("split_granularity") == "clause",
-                                 completes=lambda message, texts: self._completing.append((message, texts)))
+                                 completes=lambda *completed: self._completing.append(completed))
         self._owed: Deque[Tuple[int, float]] = collections.deque()  # sentences sent, not done: (characters, when)
         self._last_done = 0.0
         self._rate: Optional[float] = None  # the server's seconds of generation per character, as measured
@@ -284,6 +296,8 @@ class Qwen3Utterance(Conversing):
         self.done = False
         self._sentence: Optional[Sentence] = None  # begun: its start, and the error said during it
         self._samples = 0
+        self._first_index = 0  # a resumed session's sentences count on from those before (`resume_from`)
+        self._shift = 0.0  # and its word times from where it resumed
         self.unit_bytes = (config.get("max_new_tokens") or MAX_NEW_TOKENS) * SAMPLE_RATE * 2 // CODEC_HZ
 
     # sending ----------------------------------------------------------------------------------------------
@@ -311,7 +325,12 @@ class Qwen3Utterance(Conversing):
     def sent(self, messages: List[str], ping: Optional[bytes], now: float) -> None:
         for message in messages:  # the messages that end sentences, matched as the very objects taken
             if self._completing and self._completing[0][0] is message:
-                self._owed.extend((len(text), now) for text in self._completing.popleft()[1])
+                _, texts, through = self._completing.popleft()
+                if message is not DONE:  # the last sentence: nothing waits to be predicted behind it
+                    self._owed.extend((len(text), now) for text in texts)
+                for _ in texts[1:]:
+                    self.unit_sent(None)  # ends inside the message
+                self.unit_sent(through)
         super().sent(messages, ping, now)
 
     def is_last(self, message: str) -> bool:
@@ -325,6 +344,15 @@ class Qwen3Utterance(Conversing):
         of the text takes to come."""
         if batch_ended:
             self.deadlines.word_sent(now)
+
+    def resume_from(self, pcm_bytes: int) -> None:
+        """This session goes on from `pcm_bytes` of audio made on an earlier connection: the timeline keeps
+        what ended there, and this session's times and sentence numbers count on from it."""
+        self._samples = pcm_bytes // SAMPLE_WIDTH
+        self._shift = self.seconds
+        self.timeline.words[:] = self.timeline.words_until(self._shift)
+        self.timeline.sentences[:] = [s for s in self.timeline.sentences if s.end <= self._shift + 1e-9]
+        self._first_index = len(self.timeline.sentences)
 
     def keepalive(self, now: float) -> Optional[str]:
         """An empty input.text once a third of the server's idle timeout has passed since we last sent
@@ -385,7 +413,7 @@ class Qwen3Utterance(Conversing):
             return True, ServerError(f"The server sends {audio_format} audio at {rate} Hz, not the streamed 24 kHz "
                                      "PCM asked for (stream_audio): a server too old for basetts.")
         index = event.get("sentence_index")
-        self._sentence = Sentence(index if isinstance(index, int) else len(self.timeline.sentences),
+        self._sentence = Sentence(index + self._first_index if isinstance(index, int) else len(self.timeline.sentences),
                                   str(event.get("sentence_text", "")), self.seconds, self.seconds)
         return False, None
 
@@ -407,6 +435,7 @@ class Qwen3Utterance(Conversing):
         self._measured(now)
         self.progressed = True  # text held back may go now
         self._words(event.get("timestamp_info"))
+        self.unit_done()
         if error is not None and self.sentence_errors == "raise":
             hint = (" This model clones voices: pass voice= (one added with synth.voices.add), or ref_audio= "
                     "and ref_text=." if "requires 'ref_audio'" in error else "")
@@ -423,7 +452,7 @@ class Qwen3Utterance(Conversing):
         for text, start, end in zip(alignment.get("words") or [], alignment.get("word_start_times_seconds") or [],
                                     alignment.get("word_end_times_seconds") or []):
             span = self._aligner.span_of(str(text)) if self._aligner is not None else None
-            self.timeline.words.append(Word(str(text), float(start), float(end), span))
+            self.timeline.words.append(Word(str(text), float(start) + self._shift, float(end) + self._shift, span))
 
     def closed(self, code: int, reason: str) -> Optional[BasetenTTSError]:
         if self.done:

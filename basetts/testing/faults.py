@@ -23,6 +23,9 @@ class Faults:
     """Accept and read everything, but never send audio or close."""
     drop_after_bytes: Optional[int] = None
     """Send this many audio bytes, then cut the TCP connection without a close frame."""
+    cut: str = "reset"
+    """How drop_after_bytes cuts it: "reset" (a TCP reset, as a crashed server or a broken network) or "eof"
+    (a FIN: the socket closed without a close frame, or an HTTP body without its last chunk)."""
     close_code: Optional[int] = None
     """With drop_after_bytes (or at the first segment): close with this code instead of dropping."""
     close_reason: str = ""
@@ -46,10 +49,17 @@ class Faults:
     stream_failures: Optional[int] = None
     """With a fault of the stream (silent, drop, close, stall, text_frame, frames): only the first N
     conversations have it, then the server behaves (a server restarting, then back)."""
+    first_failure: int = 1
+    """The first conversation (an HTTP request is one) the stream's faults apply to: the ones before behave."""
+    failure_every: int = 1
+    """From first_failure on, every Nth conversation has the stream's faults (stream_failures of them at most)."""
 
     def for_conversation(self, number: int) -> "Faults":
-        """The faults conversation `number` (1 for the first) meets: the stream's only within stream_failures."""
-        if self.stream_failures is None or number <= self.stream_failures:
+        """The faults conversation `number` (1 for the first) meets: the stream's only from first_failure, every
+        failure_every, stream_failures of them."""
+        since, every = number - self.first_failure, max(1, self.failure_every)
+        within = self.stream_failures is None or since // every < self.stream_failures
+        if since >= 0 and since % every == 0 and within:
             return self
         return dataclasses.replace(self, silent=False, drop_after_bytes=None, close_code=None, frame_sizes=None,
                                    stall_after_bytes=None, random_frames=None, text_frame=None)
@@ -71,7 +81,7 @@ class Faults:
                     raise ValueError(f"fault frame_sizes={raw!r}: expected whole numbers, comma-separated") from None
             elif name in ("silent", "one_at_a_time", "predict_error"):
                 values[name] = raw.strip().lower() in ("", "1", "true", "yes")
-            elif name in ("close_reason", "text_frame"):
+            elif name in ("close_reason", "text_frame", "cut"):
                 values[name] = raw
             else:
                 kind = float if name in ("retry_after", "stall_seconds", "idle_timeout") else int
@@ -121,6 +131,8 @@ class ConversationRecord:
     """Which of the server's TCP connections it came on (1 for the first accepted): requests kept alive share one."""
     status: Optional[int] = None
     """orpheus-http: the response's status."""
+    faulted: bool = False
+    """The fault plan cut this conversation short (drop_after_bytes: a cut, or its close_code)."""
 
     @property
     def text(self) -> str:

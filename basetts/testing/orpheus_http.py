@@ -224,7 +224,7 @@ def _answer(server: Endpoint, sock: socket.socket, http: h11.Connection, request
         _answer_xtts(server, sock, http, model_input, record, sender_class, faults)
         return
     if server.protocol in JSON_AUDIO:
-        _answer_json(server, sock, http, model_input, record, JSON_AUDIO[server.protocol])
+        _answer_json(server, sock, http, model_input, record, JSON_AUDIO[server.protocol], faults)
         return
     request_id = str(model_input.get("request_id") or uuid.uuid4()) if isinstance(model_input, dict) else "?"
     prompt = model_input.get("prompt") if isinstance(model_input, dict) else None
@@ -289,7 +289,7 @@ def _answer_xtts(server: Endpoint, sock: socket.socket, http: h11.Connection, mo
 
 
 def _answer_json(server: Endpoint, sock: socket.socket, http: h11.Connection, model_input: Any,
-                 record: ConversationRecord, preset: Preset) -> None:
+                 record: ConversationRecord, preset: Preset, faults: Faults) -> None:
     """A truss whose predict() returns JSON with a base64 WAV: one answer once the audio is made (at `speed`,
     the time it takes), or truss's 500 when predict() raises (no text; piper: an apostrophe, which ends the
     shell command the model builds)."""
@@ -307,6 +307,14 @@ def _answer_json(server: Endpoint, sock: socket.socket, http: h11.Connection, mo
     wav = wav_of(pcm, preset.name)
     encoded = base64.b64encode(wav).decode("ascii")
     body = json.dumps(encoded if preset.response_key is None else {preset.response_key: encoded}).encode()
+    if faults.drop_after_bytes is not None:  # the answer cut after that many bytes of its body
+        record.status, record.faulted = 200, True
+        sock.sendall(b"".join(http.send(event) or b"" for event in (
+            h11.Response(status_code=200, headers=[("Content-Type", "application/json"),
+                                                   ("Content-Length", str(len(body)))]),
+            h11.Data(data=body[:faults.drop_after_bytes]))))
+        Stream(sock, http).end("eof" if faults.cut == "eof" else "reset")
+        raise Dropped()
     _respond(sock, http, record, 200, body, "application/json")
 
 

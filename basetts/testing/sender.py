@@ -131,6 +131,8 @@ class Sender:
             self.record.bytes_sent += len(frame)
             self.record.frame_sizes.append(len(frame))
             offset += len(frame)
+        if self.faults.drop_after_bytes == self.record.bytes_sent:  # cut exactly at this audio's end
+            self._apply_faults(b"")
 
     def _next_size(self, bytes_per_sample: int) -> int:
         if self._sizes:
@@ -158,11 +160,13 @@ class Sender:
         code = self.faults.close_code or 1011
         self.connection.close(code, self.faults.close_reason)
         self.record.close_code = code
+        self.record.faulted = True
         raise Dropped()
 
     def _drop(self) -> None:
-        """Cut TCP with no close frame (RST), as a crashed server or broken network would."""
-        self.connection.end("reset")
+        """Cut TCP with no close frame: a reset (RST), as a crashed server or broken network would, or a FIN."""
+        self.record.faulted = True
+        self.connection.end("reset" if self.faults.cut != "eof" else "eof")
         raise Dropped()
 
     def _pace(self, seconds: float) -> None:

@@ -1,0 +1,313 @@
+"""A connection lost after audio began is recovered: the text goes on, on a new connection, after the last unit
+whose audio came whole (an HTTP request, a Qwen3 sentence; for Orpheus's websocket, which marks none, the start,
+when everything can be taken back). Sans-I/O first (where units end), then the local server cutting connections
+for real, every call checked against the same text's audio uncut (the local server's audio is deterministic)."""
+from __future__ import annotations
+
+import json
+import logging
+import warnings
+from typing import Any, Dict, List, Optional, Tuple
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import basetts
+from basetts import BasettsWarning, StreamInterrupted
+from basetts.audio import Timeline
+from basetts.protocols.flush import builtin_sentences
+from basetts.protocols.orpheus_http import prompts
+from basetts.protocols.qwen3 import Qwen3Utterance, outgoing
+from basetts.testing import LocalServer
+from basetts.testing.faults import Faults
+
+from .helpers import all_threads_gone, synth_for
+from .test_orpheus_http_protocol import response
+from .test_orpheus_http_protocol import utterance as http_utterance
+from .test_playback import assert_played_exactly
+from .test_qwen3_protocol import event, sentence
+
+WORDS = st.lists(st.sampled_from(["a", "word", "end.", "Yes,", "really?", "U.S.", "x" * 90, "y" * 600,
+                                  "日本語。テスト。", "pause;"]), max_size=120)
+
+
+# where units end, sans-I/O ----------------------------------------------------------------------------------
+@settings(max_examples=150, deadline=None)
+@given(WORDS, st.booleans())
+def test_each_request_knows_the_words_it_and_those_before_hold(words: List[str], whole: bool) -> None:
+    sent = list(prompts(words, builtin_sentences, whole))
+    so_far = ""
+    for message in sent:
+        so_far += message.text.replace(" ", "")
+        if message.through is None:  # it ends inside a word: no count of whole words is its text
+            assert all(so_far != "".join(words[:n]) for n in range(len(words) + 1)) or not message.text
+        else:
+            assert so_far == "".join(words[:message.through])
+    assert sent[-1].through == len(words)
+
+
+@settings(max_examples=150, deadline=None)
+@given(WORDS)
+def test_each_qwen3_sentence_ending_a_word_knows_the_words_through_it(words: List[str]) -> None:
+    completed: List[Tuple[List[str], Optional[int]]] = []
+    texts = []
+    for message in outgoing({"type": "session.config"}, words,
+                            completes=lambda _, sentences, through: completed.append((sentences, through))):
+        texts.append(json.loads(message.text).get("text", ""))
+    spoken = ""
+    for sentences, through in completed:
+        spoken += "".join(sentences).replace(" ", "")
+        if through is not None:
+            assert spoken == "".join(words[:through])
+    if completed and completed[-1][1] is not None:
+        assert "".join(words).replace(" ", "").startswith(spoken)
+
+
+def test_an_http_request_answered_whole_is_where_the_text_resumes() -> None:
+    state = http_utterance("One two. Three four.".split())
+    state.send(state.take(eager=True), 0.0)
+    assert state.resume_point == (0, 0)
+    state.receive(response(chunks=(b"\x01\x00" * 100,), end=False), 0.1)
+    assert state.resume_point == (0, 0)  # its body is still coming
+    state.receive(b"0\r\n\r\n", 0.2)
+    assert state.resume_point == (4, 200)
+
+
+def test_a_qwen3_sentence_done_is_where_the_text_resumes_and_a_resumed_session_counts_on() -> None:
+    timeline = Timeline()
+    state = Qwen3Utterance({"type": "session.config", "timestamp_type": "word"}, ["One.", "Two", "three."],
+                           timeline=timeline, first_audio_timeout=5, read_timeout=5, max_message_size=2 ** 20)
+    messages = [m.text for m in state.messages]
+    state.sent(messages, None, 0.0)
+    state.receive(sentence(0, "One.", bytes(24000), [("One.", 0.0, 0.5)]), 0.1)
+    assert state.resume_point == (1, 24000)
+    state.receive(event("audio.start", sentence_index=1, sentence_text="Two three.", format="pcm",
+                        sample_rate=24000), 0.2)
+    assert state.resume_point == (1, 24000)  # begun, not done
+    resumed = Qwen3Utterance({"type": "session.config", "timestamp_type": "word"}, ["Two", "three."],
+                             timeline=timeline, first_audio_timeout=5, read_timeout=5, max_message_size=2 ** 20)
+    resumed.resume_from(24000)
+    resumed.sent([m.text for m in resumed.messages], None, 0.3)
+    resumed.receive(sentence(0, "Two three.", bytes(48000), [("Two", 0.0, 0.5), ("three.", 0.5, 1.0)]), 0.4)
+    assert [(s.index, s.start, s.end) for s in timeline.sentences] == [(0, 0.0, 0.5), (1, 0.5, 1.5)]
+    assert [(w.text, w.start, w.end) for w in timeline.words] == [("One.", 0.0, 0.5), ("Two", 0.5, 1.0),
+                                                                  ("three.", 1.0, 1.5)]
+    assert resumed.resume_point == (2, 48000)
+
+
+# cut for real ------------------------------------------------------------------------------------------------
+TEXT = " ".join(f"Sentence number {i} is a short one." for i in range(36))
+PROTOCOLS = ["orpheus-http", "qwen3", "orpheus", "xtts-streaming", "kokoro"]
+
+
+def server_options(protocol: str) -> Dict[str, Any]:
+    return {"voices": ("alice",)} if protocol == "qwen3" else {}
+
+
+def synth(server: LocalServer, protocol: str, **options: Any) -> basetts.Synthesizer:
+    if protocol == "qwen3":
+        options.setdefault("voice", "alice")
+    return synth_for(server, protocol=protocol, **options)
+
+
+_clean: Dict[str, Tuple[bytes, List[int]]] = {}
+
+
+def clean(serve: Any, protocol: str) -> Tuple[bytes, List[int]]:
+    """The text's audio uncut, and where each unit's audio ends in it (requests', sentences')."""
+    if protocol not in _clean:
+        server = serve(protocol=protocol, **server_options(protocol))
+        audio = synth(server, protocol).synthesize(TEXT)
+        if protocol == "qwen3":
+            ends = [round(s.end * 48000) for s in audio.sentences]
+        else:
+            ends = []
+            for record in server.conversations:
+                ends.append((ends[-1] if ends else 0) + len(record.audio))
+        assert ends[-1] == len(audio.pcm)
+        _clean[protocol] = (audio.pcm, ends)
+    return _clean[protocol]
+
+
+def spoken_once(server: LocalServer, protocol: str) -> None:
+    """From the server's records across connections: the units it finished make the text, each word once."""
+    if protocol == "qwen3":
+        done = []
+        for record in server.conversations:
+            finished = {e["sentence_index"] for e in record.events if e.get("type") == "audio.done"}
+            done += [text for index, text in enumerate(record.sentences) if index in finished]
+        assert " ".join(done).split() == TEXT.split()
+    elif protocol != "orpheus":  # over HTTP each request is one record
+        assert " ".join(m for r in server.conversations if not r.faulted for m in r.messages).split() == TEXT.split()
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_a_cut_mid_unit_is_recovered_and_the_audio_is_the_uncut_audio(serve: Any, protocol: str,
+                                                                       caplog: Any) -> None:
+    pcm, ends = clean(serve, protocol)
+    http = protocol not in ("qwen3", "orpheus")
+    # Over HTTP each request is a conversation: the second one is cut halfway; else one session, cut in its
+    # second unit's audio.
+    cut = (ends[1] - ends[0]) // 2 + 1 if http else ends[0] + (ends[1] - ends[0]) // 2 + 1 if protocol == "qwen3" \
+        else len(pcm) // 2 + 1  # Orpheus's websocket: from the start again (it marks no unit)
+    server = serve(protocol=protocol, **server_options(protocol),
+                   faults=Faults(drop_after_bytes=cut, stream_failures=1, first_failure=2 if http else 1))
+    with caplog.at_level(logging.INFO, logger="basetts"), warnings.catch_warnings():
+        warnings.simplefilter("error", BasettsWarning)  # taken back whole: nothing to warn of
+        audio = synth(server, protocol).synthesize(TEXT)
+    assert audio.pcm == pcm
+    assert audio.stats.recoveries == 1 and audio.stats.recovery_time > 0
+    assert any("resuming" in r.getMessage() for r in caplog.records)
+    spoken_once(server, protocol)
+    assert all_threads_gone()
+
+
+@pytest.mark.parametrize("protocol", ["orpheus-http", "qwen3"])
+@pytest.mark.parametrize("where", ["boundary", "last unit", "twice", "eof"])
+def test_cuts_anywhere_and_twice_are_recovered(serve: Any, protocol: str, where: str) -> None:
+    pcm, ends = clean(serve, protocol)
+    http = protocol == "orpheus-http"
+    last = len(ends) - 1
+    faults = {
+        "boundary": Faults(drop_after_bytes=ends[1] - ends[0] if http else ends[1], stream_failures=1,
+                           first_failure=2 if http else 1),
+        "last unit": Faults(drop_after_bytes=(ends[last] - ends[last - 1]) // 2 if http
+                            else ends[last - 1] + 1000, stream_failures=1, first_failure=last + 1 if http else 1),
+        "twice": Faults(drop_after_bytes=5000, stream_failures=2, first_failure=1),
+        "eof": Faults(drop_after_bytes=ends[0] + 2 if not http else 3, cut="eof", stream_failures=1),
+    }[where]
+    server = serve(protocol=protocol, **server_options(protocol), faults=faults)
+    audio = synth(server, protocol).synthesize(TEXT)
+    assert audio.pcm == pcm
+    assert audio.stats.recoveries == (2 if where == "twice" else 1)
+    spoken_once(server, protocol)
+
+
+def test_save_stream_and_speak_recover(serve: Any, tmp_path: Any, pulse: Any) -> None:
+    pcm, ends = clean(serve, "orpheus-http")
+
+    def cut_once() -> basetts.Synthesizer:  # the second request is cut halfway
+        faults = Faults(drop_after_bytes=(ends[1] - ends[0]) // 2, stream_failures=1, first_failure=2)
+        return synth(serve(protocol="orpheus-http", faults=faults), "orpheus-http")
+
+    saved = cut_once().save(TEXT, tmp_path / "out.wav")  # the file is cut back to the first request's end
+    assert saved.audio().pcm == pcm and saved.stats.recoveries == 1
+    # A stream cannot take back what it yielded: that unit is heard again from its start, and said.
+    with pytest.warns(BasettsWarning, match="heard again"):
+        streamed = b"".join(cut_once().stream(TEXT))
+    again = len(streamed) - len(pcm)
+    assert again > 0 and streamed[:ends[0] + again] == pcm[:ends[0] + again]
+    assert streamed[ends[0] + again:] == pcm[ends[0]:]
+    # speak(): the player gives back what it has not played, so with a server faster than real time the loss
+    # is never heard: the sink plays the uncut audio, sample for sample.
+    short = {"samples_per_word": 600}  # 25 ms a word: the text plays in 6 s
+    uncut = synth(serve(protocol="orpheus-http", **short), "orpheus-http").synthesize(TEXT).pcm
+    first = len(uncut) * ends[0] // len(pcm)
+    faults = Faults(drop_after_bytes=first // 2, stream_failures=1, first_failure=2)
+    recording = pulse.record()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", BasettsWarning)
+        spoken = synth(serve(protocol="orpheus-http", faults=faults, **short), "orpheus-http").speak(TEXT)
+    played = recording.stop()
+    assert spoken.stats.recoveries >= 1 and spoken.pcm == uncut
+    assert_played_exactly(played, uncut)
+    assert all_threads_gone()
+
+
+def test_what_recovery_cannot_mend_ends_the_call_with_what_was_complete(serve: Any) -> None:
+    pcm, ends = clean(serve, "orpheus-http")
+    half = (ends[1] - ends[0]) // 4 * 2
+    # recoveries=0: as before, the error at once, with every byte received (a FIN: a reset may lose some).
+    server = serve(protocol="orpheus-http", faults=Faults(drop_after_bytes=half, first_failure=2, cut="eof"))
+    with pytest.raises(StreamInterrupted) as caught:
+        synth(server, "orpheus-http", recoveries=0).synthesize(TEXT)
+    assert caught.value.partial.pcm == pcm[:ends[0] + half] and caught.value.partial.stats.recoveries == 0
+    # A budget spent, or a server that drops at once again and again: said, and every byte received.
+    for options, said in (({"recoveries": 1}, "recoveries=1"), ({"recoveries": 10, "retry_backoff": 0}, "within")):
+        server = serve(protocol="orpheus-http", faults=Faults(drop_after_bytes=half, first_failure=2, cut="eof"))
+        with pytest.warns(BasettsWarning, match=said), pytest.raises(StreamInterrupted) as caught:
+            synth(server, "orpheus-http", **options).synthesize(TEXT)
+        assert caught.value.partial.pcm == pcm[:ends[0] + half]
+    # Refused at the reconnection: the loss, saying why it could not go on, with the audio complete so far.
+    server = serve(protocol="orpheus-http", faults=Faults(drop_after_bytes=half, first_failure=2, stream_failures=1))
+    heard = []
+
+    def refuse(chunk: bytes) -> None:  # from the second request's audio on: it was answered already
+        heard.append(len(chunk))
+        if sum(heard) > ends[0]:
+            server.faults.handshake_status = 401
+
+    with pytest.raises(StreamInterrupted, match="A new connection to finish it failed.*401") as caught:
+        synth(server, "orpheus-http").synthesize(TEXT, on_audio=refuse)
+    assert caught.value.partial.pcm == pcm[:ends[0]]
+    assert all_threads_gone()
+
+
+def test_each_recovery_is_traced_with_its_cause(serve: Any, tmp_path: Any) -> None:
+    pcm, ends = clean(serve, "qwen3")
+    server = serve(protocol="qwen3", voices=("alice",), faults=Faults(drop_after_bytes=ends[2] + 10, stream_failures=1))
+    trace = tmp_path / "trace.jsonl"
+    audio = synth(server, "qwen3", trace=str(trace), word_timestamps=True).synthesize(TEXT)
+    assert audio.pcm == pcm
+    events = [json.loads(line) for line in trace.read_text().splitlines()]
+    recoveries = [e for e in events if e.get("event") == "recovery"]
+    assert len(recoveries) == 1 and recoveries[0]["kind"] == "StreamInterrupted"
+    assert recoveries[0]["words_done"] == 3 * 7 and recoveries[0]["audio_bytes"] == ends[2]
+    # Word times and sentences count on across the connections, as if nothing had happened.
+    assert [w.text for w in audio.words] == TEXT.split()
+    assert [s.text for s in audio.sentences] == [s.text for s in basetts.Audio(pcm, stats=audio.stats).sentences]
+    assert [s.index for s in audio.sentences] == list(range(36))
+
+
+@pytest.mark.parametrize("protocol", ["orpheus-http", "qwen3"])
+def test_text_arriving_over_time_is_recovered_from_the_words_kept(serve: Any, protocol: str) -> None:
+    def tokens() -> Any:  # as a language model hands them over
+        for word in TEXT.split():
+            yield word[:4]
+            yield word[4:] + " "
+
+    uncut = synth(serve(protocol=protocol, **server_options(protocol)), protocol).synthesize(tokens())
+    faults = (Faults(drop_after_bytes=3000, stream_failures=1, first_failure=10) if protocol == "orpheus-http"
+              else Faults(drop_after_bytes=len(uncut.pcm) // 3, stream_failures=1))  # a request is a sentence
+    server = serve(protocol=protocol, **server_options(protocol), faults=faults)
+    audio = synth(server, protocol).synthesize(tokens())
+    assert audio.pcm == uncut.pcm and audio.stats.recoveries == 1
+    spoken_once(server, protocol)
+
+
+@pytest.mark.parametrize("protocol", ["orpheus-http", "qwen3"])
+def test_a_session_goes_on_after_a_lost_connection_with_the_text_sent_but_not_spoken(serve: Any,
+                                                                                    protocol: str) -> None:
+    def session_audio(server: LocalServer) -> basetts.Audio:
+        with synth(server, protocol, word_timestamps=protocol == "qwen3").session() as session:
+            for word in TEXT.split():
+                session.send(word + " ")
+        assert session.stats is session.audio.stats
+        return session.audio
+
+    uncut = session_audio(serve(protocol=protocol, **server_options(protocol)))
+    faults = (Faults(drop_after_bytes=3000, stream_failures=1, first_failure=10) if protocol == "orpheus-http"
+              else Faults(drop_after_bytes=len(uncut.pcm) // 3, stream_failures=1))
+    server = serve(protocol=protocol, **server_options(protocol), faults=faults)
+    audio = session_audio(server)
+    assert audio.pcm == uncut.pcm and audio.stats.recoveries == 1
+    spoken_once(server, protocol)
+    if protocol == "qwen3":  # words_heard and Audio.words stay true
+        assert [w.text for w in audio.words] == TEXT.split()
+    assert all_threads_gone()
+
+
+@pytest.mark.parametrize("protocol", ["orpheus-http", "qwen3", "orpheus"])
+def test_a_batch_recovers_each_text_on_its_own(serve: Any, protocol: str) -> None:
+    pcm, ends = clean(serve, protocol)
+    http = protocol == "orpheus-http"
+    # Every third conversation (HTTP: request) of the batch is cut halfway through its audio, once.
+    cut = (ends[1] - ends[0]) // 2 if http else len(pcm) // 2
+    server = serve(protocol=protocol, **server_options(protocol),
+                   faults=Faults(drop_after_bytes=cut, stream_failures=2, first_failure=3))
+    results = list(synth(server, protocol).synthesize_many([TEXT] * 4, concurrency=2))
+    assert [r.error for r in results] == [None] * 4
+    assert all(r.audio is not None and r.audio.pcm == pcm for r in results)
+    assert sum(r.audio.stats.recoveries for r in results if r.audio is not None) == 2
+    assert all_threads_gone()
