@@ -21,6 +21,8 @@ from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from basetts import Synthesizer, __version__
+from basetts.protocols.flush import builtin_sentences
+from basetts.protocols.orpheus_http import prompts
 
 from . import clients, procs, report
 from .pulse import PulseUnavailable, null_sink
@@ -75,7 +77,8 @@ class Plan:
                    memory_minutes=(1, 10), speak_budget=3.0, ttfs_repeat=2, underrun_speeds=(1.2,),
                    underrun_words=30, underrun_reps=1, long_minutes=2.0, batch_count=60,
                    batch_levels=(1, 16), batch_reps=1, qwen3_words=600, text_characters=20_000, text_reps=1,
-                   session_words=40, session_reps=1, recovery_reps=1, recovery_minutes=2.0)
+                   session_words=40, session_reps=1, recovery_reps=1, recovery_minutes=4.0,
+                   recovery_speed=8.0)  # the cuts over 10 s at least: three within 10 s are not recovered
 
 
 def log(message: str) -> None:
@@ -320,7 +323,8 @@ def measure_recovery(plan: Plan) -> Dict[str, Any]:
         recovered = 0
         for label in ("uncut", "cut 3 times"):
             # Qwen3: one session, each connection cut a quarter of the whole in; HTTP: three requests cut halfway.
-            every = max(1, words // 45 // 4)  # HTTP: ~45 words a request; cut a quarter, a half, three quarters in
+            requests = len(list(prompts(text.split(), builtin_sentences, whole=True)))
+            every = max(1, requests // 4)  # HTTP: requests cut a quarter, a half and three quarters in
             faults = [] if label == "uncut" else (
                 ["drop_after_bytes=20000", "stream_failures=3", f"first_failure={every}", f"failure_every={every}"]
                 if protocol == "orpheus-http" else [f"drop_after_bytes={audio_bytes // 4}", "stream_failures=3"])
