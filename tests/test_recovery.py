@@ -201,7 +201,7 @@ def test_save_stream_and_speak_recover(serve: Any, tmp_path: Any, pulse: Any) ->
     assert streamed[ends[0] + again:] == pcm[ends[0]:]
     # speak(): the player gives back what it has not played, so with a server faster than real time the loss
     # is never heard: the sink plays the uncut audio, sample for sample.
-    short = {"samples_per_word": 600}  # 25 ms a word: the text plays in 6 s
+    short = {"samples_per_word": 240}  # 10 ms a word: the text plays in 2.5 s
     uncut = synth(serve(protocol="orpheus-http", **short), "orpheus-http").synthesize(TEXT).pcm
     first = len(uncut) * ends[0] // len(pcm)
     faults = Faults(drop_after_bytes=first // 2, stream_failures=1, first_failure=2)
@@ -311,3 +311,29 @@ def test_a_batch_recovers_each_text_on_its_own(serve: Any, protocol: str) -> Non
     assert all(r.audio is not None and r.audio.pcm == pcm for r in results)
     assert sum(r.audio.stats.recoveries for r in results if r.audio is not None) == 2
     assert all_threads_gone()
+
+
+@settings(max_examples=12, deadline=None)
+@given(st.sampled_from(["orpheus-http", "qwen3"]), st.floats(0.0, 0.999), st.sampled_from(["reset", "eof"]))
+def test_a_cut_anywhere_is_mended_byte_for_byte(protocol: str, where: float, cut: str) -> None:
+    """Cuts at random points (any byte of any unit, once audio has begun), by a reset or a FIN."""
+    pcm, ends = _clean_cached(protocol)
+    at = max(2, int(where * len(pcm)))
+    if protocol == "orpheus-http":  # the request holding that byte, cut there
+        unit = next(i for i, end in enumerate(ends) if at < end)
+        faults = Faults(drop_after_bytes=at - (ends[unit - 1] if unit else 0) + 1, first_failure=unit + 1,
+                        stream_failures=1, cut=cut)
+    else:
+        faults = Faults(drop_after_bytes=at + 1, stream_failures=1, cut=cut)
+    with LocalServer(protocol=protocol, faults=faults, **server_options(protocol)) as server:
+        audio = synth(server, protocol).synthesize(TEXT)
+        assert audio.pcm == pcm and audio.stats.recoveries == 1
+        spoken_once(server, protocol)
+
+
+def _clean_cached(protocol: str) -> Tuple[bytes, List[int]]:
+    """`clean`, outside a test's fixtures (hypothesis runs one test many times)."""
+    if protocol not in _clean:
+        with LocalServer(protocol=protocol, **server_options(protocol)) as server:
+            clean(lambda **options: server, protocol)
+    return _clean[protocol]

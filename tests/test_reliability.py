@@ -340,14 +340,14 @@ def test_no_thread_socket_or_audio_stream_left_after_500_calls_mixing_every_call
     faults = {  # name: (server faults, call overrides)
         "good": ((), {}),
         # (the losses are recovered, and lost again: recovery's connections too must leave nothing behind)
-        "drop": (("drop_after_bytes=1000",), {"retry_backoff": 0.001}),
+        "drop": (("drop_after_bytes=1000",), {"recoveries": 1}),
         "refuse-503": (("handshake_status=503",), {"retries": 1, "retry_backoff": 0.001}),
         "refuse-401": (("handshake_status=401",), {}),
         "silent": (("silent",), {"first_audio_timeout": 0.05}),
-        "close-1011": (("close_code=1011", "close_reason=model crashed"), {"retry_backoff": 0.001}),
+        "close-1011": (("close_code=1011", "close_reason=model crashed"), {"recoveries": 1}),
         "text-frame": (("text_frame=overloaded",), {}),
         # 12 words: frames of 960 and 192 bytes; the stall comes before the second (a gap, not first audio)
-        "stall": (("stall_after_bytes=1000", "stall_seconds=2"), {"read_timeout": 0.05, "retry_backoff": 0.001}),
+        "stall": (("stall_after_bytes=1000", "stall_seconds=2"), {"read_timeout": 0.05, "recoveries": 1}),
         "random-frames": (("random_frames=1",), {}),
     }
     calls = ["speak", "synthesize", "stream", "stream-break", "session", "session-play"]

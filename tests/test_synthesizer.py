@@ -419,7 +419,7 @@ def test_no_threads_or_sockets_left_after_200_calls():
             server_process("handshake_status=503") as refusing, \
             server_process("silent") as silent:
         synths = [Synthesizer(url=good[0], api_key=good[1]),
-                  Synthesizer(url=dropping[0], api_key=dropping[1]),
+                  Synthesizer(url=dropping[0], api_key=dropping[1], recoveries=1),  # one recovery, lost again
                   Synthesizer(url=refusing[0], api_key=refusing[1], retries=1, retry_backoff=0.001),
                   Synthesizer(url=silent[0], api_key=silent[1], first_audio_timeout=0.05)]
         synths[0].synthesize(text)  # warm up lazy imports

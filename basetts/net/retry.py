@@ -109,7 +109,9 @@ class Kept:
         self._source: Optional[Iterator[str]] = None
         self._kept: List[str] = []
         self._first = 0  # the index of _kept[0] among the text's words
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # the list: held for a list operation only
+        self._pulling = threading.Lock()  # the iterable: held while it is asked for a word (it may wait)
+        self._keeping = True
 
     def since(self, start: int) -> "_Since":
         """The text's words from the `start`th on: those kept, then the iterable's."""
@@ -122,16 +124,36 @@ class Kept:
                 del self._kept[:before - self._first]
                 self._first = before
 
-    def _word(self, index: int) -> Optional[str]:
+    def forget_all(self) -> None:
+        """Nothing will be sent again (no recovery is possible): keep no word from now on."""
         with self._lock:
-            if index - self._first < len(self._kept):
-                return self._kept[index - self._first]
+            self._keeping = False
+            self._first += len(self._kept)
+            self._kept.clear()
+
+    def _word(self, index: int) -> Optional[str]:
+        kept = self._at(index)
+        if kept is not None:
+            return kept
+        with self._pulling:  # one thread in the iterable at a time, and `forget` never waits for it
+            kept = self._at(index)  # another thread took it meanwhile
+            if kept is not None:
+                return kept
             if self._source is None:
                 self._source = iter(self._words)
             word = next(self._source, None)
             if word is not None:
-                self._kept.append(word)
+                with self._lock:
+                    if self._keeping:
+                        self._kept.append(word)
+                    else:
+                        self._first += 1
             return word
+
+    def _at(self, index: int) -> Optional[str]:
+        with self._lock:
+            at = index - self._first
+            return self._kept[at] if 0 <= at < len(self._kept) else None
 
 
 class _Since:
@@ -192,6 +214,8 @@ def replaying(open_: Opener, words: Iterable[str], cancel: Optional[threading.Ev
         else:
             conversation = open_(attempts, words, 0)
         settings, stats = conversation.settings, conversation.stats
+        if kept is not None and (settings.recoveries == 0 or (not conversation.resumable and take_back is None)):
+            kept.forget_all()  # no recovery, or no unit to resume at and nothing to take back
         with conversation:
             try:
                 for chunk in conversation.chunks():
