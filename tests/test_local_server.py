@@ -483,3 +483,28 @@ def test_pings_wait_behind_unread_words_as_on_uvicorn() -> None:
         finally:
             ws.shutdown()
     assert waited > 0.6, "the pong was read while a message waited: uvicorn would not have"
+
+
+def test_a_cut_after_n_bytes_delivers_n_bytes_to_a_client_reading_slowly(serve: Any) -> None:
+    """A reset discards what the server's socket still holds: the fault waits for it to reach the client, so
+    tests can count on what the server's record says it sent (a slow reader used to lose the last frames)."""
+    cut = 1_000_001
+    server = serve(faults=Faults(drop_after_bytes=cut))
+    ws = websocket.create_connection(server.url, header=[f"Authorization: Api-Key {server.api_key}"], timeout=10)
+    received = 0
+    try:
+        for message in (json.dumps({"voice": "tara"}), *["word"] * 600, SENTINEL):
+            ws.send(message)
+        while True:
+            try:
+                opcode, frame = ws.recv_data_frame(control_frame=True)
+            except (websocket.WebSocketConnectionClosedException, ConnectionError):
+                break
+            if opcode == websocket.ABNF.OPCODE_BINARY:
+                received += len(frame.data)
+                time.sleep(0.003)  # a slow reader: the server's socket fills up
+    finally:
+        ws.shutdown()
+    record = server.conversations[0]
+    assert record.faulted and record.bytes_sent == cut
+    assert received == cut

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
+import socket
+import struct
 import threading
+import time
 from typing import Any, Dict, List, Optional, Sequence
 
 from ..protocols.orpheus import SENTINEL
@@ -154,3 +157,28 @@ class ConversationRecord:
 
 class Dropped(Exception):
     """The fault plan cut the connection."""
+
+
+def reset(sock: socket.socket, drain: float = 1.0) -> None:
+    """Cut `sock` with a TCP reset (no FIN: a crashed server or a broken network), once the bytes already
+    written have reached the client's socket (`drain` seconds at most): a reset discards what is still
+    queued here, so without the wait a cut after N bytes would deliver fewer when the client reads slowly,
+    and a record would count as sent what never arrived."""
+    deadline = time.monotonic() + drain
+    while _unsent(sock) and time.monotonic() < deadline:
+        time.sleep(0.002)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
+
+
+def _unsent(sock: socket.socket) -> int:
+    """Bytes written to `sock` that the peer has not acknowledged (0 where the system cannot tell)."""
+    try:
+        import fcntl
+        import termios
+        return struct.unpack("i", fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, b"\0" * 4))[0]
+    except (ImportError, OSError):
+        return 0

@@ -11,7 +11,6 @@ import base64
 import json
 import re
 import socket
-import struct
 import threading
 import uuid
 from typing import Any, List, Optional, Protocol, Tuple
@@ -21,7 +20,7 @@ import h11
 from ..pcm import resample, wav_header
 from ..protocols.json_audio import CUSTOM, PRESETS, Preset
 from ..protocols.xtts import LANGUAGES as XTTS_LANGUAGES
-from .faults import ConversationRecord, Dropped, Faults
+from .faults import ConversationRecord, Dropped, Faults, reset
 
 
 class Endpoint(Protocol):
@@ -123,7 +122,7 @@ class Stream:
 
     def end(self, how: str = "reset") -> None:
         if how == "reset":  # a crashed server or a broken network: a TCP reset
-            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            return reset(self.sock)
         try:
             self.sock.shutdown(socket.SHUT_RDWR)
         except OSError:

@@ -25,6 +25,8 @@ from websockets.http11 import Request, Response
 from websockets.protocol import State
 from websockets.server import ServerProtocol
 
+from . import faults
+
 # uvicorn's transport asks for this much per read.
 READ_SIZE = 256 * 1024
 # Bytes queued for the socket before a handler's send waits (asyncio's default high-water mark).
@@ -147,7 +149,7 @@ class Connection:
     def abort(self, reset: bool = True) -> None:
         """Cut the connection now, whatever is still queued: a TCP reset unless `reset` is False."""
         if reset:
-            self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+            return faults.reset(self.socket)
         try:
             self.socket.shutdown(socket.SHUT_RDWR)
         except OSError:
