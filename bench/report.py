@@ -134,6 +134,8 @@ def summarize(results: Dict[str, Any]) -> Dict[str, Any]:
             "cut_to_audio": median([c["recovery_time"] for c in r["cuts"]]),
             "first_audio": median([c["first_byte_time"] for c in r["cuts"]]),
             "wall_ratio": r["walls"]["cut 3 times"] / r["walls"]["uncut"], "recoveries": r["recoveries"],
+            "parts_ratio": (r["walls"]["uncut"] / r["walls"]["one connection"] if "one connection" in r["walls"]
+                            else None),
             "minutes": r["minutes"], "speed": r["speed"]} for protocol, r in results["recovery"].items()}
     return s
 
@@ -236,6 +238,9 @@ def targets(s: Dict[str, Any], results: Dict[str, Any]) -> List[Tuple[str, str, 
                      "times completes, wall ≤ 1.1× the same text uncut",
                      f"{r['wall_ratio']:.3f}× ({r['recoveries']} recoveries)",
                      verdict(r["wall_ratio"] <= 1.1 and r["recoveries"] == 3)))
+        if r.get("parts_ratio") is not None:
+            rows.append((f"{protocol}: the same text uncut in parts (a connection each, the default) against one "
+                         "connection (recoveries=0), wall", f"{r['parts_ratio']:.3f}×", "–"))
     return rows
 
 

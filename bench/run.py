@@ -22,6 +22,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from basetts import Synthesizer, __version__
 from basetts.protocols.flush import builtin_sentences
+from basetts.protocols.orpheus import PART_WORDS
 from basetts.protocols.orpheus_http import prompts
 
 from . import clients, procs, report
@@ -294,20 +295,23 @@ def measure_long_text(plan: Plan) -> Dict[str, Any]:
 
 
 # recovery ------------------------------------------------------------------------------------------
-RECOVERY_PROTOCOLS = ("orpheus-http", "qwen3")
+RECOVERY_PROTOCOLS = ("orpheus-http", "qwen3", "orpheus")
 
 
 def measure_recovery(plan: Plan) -> Dict[str, Any]:
     """What a lost connection costs: the time from the cut to the next audio against the same call's first
     audio (a 4-unit text cut halfway through its second unit, a fresh server each time so the cut is the
-    second unit's), and a long text cut three times against the same text uncut (wall time), per protocol."""
-    short = clients.words(plan.ttfb_words * 4, sentence=plan.ttfb_words)
+    second unit's), and a long text cut three times against the same text uncut (wall time), per protocol. Over
+    Orpheus's websocket a unit is a part (a connection each): its long text also goes on one connection
+    (recoveries=0), what parts cost when nothing is cut."""
     out: Dict[str, Any] = {}
     for protocol in RECOVERY_PROTOCOLS:
         options = {"voice": "bench"} if protocol == "qwen3" else {}
+        per_unit = PART_WORDS + plan.ttfb_words if protocol == "orpheus" else plan.ttfb_words
+        short = clients.words(per_unit * 4, sentence=plan.ttfb_words)
         cuts: List[Dict[str, float]] = []
         for rep in range(plan.recovery_reps):
-            faults = (["drop_after_bytes=20000", "stream_failures=1", "first_failure=2"] if protocol == "orpheus-http"
+            faults = (["drop_after_bytes=20000", "stream_failures=1", "first_failure=2"] if protocol != "qwen3"
                       else ["drop_after_bytes=140000", "stream_failures=1"])
             with procs.server(protocol=protocol, faults=faults) as server:
                 synth = Synthesizer(url=server.url, api_key=server.api_key, protocol=protocol, **options)
@@ -321,16 +325,20 @@ def measure_recovery(plan: Plan) -> Dict[str, Any]:
         audio_bytes = words * LONG_SAMPLES_PER_WORD * 2
         walls: Dict[str, float] = {}
         recovered = 0
-        for label in ("uncut", "cut 3 times"):
-            # Qwen3: one session, each connection cut a quarter of the whole in; HTTP: three requests cut halfway.
-            requests = len(list(prompts(text.split(), builtin_sentences, whole=True)))
-            every = max(1, requests // 4)  # HTTP: requests cut a quarter, a half and three quarters in
-            faults = [] if label == "uncut" else (
+        labels = ("uncut", "cut 3 times") + (("one connection",) if protocol == "orpheus" else ())
+        for label in labels:
+            # Qwen3: one session, each connection cut a quarter of the whole in; HTTP (Orpheus: parts): three
+            # requests cut halfway.
+            units = (len(list(prompts(text.split(), builtin_sentences, whole=True))) if protocol == "orpheus-http"
+                     else words // PART_WORDS)
+            every = max(1, units // 4)  # requests (parts) cut a quarter, a half and three quarters in
+            faults = [] if label != "cut 3 times" else (
                 ["drop_after_bytes=20000", "stream_failures=3", f"first_failure={every}", f"failure_every={every}"]
-                if protocol == "orpheus-http" else [f"drop_after_bytes={audio_bytes // 4}", "stream_failures=3"])
+                if protocol != "qwen3" else [f"drop_after_bytes={audio_bytes // 4}", "stream_failures=3"])
             with procs.server(protocol=protocol, faults=faults, speed=plan.recovery_speed,
                               samples_per_word=LONG_SAMPLES_PER_WORD) as server:
-                synth = Synthesizer(url=server.url, api_key=server.api_key, protocol=protocol, **options)
+                synth = Synthesizer(url=server.url, api_key=server.api_key, protocol=protocol, **options,
+                                    **({"recoveries": 0} if label == "one connection" else {}))
                 started = time.monotonic()
                 audio = synth.synthesize(text)
                 walls[label] = time.monotonic() - started

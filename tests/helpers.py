@@ -46,6 +46,13 @@ def synth_for(server: "LocalServer", **options: Any) -> basetts.Synthesizer:
     return basetts.Synthesizer(url=server.url, api_key=server.api_key, **options)
 
 
+def words_received(server: "LocalServer", since: int = 0) -> List[str]:
+    """Every word the server received in its conversations from the `since`th on, in order, once the last has
+    ended: over Orpheus's websocket a long text goes as parts, a connection each."""
+    server.last()
+    return [word for record in server.conversations[since:] for word in record.words]
+
+
 def client_threads() -> List[str]:
     """Every thread of the SDK's still alive: reader, writer, session, playback, io, connect, PortAudio's
     workers (the local server's, which tests run in this process, are not the client's)."""

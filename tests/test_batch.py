@@ -148,7 +148,9 @@ def test_long_texts_in_a_batch_are_paced_against_the_keepalive() -> None:
     text = long_text(1.0)
     with LocalServer(speed=1.0 * COMPRESSION, samples_per_word=SAMPLES_PER_WORD, ping_interval=PING,
                      ping_timeout=PING) as server:
-        results = list(synth_for(server, keepalive_timeout=PING).synthesize_many([text] * 4, concurrency=4))
+        # one connection per text (recoveries=0: a long text goes as parts otherwise), each against the keepalive
+        synth = synth_for(server, keepalive_timeout=PING, recoveries=0)
+        results = list(synth.synthesize_many([text] * 4, concurrency=4))
         records = [server.last()] + server.conversations[:-1]
     assert all(not r.keepalive_timeout and r.close_code == 1000 for r in records)
     assert all(r.audio is not None and r.audio.pcm == server.expected_pcm(text) for r in results)

@@ -1,13 +1,16 @@
 """Long texts against the real server's keepalive: every word spoken once, in order, byte-exact.
 
-Time is compressed: the local server pings every 1 s and gives 1 s for the pong, standing for uvicorn's
-20 s / 20 s, and generates 20 times faster than the real-time multiple a case stands for, so a segment's
-generation shrinks by the same factor. A text of 30 minutes at "3x real time" then runs in 30 s.
+Each case holds one connection against the keepalive (recoveries=0; else a long text goes as parts, a
+connection each, as the first case's synthesize() does). Time is compressed: the local server pings every 1 s
+and gives 1 s for the pong, standing for uvicorn's 20 s / 20 s, and generates 20 times faster than the
+real-time multiple a case stands for, so a segment's generation shrinks by the same factor. A text of 30
+minutes at "3x real time" then runs in 30 s.
 """
 from __future__ import annotations
 
+import threading
 import time
-from typing import Any, List
+from typing import Any, Dict, List
 
 import pytest
 import websocket
@@ -45,7 +48,10 @@ def server_standing_for(real_time: float, compression: float = COMPRESSION, **op
 
 
 def paced_synth(server: LocalServer, **options: Any) -> basetts.Synthesizer:
-    """The client told the server's (compressed) keepalive timeout, as it is told uvicorn's 20 s by default."""
+    """The client told the server's (compressed) keepalive timeout, as it is told uvicorn's 20 s by default. A
+    text goes on one connection unless the case says otherwise (`recoveries`): these cases are about one
+    connection held against the keepalive (a long text otherwise goes as parts, a connection each)."""
+    options.setdefault("recoveries", 0)
     return synth_for(server, keepalive_timeout=PING, **options)
 
 
@@ -61,39 +67,53 @@ def assert_complete(server: LocalServer, record: ConversationRecord, text: str, 
 
 
 @pytest.mark.slow
-def test_synthesize_30_minutes_at_3x_real_time() -> None:
-    text = long_text(30)
-    with server_standing_for(3.0) as server:
-        audio = paced_synth(server).synthesize(text)
-        record = server.last()
-    assert audio.duration >= 30 * 60
-    assert record.pings >= 20, "the case did not span many keepalive windows"
-    assert_complete(server, record, text, audio.pcm)
-
-
-@pytest.mark.slow
-def test_stream_30_minutes_at_3x_real_time_over_a_session_of_many_keepalive_windows() -> None:
-    text = long_text(30)
-    with server_standing_for(3.0) as server:
-        chunks = list(paced_synth(server).stream(text))
-        record = server.last()
-    assert record.pings >= 20
-    assert_complete(server, record, text, b"".join(chunks))
-
-
-@pytest.mark.slow
-def test_a_session_fed_word_by_word_by_a_slow_producer_for_30_minutes_of_audio() -> None:
+def test_30_minutes_at_3x_real_time_by_synthesize_in_parts_cut_three_times_by_stream_and_by_a_slow_session(
+        ) -> None:
+    """Three texts of 30 minutes at once (30 s of compressed time each, so together they take about as long as
+    one): synthesize() in parts as every call sends a long text, three of them cut and recovered; stream() and a
+    session fed word by word by a slow producer each on one connection (recoveries=0), over many keepalive
+    windows, their pacing alone keeping the pongs in time."""
     text = long_text(30)
     words = text.split()
-    with server_standing_for(3.0) as server:
-        with paced_synth(server).session() as session:
-            for index, word in enumerate(words):
-                session.send(word + " ")
-                if index % 50 == 49:
-                    time.sleep(0.2)  # an LLM producing in bursts, slower than the server at times
-        record = server.last()
-    assert record.pings >= 20
-    assert_complete(server, record, text, session.audio.pcm)
+    results: Dict[str, Any] = {}
+    cuts = Faults(drop_after_bytes=300_000, first_failure=10, failure_every=25, stream_failures=3)
+
+    def in_parts() -> None:
+        with server_standing_for(3.0, faults=cuts) as server:
+            results["parts"] = (server, paced_synth(server, recoveries=3).synthesize(text), server.last())
+
+    def streamed() -> None:
+        with server_standing_for(3.0) as server:
+            chunks = list(paced_synth(server, recoveries=0).stream(text))
+            results["stream"] = (server, b"".join(chunks), server.last())
+
+    def session() -> None:
+        with server_standing_for(3.0) as server:
+            with paced_synth(server, recoveries=0).session() as fed:
+                for index, word in enumerate(words):
+                    fed.send(word + " ")
+                    if index % 50 == 49:
+                        time.sleep(0.2)  # an LLM producing in bursts, slower than the server at times
+            results["session"] = (server, fed.audio.pcm, server.last())
+
+    threads = [threading.Thread(target=case) for case in (in_parts, streamed, session)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    assert sorted(results) == ["parts", "session", "stream"], "a case failed: see its thread's exception"
+    for case in ("stream", "session"):
+        server, pcm, record = results[case]
+        assert record.pings >= 20, "the case did not span many keepalive windows"
+        assert_complete(server, record, text, pcm)
+    server, audio, _ = results["parts"]
+    assert audio.duration >= 30 * 60 and audio.pcm == server.expected_pcm(text)
+    assert audio.stats.recoveries == 3
+    whole = [record for record in server.conversations if not record.faulted]
+    assert len(whole) > 60 and sum(record.faulted for record in server.conversations) == 3
+    assert not any(record.keepalive_timeout for record in server.conversations)
+    assert [w for record in whole for w in record.words] == words, "words lost, repeated or reordered"
+    assert [w for record in whole for w in record.spoken] == words, "not every word spoken exactly once"
 
 
 @pytest.mark.parametrize("real_time", [0.5, 1.2], ids=["slow-model-0.5x", "1.2x"])
@@ -153,7 +173,7 @@ def test_a_server_with_a_shorter_keepalive_than_uvicorns_is_learned_from_its_pin
     in flight would hold a pong past the second)."""
     text = long_text(0.5)  # 88 words
     with LocalServer(speed=6.0, samples_per_word=SAMPLES_PER_WORD, ping_interval=1.0, ping_timeout=1.0) as server:
-        audio = synth_for(server).synthesize(text)
+        audio = synth_for(server, recoveries=0).synthesize(text)
         record = server.last()
     assert record.pings >= 2
     assert_complete(server, record, text, audio.pcm)
@@ -182,7 +202,7 @@ def test_extreme_buffer_sizes(buffer_size: int) -> None:
     text = " ".join(f"b{i % 40}" for i in range(600))  # no sentence ends: buffer_size decides
     with server_standing_for(3.0, compression=10) as server:
         audio = basetts.Synthesizer(url=server.url, api_key=server.api_key, keepalive_timeout=2.0,
-                                    buffer_size=buffer_size).synthesize(text)
+                                    buffer_size=buffer_size, recoveries=0).synthesize(text)
         record = server.last()
         assert_complete(server, record, text, audio.pcm)
     assert {len(segment) for segment in record.segments} == {buffer_size}
@@ -235,7 +255,7 @@ def test_a_stalled_consumer_holds_the_text_back_and_the_keepalive_holds() -> Non
     little audio ahead and our reader, never blocked for long, keeps answering its pings."""
     text = long_text(20)
     with LocalServer(samples_per_word=SAMPLES_PER_WORD, ping_interval=0.5, ping_timeout=0.5) as server:
-        synth = basetts.Synthesizer(url=server.url, api_key=server.api_key, keepalive_timeout=0.5)
+        synth = basetts.Synthesizer(url=server.url, api_key=server.api_key, keepalive_timeout=0.5, recoveries=0)
         stream = synth.stream(text)
         chunks = [next(stream)]
         time.sleep(3.0)  # the caller is busy

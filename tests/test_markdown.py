@@ -13,7 +13,7 @@ import basetts
 from basetts.markdown import WINDOW, Markdown, speakable
 from basetts.text import WordSplitter
 
-from .helpers import synth_for
+from .helpers import synth_for, words_received
 from .test_cli import run
 from .test_playback_control import wait_for
 
@@ -174,9 +174,10 @@ def test_plain_sends_exactly_what_was_given_per_synthesizer_per_call_and_per_ite
     synth = synth_for(server, text_format="plain")
     synth.synthesize(ANSWER)
     # every character but the spaces, as given (a word in which pysbd ends a sentence goes out in pieces)
-    assert "".join(server.last().words) == "".join(ANSWER.split())
+    assert "".join(words_received(server)) == "".join(ANSWER.split())
+    before = len(server.conversations)
     synth.synthesize(ANSWER, text_format="markdown")
-    assert server.last().words == speakable(ANSWER).split()
+    assert words_received(server, before) == speakable(ANSWER).split()
     results = list(synth_for(server).synthesize_many([CORPUS["table"][0], {"text": "**a** b",
                                                                            "text_format": "plain"}]))
     assert [r.error for r in results] == [None, None]
@@ -244,10 +245,11 @@ def test_a_stopped_sessions_heard_text_is_what_the_user_wrote_up_to_the_last_wor
 def test_the_cli_says_and_batches_markdown_unless_told_plain(tmp_path: Any, basetts_server: Any) -> None:
     env = {"BASETEN_API_KEY": basetts_server.api_key}
     for flags, expected in (((), speakable(ANSWER)), (("--text-format", "plain"), ANSWER)):
+        before = len(basetts_server.conversations)
         result = run("say", "-o", str(tmp_path / "out.wav"), "--url", basetts_server.url, *flags, env=env,
                      stdin=ANSWER)
         assert result.returncode == 0, result.stderr
-        assert "".join(basetts_server.last().words) == "".join(expected.split())
+        assert "".join(words_received(basetts_server, before)) == "".join(expected.split())
     lines = tmp_path / "in.txt"
     lines.write_text("- **one**\n")
     for flags, expected_words in (((), ["one."]), (("--text-format", "plain"), ["-", "**one**"])):

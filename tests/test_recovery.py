@@ -1,7 +1,7 @@
 """A connection lost after audio began is recovered: the text goes on, on a new connection, after the last unit
-whose audio came whole (an HTTP request, a Qwen3 sentence; for Orpheus's websocket, which marks none, the start,
-when everything can be taken back). Sans-I/O first (where units end), then the local server cutting connections
-for real, every call checked against the same text's audio uncut (the local server's audio is deterministic)."""
+whose audio came whole (an HTTP request, a Qwen3 sentence, a part of a text over Orpheus's websocket, which marks
+no segment in its audio). Sans-I/O first (where units end), then the local server cutting connections for real,
+every call checked against the same text's audio uncut (the local server's audio is deterministic)."""
 from __future__ import annotations
 
 import json
@@ -16,7 +16,9 @@ from hypothesis import strategies as st
 import basetts
 from basetts import BasettsWarning, StreamInterrupted
 from basetts.audio import Timeline
-from basetts.protocols.flush import builtin_sentences
+from basetts.protocols.flush import builtin_sentences, flush
+from basetts.protocols.orpheus import SENTINEL
+from basetts.protocols.orpheus import outgoing as orpheus_outgoing
 from basetts.protocols.orpheus_http import prompts
 from basetts.protocols.qwen3 import Qwen3Utterance, outgoing
 from basetts.testing import LocalServer
@@ -62,6 +64,38 @@ def test_each_qwen3_sentence_ending_a_word_knows_the_words_through_it(words: Lis
             assert spoken == "".join(words[:through])
     if completed and completed[-1][1] is not None:
         assert "".join(words).replace(" ", "").startswith(spoken)
+
+
+@settings(max_examples=200, deadline=None)
+@given(WORDS, st.integers(1, 12), st.integers(0, 30))
+def test_orpheus_parts_end_at_segment_ends_and_the_server_makes_the_same_segments(
+        words: List[str], buffer_size: int, part_words: int) -> None:
+    """Orpheus's websocket marks no segment's end, but its close marks the end of what came before the sentinel:
+    a long text goes as parts, each ended where a segment ends, so the parts' segments are the whole text's."""
+    def segments(messages: List[str]) -> List[List[str]]:  # the server's flush rule, one action per message
+        buffer: List[str] = []
+        made = []
+        for message in messages:
+            if message == SENTINEL:
+                made.append(flush(buffer, buffer_size, True, builtin_sentences))
+                break
+            buffer.extend(message.split())
+            made.append(flush(buffer, buffer_size, False, builtin_sentences))
+        return [f.spoken for f in made if f is not None]
+
+    whole = segments([m.text for m in orpheus_outgoing({}, words, buffer_size)][1:])
+    made, rest = [], list(words)
+    while True:
+        sent = list(orpheus_outgoing({}, rest, buffer_size, part_words))
+        made += segments([m.text for m in sent[1:]])
+        end = sent[-1]
+        assert end.text == SENTINEL and end.last and end.through is not None
+        if not end.more:
+            assert end.through == len(rest)
+            break
+        assert max(part_words, 1) <= end.through < len(rest)
+        rest = rest[end.through:]
+    assert made == whole
 
 
 def test_an_http_request_answered_whole_is_where_the_text_resumes() -> None:
@@ -138,7 +172,9 @@ def spoken_once(server: LocalServer, protocol: str) -> None:
             finished = {e["sentence_index"] for e in record.events if e.get("type") == "audio.done"}
             done += [text for index, text in enumerate(record.sentences) if index in finished]
         assert " ".join(done).split() == TEXT.split()
-    elif protocol != "orpheus":  # over HTTP each request is one record
+    elif protocol == "orpheus":  # each part is one record
+        assert [w for r in server.conversations if not r.faulted for w in r.spoken] == TEXT.split()
+    else:  # over HTTP each request is one record
         assert " ".join(m for r in server.conversations if not r.faulted for m in r.messages).split() == TEXT.split()
 
 
@@ -146,11 +182,10 @@ def spoken_once(server: LocalServer, protocol: str) -> None:
 def test_a_cut_mid_unit_is_recovered_and_the_audio_is_the_uncut_audio(serve: Any, protocol: str,
                                                                        caplog: Any) -> None:
     pcm, ends = clean(serve, protocol)
-    http = protocol not in ("qwen3", "orpheus")
-    # Over HTTP each request is a conversation: the second one is cut halfway; else one session, cut in its
-    # second unit's audio.
-    cut = (ends[1] - ends[0]) // 2 + 1 if http else ends[0] + (ends[1] - ends[0]) // 2 + 1 if protocol == "qwen3" \
-        else len(pcm) // 2 + 1  # Orpheus's websocket: from the start again (it marks no unit)
+    http = protocol != "qwen3"
+    # Over HTTP each request is a conversation, over Orpheus's websocket each part: the second one is cut halfway;
+    # Qwen3: one session, cut in its second unit's audio.
+    cut = (ends[1] - ends[0]) // 2 + 1 if http else ends[0] + (ends[1] - ends[0]) // 2 + 1
     server = serve(protocol=protocol, **server_options(protocol),
                    faults=Faults(drop_after_bytes=cut, stream_failures=1, first_failure=2 if http else 1))
     with caplog.at_level(logging.INFO, logger="basetts"), warnings.catch_warnings():
@@ -163,11 +198,11 @@ def test_a_cut_mid_unit_is_recovered_and_the_audio_is_the_uncut_audio(serve: Any
     assert all_threads_gone()
 
 
-@pytest.mark.parametrize("protocol", ["orpheus-http", "qwen3"])
+@pytest.mark.parametrize("protocol", ["orpheus-http", "qwen3", "orpheus"])
 @pytest.mark.parametrize("where", ["boundary", "last unit", "twice", "eof"])
 def test_cuts_anywhere_and_twice_are_recovered(serve: Any, protocol: str, where: str) -> None:
     pcm, ends = clean(serve, protocol)
-    http = protocol == "orpheus-http"
+    http = protocol != "qwen3"  # a conversation per unit
     last = len(ends) - 1
     faults = {
         "boundary": Faults(drop_after_bytes=ends[1] - ends[0] if http else ends[1], stream_failures=1,
@@ -260,7 +295,15 @@ def test_each_recovery_is_traced_with_its_cause(serve: Any, tmp_path: Any) -> No
     assert [s.index for s in audio.sentences] == list(range(36))
 
 
-@pytest.mark.parametrize("protocol", ["orpheus-http", "qwen3"])
+def cut_in_the_middle(protocol: str, uncut: basetts.Audio) -> Faults:
+    """A cut in a middle unit: over HTTP a request (a sentence at a time) and over Orpheus's websocket a part are
+    conversations of their own; a Qwen3 session is one."""
+    if protocol == "qwen3":
+        return Faults(drop_after_bytes=len(uncut.pcm) // 3, stream_failures=1)
+    return Faults(drop_after_bytes=3000, stream_failures=1, first_failure=10 if protocol == "orpheus-http" else 2)
+
+
+@pytest.mark.parametrize("protocol", ["orpheus-http", "qwen3", "orpheus"])
 def test_text_arriving_over_time_is_recovered_from_the_words_kept(serve: Any, protocol: str) -> None:
     def tokens() -> Any:  # as a language model hands them over
         for word in TEXT.split():
@@ -268,15 +311,14 @@ def test_text_arriving_over_time_is_recovered_from_the_words_kept(serve: Any, pr
             yield word[4:] + " "
 
     uncut = synth(serve(protocol=protocol, **server_options(protocol)), protocol).synthesize(tokens())
-    faults = (Faults(drop_after_bytes=3000, stream_failures=1, first_failure=10) if protocol == "orpheus-http"
-              else Faults(drop_after_bytes=len(uncut.pcm) // 3, stream_failures=1))  # a request is a sentence
+    faults = cut_in_the_middle(protocol, uncut)
     server = serve(protocol=protocol, **server_options(protocol), faults=faults)
     audio = synth(server, protocol).synthesize(tokens())
     assert audio.pcm == uncut.pcm and audio.stats.recoveries == 1
     spoken_once(server, protocol)
 
 
-@pytest.mark.parametrize("protocol", ["orpheus-http", "qwen3"])
+@pytest.mark.parametrize("protocol", ["orpheus-http", "qwen3", "orpheus"])
 def test_a_session_goes_on_after_a_lost_connection_with_the_text_sent_but_not_spoken(serve: Any,
                                                                                     protocol: str) -> None:
     def session_audio(server: LocalServer) -> basetts.Audio:
@@ -287,8 +329,7 @@ def test_a_session_goes_on_after_a_lost_connection_with_the_text_sent_but_not_sp
         return session.audio
 
     uncut = session_audio(serve(protocol=protocol, **server_options(protocol)))
-    faults = (Faults(drop_after_bytes=3000, stream_failures=1, first_failure=10) if protocol == "orpheus-http"
-              else Faults(drop_after_bytes=len(uncut.pcm) // 3, stream_failures=1))
+    faults = cut_in_the_middle(protocol, uncut)
     server = serve(protocol=protocol, **server_options(protocol), faults=faults)
     audio = session_audio(server)
     assert audio.pcm == uncut.pcm and audio.stats.recoveries == 1
@@ -301,8 +342,8 @@ def test_a_session_goes_on_after_a_lost_connection_with_the_text_sent_but_not_sp
 @pytest.mark.parametrize("protocol", ["orpheus-http", "qwen3", "orpheus"])
 def test_a_batch_recovers_each_text_on_its_own(serve: Any, protocol: str) -> None:
     pcm, ends = clean(serve, protocol)
-    http = protocol == "orpheus-http"
-    # Every third conversation (HTTP: request) of the batch is cut halfway through its audio, once.
+    http = protocol != "qwen3"
+    # Every third conversation (HTTP: request; Orpheus: part) of the batch is cut halfway through its audio, once.
     cut = (ends[1] - ends[0]) // 2 if http else len(pcm) // 2
     server = serve(protocol=protocol, **server_options(protocol),
                    faults=Faults(drop_after_bytes=cut, stream_failures=2, first_failure=3))
@@ -314,12 +355,12 @@ def test_a_batch_recovers_each_text_on_its_own(serve: Any, protocol: str) -> Non
 
 
 @settings(max_examples=12, deadline=None)
-@given(st.sampled_from(["orpheus-http", "qwen3"]), st.floats(0.0, 0.999), st.sampled_from(["reset", "eof"]))
+@given(st.sampled_from(["orpheus-http", "qwen3", "orpheus"]), st.floats(0.0, 0.999), st.sampled_from(["reset", "eof"]))
 def test_a_cut_anywhere_is_mended_byte_for_byte(protocol: str, where: float, cut: str) -> None:
     """Cuts at random points (any byte of any unit, once audio has begun), by a reset or a FIN."""
     pcm, ends = _clean_cached(protocol)
     at = max(2, int(where * len(pcm)))
-    if protocol == "orpheus-http":  # the request holding that byte, cut there
+    if protocol != "qwen3":  # the request (the part) holding that byte, cut there
         unit = next(i for i, end in enumerate(ends) if at < end)
         faults = Faults(drop_after_bytes=at - (ends[unit - 1] if unit else 0) + 1, first_failure=unit + 1,
                         stream_failures=1, cut=cut)

@@ -18,7 +18,16 @@ import basetts
 from basetts import Audio, Synthesizer
 from basetts.testing import Faults, LocalServer
 
-from .helpers import all_threads_gone, client_threads, open_fds, raw_server, server_process, synth_for, upgrade_response
+from .helpers import (
+    all_threads_gone,
+    client_threads,
+    open_fds,
+    raw_server,
+    server_process,
+    synth_for,
+    upgrade_response,
+    words_received,
+)
 
 TEXT = "Hello there. This is a small test of the streaming speech server, with words to spare."
 
@@ -76,7 +85,7 @@ def test_ten_thousand_words():
     with LocalServer(samples_per_word=24) as server:
         audio = synth_for(server).synthesize(text)
         assert audio.pcm == server.expected_pcm(text)
-        assert server.last().words == text.split()
+        assert words_received(server) == text.split()
 
 
 @pytest.mark.parametrize("text", ["", "   ", "\n\t \u3000"])
@@ -342,7 +351,7 @@ def test_stream_failure_after_chunks_were_yielded():
     with LocalServer(faults=Faults(drop_after_bytes=10000)) as server:
         received = bytearray()
         with pytest.raises(basetts.StreamInterrupted):
-            for chunk in synth_for(server).stream(TEXT):
+            for chunk in synth_for(server, recoveries=0).stream(TEXT):
                 received += chunk
         assert bytes(received) == server.expected_pcm(TEXT)[:10000]
 

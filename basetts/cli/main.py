@@ -8,10 +8,11 @@ import argparse
 import contextlib
 import logging
 import sys
+import warnings
 from typing import TYPE_CHECKING, Any, Dict, List, Optional
 
 from .._version import __version__
-from ..errors import BasetenTTSError, ConfigurationError
+from ..errors import BasetenTTSError, BasettsWarning, ConfigurationError
 from ..protocols import NAMES
 from ..protocols.orpheus import EMOTION_TAGS, VOICES
 
@@ -224,6 +225,19 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.debug else logging.WARNING,
                         format="basetts: %(levelname)s: %(message)s")
+    with warnings.catch_warnings():
+        warnings.showwarning = _show_warning
+        return _run(args)
+
+
+def _show_warning(message: Any, category: Any, filename: str, lineno: int, file: Any = None,
+                  line: Optional[str] = None) -> None:
+    """A warning as one line of the CLI's, not Python's two with a source file; ours are in the log already."""
+    if not issubclass(category, BasettsWarning):
+        print(f"basetts: warning: {message}", file=sys.stderr)
+
+
+def _run(args: argparse.Namespace) -> int:
     try:
         return int(args.run(args))
     except KeyboardInterrupt:

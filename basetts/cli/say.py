@@ -175,28 +175,39 @@ def _say(args: argparse.Namespace) -> int:
 
 def _write(synth: Any, words: Iterable[str], output: str, extension: str,
            on_audio: Callable[[bytes], None]) -> None:
-    """Stream the audio into `output` ("-": stdout) as it arrives; on a failure or Ctrl+C, what arrived
-    stays a valid file, and the message says it is partial."""
+    """Write the audio into `output` ("-": stdout) as it arrives (a file through `save()`, which takes back
+    from it what a lost connection makes again); on a failure or Ctrl+C, what arrived stays a valid file, and
+    the message says it is partial."""
+    if output != "-":
+        try:
+            saved = synth.save(words, output, format=extension, on_audio=on_audio)
+        except (BasetenTTSError, KeyboardInterrupt) as exc:
+            audio = getattr(exc, "partial", None)
+            kept = (f"wrote the {audio.duration:.1f} s of audio that arrived to {output} (partial)" if audio
+                    else f"kept the audio that arrived in {output} (partial)")
+            if isinstance(exc, KeyboardInterrupt):
+                print(f"\nbasetts: interrupted; {kept}", file=sys.stderr)
+                raise
+            raise _Failed(f"{exc} ({kept})") from exc
+        print(f"basetts: wrote {saved.duration:.1f} s of audio to {output}", file=sys.stderr)
+        return
     from ..formats import AudioWriter
 
-    to_stdout = output == "-"
-    name = "stdout" if to_stdout else output
-    writer = AudioWriter(sys.stdout.buffer if to_stdout else output, extension)
+    writer = AudioWriter(sys.stdout.buffer, extension)
     try:
         for chunk in synth.stream(words):
             writer.write(chunk)
             on_audio(chunk)
-            if to_stdout:
-                sys.stdout.buffer.flush()
+            sys.stdout.buffer.flush()
     except (BasetenTTSError, KeyboardInterrupt) as exc:
         writer.close()
-        partial = f"wrote the {writer.duration:.1f} s of audio that arrived to {name} (partial)"
+        partial = f"wrote the {writer.duration:.1f} s of audio that arrived to stdout (partial)"
         if isinstance(exc, KeyboardInterrupt):
             print(f"\nbasetts: interrupted; {partial}", file=sys.stderr)
             raise
         raise _Failed(f"{exc} ({partial})") from exc
     writer.close()
-    print(f"basetts: wrote {writer.duration:.1f} s of audio to {name}", file=sys.stderr)
+    print(f"basetts: wrote {writer.duration:.1f} s of audio to stdout", file=sys.stderr)
 
 
 def _cannot_play(device: Optional[str]) -> Optional[str]:

@@ -148,6 +148,12 @@ class Conversation:
         return self._utterance.resumable
 
     @property
+    def continues(self) -> bool:
+        """It carried a part of the text: the words after its `resume_point` go on on a new connection."""
+        with self._lock:
+            return self._utterance.continues
+
+    @property
     def audio_out(self) -> int:
         """Bytes of PCM this conversation has handed out."""
         with self._lock:

@@ -83,13 +83,14 @@ class _Stream:
 
 @dataclasses.dataclass
 class _Resumed:
-    """A text going on after a lost connection: its audio so far, the text's words before these, the recent
-    losses, and when the one being recovered from came."""
+    """A text going on after a lost connection or a part (`Conversing.continues`): its audio so far, the text's
+    words before these, the recent losses, when the one being recovered from came, and when the text began."""
 
     pcm: io.BytesIO
     offset: int
     drops: Deque[float]
     lost_at: Optional[float]
+    started: float
 
 
 class Multiplexer:
@@ -141,16 +142,18 @@ class Multiplexer:
 
     # connecting (a connector thread) ------------------------------------------------------------------------
     def _open(self, settings: Settings, words: List[str], done: Done, cancel: threading.Event,
-              again: Optional[Stats] = None, delay: float = 0.0, resumed: Optional[_Resumed] = None) -> None:
+              again: Optional[Stats] = None, delay: float = 0.0, resumed: Optional[_Resumed] = None,
+              part: bool = False) -> None:
         """`again`: the stats of a conversation refused before any audio (an HTTP status), tried again after
-        `delay` seconds, or one lost after audio began (`resumed`: where it goes on)."""
+        `delay` seconds, or one lost after audio began (`resumed`: where it goes on), or ended after a `part`."""
         if again is not None and cancel.wait(delay):
             done(None, BasetenTTSError("The batch was stopped before this text was sent."))
             return
         stats = again or Stats()
         tried = 0 if resumed is not None else stats.attempts  # a recovery has the retries of a new call
-        earlier = stats.attempts if resumed is not None else 0
-        started = time.monotonic()
+        earlier = stats.attempts - part if resumed is not None else 0  # a part's first attempt is not a retry
+        connecting = time.monotonic()
+        started = resumed.started if resumed is not None else connecting
         opened: List[socket.socket] = []
 
         def connected(raw: socket.socket) -> None:
@@ -177,8 +180,9 @@ class Multiplexer:
             if self._stopping.is_set() and isinstance(exc, BasetenTTSError):
                 exc = BasetenTTSError(f"The batch was stopped while this text's connection was opening ({exc}).")
             elif resumed is not None and isinstance(exc, BasetenTTSError):
-                failed = StreamInterrupted(f"The connection was lost; a new connection to finish the text failed: "
-                                           f"{exc}")
+                failed = StreamInterrupted(
+                    f"A new connection for the rest of the text (a long text goes on several) failed: {exc}" if part
+                    else f"The connection was lost; a new connection to finish the text failed: {exc}")
                 failed.__cause__, failed.partial = exc, Audio(resumed.pcm.getvalue(), stats=stats)
                 exc = failed
             done(None, exc)
@@ -188,7 +192,8 @@ class Multiplexer:
                 self._connecting.difference_update(opened)
             for handle in opened:
                 handle.close()
-        stats.connect_time = time.monotonic() - started
+        if resumed is None:
+            stats.connect_time = time.monotonic() - connecting
         try:
             stream = _Stream(settings, sock, words, stats, started, done, cancel, resumed)
             sock.sock.setblocking(False)
@@ -367,7 +372,11 @@ class Multiplexer:
         stream.trace.event("end", error=None if error is None else str(error),
                            kind=None if error is None else type(error).__name__)
         stream.trace.close()
-        if (isinstance(error, BasetenTTSError) and not self._stopping.is_set() and not stream.cancel.is_set()
+        if error is None and stream.utterance.continues:
+            error = self._next_part(stream)
+            if error is None:
+                return
+        elif (isinstance(error, BasetenTTSError) and not self._stopping.is_set() and not stream.cancel.is_set()
                 and (stream.utterance.decoder.out_bytes or stream.resumed is not None)):
             if self._recover(stream, error):
                 return
@@ -385,10 +394,24 @@ class Multiplexer:
             error.partial = audio
         stream.done(None if error is not None else audio, error)
 
+    def _next_part(self, stream: _Stream) -> Optional[BasetenTTSError]:
+        """A part of the text ended (`Conversing.continues`): the rest goes on a new connection; else the error."""
+        if self._stopping.is_set() or stream.cancel.is_set():
+            return StreamInterrupted("The batch was stopped.", recoverable=False)
+        resumed = stream.resumed or _Resumed(stream.pcm, 0, collections.deque(maxlen=MAX_DROPS), None, stream.started)
+        words_done = stream.utterance.resume_point[0]
+        resumed.offset += words_done
+        try:
+            self._connect.submit(self._open, stream.settings, stream.words[words_done:], stream.done, stream.cancel,
+                                 stream.stats, 0.0, resumed, True)
+        except RuntimeError:  # the batch is closing: no more connections
+            return StreamInterrupted("The batch was stopped.", recoverable=False)
+        return None
+
     def _recover(self, stream: _Stream, error: BasetenTTSError) -> bool:
         """A connection lost after audio began: the text goes on on a new one (the rule is `retry.recovery`'s),
         its audio after the last unit done taken back; False if the text ends with `error`."""
-        resumed = stream.resumed or _Resumed(stream.pcm, 0, collections.deque(maxlen=MAX_DROPS), None)
+        resumed = stream.resumed or _Resumed(stream.pcm, 0, collections.deque(maxlen=MAX_DROPS), None, stream.started)
         held = stream.pcm.tell()
         began = held - stream.utterance.decoder.out_bytes
         words_done, done = stream.utterance.resume_point

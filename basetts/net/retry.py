@@ -206,9 +206,14 @@ def replaying(open_: Opener, words: Iterable[str], cancel: Optional[threading.Ev
     lost_at = 0.0
     drops: Deque[float] = collections.deque(maxlen=MAX_DROPS)
     stats: Optional[Stats] = None
+    part = False  # the conversation to open carries the next part of the text (`Conversing.continues`)
+    delay: Optional[float] = 0.0
     while True:
         if lost is not None and stats is not None:
-            conversation = _reopen(open_, words, began_at, lost, stats)
+            conversation = _reopen(open_, words, began_at, stats, f"{lost} A new connection to finish it failed")
+        elif part and stats is not None:
+            conversation = _reopen(open_, words, began_at, stats, "A new connection for the rest of the text "
+                                   "failed (a long text goes on several, one after another)", count=False)
         elif first is not None:
             conversation, first = first, None
         else:
@@ -226,16 +231,22 @@ def replaying(open_: Opener, words: Iterable[str], cancel: Optional[threading.Ev
                         kept.forget(offset + conversation.resume_point[0])
                     delivered += len(chunk)
                     yield chunk
-                return
+                if not conversation.continues:
+                    return
+                done_words = conversation.resume_point[0]
+                offset += done_words
+                words = list(words)[done_words:] if kept is None else kept.since(offset)
+                began_at, part, delay = delivered, True, 0.0
             except BasetenTTSError as exc:
                 attempts = stats.attempts
                 if cancel is not None and cancel.is_set():
                     raise
-                if not conversation.audio_out and lost is None:
+                if not conversation.audio_out and lost is None and not part:
                     delay = retry_delay(settings, attempts - 1, exc) if whole else None
                     if delay is None:
                         raise
                 else:
+                    part = False
                     resume = _resumption(conversation, exc, drops, delivered - began_at, take_back)
                     if resume is None:
                         raise
@@ -255,15 +266,15 @@ def replaying(open_: Opener, words: Iterable[str], cancel: Optional[threading.Ev
             return
 
 
-def _reopen(open_: Opener, words: Iterable[str], began_at: int, lost: BasetenTTSError, stats: Stats
+def _reopen(open_: Opener, words: Iterable[str], began_at: int, stats: Stats, failed: str, count: bool = True
             ) -> Conversation:
-    """The conversation that goes on after `lost`, with the retries of a new call (its attempts add to the
-    call's); a refusal ends the call with the loss, saying why it could not go on."""
-    before = stats.attempts
+    """The conversation that goes on after a loss or a part, with the retries of a new call (its attempts add to
+    the call's, its first too if `count`); a refusal ends the call: StreamInterrupted, `failed` and why."""
+    before = stats.attempts - (not count)
     try:
         return open_(0, words, began_at)
     except BasetenTTSError as exc:
-        raise StreamInterrupted(f"{lost} A new connection to finish it failed: {exc}") from exc
+        raise StreamInterrupted(f"{failed}: {exc}") from exc
     finally:
         stats.attempts += before
 
@@ -300,7 +311,7 @@ def recovery(settings: Settings, stats: Stats, exc: BasetenTTSError, drops: Dequ
         if not resumable:
             return None  # it knows no units: only the whole of it, taken back, can be made again
         warn(f"the connection was lost mid-sentence; {(excess - taken) / (SAMPLE_RATE * SAMPLE_WIDTH):.2f} s "
-             "already handed on are heard again from the start of that sentence")
+             "already handed on are heard again from the start of that sentence (or part of a long text)")
     return taken
 
 

@@ -44,6 +44,8 @@ class Outgoing(NamedTuple):
     through: Optional[int] = None
     """For a message that ends a unit (a request, a sentence) at the end of a word: how many of the words given
     that unit and the ones before it hold. A connection lost later resumes after it (`Conversing.resume_point`)."""
+    more: bool = False
+    """On the last message: the text goes on after `through` words, on a new connection (`Conversing.continues`)."""
 
 
 class Pacer:
@@ -388,6 +390,9 @@ class Conversing:
         """(words, PCM bytes): the words given whose units' audio has all come, at a word's end, and the audio
         handed out up to there. After a lost connection the text resumes there on a new one (`net/retry.py`)."""
         self._units: Deque[Optional[int]] = collections.deque()  # units sent, not done: their `through`
+        self.continues = False
+        """This conversation carries a part of the text: once it ends normally, the words after its
+        `resume_point` go on on a new connection (the drivers open it)."""
         self.all_sent = False
         self.audio_messages = 0
         self.audio_bytes = 0

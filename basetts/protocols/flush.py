@@ -153,6 +153,14 @@ class SegmentModel:
         """The last words the server holds (what pysbd sees before the next word)."""
         return self._buffer[-3:]
 
+    def ends_before(self, message: str) -> bool:
+        """Whether the words pushed so far make whole segments once `message` comes (none is left to join it):
+        a new conversation may then begin with `message`, and the server speak the same segments."""
+        if not self._buffer:
+            return True
+        buffer = [*self._buffer, *message.split()]
+        return flush(buffer, self.buffer_size, False, self._sentences) is not None and buffer == message.split()
+
     def push(self, message: str) -> bool:
         """Add one message; True if the server generates a segment once it has read it."""
         self._buffer.extend(message.split())

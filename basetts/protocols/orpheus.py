@@ -3,12 +3,12 @@ message, the sentinel; audio only, ended by the server's close (docs/protocol.md
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING, Any, Dict, Iterable, Iterator, Optional, Set, Tuple
+from typing import TYPE_CHECKING, Any, Dict, Iterable, Iterator, List, Optional, Set, Tuple
 
 from ..checks import check_int, check_number
 from ..errors import BasetenTTSError, ConfigurationError, ServerError, warn
 from ..markdown import EMOTION_TAGS as EMOTION_TAGS  # their public home is basetts.EMOTION_TAGS
-from .base import AudioDecoder, Conversing, Outgoing, Spec
+from .base import AudioDecoder, Conversing, Outgoing, Spec, Write
 from .flush import SegmentModel, safe_pieces
 
 if TYPE_CHECKING:
@@ -48,37 +48,68 @@ def word_message(word: str) -> str:
     return f" {word}" if word == SENTINEL else word
 
 
-def outgoing(settings_message: Dict[str, Any], words: Iterable[str], buffer_size: int = 10) -> Iterator[Outgoing]:
+PART_WORDS = 60
+"""Words one connection carries, about (~25 s of speech), when the text may go on on another: the server marks
+no segment's end in its audio, but its close marks the end of everything sent before the sentinel, so a long
+text goes as parts, each ended at a segment's end, and a connection lost resumes at its part's start
+(docs/reliability.md, "Recovery"). Each part costs a new connection; a loss costs at most one part again."""
+
+
+def outgoing(settings_message: Dict[str, Any], words: Iterable[str], buffer_size: int = 10,
+             part_words: Optional[int] = None) -> Iterator[Outgoing]:
     """Every message of one conversation, in order: settings, one word per message, sentinel.
 
     One word per message matters: the server takes at most one flush action per message, so words sent
     together can stay in its buffer and never be spoken. A word in which pysbd finds a sentence end goes
     out in pieces cut there (the server would delete words otherwise). `ends_batch` marks where our copy
-    of the server's flush rule says it will speak: the pacing's batches end there (see `Pacer`).
+    of the server's flush rule says it will speak: the pacing's batches end there (see `Pacer`). With
+    `part_words`, the sentinel comes at the first segment's end after that many words if more follow
+    (`Outgoing.more`): the rest goes on a new connection, from the word not sent (it was read from `words`).
     """
     yield Outgoing(json.dumps(settings_message, ensure_ascii=False), False)
     model = SegmentModel(buffer_size)
+    given = 0
     for word in words:
-        for piece in safe_pieces(word, model.context()):
+        pieces = safe_pieces(word, model.context())
+        if part_words is not None and given >= max(part_words, 1) and model.ends_before(pieces[0]):
+            yield Outgoing(SENTINEL, True, last=True, through=given, more=True)
+            return
+        for piece in pieces:
             yield Outgoing(word_message(piece), model.push(piece))
-    yield Outgoing(SENTINEL, True, last=True)
+        given += 1
+    yield Outgoing(SENTINEL, True, last=True, through=given)
 
 
 class Utterance(Conversing):
-    """One Orpheus utterance: settings, one word per message, the sentinel; audio only, ended by a close."""
+    """One Orpheus utterance, or one part of it (`part_words`): settings, one word per message, the sentinel;
+    audio only, ended by a close. The part is the unit: its close is where a lost connection resumes."""
+
+    resumable = True
 
     def __init__(self, settings_message: Dict[str, Any], words: Iterable[str], *, buffer_size: int,
                  encoding: Optional[str], first_audio_timeout: float, read_timeout: float,
-                 max_message_size: int, keepalive_timeout: float = 20.0) -> None:
+                 max_message_size: int, keepalive_timeout: float = 20.0, part_words: Optional[int] = None) -> None:
         super().__init__(buffer_size=buffer_size, first_audio_timeout=first_audio_timeout,
                          read_timeout=read_timeout, max_message_size=max_message_size,
                          keepalive_timeout=keepalive_timeout)
-        self.messages = outgoing(settings_message, words, buffer_size)
+        self.messages = outgoing(settings_message, words, buffer_size, part_words)
         self.decoder = AudioDecoder(encoding)
         self.unit_bytes = segment_bytes(settings_message.get("max_tokens", SERVER_MAX_TOKENS))
 
     def is_last(self, message: str) -> bool:
         return message == SENTINEL
+
+    def send(self, messages: List[Outgoing], now: float) -> Write:
+        if messages and messages[-1].last:
+            self.unit_sent(messages[-1].through)
+            self.continues = messages[-1].more
+        return super().send(messages, now)
+
+    def closed(self, code: int, reason: str) -> Optional[BasetenTTSError]:
+        error = super().closed(code, reason)
+        if error is None:
+            self.unit_done()  # everything sent before the sentinel has been spoken
+        return error
 
     def text(self, text: str, now: float) -> Tuple[bool, Optional[BasetenTTSError]]:
         # The protocol has no text messages: one is an error from a proxy or a newer server.
@@ -121,7 +152,8 @@ class Orpheus(Spec):
         return Utterance(
             self.first_message(settings), words, buffer_size=settings.buffer_size, encoding=settings.encoding,
             first_audio_timeout=settings.first_audio_timeout, read_timeout=settings.read_timeout,
-            max_message_size=settings.max_message_size, keepalive_timeout=settings.keepalive_timeout)
+            max_message_size=settings.max_message_size, keepalive_timeout=settings.keepalive_timeout,
+            part_words=PART_WORDS if settings.recoveries else None)
 
 
 SPEC = Orpheus()

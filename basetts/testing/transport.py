@@ -119,7 +119,7 @@ class Connection:
         with self._changed:
             while len(self._outbox) > WRITE_HIGH_WATER and not self._finished and self._then is None:
                 self._changed.wait()
-            if not self.open or self._finished:
+            if not self.open or self._finished or self._then is not None:  # cut (a FIN): nothing more goes out
                 raise Closed()
             if isinstance(data, str):
                 self._protocol.send_text(data.encode("utf-8"))
@@ -130,7 +130,7 @@ class Connection:
     def close(self, code: int = 1000, reason: str = "") -> None:
         """Send a close frame and wait (at most `close_timeout`) for the client's reply and its FIN."""
         with self._changed:
-            if self.open:
+            if self.open and self._then is None:
                 self._protocol.send_close(code, reason)
                 self._collect()
             self._closing = True
