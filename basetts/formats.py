@@ -41,13 +41,25 @@ def format_of(path: PathLike, given: Optional[str] = None) -> str:
     return extension
 
 
-class AudioWriter:
-    """`write(pcm)` 16-bit mono PCM as it arrives; `close()` finishes a valid file. A context manager."""
+HOLD_SECONDS = 60.0
+"""Audio an encoder is fed this late when the file may have to give some back (`AudioWriter(hold=)`): more than a
+unit of text makes (an HTTP request, a sentence, a part of a text over Orpheus's websocket), so what a lost
+connection makes again is taken back out before it is encoded, in 2.9 MB at most."""
 
-    def __init__(self, target: Union[PathLike, BinaryIO], extension: str, sample_rate: int = SAMPLE_RATE) -> None:
+
+class AudioWriter:
+    """`write(pcm)` 16-bit mono PCM as it arrives; `close()` finishes a valid file. A context manager.
+
+    `hold`: seconds of audio an encoder (.flac, .ogg, .opus, .mp3) is fed late, so that `take_back` can remove
+    them (.wav and .pcm files are cut back in place); 0 for a listener, who must get the audio at once."""
+
+    def __init__(self, target: Union[PathLike, BinaryIO], extension: str, sample_rate: int = SAMPLE_RATE,
+                 hold: float = 0.0) -> None:
         self.extension = extension
         self.sample_rate = sample_rate
         self.bytes_written = 0
+        self._held = bytearray()  # audio not yet fed to the encoder
+        self._hold = int(hold * sample_rate) * 2
         self._sink: Any
         spec = FORMATS[extension]
         if extension == ".wav":
@@ -68,23 +80,35 @@ class AudioWriter:
     def write(self, pcm: bytes) -> None:
         if self.extension in (".wav", ".pcm", ".raw"):
             self._sink.write(pcm)
+        elif self._hold:
+            self._held += pcm
+            if len(self._held) > self._hold:
+                ready = len(self._held) - self._hold
+                self._sink.buffer_write(bytes(self._held[:ready]), dtype="int16")
+                del self._held[:ready]
         else:
             self._sink.buffer_write(pcm, dtype="int16")
         self.bytes_written += len(pcm)
 
     def take_back(self, count: int) -> int:
         """Remove the last `count` bytes of audio written where the format allows (.wav and .pcm to a file
-        that can seek; an encoder cannot); the bytes removed."""
+        that can seek; for an encoder, what it is still held back from it: `hold`); the bytes removed."""
         if isinstance(self._sink, WavWriter):
             taken = self._sink.take_back(count)
         elif FORMATS[self.extension] is None and _seekable(self._sink):
             taken = cut_end(self._sink, min(count, self.bytes_written))
+        elif self._held:
+            taken = min(count, len(self._held))
+            del self._held[len(self._held) - taken:]
         else:
             return 0
         self.bytes_written -= taken
         return taken
 
     def close(self) -> None:
+        if self._held:
+            held, self._held = bytes(self._held), bytearray()
+            self._sink.buffer_write(held, dtype="int16")
         if isinstance(self._sink, WavWriter) or FORMATS[self.extension] is not None:
             self._sink.close()
         elif getattr(self, "_owned", False):

@@ -293,7 +293,7 @@ class Synthesizer:
         says (.wav, .pcm; .flac, .ogg, .opus, .mp3 with the [formats] extra) or `format`, checked before
         anything is sent. On failure the file holds what arrived (valid), and the error's ``.partial`` is
         that audio for .wav and .pcm. Returns a `Saved` (path, duration, stats)."""
-        from .formats import AudioWriter, format_of
+        from .formats import HOLD_SECONDS, AudioWriter, format_of
 
         extension = format_of(path, format)
         settings = self.settings.replace(**overrides)
@@ -307,7 +307,7 @@ class Synthesizer:
         try:
             for chunk in self._chunks(settings, words, stats, take_back):
                 if writer is None:  # the file appears with the first audio
-                    writer = AudioWriter(path, extension)
+                    writer = AudioWriter(path, extension, hold=HOLD_SECONDS if settings.recoveries else 0.0)
                 writer.write(chunk)
                 if on_audio is not None:
                     on_audio(chunk)

@@ -485,11 +485,12 @@ def test_pings_wait_behind_unread_words_as_on_uvicorn() -> None:
     assert waited > 0.6, "the pong was read while a message waited: uvicorn would not have"
 
 
-def test_a_cut_after_n_bytes_delivers_n_bytes_to_a_client_reading_slowly(serve: Any) -> None:
+@pytest.mark.parametrize("by", ["bytes", "messages"])
+def test_a_cut_after_n_bytes_delivers_n_bytes_to_a_client_reading_slowly(serve: Any, by: str) -> None:
     """A reset discards what the server's socket still holds: the fault waits for it to reach the client, so
     tests can count on what the server's record says it sent (a slow reader used to lose the last frames)."""
-    cut = 1_000_001
-    server = serve(faults=Faults(drop_after_bytes=cut))
+    cut = 1_000_001 if by == "bytes" else 4096 * 250
+    server = serve(faults=Faults(drop_after_bytes=cut) if by == "bytes" else Faults(drop_after_messages=250))
     ws = websocket.create_connection(server.url, header=[f"Authorization: Api-Key {server.api_key}"], timeout=10)
     received = 0
     try:

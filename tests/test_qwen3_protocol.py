@@ -294,6 +294,8 @@ def test_a_sentence_sent_owes_its_audio_even_while_the_rest_of_the_text_is_await
     state.receive(server_frame(b"1", opcode=0xA), 1.1)  # its pong: read, but the audio is still owed
     assert state.deadline() == pytest.approx(6.1)
     state.receive(event("audio.start", sentence_index=0, sentence_text="Hi.") + server_frame(bytes(480)), 2.0)
+    assert state.deadline() == pytest.approx(7.0)  # "Hi." is begun, not done: a server gone silent is found
+    state.receive(event("audio.done", sentence_index=0, total_bytes=480, error=False), 2.5)
     assert state.deadline() is None  # "more" is no sentence yet: a producer may take its time
 
 

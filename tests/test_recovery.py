@@ -250,6 +250,40 @@ def test_save_stream_and_speak_recover(serve: Any, tmp_path: Any, pulse: Any) ->
     assert all_threads_gone()
 
 
+@pytest.mark.parametrize("protocol", ["orpheus-http", "qwen3", "orpheus"])
+def test_a_path_gone_silent_is_found_by_read_timeout_and_recovered(serve: Any, protocol: str) -> None:
+    """A blackhole: after three audio messages nothing more either way (no FIN, no pong, no close), as a
+    network path that died: `read_timeout` finds it, and the text goes on on a new connection."""
+    pcm, _ = clean(serve, protocol)
+    http = protocol != "qwen3"
+    faults = Faults(drop_after_messages=3, cut="blackhole", stream_failures=1, first_failure=2 if http else 1)
+    server = serve(protocol=protocol, faults=faults, **server_options(protocol))
+    audio = synth(server, protocol, read_timeout=0.5).synthesize(TEXT)
+    assert audio.pcm == pcm and audio.stats.recoveries == 1
+    assert [r.faulted for r in server.conversations].count(True) == 1
+    spoken_once(server, protocol)
+    assert all_threads_gone()
+
+
+@pytest.mark.parametrize("extension", [".flac", ".mp3"])
+def test_an_encoded_file_is_fed_late_enough_to_give_back_what_a_loss_makes_again(serve: Any, tmp_path: Any,
+                                                                                  extension: str) -> None:
+    import soundfile
+
+    pcm, ends = clean(serve, "orpheus-http")
+    faults = Faults(drop_after_bytes=(ends[1] - ends[0]) // 2, stream_failures=1, first_failure=2)
+    path = tmp_path / f"out{extension}"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", BasettsWarning)  # nothing heard again: taken back before the encoder
+        saved = synth(serve(protocol="orpheus-http", faults=faults), "orpheus-http").save(TEXT, path)
+    samples, _ = soundfile.read(str(path), dtype="int16")
+    assert saved.stats.recoveries == 1 and saved.duration == len(pcm) / 48000
+    if extension == ".flac":  # lossless: the very samples
+        assert samples.tobytes() == pcm
+    else:  # the encoder's frames pad the start and end: the length says no unit came twice
+        assert abs(len(samples) * 2 - len(pcm)) < 48000 * 0.2
+
+
 def test_what_recovery_cannot_mend_ends_the_call_with_what_was_complete(serve: Any) -> None:
     pcm, ends = clean(serve, "orpheus-http")
     half = (ends[1] - ends[0]) // 4 * 2

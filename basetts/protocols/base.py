@@ -262,6 +262,8 @@ class Deadlines:
         self.read_timeout = read_timeout
         self.sentinel_sent = False
         self.pings_outstanding = 0
+        self.units_owed = 0
+        """Units sent whose end has not come (Qwen3's sentences): audio is owed while there are any."""
         self._words_since_audio = 0
         self._owed_since: Optional[float] = None
         self._last_audio: Optional[float] = None
@@ -282,6 +284,15 @@ class Deadlines:
         if self._owed_since is None:
             self._owed_since = now
 
+    def units(self, now: float, owed: int) -> None:
+        """`owed` units are sent and not done: while there are, the server owes audio (a server gone silent
+        mid-sentence is found by `read_timeout`, though the rest of the text waits for that sentence)."""
+        self.units_owed = owed
+        if owed and self._owed_since is None:
+            self._owed_since = now
+        elif not owed and not self._owes(audio=True):
+            self._owed_since = None  # nothing owed until more text goes
+
     def pong_received(self, now: float, outstanding: int) -> None:
         """One of our pings was answered; `outstanding` are still unanswered."""
         self.pings_outstanding = outstanding
@@ -301,7 +312,7 @@ class Deadlines:
 
     def _owes(self, audio: bool) -> bool:
         words_owe = not audio and self._words_since_audio >= self.buffer_size
-        return self.sentinel_sent or self.pings_outstanding > 0 or words_owe
+        return self.sentinel_sent or self.pings_outstanding > 0 or self.units_owed > 0 or words_owe
 
     @property
     def first_audio_owed(self) -> bool:

@@ -328,6 +328,7 @@ class Qwen3Utterance(Conversing):
                 _, texts, through = self._completing.popleft()
                 if message is not DONE:  # the last sentence: nothing waits to be predicted behind it
                     self._owed.extend((len(text), now) for text in texts)
+                    self.deadlines.units(now, len(self._owed))
                 for _ in texts[1:]:
                     self.unit_sent(None)  # ends inside the message
                 self.unit_sent(through)
@@ -425,6 +426,7 @@ class Qwen3Utterance(Conversing):
         took = max(0.0, now - max(sent_at, self._last_done)) / max(1, characters)
         self._rate = took if self._rate is None else 0.5 * self._rate + 0.5 * took
         self._last_done = now
+        self.deadlines.units(now, len(self._owed))
 
     def _done(self, event: Dict[str, Any], now: float) -> Tuple[bool, Optional[BasetenTTSError]]:
         begun = self._sentence or Sentence(len(self.timeline.sentences), "", self.seconds, self.seconds)

@@ -11,6 +11,8 @@ from typing import Any, Dict, List, Optional, Sequence
 
 from ..protocols.orpheus import SENTINEL
 
+CUTS = ("reset", "eof", "blackhole")
+
 
 @dataclasses.dataclass
 class Faults:
@@ -26,9 +28,12 @@ class Faults:
     """Accept and read everything, but never send audio or close."""
     drop_after_bytes: Optional[int] = None
     """Send this many audio bytes, then cut the TCP connection without a close frame."""
+    drop_after_messages: Optional[int] = None
+    """Send this many audio messages (HTTP: body chunks), then cut as drop_after_bytes does."""
     cut: str = "reset"
-    """How drop_after_bytes cuts it: "reset" (a TCP reset, as a crashed server or a broken network) or "eof"
-    (a FIN: the socket closed without a close frame, or an HTTP body without its last chunk)."""
+    """How a drop cuts it: "reset" (a TCP reset, as a crashed server or a broken network), "eof" (a FIN: the
+    socket closed without a close frame, or an HTTP body without its last chunk), or "blackhole" (nothing more
+    goes either way, not even a pong or a FIN, as a network path that died: the client's read_timeout finds it)."""
     close_code: Optional[int] = None
     """With drop_after_bytes (or at the first segment): close with this code instead of dropping."""
     close_reason: str = ""
@@ -57,6 +62,15 @@ class Faults:
     failure_every: int = 1
     """From first_failure on, every Nth conversation has the stream's faults (stream_failures of them at most)."""
 
+    def __post_init__(self) -> None:
+        if self.cut not in CUTS:
+            raise ValueError(f"fault cut={self.cut!r}: expected one of {', '.join(CUTS)}")
+
+    @property
+    def drops(self) -> bool:
+        """The stream is cut after a number of bytes or messages."""
+        return self.drop_after_bytes is not None or self.drop_after_messages is not None
+
     def for_conversation(self, number: int) -> "Faults":
         """The faults conversation `number` (1 for the first) meets: the stream's only from first_failure, every
         failure_every, stream_failures of them."""
@@ -64,8 +78,9 @@ class Faults:
         within = self.stream_failures is None or since // every < self.stream_failures
         if since >= 0 and since % every == 0 and within:
             return self
-        return dataclasses.replace(self, silent=False, drop_after_bytes=None, close_code=None, frame_sizes=None,
-                                   stall_after_bytes=None, random_frames=None, text_frame=None)
+        return dataclasses.replace(self, silent=False, drop_after_bytes=None, drop_after_messages=None,
+                                   close_code=None, frame_sizes=None, stall_after_bytes=None, random_frames=None,
+                                   text_frame=None)
 
     @classmethod
     def parse(cls, specs: Sequence[str]) -> "Faults":
@@ -168,6 +183,23 @@ def reset(sock: socket.socket, drain: float = 1.0) -> None:
     while _unsent(sock) and time.monotonic() < deadline:
         time.sleep(0.002)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
+
+
+def blackhole(sock: socket.socket, within: float = 60.0) -> None:
+    """Say nothing more on `sock`, and answer nothing (what comes is read and dropped, as a dead path drops it),
+    until the client closes (`within` seconds at most); then close it."""
+    deadline = time.monotonic() + within
+    try:
+        while time.monotonic() < deadline:
+            sock.settimeout(max(0.01, deadline - time.monotonic()))
+            if not sock.recv(65536):
+                break
+    except OSError:
+        pass
     try:
         sock.shutdown(socket.SHUT_RDWR)
     except OSError:

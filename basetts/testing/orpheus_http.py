@@ -20,7 +20,7 @@ import h11
 from ..pcm import resample, wav_header
 from ..protocols.json_audio import CUSTOM, PRESETS, Preset
 from ..protocols.xtts import LANGUAGES as XTTS_LANGUAGES
-from .faults import ConversationRecord, Dropped, Faults, reset
+from .faults import ConversationRecord, Dropped, Faults, blackhole, reset
 
 
 class Endpoint(Protocol):
@@ -123,6 +123,8 @@ class Stream:
     def end(self, how: str = "reset") -> None:
         if how == "reset":  # a crashed server or a broken network: a TCP reset
             return reset(self.sock)
+        if how == "blackhole":  # a path that died: nothing more either way, until the client gives up
+            return blackhole(self.sock)
         try:
             self.sock.shutdown(socket.SHUT_RDWR)
         except OSError:
@@ -312,7 +314,7 @@ def _answer_json(server: Endpoint, sock: socket.socket, http: h11.Connection, mo
             h11.Response(status_code=200, headers=[("Content-Type", "application/json"),
                                                    ("Content-Length", str(len(body)))]),
             h11.Data(data=body[:faults.drop_after_bytes]))))
-        Stream(sock, http).end("eof" if faults.cut == "eof" else "reset")
+        Stream(sock, http).end(faults.cut)
         raise Dropped()
     _respond(sock, http, record, 200, body, "application/json")
 

@@ -115,7 +115,7 @@ class Sender:
             raise Dropped()
         bytes_per_sample = 1 if (encoding == "pcm_mulaw" and not self.server.legacy) else 2
         self.stream(self.server.render(words, encoding), bytes_per_sample)
-        if self.faults.close_code is not None and self.faults.drop_after_bytes is None:
+        if self.faults.close_code is not None and not self.faults.drops:
             self._close_with_fault()
 
     def stream(self, pcm: bytes, bytes_per_sample: int = 2) -> None:
@@ -131,7 +131,8 @@ class Sender:
             self.record.bytes_sent += len(frame)
             self.record.frame_sizes.append(len(frame))
             offset += len(frame)
-        if self.faults.drop_after_bytes == self.record.bytes_sent:  # cut exactly at this audio's end
+        if (self.faults.drop_after_bytes == self.record.bytes_sent  # cut exactly at this audio's end
+                or self.faults.drop_after_messages == len(self.record.frame_sizes)):
             self._apply_faults(b"")
 
     def _next_size(self, bytes_per_sample: int) -> int:
@@ -143,6 +144,10 @@ class Sender:
 
     def _apply_faults(self, frame: bytes) -> bytes:
         faults, sent = self.faults, self.record.bytes_sent
+        if faults.drop_after_messages is not None and len(self.record.frame_sizes) >= faults.drop_after_messages:
+            if faults.close_code is not None:
+                self._close_with_fault()
+            self._drop()
         if faults.drop_after_bytes is not None:
             room = faults.drop_after_bytes - sent
             if room <= 0:
@@ -166,7 +171,7 @@ class Sender:
     def _drop(self) -> None:
         """Cut TCP with no close frame: a reset (RST), as a crashed server or broken network would, or a FIN."""
         self.record.faulted = True
-        self.connection.end("reset" if self.faults.cut != "eof" else "eof")
+        self.connection.end(self.faults.cut)
         raise Dropped()
 
     def _pace(self, seconds: float) -> None:

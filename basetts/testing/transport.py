@@ -62,7 +62,8 @@ class Connection:
         self._fragment_opcode: Optional[Opcode] = None
         self._outbox = bytearray()
         # What to do to the socket once the outbox is sent: None, "eof" (shut down writing: the
-        # protocol's end), "shutdown" (both ways: the reader ends too), "reset" (a TCP reset).
+        # protocol's end), "shutdown" (both ways: the reader ends too), "reset" (a TCP reset), "blackhole"
+        # (nothing more either way: what comes is read and dropped, and nothing, a FIN neither, goes out).
         self._then: Optional[str] = None
         self._closing = False  # the handler closed: read on (the close reply), never pause
         self._reading_done = False
@@ -140,9 +141,9 @@ class Connection:
 
     def end(self, how: str = "reset") -> None:
         """Once what is queued has been sent, cut the connection: "reset" (no close frame, as a crashed
-        server), or "shutdown" (FIN)."""
+        server), "shutdown" or "eof" (FIN), or "blackhole" (silence both ways until the client leaves)."""
         with self._changed:
-            if self._then != "reset":
+            if self._then not in ("reset", "blackhole"):
                 self._then = how
             self._changed.notify_all()
 
@@ -157,7 +158,8 @@ class Connection:
 
     @property
     def open(self) -> bool:
-        return self._protocol.state is State.OPEN and self._then not in ("shutdown", "reset") and not self._broken
+        return (self._protocol.state is State.OPEN and self._then not in ("shutdown", "reset", "blackhole")
+                and not self._broken)
 
     # threads --------------------------------------------------------------------------------------------
     def serve(self, handler: Callable[["Connection"], None], name: str) -> None:
@@ -199,6 +201,12 @@ class Connection:
             except OSError:
                 data = b""
             with self._changed:
+                if self._then == "blackhole":  # dropped unread: no pong, no close reply
+                    if not data:
+                        self._reading_done = True
+                        self._changed.notify_all()
+                        return
+                    continue
                 if data:
                     self._protocol.receive_data(data)
                 else:
@@ -249,11 +257,13 @@ class Connection:
                 then, finished = self._then, self._finished
                 self._changed.notify_all()  # a handler waiting for room goes on
             try:
-                if data:
+                if data and done != "blackhole":
                     self.socket.sendall(data)
                 if then != done:
                     if then == "eof":
                         self.socket.shutdown(socket.SHUT_WR)
+                    elif then == "blackhole":
+                        pass  # nothing more goes out: see _then
                     elif then is not None:
                         self.abort(reset=then == "reset")
             except OSError:
