@@ -85,7 +85,9 @@ system-deps:
 OLDEST_VENV := .venv-oldest
 OLDEST := $(shell sed -n 's/^ *\(websocket-client\|websockets\|python-dotenv\|pysbd\|h11\)>=\([0-9.]*\).*/\1==\2/p' setup.cfg | sort -u)
 OLDEST_TESTS := tests/test_protocol.py tests/test_qwen3_protocol.py tests/test_orpheus_http_protocol.py tests/test_transport.py tests/test_local_server.py tests/test_sending.py \
-	tests/test_proxy.py tests/test_trace.py tests/test_drivers.py tests/test_errors.py
+	tests/test_proxy.py tests/test_trace.py tests/test_drivers.py tests/test_errors.py \
+	tests/test_recovery.py::test_a_cut_anywhere_is_mended_byte_for_byte \
+	tests/test_recovery.py::test_a_path_gone_silent_is_found_by_read_timeout_and_recovered
 
 test: install-dev $(OLDEST_VENV)/.installed
 	$(PY) -m pytest

@@ -17,7 +17,7 @@ import basetts
 from basetts import Synthesizer
 from basetts.net.transport import Proxy, proxy_for
 from basetts.settings import Settings
-from basetts.testing import LocalServer
+from basetts.testing import Faults, LocalServer
 
 from .helpers import raw_server
 
@@ -129,6 +129,20 @@ def test_orpheus_over_https_through_the_tunnel_the_proxy_never_sees_the_key(prox
         assert server.last().authorization == "Api-Key key-only-for-the-server"
         assert f"127.0.0.1:{server.port}" in proxy.log()  # the CONNECT's target
     assert "key-only-for-the-server" not in proxy.log()
+
+
+@pytest.mark.parametrize("protocol", ["orpheus", "orpheus-http"])
+def test_a_connection_lost_through_the_proxy_goes_on_through_it(proxies, protocol: str) -> None:
+    """The recovery's new connection tunnels too: every connection the server saw came through a CONNECT."""
+    proxy = proxies()
+    text = " ".join(f"{TEXT} Part {i}." for i in range(20))  # parts (a connection each) or several requests
+    faults = Faults(drop_after_bytes=3000, stream_failures=1, first_failure=2)
+    with LocalServer(protocol=protocol, faults=faults) as server:
+        synth = Synthesizer(url=server.url, api_key=server.api_key, protocol=protocol, proxy=proxy.url)
+        audio = synth.synthesize(text)
+        assert audio.pcm == server.expected_pcm(text) and audio.stats.recoveries == 1
+        connections = {c.connection for c in server.conversations}
+        assert len(connections) >= 2 and proxy.log().count(f"CONNECT 127.0.0.1:{server.port}") == len(connections)
 
 
 @pytest.mark.parametrize("extra, status, gist", [

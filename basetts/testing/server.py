@@ -305,7 +305,7 @@ class LocalServer:
             try:
                 if connection.handshake(lambda request: self._check_request(connection, request), timeout=10,
                                         received=received):
-                    connection.serve(self._handle, name="basetts-local-server")
+                    connection.serve(lambda accepted: self._handle(accepted, number), name="basetts-local-server")
             finally:
                 with self._lock:
                     self._live.discard(connection)
@@ -396,11 +396,12 @@ class LocalServer:
             self.most_at_once = max(self.most_at_once, len(self._accepted))
         return None
 
-    def _handle(self, connection: Connection) -> None:
+    def _handle(self, connection: Connection, accepted: int = 0) -> None:
+        """One websocket conversation, on the `accepted`th TCP connection."""
         assert connection.request is not None
         record = ConversationRecord(path=connection.request.path,
                                     authorization=connection.request.headers.get("Authorization"),
-                                    protocol=self.protocol)
+                                    protocol=self.protocol, connection=accepted)
         number = self._begin(record)
         if self.predict_only:  # truss's websocket route on a model without one
             connection.close(1003, NOT_IMPLEMENTED)
