@@ -650,6 +650,32 @@ def test_an_underrun_fades_out_rebuffers_a_grown_prebuffer_and_fades_back_in(fak
         assert player.played_samples == 2000 + 401 + 480 and player.underruns == 1
 
 
+@pytest.mark.parametrize("frames", [480, 500, 475], ids=["at-a-buffer-start", "mid-buffer", "40-samples-in"])
+def test_a_unit_restarted_after_a_lost_connection_joins_what_was_heard_without_a_click(
+        fake_pa: FakePortAudio, frames: int) -> None:
+    """`take_back` keeps what the callback may be reading; what follows it (the unit again, from its start) is
+    spliced on with a fade out into the splice and in after it, wherever the splice falls among the device's
+    buffers (`frames` each: 3840 samples after the splice is made, it falls at a buffer's start, in the middle
+    of one, or too early in one to fade out there: the buffer before fades out)."""
+    fade = int(RATE * playback.FADE_SECONDS)
+    with Player(prebuffer=0.1) as player:
+        stream = fake_pa.stream
+        assert stream is not None
+        player.feed(pcm_of(*[10000] * 9600))
+        out = array.array("h", stream.pull(480)[0]).tolist()
+        taken = player.take_back(2 * (9600 - 480))  # all of it not heard yet, if it could
+        assert 0 < taken < 2 * (9600 - 480)  # a margin stays: that much is heard again
+        kept = 9600 - taken // 2
+        player.feed(pcm_of(*[-10000] * 4800))  # the unit again, as another sound
+        player.end()
+        while len(out) < kept + 4800 + 480:
+            out += array.array("h", stream.pull(frames)[0]).tolist()
+    steps = [abs(b - a) for a, b in zip(out, out[1:kept + 4800])]  # the sound's own end is abrupt: not ours
+    assert max(steps) <= 10000 // fade * 3, "a step: a click at the splice"
+    assert out[kept - 2 * fade] == 10000 and out[kept + fade] == -10000  # within a fade or two either side
+    assert out[kept] == 0  # silent at the splice itself
+
+
 def test_the_end_is_not_an_underrun_and_completes_only_once_heard(fake_pa: FakePortAudio) -> None:
     with Player(prebuffer=1.0) as player:
         stream = fake_pa.stream

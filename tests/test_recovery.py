@@ -4,6 +4,7 @@ no segment in its audio). Sans-I/O first (where units end), then the local serve
 every call checked against the same text's audio uncut (the local server's audio is deterministic)."""
 from __future__ import annotations
 
+import array
 import json
 import logging
 import warnings
@@ -282,6 +283,29 @@ def test_an_encoded_file_is_fed_late_enough_to_give_back_what_a_loss_makes_again
         assert samples.tobytes() == pcm
     else:  # the encoder's frames pad the start and end: the length says no unit came twice
         assert abs(len(samples) * 2 - len(pcm)) < 48000 * 0.2
+
+
+def test_a_sentence_partly_heard_is_heard_again_after_a_fade_not_a_click(serve: Any, pulse: Any) -> None:
+    """A long sentence after a short one, from a server at 3x real time: cut halfway, the sentence has been
+    heard in part, and what the player holds of the rest is taken back. It is heard again from its start,
+    joined by a fade out and in (5 ms each): on the sound card's recording no step between two samples is
+    larger than the tone's own (a click would be)."""
+    words = ["Hi."] + [f"w{i}" for i in range(30)] + ["end.", "Bye."]
+    text = " ".join(words)
+    word = 1200 * 2  # 50 ms
+    server = serve(protocol="qwen3", faults=Faults(drop_after_bytes=16 * word + word // 2, stream_failures=1),
+                   speed=3.0, samples_per_word=1200, voices=("alice",))
+    uncut = server.expected_pcm(text)
+    recording = pulse.record()
+    with pytest.warns(BasettsWarning, match="heard again"):
+        audio = synth(server, "qwen3").speak(text)
+    played = array.array("h", recording.stop())
+    assert audio.stats.recoveries == 1 and audio.stats.underruns == 0  # the join is the splice's, not a rebuffer
+    natural = max(abs(b - a) for a, b in zip(array.array("h", uncut), array.array("h", uncut)[1:]))
+    steps = [abs(b - a) for a, b in zip(played, played[1:])]
+    assert max(steps) <= natural * 1.2, "a click where the sentence restarts"
+    sounding = [i for i, sample in enumerate(played) if sample]
+    assert (sounding[-1] - sounding[0]) * 2 > len(uncut) + 2 * 1200  # part of the sentence: heard twice
 
 
 def test_what_recovery_cannot_mend_ends_the_call_with_what_was_complete(serve: Any) -> None:

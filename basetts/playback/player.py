@@ -132,6 +132,8 @@ class Player:
         self._out_view = memoryview(self._out)
         self._out_samples = memoryview(self._out).cast("h")
         self._silence = memoryview(b"")
+        self._splice: Optional[int] = None  # a ring position where a unit heard in part is cut (`take_back`)
+        self._spliced_out = False  # the callback faded out before the splice, in the buffer before it
         # Callback state: the fade position in samples (_fade: fully audible, 0: silent), rebuffering.
         self._fade = max(1, int(FADE_SECONDS * rate))
         self._level = self._fade
@@ -304,6 +306,10 @@ class Player:
         removable = max(0, min(count, ring.written - ring.read - margin))
         removable -= removable % SAMPLE_WIDTH
         ring.written -= removable  # only this (the writing) thread moves it
+        if removable < count and ring.written > ring.read:
+            # What comes next restarts a unit partly heard: the callback fades out into the splice and in
+            # after it, so the jump between two sounds is no click.
+            self._splice = ring.written
         return removable
 
     def _push(self, pcm: bytes) -> bool:
@@ -422,8 +428,11 @@ class Player:
                 self._ramp(0, count // SAMPLE_WIDTH, self._level, 0)
                 self._level = 0
             else:
+                start = ring.read
                 count = ring.read_into(self._out_view, wanted)
                 samples = count // SAMPLE_WIDTH
+                if self._splice is not None:
+                    self._fade_splice(start, samples)
                 if self._level < fade:  # resuming: fade in
                     rise = min(samples, fade - self._level)
                     self._ramp(0, rise, self._level, self._level + rise)
@@ -454,6 +463,25 @@ class Player:
         except BaseException as exc:  # noqa: BLE001 - reported to the feeding thread, never raised here
             self._callback_error = exc
             return b"", pyaudio.paAbort
+
+    def _fade_splice(self, start: int, samples: int) -> None:
+        """Fade out into the splice and in after it, in the output buffer of `samples` read from ring position
+        `start`: a unit restarted after a lost connection joins what was heard of it without a click."""
+        splice, fade = self._splice, self._fade
+        assert splice is not None
+        end = start + samples * SAMPLE_WIDTH
+        if splice < end:
+            at = max(0, splice - start) // SAMPLE_WIDTH
+            if self._spliced_out:  # faded out already: what is left before the splice stays silent
+                self._out_view[:at * SAMPLE_WIDTH] = self._silence[:at * SAMPLE_WIDTH]
+            else:
+                self._ramp(max(0, at - fade), at, fade, 0)
+            self._ramp(at, min(samples, at + fade), 0, fade)
+            self._splice, self._spliced_out = None, False
+        elif not self._spliced_out and splice - end < fade * SAMPLE_WIDTH:
+            tail = min(samples, fade)  # too close to fade before it in the next buffer: fade out here
+            self._ramp(samples - tail, samples, fade, 0)
+            self._spliced_out = True
 
     def _ramp(self, start: int, end: int, from_level: int, to_level: int) -> None:
         """Scale output samples [start, end) linearly from from_level/_fade to to_level/_fade."""
