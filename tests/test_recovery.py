@@ -220,35 +220,53 @@ def test_cuts_anywhere_and_twice_are_recovered(serve: Any, protocol: str, where:
     spoken_once(server, protocol)
 
 
-def test_save_stream_and_speak_recover(serve: Any, tmp_path: Any, pulse: Any) -> None:
-    pcm, ends = clean(serve, "orpheus-http")
+@pytest.mark.parametrize("protocol", ["orpheus-http", "qwen3", "orpheus"])
+def test_save_stream_and_speak_recover(serve: Any, tmp_path: Any, pulse: Any, protocol: str) -> None:
+    pcm, ends = clean(serve, protocol)
+    # Over HTTP (Orpheus's websocket) the second request (part), a conversation of its own, is cut halfway;
+    # Qwen3's session in its eleventh sentence (well ahead of the player: its sentences are short).
+    unit = 0 if protocol != "qwen3" else 9  # the last unit done before the cut
+    done, middle = ends[unit], (ends[unit] + ends[unit + 1]) // 2
 
-    def cut_once() -> basetts.Synthesizer:  # the second request is cut halfway
-        faults = Faults(drop_after_bytes=(ends[1] - ends[0]) // 2, stream_failures=1, first_failure=2)
-        return synth(serve(protocol="orpheus-http", faults=faults), "orpheus-http")
+    def cut(scale: float = 1.0) -> Faults:
+        if protocol != "qwen3":
+            return Faults(drop_after_bytes=int((middle - done) * scale), stream_failures=1, first_failure=2)
+        return Faults(drop_after_bytes=int(middle * scale), stream_failures=1)
 
-    saved = cut_once().save(TEXT, tmp_path / "out.wav")  # the file is cut back to the first request's end
+    def cut_once() -> basetts.Synthesizer:
+        return synth(serve(protocol=protocol, faults=cut(), **server_options(protocol)), protocol)
+
+    saved = cut_once().save(TEXT, tmp_path / "out.wav")  # the file is cut back to the last unit done
     assert saved.audio().pcm == pcm and saved.stats.recoveries == 1
     # A stream cannot take back what it yielded: that unit is heard again from its start, and said.
     with pytest.warns(BasettsWarning, match="heard again"):
         streamed = b"".join(cut_once().stream(TEXT))
     again = len(streamed) - len(pcm)
-    assert again > 0 and streamed[:ends[0] + again] == pcm[:ends[0] + again]
-    assert streamed[ends[0] + again:] == pcm[ends[0]:]
+    assert again > 0 and streamed[:done + again] == pcm[:done + again]
+    assert streamed[done + again:] == pcm[done:]
     # speak(): the player gives back what it has not played, so with a server faster than real time the loss
     # is never heard: the sink plays the uncut audio, sample for sample.
-    short = {"samples_per_word": 240}  # 10 ms a word: the text plays in 2.5 s
-    uncut = synth(serve(protocol="orpheus-http", **short), "orpheus-http").synthesize(TEXT).pcm
-    first = len(uncut) * ends[0] // len(pcm)
-    faults = Faults(drop_after_bytes=first // 2, stream_failures=1, first_failure=2)
+    short = {"samples_per_word": 240, **server_options(protocol)}  # 10 ms a word: the text plays in 2.5 s
+    uncut = synth(serve(protocol=protocol, **short), protocol).synthesize(TEXT).pcm
     recording = pulse.record()
     with warnings.catch_warnings():
         warnings.simplefilter("error", BasettsWarning)
-        spoken = synth(serve(protocol="orpheus-http", faults=faults, **short), "orpheus-http").speak(TEXT)
+        spoken = synth(serve(protocol=protocol, faults=cut(len(uncut) / len(pcm)), **short), protocol).speak(TEXT)
     played = recording.stop()
     assert spoken.stats.recoveries >= 1 and spoken.pcm == uncut
     assert_played_exactly(played, uncut)
     assert all_threads_gone()
+
+
+@pytest.mark.parametrize("protocol", ["orpheus-http", "qwen3", "orpheus"])
+def test_a_cut_at_a_chosen_time_is_recovered(serve: Any, protocol: str) -> None:
+    """A network failing at a moment, 50 ms into a unit's generation (a server at 10x real time)."""
+    http = protocol != "qwen3"
+    faults = Faults(drop_after_seconds=0.05, stream_failures=1, first_failure=2 if http else 1)
+    server = serve(protocol=protocol, faults=faults, speed=10.0, samples_per_word=480, **server_options(protocol))
+    audio = synth(server, protocol).synthesize(TEXT)
+    assert audio.pcm == server.expected_pcm(TEXT) and audio.stats.recoveries == 1
+    spoken_once(server, protocol)
 
 
 @pytest.mark.parametrize("protocol", ["orpheus-http", "qwen3", "orpheus"])

@@ -60,7 +60,7 @@ def test_an_iterable_is_sent_word_by_word_as_it_comes():
 @pytest.mark.parametrize("scheme", ["ws", "wss"])
 def test_text_waits_while_the_server_generates_longer_than_read_timeout(scheme, monkeypatch):
     """The server reads no text while it generates a segment. With megabytes of text the socket
-    buffers fill and a send waits for the whole generation (2 s here, read_timeout 0.5 s): that wait is
+    buffers fill and a send waits for the whole generation (1 s here, read_timeout 0.25 s): that wait is
     not a timeout, and no word may be lost to it. Over TLS too, where reads and writes take turns."""
     words = [f"{'x' * 10_000}{i}" for i in range(2000)]  # 20 MB: more than the buffers on the way hold
     text = " ".join(words)
@@ -69,12 +69,13 @@ def test_text_waits_while_the_server_generates_longer_than_read_timeout(scheme, 
         monkeypatch.setenv("SSL_CERT_FILE", os.path.join(CERTS, "untrusted-cert.pem"))
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         context.load_cert_chain(os.path.join(CERTS, "untrusted-cert.pem"), os.path.join(CERTS, "untrusted-key.pem"))
-    # 1000 words of 2 ms each: the first segment takes 2 s, during which the other 1000 words wait.
+    # 1000 words of 1 ms each: the first segment takes 1 s, during which the other 1000 words wait.
     # The built-in splitter: pysbd on a 10 MB buffer at every message would take minutes (on the real
     # server too).
-    with LocalServer(samples_per_word=48, speed=1.0, ssl_context=context, pysbd=False) as server:
+    with LocalServer(samples_per_word=24, speed=1.0, ssl_context=context, pysbd=False) as server:
         # one connection (recoveries=0: a long text goes as parts otherwise), where megabytes wait
-        synth = Synthesizer(url=server.url, api_key=server.api_key, buffer_size=1000, read_timeout=0.5, recoveries=0)
+        synth = Synthesizer(url=server.url, api_key=server.api_key, buffer_size=1000, read_timeout=0.25,
+                            recoveries=0)
         for given in (text, iter(w + " " for w in words)):  # from a list (batches) and an iterable
             result: dict = {}
             caller = threading.Thread(target=lambda g=given, r=result: r.update(audio=synth.synthesize(g)))

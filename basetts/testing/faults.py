@@ -30,6 +30,9 @@ class Faults:
     """Send this many audio bytes, then cut the TCP connection without a close frame."""
     drop_after_messages: Optional[int] = None
     """Send this many audio messages (HTTP: body chunks), then cut as drop_after_bytes does."""
+    drop_after_seconds: Optional[float] = None
+    """Cut as drop_after_bytes does at the first audio message due this many seconds after the conversation (HTTP:
+    the request) began, wherever its audio then is (a network failing at a moment; pace the server to place it)."""
     cut: str = "reset"
     """How a drop cuts it: "reset" (a TCP reset, as a crashed server or a broken network), "eof" (a FIN: the
     socket closed without a close frame, or an HTTP body without its last chunk), or "blackhole" (nothing more
@@ -69,7 +72,8 @@ class Faults:
     @property
     def drops(self) -> bool:
         """The stream is cut after a number of bytes or messages."""
-        return self.drop_after_bytes is not None or self.drop_after_messages is not None
+        return (self.drop_after_bytes is not None or self.drop_after_messages is not None
+                or self.drop_after_seconds is not None)
 
     def for_conversation(self, number: int) -> "Faults":
         """The faults conversation `number` (1 for the first) meets: the stream's only from first_failure, every
@@ -79,6 +83,7 @@ class Faults:
         if since >= 0 and since % every == 0 and within:
             return self
         return dataclasses.replace(self, silent=False, drop_after_bytes=None, drop_after_messages=None,
+                                   drop_after_seconds=None,
                                    close_code=None, frame_sizes=None, stall_after_bytes=None, random_frames=None,
                                    text_frame=None)
 

@@ -81,6 +81,7 @@ class Sender:
             chooser = random.Random(self.faults.random_frames)
             self._sizes = [chooser.randint(1, 8192) for _ in range(997)]
         self._size_index = 0
+        self._began = time.monotonic()  # the conversation's (HTTP: the request's) start: drop_after_seconds
         self._stalled = False
         self._started: Optional[float] = None
         self._audio_seconds = 0.0
@@ -144,7 +145,9 @@ class Sender:
 
     def _apply_faults(self, frame: bytes) -> bytes:
         faults, sent = self.faults, self.record.bytes_sent
-        if faults.drop_after_messages is not None and len(self.record.frame_sizes) >= faults.drop_after_messages:
+        late = faults.drop_after_seconds is not None and time.monotonic() - self._began >= faults.drop_after_seconds
+        counted = faults.drop_after_messages is not None and len(self.record.frame_sizes) >= faults.drop_after_messages
+        if late or counted:
             if faults.close_code is not None:
                 self._close_with_fault()
             self._drop()
