@@ -209,6 +209,10 @@ def test_every_stop_fades_out_at_once_and_returns_what_was_heard(pulse: Any, ser
     assert all_threads_gone() and pulse.sink_inputs() == []
     if kind != "play":
         assert server.last().client_disconnected  # the connection was closed, not played out
+        # A stop asked for is no lost connection: nothing is recovered, no connection opened after it.
+        assert heard.stats.recoveries == 0 and not [c for c in server.conversations if c.client_disconnected][1:]
+        time.sleep(0.2)
+        assert server.last() is server.conversations[-1] and server.last().client_disconnected
 
 
 SESSION_CHILD = textwrap.dedent("""

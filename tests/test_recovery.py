@@ -355,6 +355,22 @@ def test_what_recovery_cannot_mend_ends_the_call_with_what_was_complete(serve: A
     assert all_threads_gone()
 
 
+def test_a_reconnection_refused_once_is_retried_and_the_text_goes_on(serve: Any) -> None:
+    """The network still failing while the call reconnects: the new connection's upgrade is refused (503) once;
+    the retries try again after their backoff, and the text goes on."""
+    pcm, ends = clean(serve, "qwen3")
+    faults = Faults(drop_after_bytes=ends[2] + 100, stream_failures=1)
+    server = serve(protocol="qwen3", voices=("alice",), faults=faults)
+
+    def refuse_the_next_upgrade(chunk: bytes) -> None:
+        if server.faults.handshake_status is None:
+            server.faults.handshake_status, server.faults.handshake_failures = 503, server.handshakes + 1
+
+    audio = synth(server, "qwen3", retry_backoff=0.01).synthesize(TEXT, on_audio=refuse_the_next_upgrade)
+    assert audio.pcm == pcm and audio.stats.recoveries == 1
+    assert server.handshakes == 3 and audio.stats.attempts == 3  # the first, the refused one, the one that went on
+
+
 def test_each_recovery_is_traced_with_its_cause(serve: Any, tmp_path: Any) -> None:
     pcm, ends = clean(serve, "qwen3")
     server = serve(protocol="qwen3", voices=("alice",), faults=Faults(drop_after_bytes=ends[2] + 10, stream_failures=1))
