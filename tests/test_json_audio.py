@@ -8,6 +8,7 @@ import array
 import base64
 import json
 import struct
+import time
 import wave
 from pathlib import Path
 from typing import Any
@@ -39,7 +40,13 @@ def expected(server: Any, protocol: str, text: str) -> bytes:
 def test_every_call_speaks_each_model(serve: Any, tmp_path: Path, protocol: str) -> None:
     server = serve(protocol=protocol)
     synth = synth_for(server, protocol=protocol)
+    synth.connect()  # the first call's connection, opened ahead: the request goes on it
+    deadline = time.monotonic() + 5
+    while server.connections < 1 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert server.connections == 1 and not server.conversations
     assert synth.synthesize(TEXT).pcm == expected(server, protocol, TEXT)
+    assert server.connections == 1 and server.last().connection == 1
     text_sent = TEXT.replace("'", "\u2019") if protocol == "piper" else TEXT  # piper's shell quoting
     assert server.last().messages == [text_sent] and server.last().settings == {}
     assert b"".join(synth.stream(TEXT)) == expected(server, protocol, TEXT)

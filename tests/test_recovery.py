@@ -200,7 +200,7 @@ def test_a_cut_mid_unit_is_recovered_and_the_audio_is_the_uncut_audio(serve: Any
 
 
 @pytest.mark.parametrize("protocol", ["orpheus-http", "qwen3", "orpheus"])
-@pytest.mark.parametrize("where", ["boundary", "last unit", "twice", "eof"])
+@pytest.mark.parametrize("where", ["boundary", "last unit", "twice", "eof", "close 1011"])
 def test_cuts_anywhere_and_twice_are_recovered(serve: Any, protocol: str, where: str) -> None:
     pcm, ends = clean(serve, protocol)
     http = protocol != "qwen3"  # a conversation per unit
@@ -212,6 +212,9 @@ def test_cuts_anywhere_and_twice_are_recovered(serve: Any, protocol: str, where:
                             else ends[last - 1] + 1000, stream_failures=1, first_failure=last + 1 if http else 1),
         "twice": Faults(drop_after_bytes=5000, stream_failures=2, first_failure=1),
         "eof": Faults(drop_after_bytes=ends[0] + 2 if not http else 3, cut="eof", stream_failures=1),
+        "close 1011": Faults(drop_after_bytes=(ends[1] - ends[0]) // 2 if http else (ends[0] + ends[1]) // 2,
+                             close_code=1011, close_reason="model crashed", stream_failures=1,
+                             first_failure=2 if http else 1),
     }[where]
     server = serve(protocol=protocol, **server_options(protocol), faults=faults)
     audio = synth(server, protocol).synthesize(TEXT)
@@ -340,18 +343,21 @@ def test_what_recovery_cannot_mend_ends_the_call_with_what_was_complete(serve: A
         with pytest.warns(BasettsWarning, match=said), pytest.raises(StreamInterrupted) as caught:
             synth(server, "orpheus-http", **options).synthesize(TEXT)
         assert caught.value.partial.pcm == pcm[:ends[0] + half]
-    # Refused at the reconnection: the loss, saying why it could not go on, with the audio complete so far.
-    server = serve(protocol="orpheus-http", faults=Faults(drop_after_bytes=half, first_failure=2, stream_failures=1))
-    heard = []
+    # Refused at the reconnection (401, or a 429 asking for longer than a call waits): the loss, saying why it
+    # could not go on, with the audio complete so far.
+    for status, retry_after in ((401, None), (429, 120.0)):
+        server = serve(protocol="orpheus-http", faults=Faults(drop_after_bytes=half, first_failure=2, stream_failures=1,
+                                                              retry_after=retry_after))
+        heard: List[int] = []
 
-    def refuse(chunk: bytes) -> None:  # from the second request's audio on: it was answered already
-        heard.append(len(chunk))
-        if sum(heard) > ends[0]:
-            server.faults.handshake_status = 401
+        def refuse(chunk: bytes, server: LocalServer = server, status: int = status, heard: List[int] = heard) -> None:
+            heard.append(len(chunk))  # from the second request's audio on: it was answered already
+            if sum(heard) > ends[0]:
+                server.faults.handshake_status = status
 
-    with pytest.raises(StreamInterrupted, match="A new connection to finish it failed.*401") as caught:
-        synth(server, "orpheus-http").synthesize(TEXT, on_audio=refuse)
-    assert caught.value.partial.pcm == pcm[:ends[0]]
+        with pytest.raises(StreamInterrupted, match=f"A new connection to finish it failed.*{status}") as caught:
+            synth(server, "orpheus-http").synthesize(TEXT, on_audio=refuse)
+        assert caught.value.partial.pcm == pcm[:ends[0]]
     assert all_threads_gone()
 
 

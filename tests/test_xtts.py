@@ -4,6 +4,7 @@ and errors. It shares Orpheus over HTTP's requests and driver, so what test_orph
 (keep-alive, chunking, timeouts) is not repeated here."""
 from __future__ import annotations
 
+import time
 import wave
 from pathlib import Path
 from typing import Any
@@ -31,9 +32,15 @@ def test_every_call_speaks_xtts(serve: Any, tmp_path: Path) -> None:
     server = xtts_server(serve)
     synth = xtts(server, language="de")
     assert synth.settings.url == server.url and server.url.endswith("/predict")
+    synth.connect()  # the first call's connection, opened ahead: the request goes on it
+    deadline = time.monotonic() + 5
+    while server.connections < 1 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert server.connections == 1 and not server.conversations
     audio = synth.synthesize(TEXT)
     assert audio.pcm == server.expected_pcm(TEXT)
     record = server.last()
+    assert server.connections == 1 and record.connection == 1
     assert record.messages == [TEXT] and record.settings == {"language": "de"}  # the text field is "text"
     assert record.status == 200 and record.protocol == "xtts-streaming"
     assert b"".join(synth.stream(TEXT)) == server.expected_pcm(TEXT)
