@@ -263,9 +263,13 @@ def test_a_json_answer_is_not_taken_for_audio() -> None:
 
     threading.Thread(target=answer, daemon=True).start()
     url = f"http://127.0.0.1:{listener.getsockname()[1]}/production/predict"
-    with pytest.raises(basetts.StreamInterrupted, match="application/json, not audio"):
+    with pytest.raises(basetts.StreamInterrupted, match="application/json, not audio") as caught:
         basetts.Synthesizer(url=url, api_key="k").synthesize(TEXT)
     listener.close()
+    # What to set instead: every JSON preset by name (a model id alone finds only that it is predict-only).
+    from basetts.protocols.json_audio import PRESETS
+
+    assert all(f"'{preset.name}'" in str(caught.value) for preset in PRESETS) and "'json-audio'" in str(caught.value)
 
 
 def test_no_threads_or_sockets_left_after_many_calls(serve: Any) -> None:

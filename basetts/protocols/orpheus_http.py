@@ -45,6 +45,9 @@ MAX_HEADER = 65536
 MAX_ERROR_BODY = 65536
 """Bytes of an error's body kept for its message."""
 _FIELDS = ("max_tokens", "temperature", "top_p", "repetition_penalty")
+JSON_HINT = (" A deployment that answers JSON with a base64 WAV takes its model's protocol=: 'kokoro', 'chatterbox', "
+             "'sesame', 'piper', 'xtts-v2', 'metavoice', or 'json-audio' with response_key= for another.")
+"""What to set when a deployment taken for a streamed one answers JSON (json_audio's presets; a test keeps it so)."""
 # The websocket's default max_tokens (Settings's): a budget per utterance there, but per 280-character chunk
 # here, where the server's own default (6144) is what fits a chunk. Only a value the user chose is sent.
 _WEBSOCKET_MAX_TOKENS = 2000
@@ -323,9 +326,10 @@ class Utterance(Conversing):
         if 200 <= response.status_code < 300:
             kind = headers.get("content-type", "no content type")
             expected = "JSON" if self._answer is not None else "audio"
+            hint = JSON_HINT if self._answer is None and "json" in kind.lower() else ""
             return StreamInterrupted(
                 f"The deployment answered with {kind}, not {expected}: is it {self._serves}? Check the URL and "
-                f"protocol=. It said: {body.strip()[:300]!r}")
+                f"protocol=.{hint} It said: {body.strip()[:300]!r}")
         return status_error(response.status_code, headers, f"https://{self.host}{self.target}", REQUEST, body)
 
     def _broken(self, detail: str, got_data: bool) -> BasetenTTSError:
