@@ -676,6 +676,27 @@ def test_a_unit_restarted_after_a_lost_connection_joins_what_was_heard_without_a
     assert out[kept] == 0  # silent at the splice itself
 
 
+def test_behind_a_resampler_nothing_is_taken_back_but_the_restart_still_joins_without_a_click(
+        fake_pa: FakePortAudio) -> None:
+    """A device that cannot play 24 kHz: the resampler's state has run on, so nothing is taken back, but what
+    follows (the unit again) joins what was queued with the same fades, after the resampler's last samples."""
+    fade = int(48000 * playback.FADE_SECONDS)
+    with Player(prebuffer=0.1, device_rate=48000) as player:
+        stream = fake_pa.stream
+        assert stream is not None and stream.options["rate"] == 48000
+        player.feed(pcm_of(*[10000] * 9600))  # 0.4 s: 19200 samples at the device's rate
+        out = array.array("h", stream.pull(960)[0]).tolist()
+        assert player.take_back(2 * 9000) == 0
+        player.feed(pcm_of(*[-10000] * 4800))
+        player.end()
+        while len(out) < 19200 + 9600 + 960:
+            out += array.array("h", stream.pull(1000)[0]).tolist()
+    kept = 19200
+    steps = [abs(b - a) for a, b in zip(out, out[1:kept + 9000])]
+    assert max(steps) <= 10000 // fade * 3, "a step: a click at the splice"
+    assert out[kept - 2 * fade] == 10000 and out[kept + fade] == -10000 and out[kept] == 0
+
+
 def test_the_end_is_not_an_underrun_and_completes_only_once_heard(fake_pa: FakePortAudio) -> None:
     with Player(prebuffer=1.0) as player:
         stream = fake_pa.stream

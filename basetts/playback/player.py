@@ -298,10 +298,14 @@ class Player:
     def take_back(self, count: int) -> int:
         """Remove up to the last `count` bytes fed that the device has not taken yet, but for a margin the
         callback may be reading (two of its largest buffers); the bytes removed. None behind a resampler, whose
-        state has run on: 0."""
-        if self._resampler is not None or self._odd:
-            return 0
+        state has run on: 0 (the restart that follows still joins with a fade)."""
         ring = self._ring
+        if self._resampler is not None or self._odd:
+            if count and ring.written > ring.read:
+                if self._resampler is not None:
+                    self._push(self._resampler.flush())  # the old sound's last samples: the join is exact
+                self._splice = ring.written
+            return 0
         margin = 2 * len(self._out) if self._started else 0
         removable = max(0, min(count, ring.written - ring.read - margin))
         removable -= removable % SAMPLE_WIDTH
