@@ -37,6 +37,9 @@ _FIRST_AUDIO_HANDOFF = 50e-6
 # How much of a whole text open() sends itself (at most its first batch) before leaving the rest to the
 # writer thread: little enough to fit in the socket buffers even if the server reads none.
 _EAGER_BYTES = 4096
+# What `_read_first` reads at a time: the answer's head and its first chunk or two of audio, so the first audio is
+# handed on without first decoding all that a fast server has sent by then (up to READ_SIZE).
+_FIRST_READ_SIZE = 8192
 
 
 class _End:
@@ -124,6 +127,12 @@ class Conversation:
         self._end: Optional[_End] = None  # the end chunks() met
         self._reader_done = False
         self._writer_waiting = False
+        # HTTP with a whole text: no writer thread. This thread reads the answer up to its first audio and the
+        # reader starts when the consumer comes back for more; each next request goes from whichever thread sees
+        # room for it (`_send_next`), so no thread hand-off stands between a response and the next request.
+        self._sends_itself = (not protocols.spec(settings.protocol).upgrades
+                              and isinstance(words, (list, tuple)))
+        self._reader_deferred = False
         self._in_text = False  # the writer waits for the caller's text iterable (which nothing can interrupt)
         self._write_lock = threading.Lock()  # one write at a time: the writer's, or a pong between them
         self._trace = Trace.open(settings)
@@ -191,12 +200,39 @@ class Conversation:
         # audio. A short text needs no writer thread at all.
         if isinstance(self._words, (list, tuple)):
             self._send_now()
+        if self._sends_itself:
+            self._connected.set()
+            self._read_first()
+            return
         self._start_reader()
         self._connected.set()
         if not upgrades:
             self._await_answer()
         if not self._utterance.all_sent:
             self._start_thread("writer", self._write)
+
+    def _read_first(self) -> None:
+        """HTTP, a whole text: read the answer in this thread up to its first audio (or its end), so nothing
+        waits for another thread before the first sound; a refusal raises here, where it is retried, as in
+        `_await_answer`. The reader starts when the consumer asks for more (`_next_item`)."""
+        if self._on_upgrade is not None:
+            self._on_upgrade()
+        sock = self._sock
+        assert sock is not None
+        data: Optional[bytes] = sock.take_buffered()
+        while not self._stop.is_set():
+            over = self._step(sock, data, _FIRST_READ_SIZE, consumer=True)
+            data = b""
+            if over is not None:
+                with self._changed:
+                    self._reader_done = True
+                if over[0] is not None and not self._utterance.answered:
+                    raise over[0]
+                self._finish(over[0])
+                return
+            if self._queued:
+                break
+        self._reader_deferred = not self._stop.is_set()
 
     def _await_answer(self) -> None:
         """An HTTP protocol: the request just sent is answered (a 2xx head) before open() returns, so a
@@ -303,6 +339,9 @@ class Conversation:
         end, a failed text iterable, close())."""
         if self._end is not None:
             return self._end  # asked again after the end
+        if self._reader_deferred and self._queue.empty():
+            self._reader_deferred = False
+            self._start_reader()
         item = self._queue.get()
         if isinstance(item, _End):
             self._end = item
@@ -312,6 +351,8 @@ class Conversation:
                 if ((self._writer_waiting and self._queued < ROOM_BYTES)
                         or self._queued + len(item) > MAX_QUEUED_BYTES):
                     self._changed.notify_all()  # the consumer caught up: the writer (or a full reader) goes on
+            if self._sends_itself:
+                self._send_next()
         return item
 
     # threads ---------------------------------------------------------------------------------------
@@ -369,7 +410,7 @@ class Conversation:
         server generates it reads nothing, so our socket can be full of text, and a reader waiting to send
         would stop reading audio while the server waits for us to read."""
         sock = self._sock
-        if sock is None or not self._write_lock.acquire(blocking=False):
+        if sock is None or not self._utterance.controls or not self._write_lock.acquire(blocking=False):
             return
         try:
             if not sock.writable():
@@ -380,6 +421,35 @@ class Conversation:
                 self._trace.wrote(write)
         finally:
             self._write_lock.release()
+
+    def _send_next(self) -> None:
+        """HTTP, a whole text: the next request, once the one before has been answered whole and the consumer
+        is not behind (`ROOM_BYTES`), written by the thread that sees it (the reader at a response's end, the
+        consumer once it has caught up). A request follows a response the server has finished, so the
+        socket has room for it; the write is bounded by read_timeout all the same."""
+        sock = self._sock
+        if sock is None or self._stop.is_set():
+            return
+        with self._lock:
+            now = time.monotonic()
+            if self._utterance.all_sent or self._queued >= ROOM_BYTES or not self._utterance.may_send(now):
+                return
+            writes = self._utterance.fill(now)
+        try:
+            with self._write_lock:
+                for write in writes:
+                    sock.write(memoryview(write.data), self._stop, now + self.settings.read_timeout)
+                    self._trace.wrote(write)
+        except OSError as exc:
+            log.debug("sending the next request failed: %s", exc)  # the reader reports why
+            return
+        self._prepare()
+
+    def _prepare(self) -> None:
+        """HTTP, a whole text: cut the next request's text while the server answers this one (`Conversing.prepare`)."""
+        with self._lock:
+            if not self._utterance.all_sent:
+                self._utterance.prepare()
 
     def _write(self) -> None:
         """Send settings, one word per message, then the sentinel (whatever open() has not sent), each
@@ -430,6 +500,10 @@ class Conversation:
             with self._changed:
                 self._reader_done = True  # the writer, waiting for a pong, stops: nothing more is read
                 self._changed.notify_all()
+        self._finish(error)
+
+    def _finish(self, error: Optional[BaseException]) -> None:
+        """The stream is over: trace it and queue its end (unless close() did)."""
         if self._stop.is_set():
             return  # close() queues the end
         try:
@@ -444,50 +518,62 @@ class Conversation:
         if sock is None or self._stop.is_set():
             return None
         data: Optional[bytes] = sock.take_buffered()  # what came with the upgrade's answer
+        if self._sends_itself:
+            self._prepare()  # the second request's text: `_read_first` handed on the first audio without it
         while not self._stop.is_set():
-            self._send_control()
-            if not data:
-                with self._lock:
-                    deadline = self._utterance.deadline()
-                wait = self._idle_wake if deadline is None else deadline - time.monotonic()
-                try:
-                    data = sock.read(transport.READ_SIZE, min(max(wait, 0.0), self._idle_wake))
-                except OSError as exc:
-                    if self._stop.is_set():
-                        return None
-                    log.debug("reader: connection lost: %s", exc)
-                    data = b""
-                if data is None:
-                    if wait <= 0:
-                        with self._lock:
-                            return self._utterance.timeout_error(time.monotonic())
-                    data = b""
-                    continue
-            now = time.monotonic()
-            with self._changed:
-                received = self._utterance.receive(data, now)
-                expired = None if received.ended else self._utterance.expired(now)
-                if received.acknowledged:
-                    self._changed.notify_all()
-            self._trace.received(len(data), received)
+            over = self._step(sock, data)
             data = b""
-            if received.audio:
-                self._on_audio(received.audio, now)
-            if received.ended:
-                self._send_control()  # the close's answer: if it cannot go now, what was read still counts
-                if received.error is None:
-                    warn_trailing(self._utterance)
-                return received.error
-            if expired is not None:  # however the bytes came (pings, empty messages): the deadline holds
-                return expired
+            if over is not None:
+                return over[0]
         return None
 
-    def _on_audio(self, pcm: bytes, now: float) -> None:
+    def _step(self, sock: transport.BoundedSocket, data: Optional[bytes], size: int = transport.READ_SIZE,
+              consumer: bool = False) -> Optional[Tuple[Optional[BaseException]]]:
+        """One read of at most `size` bytes (unless `data` came already) and what the protocol makes of it: (the
+        error, or None) once the stream is over, else None. `consumer`: run by the thread that takes the audio."""
+        self._send_control()
+        if not data:
+            with self._lock:
+                deadline = self._utterance.deadline()
+            wait = self._idle_wake if deadline is None else deadline - time.monotonic()
+            try:
+                data = sock.read(size, min(max(wait, 0.0), self._idle_wake))
+            except OSError as exc:
+                if self._stop.is_set():
+                    return (None,)
+                log.debug("reader: connection lost: %s", exc)
+                data = b""
+            if data is None:
+                if wait <= 0:
+                    with self._lock:
+                        return (self._utterance.timeout_error(time.monotonic()),)
+                return None
+        now = time.monotonic()
+        with self._changed:
+            received = self._utterance.receive(data, now)
+            expired = None if received.ended else self._utterance.expired(now)
+            if received.acknowledged:
+                self._changed.notify_all()
+        self._trace.received(len(data), received)
+        if received.audio:
+            self._on_audio(received.audio, now, consumer)
+        if received.ended:
+            self._send_control()  # the close's answer: if it cannot go now, what was read still counts
+            if received.error is None:
+                warn_trailing(self._utterance)
+            return (received.error,)
+        if expired is not None:  # however the bytes came (pings, empty messages): the deadline holds
+            return (expired,)
+        if received.acknowledged and self._sends_itself:
+            self._send_next()
+        return None
+
+    def _on_audio(self, pcm: bytes, now: float, consumer: bool = False) -> None:
         first = count_audio(self.stats, self._utterance, self._started, now, audio=True, before=self._before)
         if not pcm:
             return
         self._put(pcm)
-        if first:
+        if first and not consumer:
             # Let the consumer take the GIL now: when frames come in a burst (a fast server), this
             # thread would otherwise read several more before the first one is handed on.
             time.sleep(_FIRST_AUDIO_HANDOFF)

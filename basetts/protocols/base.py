@@ -375,6 +375,9 @@ class Conversing:
     """Read by `take` (or a test), never under a lock."""
     answered = True
     """The server took the conversation (a websocket's is taken at the upgrade; an HTTP request at its head)."""
+    controls = True
+    """It may owe the server something besides the text (`data_to_send`: pongs, keepalives, the close's answer);
+    HTTP owes nothing, so a driver need not ask."""
 
     def __init__(self, *, buffer_size: int, first_audio_timeout: float, read_timeout: float,
                  max_message_size: int, keepalive_timeout: float) -> None:
@@ -454,6 +457,12 @@ class Conversing:
             taken.append(message)
             if (message.ends_batch and not message.last) or not eager or len(taken) >= BATCH_MESSAGES:
                 return taken
+
+    def prepare(self) -> None:
+        """Read the next message from a whole text now (it cannot wait), while the server is busy with the one
+        before, so that `take` costs nothing when it is due (an HTTP request's text is cut with pysbd)."""
+        if self._held is None:
+            self._held = next(self.messages, None)
 
     def send(self, messages: List[Outgoing], now: float) -> Write:
         """`messages` (from `take`) as frames, with the pacing ping after a batch's end; counted as sent now."""

@@ -140,6 +140,7 @@ class Utterance(Conversing):
     Each request is a unit: its response's end is where a lost connection resumes."""
 
     resumable = True
+    controls = False
 
     def __init__(self, url: str, api_key: str, fields: Dict[str, Any], words: Iterable[str], *,
                  handshake_timeout: float, first_audio_timeout: float, read_timeout: float,
