@@ -135,6 +135,26 @@ def raw_server(answer: Callable[[socket.socket, str], None],
             thread.join(10)
 
 
+@contextlib.contextmanager
+def raw_http_server(answer: Callable[[socket.socket], None]) -> Iterator[str]:
+    """A one-connection server at a predict URL: `answer(connection)` reads the requests and answers them."""
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        listener.settimeout(10)
+
+        def serve() -> None:
+            connection, _ = listener.accept()
+            with connection:
+                connection.settimeout(10)
+                answer(connection)
+
+        thread = threading.Thread(target=serve)
+        thread.start()
+        try:
+            yield f"http://127.0.0.1:{listener.getsockname()[1]}/environments/production/predict"
+        finally:
+            thread.join(10)
+
+
 def upgrade_response(key: str) -> bytes:
     return ("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
             f"Sec-WebSocket-Accept: {accept_key(key)}\r\n\r\n").encode()

@@ -1,6 +1,7 @@
 """The drivers only move bytes: one scripted server exchange (pings, a fragmented message, an error event, a
-close) through each of them (a call's threads, the batch's selector loop, the voices request) gives the same
-audio, errors, stats and bytes on the wire, because every rule is the protocol layer's."""
+close; over HTTP, chunks cut mid-sample and a response cut off) through each of them (a call's threads, the
+batch's selector loop, the voices request) gives the same audio, errors, stats and bytes on the wire, because
+every rule is the protocol layer's."""
 from __future__ import annotations
 
 import json
@@ -12,7 +13,7 @@ import pytest
 import basetts
 from basetts.protocols.orpheus import SENTINEL
 
-from .helpers import raw_server, server_frame, synth_for, upgrade_response
+from .helpers import raw_http_server, raw_server, server_frame, synth_for, upgrade_response
 
 TEXT = "one two three four five"  # a single batch: no pacing ping, so the exchange is the same every time
 PCM = bytes(range(256)) * 16  # 4096 bytes
@@ -160,3 +161,79 @@ def test_a_voices_request_with_no_answer_is_a_read_timeout() -> None:
     with raw_server(answer) as url:
         with pytest.raises(basetts.ReadTimeout, match="read_timeout=0.5"):
             basetts.Synthesizer(url=url, api_key="k", protocol="qwen3", read_timeout=0.5).voices.list()
+
+
+# Orpheus over HTTP: the call reads the first answer in the caller's thread, then in its reader ---------------
+HTTP_TEXT = " ".join(f"Sentence {i} says a few words, then ends." for i in range(8))  # two requests
+HEAD = b"HTTP/1.1 200 OK\r\ncontent-type: audio/wav\r\ntransfer-encoding: chunked\r\n\r\n"
+
+
+def chunk(data: bytes) -> bytes:
+    return b"%x\r\n%s\r\n" % (len(data), data)
+
+
+def read_request(connection: socket.socket) -> bytes:
+    """One request's body (its head read up to the blank line, its body by Content-Length)."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        piece = connection.recv(65536)
+        assert piece, "the client closed the connection"
+        data += piece
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = next(int(line.split(b":")[1]) for line in head.split(b"\r\n")
+                  if line.lower().startswith(b"content-length"))
+    while len(body) < length:
+        body += connection.recv(65536)
+    return body
+
+
+def http_script(record: List[str], cut: bool) -> Callable[[socket.socket], None]:
+    """Two requests on one connection: the first answered in pieces (a chunk cut mid-sample, a chunk's size line
+    apart from its data), the second whole, or (`cut`) cut off before its last chunk."""
+
+    def answer(connection: socket.socket) -> None:
+        record.append(json.loads(read_request(connection))["prompt"])
+        connection.sendall(HEAD)
+        connection.sendall(chunk(PCM[:1001]))
+        connection.sendall(b"%x\r\n" % 2000)
+        connection.sendall(PCM[1001:3001] + b"\r\n")
+        connection.sendall(chunk(PCM[3001:]) + b"0\r\n\r\n")
+        record.append(json.loads(read_request(connection))["prompt"])
+        connection.sendall(HEAD + chunk(PCM[:1001]))
+        if not cut:
+            connection.sendall(chunk(PCM[1001:]) + b"0\r\n\r\n")
+            connection.recv(1)  # until the client lets the kept-alive connection go
+
+    return answer
+
+
+@pytest.mark.parametrize("cut", [False, True], ids=["whole", "cut off"])
+def test_the_call_and_the_batch_drive_one_http_exchange_to_the_same_end(cut: bool) -> None:
+    """The call reads the first answer in the caller's thread and the rest in its reader; the batch in its loop."""
+    outcomes = []
+    for drive in ("call", "stream", "batch"):
+        record: List[str] = []
+        with raw_http_server(http_script(record, cut)) as url:
+            synth = basetts.Synthesizer(url=url, api_key="k", retries=0, recoveries=0)
+            error: Any = None
+            if drive == "batch":
+                (result,) = list(synth.synthesize_many([HTTP_TEXT]))
+                audio, error = (result.audio, None) if result.ok else (result.error.partial, result.error)
+            else:
+                try:
+                    audio = (synth.synthesize(HTTP_TEXT) if drive == "call"
+                             else basetts.Audio(b"".join(synth.stream(HTTP_TEXT)), stats=basetts.Stats()))
+                except basetts.BasetenTTSError as exc:
+                    audio, error = exc.partial, exc
+            synth.close()
+        outcomes.append((audio.pcm if drive != "stream" or error is None else None, audio.stats.bytes_received,
+                         None if error is None else (type(error), str(error)), record))
+    call, streamed, batch = outcomes
+    assert call == batch and call[2:] == streamed[2:]
+    pcm, received, error, record = call
+    assert " ".join(record) == HTTP_TEXT and len(record) == 2
+    if cut:
+        assert pcm == PCM + PCM[:1000] and received == len(PCM) + 1001
+        assert error is not None and error[0] is basetts.StreamInterrupted
+    else:
+        assert pcm == streamed[0] == PCM * 2 and received == 2 * len(PCM) and error is None

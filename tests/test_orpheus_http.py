@@ -272,6 +272,29 @@ def test_a_json_answer_is_not_taken_for_audio() -> None:
     assert all(f"'{preset.name}'" in str(caught.value) for preset in PRESETS) and "'json-audio'" in str(caught.value)
 
 
+def test_a_whole_text_is_read_without_a_writer_thread_and_waits_for_a_consumer_that_is_behind(serve: Any) -> None:
+    """The first audio is read in the caller's thread (no thread is started before it); each next request goes
+    from the reader or the consumer, never from a thread of its own; and a consumer that falls behind holds the
+    next request back, so what waits in memory is the audio of the request already made (ROOM_BYTES)."""
+    server = http_server(serve, samples_per_word=24000)  # a second a word: each request's audio is megabytes
+    text = " ".join(f"Sentence {i} says a few words, then ends." for i in range(20))
+    synth = synth_for(server)
+    synth.synthesize("Warm up.")  # the call below goes on this kept-alive connection
+    chunks = synth.stream(text)
+    received = [next(chunks)]
+    assert client_threads() == []
+    received.append(next(chunks))  # the reader starts and reads the first answer whole
+    time.sleep(0.5)
+    assert server.begun == 2  # the warm-up and the first request: the next waits for the consumer
+    seen = set()
+    for chunk in chunks:
+        received.append(chunk)
+        seen.update(client_threads())
+    assert b"".join(received) == server.expected_pcm(text)
+    assert seen == {"basetts-reader"}
+    assert " ".join(record.messages[0] for record in server.conversations[1:]) == text  # every word once
+
+
 def test_no_threads_or_sockets_left_after_many_calls(serve: Any) -> None:
     server = http_server(serve)
     synth = synth_for(server)

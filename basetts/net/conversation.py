@@ -217,6 +217,8 @@ class Conversation:
         `_await_answer`. The reader starts when the consumer asks for more (`_next_item`)."""
         if self._on_upgrade is not None:
             self._on_upgrade()
+        if self._utterance.finished:
+            return  # no words: nothing was asked, and `_send` queued the end
         sock = self._sock
         assert sock is not None
         data: Optional[bytes] = sock.take_buffered()
@@ -226,9 +228,9 @@ class Conversation:
             if over is not None:
                 with self._changed:
                     self._reader_done = True
+                self._finish(over[0])
                 if over[0] is not None and not self._utterance.answered:
                     raise over[0]
-                self._finish(over[0])
                 return
             if self._queued:
                 break

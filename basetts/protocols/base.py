@@ -369,7 +369,7 @@ class Conversing:
     `qwen3.Qwen3Utterance`) says what its messages are and what received messages mean. A driver (net/) only
     moves the bytes, waits and wakes. Not thread-safe: a driver with several threads calls it under one lock,
     except `take`, which only reads the text (it may wait for the caller's iterable) and which one thread at
-    a time calls, outside the lock."""
+    a time calls, outside the lock (a whole text, which never waits, may be read under it: `fill`, `prepare`)."""
 
     messages: Iterator[Outgoing]
     """Read by `take` (or a test), never under a lock."""
