@@ -10,6 +10,7 @@ from .audio import Audio, Stats
 from .errors import SessionEnded, attach_partial
 from .net.conversation import Conversation
 from .net.retry import Kept, open_conversation, replaying
+from .net.transport import BoundedSocket
 from .settings import Settings
 from .text import WordSplitter
 
@@ -105,9 +106,10 @@ class Session:
             raise
         current.append(self._conversation)
 
-        def reopen(tried: int, words: Iterable[str], resumed_at: int) -> Conversation:
-            """After a lost connection (`replaying`): the text goes on on a new one."""
-            conversation = open_conversation(settings, words, stats, already=tried, release=release,
+        def reopen(tried: int, words: Iterable[str], resumed_at: int, spare: Optional[BoundedSocket]
+                   ) -> Conversation:
+            """After a lost connection (`replaying`): the text goes on on a new one (`spare`, if opened ahead)."""
+            conversation = open_conversation(settings, words, stats, spare, already=tried, release=release,
                                              resumed_at=resumed_at)
             current[:] = [conversation]
             return conversation

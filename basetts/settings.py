@@ -379,6 +379,8 @@ class Settings:
 
     def replace(self, **overrides: Any) -> "Settings":
         """A copy with per-call overrides (None leaves a field as it is), validated."""
+        if not overrides:
+            return self
         unknown = set(overrides) - {f.name for f in dataclasses.fields(self)}
         if unknown:
             raise ArgumentTypeError(f"unknown setting(s): {', '.join(sorted(unknown))}")

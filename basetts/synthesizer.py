@@ -187,12 +187,14 @@ class Synthesizer:
         sock = spare.take(settings) if spare is not None else None
         return sock if sock is not None else self._idle.take(settings)
 
-    def _converse(self, settings: Settings, words: Iterable[str], stats: Stats, **options: Any) -> "Conversation":
-        """One conversation, open: on the connection opened ahead or kept alive if there is one, which it hands
-        back for the next call if its protocol keeps it alive (`open_conversation`)."""
+    def _converse(self, settings: Settings, words: Iterable[str], stats: Stats, spare: Any = None,
+                  **options: Any) -> "Conversation":
+        """One conversation, open: on `spare` (a long text's next part's), else the connection opened ahead or
+        kept alive if there is one, which it hands back for the next call if its protocol keeps it alive
+        (`open_conversation`)."""
         settings = self._settled(settings)
-        return open_conversation(settings, words, stats, self._take_spare(settings), release=self._idle.put,
-                                 **options)
+        return open_conversation(settings, words, stats, spare if spare is not None else self._take_spare(settings),
+                                 release=self._idle.put, **options)
 
     def _chunks(self, settings: Settings, words: Iterable[str], stats: Stats,
                 take_back: Optional[Callable[[int], int]] = None, **options: Any) -> Iterator[bytes]:
@@ -200,9 +202,9 @@ class Synthesizer:
         refused before any audio with a close that asks to come back (1012, 1013) is sent again, one whose
         connection is lost after audio began goes on on a new one. `take_back(count)` removes the last
         `count` bytes handed on, where the caller can (the bytes removed)."""
-        return replaying(lambda tried, rest, resumed_at: self._converse(
-            settings, rest, stats, already=tried, resumed_at=resumed_at, **options), words, options.get("cancel"),
-            take_back)
+        return replaying(lambda tried, rest, resumed_at, spare: self._converse(
+            settings, rest, stats, already=tried, resumed_at=resumed_at, spare=spare, **options), words,
+            options.get("cancel"), take_back)
 
     def stream(self, text: Text, **overrides: Unpack[CallSettings]) -> Generator[bytes, None, None]:
         """Yield 16-bit PCM chunks (whole samples) as they arrive. Breaking out early closes the connection.

@@ -333,6 +333,23 @@ def test_a_sentence_partly_heard_is_heard_again_after_a_fade_not_a_click(serve: 
     assert (sounding[-1] - sounding[0]) * 2 > len(uncut) + 2 * 1200  # part of the sentence: heard twice
 
 
+def test_each_part_goes_on_a_connection_opened_while_the_part_before_was_heard(serve: Any) -> None:
+    """Orpheus's websocket, a text in parts: the next part's connection is opened (TCP, upgrade) once the part
+    before has all its text sent, so it is there when that part ends. A deployment that takes one connection at a
+    time (at its concurrency limit) refuses it, and each part then opens its own: the same audio either way."""
+    pcm, _ = clean(serve, "orpheus")
+    server = serve(protocol="orpheus", speed=20.0)  # the last segment of a part takes longer than an upgrade
+    audio = synth(server, "orpheus").synthesize(TEXT)
+    assert audio.pcm == pcm and audio.stats.recoveries == 0
+    assert server.most_at_once == 2 and server.connections == len(server.conversations) > 2
+    spoken_once(server, "orpheus")
+    server = serve(protocol="orpheus", speed=20.0, faults=Faults(one_at_a_time=True))
+    audio = synth(server, "orpheus").synthesize(TEXT)
+    assert audio.pcm == pcm and audio.stats.recoveries == 0
+    spoken_once(server, "orpheus")
+    assert all_threads_gone()
+
+
 def test_what_recovery_cannot_mend_ends_the_call_with_what_was_complete(serve: Any) -> None:
     pcm, ends = clean(serve, "orpheus-http")
     half = (ends[1] - ends[0]) // 4 * 2

@@ -153,3 +153,47 @@ def test_warm_calls_leak_no_threads_or_sockets(server):
     # The last spare may be closed before the server's handler has recorded it: wait for that too.
     assert wait_for(lambda: len(server.conversations) == 1 + 6 and settled(server, fds)), (
         client_threads(), open_fds(), fds, client_sockets_open(server), len(server.conversations))
+
+
+# a long text's next part: `Ahead` ------------------------------------------------------------------------------
+def test_the_next_parts_connection_is_opened_ahead_and_handed_over_once(server):
+    from basetts.net.spare import Ahead
+
+    ahead = Ahead(synth_for(server).settings)
+    sock = ahead.take()
+    assert sock is not None and server.handshakes == 1  # opened, upgraded, and nothing sent on it
+    assert ahead.take() is None  # handed over once: the conversation owns it now
+    ahead.close()  # closes nothing it handed over
+    assert sock.writable()
+    sock.close()
+    assert client_threads() == []
+
+
+def test_a_next_part_connection_that_failed_or_went_stale_is_not_handed_over(server, monkeypatch):
+    from basetts.net.spare import Ahead
+    from basetts.testing import Faults
+
+    refusing = LocalServer(faults=Faults(handshake_status=503))
+    with refusing:
+        assert Ahead(synth_for(refusing).settings).take() is None  # the part opens its own, with the retries
+    monkeypatch.setattr(orpheus.SPEC, "spare_max_age", 0.05)
+    ahead = Ahead(synth_for(server).settings)
+    time.sleep(0.1)
+    assert ahead.take() is None and client_threads() == []
+
+
+def test_closing_while_the_next_parts_upgrade_is_held_returns_at_once():
+    """A deployment scaling up holds the upgrade: a call that ends (Ctrl+C, a stop) must not wait for it."""
+    import socket
+
+    from basetts import Synthesizer
+    from basetts.net.spare import Ahead
+
+    with socket.create_server(("127.0.0.1", 0)) as listener:  # takes the TCP connection, never answers
+        url = f"ws://127.0.0.1:{listener.getsockname()[1]}/environments/production/websocket"
+        ahead = Ahead(Synthesizer(url=url, api_key="k", handshake_timeout=60).settings)
+        time.sleep(0.2)  # connected, waiting for the upgrade's answer
+        started = time.monotonic()
+        ahead.close()
+        assert time.monotonic() - started < 1.0  # sanity bound: not handshake_timeout
+    assert client_threads() == []

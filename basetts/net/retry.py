@@ -14,6 +14,7 @@ from ..errors import BasetenTTSError, StreamInterrupted, warn
 from ..settings import Settings
 from ..trace import Trace
 from .conversation import Conversation
+from .spare import Ahead
 from .transport import BoundedSocket
 
 log = logging.getLogger("basetts")
@@ -173,8 +174,9 @@ class _Since:
             yield word
 
 
-Opener = Callable[[int, Iterable[str], int], Conversation]
-"""Opens the conversation of `words` (attempts made before, the words, the audio made before them)."""
+Opener = Callable[[int, Iterable[str], int, Optional[BoundedSocket]], Conversation]
+"""Opens the conversation of `words` (attempts made before, the words, the audio made before them, and a
+connection opened for it, or None)."""
 
 DROPS_WINDOW = 10.0
 """Seconds: this many connections lost within it (`MAX_DROPS`) mean a server that drops at once: no recovery."""
@@ -192,8 +194,10 @@ def replaying(open_: Opener, words: Iterable[str], cancel: Optional[threading.Ev
     most: the text goes on, on a new connection, after the last unit whose audio came whole (the protocol's
     `resume_point`), and the audio after that point is taken back from the caller (`take_back(count)` says how
     much it could: what it could not is heard again, and said; a protocol that knows no units resumes only
-    when everything can be taken back). A `cancel` set meanwhile ends the audio there. `first`: the first
-    conversation, opened already on `words` (a `Kept`'s, for text arriving over time: `Session`)."""
+    when everything can be taken back). A text's next part (`Conversing.continues`) gets its connection opened
+    while the current part is heard (`Ahead`), and so does a recovery that comes first. A `cancel` set meanwhile
+    ends the audio there. `first`: the first conversation, opened already on `words` (a `Kept`'s, for text
+    arriving over time: `Session`)."""
     whole = isinstance(words, (list, tuple))
     kept = words._kept if isinstance(words, _Since) else None if whole else Kept(words)
     offset = 0  # where the current conversation's words begin among the text's
@@ -207,72 +211,90 @@ def replaying(open_: Opener, words: Iterable[str], cancel: Optional[threading.Ev
     drops: Deque[float] = collections.deque(maxlen=MAX_DROPS)
     stats: Optional[Stats] = None
     part = False  # the conversation to open carries the next part of the text (`Conversing.continues`)
+    ahead: Optional[Ahead] = None  # the next part's connection, being opened
     delay: Optional[float] = 0.0
-    while True:
-        if lost is not None and stats is not None:
-            conversation = _reopen(open_, words, began_at, stats, f"{lost} A new connection to finish it failed")
-        elif part and stats is not None:
-            conversation = _reopen(open_, words, began_at, stats, "A new connection for the rest of the text "
-                                   "failed (a long text goes on several, one after another)", count=False)
-        elif first is not None:
-            conversation, first = first, None
-        else:
-            conversation = open_(attempts, words, 0)
-        settings, stats = conversation.settings, conversation.stats
-        if kept is not None and (settings.recoveries == 0 or (not conversation.resumable and take_back is None)):
-            kept.forget_all()  # no recovery, or no unit to resume at and nothing to take back
-        with conversation:
-            try:
-                for chunk in conversation.chunks():
-                    if lost is not None:
-                        stats.recovery_time += time.monotonic() - lost_at
-                        lost = None
-                    if kept is not None:
-                        kept.forget(offset + conversation.resume_point[0])
-                    delivered += len(chunk)
-                    yield chunk
-                if not conversation.continues:
-                    return
-                done_words = conversation.resume_point[0]
-                offset += done_words
-                words = list(words)[done_words:] if kept is None else kept.since(offset)
-                began_at, part, delay = delivered, True, 0.0
-            except BasetenTTSError as exc:
-                attempts = stats.attempts
-                if cancel is not None and cancel.is_set():
-                    raise
-                if not conversation.audio_out and lost is None and not part:
-                    delay = retry_delay(settings, attempts - 1, exc) if whole else None
-                    if delay is None:
-                        raise
-                else:
-                    part = False
-                    resume = _resumption(conversation, exc, drops, delivered - began_at, take_back)
-                    if resume is None:
-                        raise
-                    (done_words, _), taken = resume
-                    delivered -= taken
+    try:
+        while True:
+            conversation = _next(open_, words, attempts, began_at, stats, lost, part, first, ahead)
+            first = ahead = None
+            settings, stats = conversation.settings, conversation.stats
+            if kept is not None and (settings.recoveries == 0 or (not conversation.resumable and take_back is None)):
+                kept.forget_all()  # no recovery, or no unit to resume at and nothing to take back
+            with conversation:
+                try:
+                    for chunk in conversation.chunks():
+                        if lost is not None:
+                            stats.recovery_time += time.monotonic() - lost_at
+                            lost = None
+                        if kept is not None:
+                            kept.forget(offset + conversation.resume_point[0])
+                        if ahead is None and conversation.continues:
+                            ahead = Ahead(settings)  # the part's text is all sent: the next part's connection
+                        delivered += len(chunk)
+                        yield chunk
+                    if not conversation.continues:
+                        return
+                    done_words = conversation.resume_point[0]
                     offset += done_words
                     words = list(words)[done_words:] if kept is None else kept.since(offset)
-                    began_at = delivered
-                    if lost is None:
-                        lost, lost_at = exc, time.monotonic()
-                    stats.recoveries += 1
-                    delay = backoff(settings, stats.recoveries)
-                    trace_recovery(settings, exc, offset, delivered, taken)
-        if delay and (cancel or threading.Event()).wait(delay):
-            return
-        if cancel is not None and cancel.is_set():
-            return
+                    began_at, part, delay = delivered, True, 0.0
+                except BasetenTTSError as exc:
+                    attempts = stats.attempts
+                    if cancel is not None and cancel.is_set():
+                        raise
+                    if not conversation.audio_out and lost is None and not part:
+                        delay = retry_delay(settings, attempts - 1, exc) if whole else None
+                        if delay is None:
+                            raise
+                    else:
+                        part = False
+                        resume = _resumption(conversation, exc, drops, delivered - began_at, take_back)
+                        if resume is None:
+                            raise
+                        (done_words, _), taken = resume
+                        delivered -= taken
+                        offset += done_words
+                        words = list(words)[done_words:] if kept is None else kept.since(offset)
+                        began_at = delivered
+                        if lost is None:
+                            lost, lost_at = exc, time.monotonic()
+                        stats.recoveries += 1
+                        delay = backoff(settings, stats.recoveries)
+                        trace_recovery(settings, exc, offset, delivered, taken)
+            if delay and (cancel or threading.Event()).wait(delay):
+                return
+            if cancel is not None and cancel.is_set():
+                return
+    finally:
+        if ahead is not None:
+            ahead.close()
 
 
-def _reopen(open_: Opener, words: Iterable[str], began_at: int, stats: Stats, failed: str, count: bool = True
-            ) -> Conversation:
+def _next(open_: Opener, words: Iterable[str], attempts: int, began_at: int, stats: Optional[Stats],
+          lost: Optional[BasetenTTSError], part: bool, first: Optional[Conversation], ahead: Optional[Ahead]
+          ) -> Conversation:
+    """The next conversation of `replaying`: after a loss, a part's end, or the first (given, or opened now); on
+    the connection opened ahead, if there is one."""
+    spare = ahead.take() if ahead is not None else None
+    if lost is not None and stats is not None:
+        return _reopen(open_, words, began_at, stats, f"{lost} A new connection to finish it failed", spare=spare)
+    if part and stats is not None:
+        return _reopen(open_, words, began_at, stats, "A new connection for the rest of the text failed (a long "
+                       "text goes on several, one after another)", count=False, spare=spare)
+    if first is not None:
+        if spare is not None:
+            spare.close()
+        return first
+    return open_(attempts, words, 0, spare)
+
+
+def _reopen(open_: Opener, words: Iterable[str], began_at: int, stats: Stats, failed: str, count: bool = True,
+            spare: Optional[BoundedSocket] = None) -> Conversation:
     """The conversation that goes on after a loss or a part, with the retries of a new call (its attempts add to
     the call's, its first too if `count`); a refusal ends the call: StreamInterrupted, `failed` and why."""
     before = stats.attempts - (not count)
     try:
-        return open_(0, words, began_at)
+        return open_(0, words, began_at, spare)
     except BasetenTTSError as exc:
         raise StreamInterrupted(f"{failed}: {exc}") from exc
     finally:

@@ -1,9 +1,11 @@
-"""Connections for the next conversation: `Spare`, one opened ahead (`Synthesizer.connect`), and `Idle`, those an
-HTTP protocol's conversations left open and reusable (keep-alive)."""
+"""Connections for the next conversation: `Spare`, one opened ahead (`Synthesizer.connect`); `Ahead`, the next part's
+of a long text, opened while the current part is heard; and `Idle`, those an HTTP protocol's conversations left open
+and reusable (keep-alive)."""
 from __future__ import annotations
 
 import logging
 import os
+import socket
 import threading
 import time
 from typing import List, Optional, Tuple
@@ -56,6 +58,76 @@ def _readable(sock: transport.BoundedSocket) -> bool:
         return transport.ready(sock.sock, 0)
     except (OSError, ValueError):
         return True
+
+
+class Ahead:
+    """The connection of a long text's next part (`Conversing.continues`), opened in a thread of its own
+    (``basetts-connect``) once the current part's text is all sent, so the next part pays no TCP, TLS or upgrade.
+    `take()` waits for it (it is due then) and hands it over, or None if it failed, went stale or the server
+    spoke on it (the part then opens its own, with the call's retries); `close()` ends it at once, shutting down
+    a connection still being opened, and joins the thread."""
+
+    JOIN_TIMEOUT = 2.0
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._lock = threading.Lock()  # the fields below: the thread sets them, take() and close() clear them
+        self._raw: Optional[socket.socket] = None  # the TCP socket while the connection is being opened
+        self._sock: Optional[transport.BoundedSocket] = None
+        self._opened = 0.0
+        self._closed = False
+        self._thread = threading.Thread(target=self._open, name="basetts-connect", daemon=True)
+        self._thread.start()
+
+    def _open(self) -> None:
+        try:
+            sock = transport.open_socket(self._settings, on_connected=self._connected)
+        except Exception as exc:  # noqa: BLE001 - the next part opens its own connection and reports its failure
+            log.debug("opening the next part's connection ahead failed: %s", exc)
+            return
+        with self._lock:
+            self._raw = None
+            if not self._closed:
+                self._sock, self._opened = sock, time.monotonic()
+                return
+        sock.close()
+
+    def _connected(self, raw: socket.socket) -> None:
+        with self._lock:
+            self._raw = raw
+            closed = self._closed
+        if closed:
+            _shut(raw)
+
+    def take(self) -> Optional[transport.BoundedSocket]:
+        self._thread.join()  # bounded by connect_timeout and handshake_timeout; Ctrl+C interrupts it
+        with self._lock:
+            sock, self._sock = self._sock, None
+        if sock is None:
+            return None
+        if (time.monotonic() - self._opened > protocols.spec(self._settings.protocol).spare_max_age
+                or _readable(sock)):
+            log.debug("discarding the next part's stale connection")
+            sock.close()
+            return None
+        return sock
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            raw, sock, self._sock = self._raw, self._sock, None
+        if raw is not None:
+            _shut(raw)  # ends a wait for TCP, the proxy, TLS or the upgrade at once
+        self._thread.join(self.JOIN_TIMEOUT)
+        if sock is not None:
+            sock.close()
+
+
+def _shut(raw: socket.socket) -> None:
+    try:
+        raw.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
 
 
 class Idle:
