@@ -160,11 +160,13 @@ def measure_throughput(plan: Plan) -> Dict[str, Any]:
     results: Dict[str, Dict[str, List[float]]] = {}
     with procs.server() as server:
         synth = Synthesizer(url=server.url, api_key=server.api_key)
+        whole = Synthesizer(url=server.url, api_key=server.api_key, recoveries=0)
         runners = {
             "bare websocket-client": lambda: clients.bare_receive_all(server.url, server.api_key, text),
             "bare websocket-client, with a timeout": lambda: clients.bare_receive_all(
                 server.url, server.api_key, text, timeout=TIMEOUT),
             "basetts stream()": lambda: clients.basetts_receive_all(synth, text),
+            report.ONE_CONNECTION: lambda: clients.basetts_receive_all(whole, text),
         }
         for run in runners.values():  # warm-up: imports, and the server's tone cache
             run()
