@@ -102,7 +102,7 @@ class Conversation:
         self.stats = stats if stats is not None else Stats()
         self._before = (self.stats.bytes_received, self.stats.frames_received)
         self._words = words
-        self._queue: "queue.Queue[Union[bytes, _End]]" = queue.Queue()
+        self._queue: "queue.SimpleQueue[Union[bytes, _End]]" = queue.SimpleQueue()
         self._queued = 0  # bytes of audio in the queue (under _lock): see ROOM_BYTES
         self._stop = threading.Event()
         self._connected = threading.Event()  # set once the reader may use the connection (or must stop)
