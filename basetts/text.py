@@ -5,7 +5,7 @@ from __future__ import annotations
 import collections
 import re
 import threading
-from itertools import islice
+from itertools import chain, islice
 from typing import Any, Callable, Deque, Iterable, Iterator, List, Optional, Tuple, Union
 
 from .errors import ArgumentTypeError, ConfigurationError, InvalidText
@@ -146,14 +146,49 @@ def iter_words(fragments: Iterable[str], text_format: TextFormat = "markdown") -
     yield from splitter.finish()
 
 
-def words_of(text: Text, text_format: TextFormat = "markdown") -> Iterable[str]:
-    """The words to send: a str is checked and split now; an iterable is split lazily as it yields."""
-    if isinstance(text, str):
-        words = list(iter_words([check_text(text)], text_format))
-        if not words:
+_SLICE = 512
+"""Characters of a whole text read at a time (`WholeText`): the first words go out before the rest is read."""
+
+
+class WholeText:
+    """A whole text's words, read as they are asked for (the text a slice at a time: words and spans do not depend
+    on where fragments are cut), so a long text's first words go out before the rest is read, as a short text's
+    do. Each pass reads it anew. A whole text, not one arriving over time: it never waits (`is_whole`). Raises
+    InvalidText at once if there is nothing to say in it."""
+
+    __slots__ = ("text", "text_format", "_primed")
+
+    def __init__(self, text: str, text_format: TextFormat = "markdown") -> None:
+        self.text, self.text_format = check_text(text), text_format
+        words = self._read()
+        first = next(words, None)
+        if first is None:
             raise InvalidText("text has nothing to say once read as Markdown (code blocks, marks and emoji are "
                               "left out): pass text_format='plain' to send it as it is")
-        return words
+        self._primed: Optional[Iterator[Spoken]] = chain([first], words)  # the first pass goes on from here
+
+    def __iter__(self) -> Iterator[Spoken]:
+        primed, self._primed = self._primed, None
+        return primed if primed is not None else self._read()
+
+    def _read(self) -> Iterator[Spoken]:
+        splitter = WordSplitter(self.text_format)
+        text = self.text
+        for start in range(0, len(text), _SLICE):
+            yield from splitter.feed(text[start:start + _SLICE])
+        yield from splitter.finish()
+
+
+def is_whole(words: Iterable[str]) -> bool:
+    """Whether `words` are a whole text (all there, read without waiting), not text arriving over time."""
+    return isinstance(words, (list, tuple, WholeText))
+
+
+def words_of(text: Text, text_format: TextFormat = "markdown") -> Iterable[str]:
+    """The words to send: a str is checked now and split as its words are asked for (`WholeText`); an iterable
+    is split lazily as it yields."""
+    if isinstance(text, str):
+        return WholeText(text, text_format)
     if isinstance(text, (bytes, bytearray, memoryview)) or not isinstance(text, Iterable):
         raise ArgumentTypeError(f"text must be a str or an iterable of str, not {type(text).__name__}")
     return iter_words(text, text_format)

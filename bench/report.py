@@ -190,6 +190,12 @@ def targets(s: Dict[str, Any], results: Dict[str, Any]) -> List[Tuple[str, str, 
                      f"{h['ttfb_ratio']:.3f}×", verdict(h["ttfb_ratio"] <= 1.05)))
         rows.append(("Orpheus over HTTP: throughput ≥ 0.95× the bare loop", f"{h['throughput_ratio']:.3f}×",
                      verdict(h["throughput_ratio"] >= 0.95)))
+    if "long_first" in results:
+        lf = results["long_first"]
+        for protocol, first in lf["first_audio"].items():
+            rows.append((f"{protocol}: first audio of a {lf['minutes']:g}-minute text against a 20-word text's (the "
+                         "text read as its words are asked for)",
+                         f"{first['long'] * 1000:.2f} ms against {first['short'] * 1000:.2f} ms", "–"))
     if "long_ratio" in s:
         lt = results["long_text"]
         result = (f"{s['long_ratio']:.3f}× ({lt['wall']:.0f} s for {lt['generation']:.0f} s of generation)"

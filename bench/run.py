@@ -70,6 +70,8 @@ class Plan:
     recovery_reps: int = 5
     recovery_minutes: float = 30.0  # of audio, the server at recovery_speed, cut three times
     recovery_speed: float = 20.0
+    long_first_minutes: float = 30.0  # of text, whose first audio is timed against a short text's
+    long_first_reps: int = 15
 
     @classmethod
     def quick(cls) -> "Plan":
@@ -79,7 +81,8 @@ class Plan:
                    underrun_words=30, underrun_reps=1, long_minutes=2.0, batch_count=60,
                    batch_levels=(1, 16), batch_reps=1, qwen3_words=600, text_characters=20_000, text_reps=1,
                    session_words=40, session_reps=1, recovery_reps=1, recovery_minutes=4.0,
-                   recovery_speed=8.0)  # the cuts over 10 s at least: three within 10 s are not recovered
+                   recovery_speed=8.0,  # the cuts over 10 s at least: three within 10 s are not recovered
+                   long_first_minutes=5.0, long_first_reps=3)
 
 
 def log(message: str) -> None:
@@ -148,10 +151,38 @@ def measure_text_layer(plan: Plan) -> Dict[str, Any]:
     for _ in range(plan.text_first_row_reps):
         for text_format, times in per_call.items():
             started = time.perf_counter()
-            words_of(first_row, text_format)
+            list(words_of(first_row, text_format))
             times.append(time.perf_counter() - started)
     return {"characters": len(answer), "seconds_per_character": per_character,
             "first_row_seconds": {name: statistics.median(times) for name, times in per_call.items()}}
+
+
+LONG_FIRST_PROTOCOLS = ("orpheus", "qwen3", "orpheus-http")
+
+
+def measure_long_first_audio(plan: Plan) -> Dict[str, Any]:
+    """Time to first audio of a long text against a short one's, per protocol: the text is read as its words are
+    asked for, so its length should not delay the first audio."""
+    short = clients.words(plan.ttfb_words)
+    long = clients.words(int(plan.long_first_minutes * 600), sentence=12)  # 0.1 s of audio a word
+    out: Dict[str, Any] = {"minutes": plan.long_first_minutes, "first_audio": {}}
+    for protocol in LONG_FIRST_PROTOCOLS:
+        with procs.server(protocol=protocol) as server:
+            synth = Synthesizer(url=server.url, api_key=server.api_key, protocol=protocol,
+                                **({"voice": "bench"} if protocol == "qwen3" else {}))
+            times: Dict[str, List[float]] = {"short": [], "long": []}
+            for rep in range(plan.long_first_reps + 1):
+                for name, text in (("short", short), ("long", long)):
+                    started = time.perf_counter()
+                    chunks = synth.stream(text)
+                    next(chunks)
+                    elapsed = time.perf_counter() - started
+                    chunks.close()
+                    if rep:  # the first is a warm-up
+                        times[name].append(elapsed)
+            synth.close()
+        out["first_audio"][protocol] = {name: statistics.median(v) for name, v in times.items()}
+    return out
 
 
 # throughput and encodings ---------------------------------------------------------------------------
@@ -501,6 +532,9 @@ def main(argv: Optional[List[str]] = None) -> int:
         if wanted("http"):
             log("Orpheus over HTTP: time to first audio and throughput")
             results["orpheus_http"] = measure_orpheus_http(plan)
+        if wanted("long-first"):
+            log(f"first audio of a {plan.long_first_minutes:g}-minute text")
+            results["long_first"] = measure_long_first_audio(plan)
         if wanted("encoding"):
             log("encodings (issue 7)")
             results["encodings"] = measure_encodings(plan)

@@ -264,3 +264,23 @@ def test_a_stalled_consumer_holds_the_text_back_and_the_keepalive_holds() -> Non
         record = server.last()
     assert during_stall < len(text.split()) / 4, "the text kept going out while nobody read the audio"
     assert_complete(server, record, text, b"".join(chunks))
+
+
+@pytest.mark.parametrize("protocol", ["orpheus", "qwen3", "orpheus-http"])
+def test_a_long_texts_first_audio_comes_before_the_rest_of_it_is_read(serve: Any, protocol: str) -> None:
+    """The first words go out before the rest of a long text is read, so its first audio is not delayed by its
+    length: a text_format function sees each sentence as it is read, and by the first audio it has seen few."""
+    read: List[str] = []
+
+    def reading(sentence: str) -> str:
+        read.append(sentence)
+        return sentence
+
+    text = " ".join(f"Sentence {i} is read when its words are asked for." for i in range(2000))
+    server = serve(protocol=protocol, **({"voices": ("alice",)} if protocol == "qwen3" else {}))
+    synth = synth_for(server, protocol=protocol, text_format=reading,
+                      **({"voice": "alice"} if protocol == "qwen3" else {}))
+    chunks = synth.stream(text)
+    next(chunks)
+    assert 0 < len(read) < 200  # of 2000
+    chunks.close()

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 import basetts
 from basetts.markdown import WINDOW, Markdown, speakable
-from basetts.text import WordSplitter
+from basetts.text import WordSplitter, iter_words
 
 from .helpers import synth_for, words_received
 from .test_cli import run
@@ -114,6 +114,20 @@ def test_the_reading_never_depends_on_where_the_fragments_were_cut(text: str, cu
     assert [w for w, _ in whole] == speakable(text).split()
     for _, (start, end) in whole:
         assert 0 <= start <= end <= len(text)
+
+
+@pytest.mark.parametrize("text_format", ["markdown", "plain"])
+def test_a_whole_text_read_a_slice_at_a_time_is_read_as_it_is_whole(text_format: str) -> None:
+    """A long text's words are read as they are asked for, 512 characters at a time (its first words go out before
+    the rest is read): the same words and spans as reading it in one piece, however its lines end."""
+    from basetts.text import WholeText
+
+    text = "\r\n".join([ANSWER] * 6) + "\n" + "\n\n".join(w for w, _ in CORPUS.values()) + " last"
+    assert len(text) > 8 * 512
+    whole = [(str(w), w.span) for w in iter_words([text], text_format)]
+    words = WholeText(text, text_format)
+    assert [(str(w), w.span) for w in words] == whole
+    assert [(str(w), w.span) for w in words] == whole  # each pass reads it anew
 
 
 def test_a_word_goes_out_as_soon_as_what_follows_it_decides_it() -> None:

@@ -15,6 +15,7 @@ from ..audio import Stats
 from ..errors import BasetenTTSError, StreamInterrupted, warn
 from ..protocols.base import Outgoing
 from ..settings import Settings
+from ..text import is_whole
 from ..trace import Trace
 from . import transport
 
@@ -131,7 +132,7 @@ class Conversation:
         # reader starts when the consumer comes back for more; each next request goes from whichever thread sees
         # room for it (`_send_next`), so no thread hand-off stands between a response and the next request.
         self._sends_itself = (not protocols.spec(settings.protocol).upgrades
-                              and isinstance(words, (list, tuple)))
+                              and is_whole(words))
         self._reader_deferred = False
         self._in_text = False  # the writer waits for the caller's text iterable (which nothing can interrupt)
         self._write_lock = threading.Lock()  # one write at a time: the writer's, or a pong between them
@@ -198,7 +199,7 @@ class Conversation:
         # A whole text (a list of words) starts from this thread, not the writer's: the first batch goes
         # out before the reader touches the connection, so no GIL hand-off delays the server's first
         # audio. A short text needs no writer thread at all.
-        if isinstance(self._words, (list, tuple)):
+        if is_whole(self._words):
             self._send_now()
         if self._sends_itself:
             self._connected.set()
@@ -456,7 +457,7 @@ class Conversation:
     def _write(self) -> None:
         """Send settings, one word per message, then the sentinel (whatever open() has not sent), each
         batch once the server has read the one before (see `protocols.base.Pacer`)."""
-        eager = isinstance(self._words, (list, tuple))
+        eager = is_whole(self._words)
         try:
             while self._wait_until_paced():
                 self._in_text = True

@@ -12,6 +12,7 @@ from typing import Callable, Deque, Iterable, Iterator, List, Optional, Tuple, T
 from ..audio import SAMPLE_RATE, SAMPLE_WIDTH, Stats
 from ..errors import BasetenTTSError, StreamInterrupted, warn
 from ..settings import Settings
+from ..text import is_whole
 from ..trace import Trace
 from .conversation import Conversation
 from .spare import Ahead
@@ -198,7 +199,7 @@ def replaying(open_: Opener, words: Iterable[str], cancel: Optional[threading.Ev
     while the current part is heard (`Ahead`), and so does a recovery that comes first. A `cancel` set meanwhile
     ends the audio there. `first`: the first conversation, opened already on `words` (a `Kept`'s, for text
     arriving over time: `Session`)."""
-    whole = isinstance(words, (list, tuple))
+    whole = is_whole(words)
     kept = words._kept if isinstance(words, _Since) else None if whole else Kept(words)
     offset = 0  # where the current conversation's words begin among the text's
     if kept is not None and not isinstance(words, _Since):

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, Dict, Iterable, List, Optional, Tuple
 
 from ..errors import ConfigurationError
 from ..pcm import SAMPLE_RATE, resample, wav_to_pcm
+from ..text import is_whole
 from . import orpheus_http, xtts
 from .base import Conversing, Spec
 
@@ -140,7 +141,7 @@ class JsonAudio(Spec):
 
 def _apostrophes(words: Iterable[str]) -> Iterable[str]:
     replaced = (word.replace("'", "\u2019") for word in words)
-    return list(replaced) if isinstance(words, (list, tuple)) else replaced
+    return list(replaced) if is_whole(words) else replaced
 
 
 SPECS: List[JsonAudio] = [JsonAudio(preset) for preset in PRESETS + (CUSTOM,)]

@@ -24,6 +24,7 @@ from ..errors import (
     ServerError,
     StreamInterrupted,
 )
+from ..text import is_whole
 from .base import AudioDecoder, Conversing, Outgoing, Received, Spec, Write
 from .flush import Sentences, server_sentences
 from .http import REQUEST, status_error
@@ -164,7 +165,7 @@ class Utterance(Conversing):
         # Per request: Orpheus cuts a prompt into chunks, but ours are at most one chunk long (MAX_PROMPT).
         self.unit_bytes = unit_bytes or segment_bytes(fields.get("max_tokens", SERVER_MAX_TOKENS))
         self.handshake_timeout = handshake_timeout
-        whole = isinstance(words, (list, tuple))
+        whole = is_whole(words)
         self.messages = prompts(words, sentences or server_sentences(), whole)
         self.decoder = AudioDecoder("pcm_s16le")
         self.http = h11.Connection(h11.CLIENT, max_incomplete_event_size=MAX_HEADER)
