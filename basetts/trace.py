@@ -38,6 +38,11 @@ class Trace:
         if file is not None:
             self.event("start", started=time.strftime("%Y-%m-%dT%H:%M:%S%z"), pid=os.getpid())
 
+    @property
+    def on(self) -> bool:
+        """Events are written: worth building what an event carries."""
+        return self._file is not None
+
     @classmethod
     def open(cls, settings: "Settings") -> "Trace":
         if not settings.trace:

@@ -185,7 +185,8 @@ class Conversation:
         return self
 
     def _open(self) -> None:
-        self._trace.event("connect", url=self.settings.url, settings=self.settings.session_message())
+        if self._trace.on:
+            self._trace.event("connect", url=self.settings.url, settings=self.settings.session_message())
         upgrades = protocols.spec(self.settings.protocol).upgrades
         if self._preopened is not None:
             self._sock, self._preopened = self._preopened, None
