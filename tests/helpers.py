@@ -6,6 +6,7 @@ import contextlib
 import hashlib
 import os
 import re
+import signal
 import socket
 import ssl
 import subprocess
@@ -110,49 +111,72 @@ def accept_key(key: str) -> str:
 
 
 @contextlib.contextmanager
-def raw_server(answer: Callable[[socket.socket, str], None],
-               pattern: str = r"Sec-WebSocket-Key: (\S+)", tls: Optional[ssl.SSLContext] = None) -> Iterator[str]:
-    """A one-connection TCP server that reads the upgrade request and runs `answer(connection, key)`
-    (with `pattern`, another request, and what its group matched); with `tls`, over TLS (wss://)."""
+def _one_connection(serve: Callable[[socket.socket], None]) -> Iterator[int]:
+    """A TCP server on loopback that accepts one connection and runs `serve(connection)` in a thread; its port."""
     with socket.create_server(("127.0.0.1", 0)) as listener:
         listener.settimeout(10)
 
-        def serve() -> None:
+        def accept() -> None:
             connection, _ = listener.accept()
-            if tls is not None:
-                connection = tls.wrap_socket(connection, server_side=True)
-            with connection:
-                request = connection.recv(65536).decode("latin-1")
-                match = re.search(pattern, request, re.MULTILINE)
-                assert match is not None, request
-                answer(connection, match.group(1))
+            serve(connection)
 
-        thread = threading.Thread(target=serve)
+        thread = threading.Thread(target=accept)
         thread.start()
         try:
-            yield f"{'wss' if tls else 'ws'}://127.0.0.1:{listener.getsockname()[1]}/v1/websocket"
+            yield listener.getsockname()[1]
         finally:
             thread.join(10)
 
 
 @contextlib.contextmanager
+def raw_server(answer: Callable[[socket.socket, str], None],
+               pattern: str = r"Sec-WebSocket-Key: (\S+)", tls: Optional[ssl.SSLContext] = None) -> Iterator[str]:
+    """A one-connection TCP server that reads the upgrade request and runs `answer(connection, key)`
+    (with `pattern`, another request, and what its group matched); with `tls`, over TLS (wss://)."""
+    def serve(connection: socket.socket) -> None:
+        if tls is not None:
+            connection = tls.wrap_socket(connection, server_side=True)
+        with connection:
+            request = connection.recv(65536).decode("latin-1")
+            match = re.search(pattern, request, re.MULTILINE)
+            assert match is not None, request
+            answer(connection, match.group(1))
+
+    with _one_connection(serve) as port:
+        yield f"{'wss' if tls else 'ws'}://127.0.0.1:{port}/v1/websocket"
+
+
+@contextlib.contextmanager
 def raw_http_server(answer: Callable[[socket.socket], None]) -> Iterator[str]:
     """A one-connection server at a predict URL: `answer(connection)` reads the requests and answers them."""
-    with socket.create_server(("127.0.0.1", 0)) as listener:
-        listener.settimeout(10)
+    def serve(connection: socket.socket) -> None:
+        with connection:
+            connection.settimeout(10)
+            answer(connection)
 
-        def serve() -> None:
-            connection, _ = listener.accept()
-            with connection:
-                connection.settimeout(10)
-                answer(connection)
+    with _one_connection(serve) as port:
+        yield f"http://127.0.0.1:{port}/environments/production/predict"
 
-        thread = threading.Thread(target=serve)
-        thread.start()
-        try:
-            yield f"http://127.0.0.1:{listener.getsockname()[1]}/environments/production/predict"
-        finally:
-            thread.join(10)
+
+@contextlib.contextmanager
+def ctrl_c(when: Callable[[], bool], within: float = 10.0) -> Iterator[List[float]]:
+    """Ctrl+C from another thread: SIGINT to the main thread once `when()` holds (or `within` seconds passed).
+    Yields the list the time it was sent goes in; joins the thread on leaving."""
+    sent: List[float] = []
+
+    def interrupt() -> None:
+        give_up = time.monotonic() + within
+        while not when() and time.monotonic() < give_up:
+            time.sleep(0.01)
+        sent.append(time.monotonic())
+        signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)
+
+    interrupter = threading.Thread(target=interrupt)
+    interrupter.start()
+    try:
+        yield sent
+    finally:
+        interrupter.join()
 
 
 def upgrade_response(key: str) -> bytes:

@@ -18,7 +18,7 @@ from basetts.protocols.orpheus_http import MAX_PROMPT
 from basetts.testing import Faults
 from basetts.testing.orpheus_http import INTERNAL_ERROR, Stalled, chunk_text
 
-from .helpers import client_threads, open_fds, synth_for
+from .helpers import client_threads, ctrl_c, open_fds, synth_for
 
 TEXT = "Hello there. The model streams raw audio over HTTP, one chunk after another!"
 
@@ -230,25 +230,14 @@ def test_a_server_that_stalls_after_the_head_times_out(serve: Any) -> None:
 def test_ctrl_c_while_the_first_audio_is_awaited_returns_at_once(serve: Any) -> None:
     """The calling thread itself waits for the first audio over HTTP: Ctrl+C there ends the call at once and leaves
     no thread or socket behind."""
-    import signal
-
     from .test_warmup import client_sockets_open
 
     server = http_server(serve, faults=Faults(silent=True))  # the head, then nothing
     synth = synth_for(server, first_audio_timeout=30)
-    interrupted: List[float] = []
-
-    def interrupt() -> None:
-        time.sleep(0.3)
-        interrupted.append(time.monotonic())
-        signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)
-
-    interrupter = threading.Thread(target=interrupt)
-    interrupter.start()
-    with pytest.raises(KeyboardInterrupt):
+    # Once the request has come, the calling thread has sent it and waits for the answer.
+    with ctrl_c(lambda: server.begun > 0) as interrupted, pytest.raises(KeyboardInterrupt):
         synth.synthesize(TEXT)
     returned = time.monotonic()
-    interrupter.join()
     assert returned - interrupted[0] < 1.0  # sanity bound: not first_audio_timeout
     assert client_threads() == [] and client_sockets_open(server) == 0  # (the server's side waits, silent)
 

@@ -5,12 +5,10 @@ import contextlib
 import gc
 import json
 import resource
-import signal
 import socket
 import threading
 import time
 import wave
-from typing import List
 
 import pytest
 
@@ -21,6 +19,7 @@ from basetts.testing import Faults, LocalServer
 from .helpers import (
     all_threads_gone,
     client_threads,
+    ctrl_c,
     open_fds,
     raw_server,
     server_process,
@@ -158,28 +157,16 @@ def test_ctrl_c_while_the_text_iterable_blocks_returns_at_once(basetts_server, b
     """Nothing can interrupt a generator blocked in another thread: Ctrl+C does not wait for it (no 2 s join);
     its thread sends nothing more and ends once the generator yields."""
     release = threading.Event()
-    interrupted: List[float] = []
 
     def text():
         yield "One two three. Four "
         release.wait(30)  # a language model that hangs
         yield "five."
 
-    def interrupt() -> None:
-        give_up = time.monotonic() + 10
-        while not (basetts_server.conversations and basetts_server.conversations[-1].bytes_sent):
-            if time.monotonic() > give_up:
-                break
-            time.sleep(0.01)
-        interrupted.append(time.monotonic())
-        signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)
-
-    interrupter = threading.Thread(target=interrupt)
-    interrupter.start()
-    with pytest.raises(KeyboardInterrupt):
+    with ctrl_c(lambda: bool(basetts_server.conversations and basetts_server.conversations[-1].bytes_sent)
+                ) as interrupted, pytest.raises(KeyboardInterrupt):
         basetts_synthesizer.synthesize(text())
     returned = time.monotonic()
-    interrupter.join()
     assert not release.is_set() and returned - interrupted[0] < 1.0, "Ctrl+C waited for the blocked iterable"
     release.set()
     assert all_threads_gone()

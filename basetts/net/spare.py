@@ -73,8 +73,7 @@ class Ahead:
         self._settings = settings
         self._lock = threading.Lock()  # the fields below: the thread sets them, take() and close() clear them
         self._raw: Optional[socket.socket] = None  # the TCP socket while the connection is being opened
-        self._sock: Optional[transport.BoundedSocket] = None
-        self._opened = 0.0
+        self._spare: Optional[Spare] = None  # once it is open
         self._closed = False
         self._thread = threading.Thread(target=self._open, name="basetts-connect", daemon=True)
         self._thread.start()
@@ -88,7 +87,7 @@ class Ahead:
         with self._lock:
             self._raw = None
             if not self._closed:
-                self._sock, self._opened = sock, time.monotonic()
+                self._spare = Spare(self._settings, sock)
                 return
         sock.close()
 
@@ -102,25 +101,18 @@ class Ahead:
     def take(self) -> Optional[transport.BoundedSocket]:
         self._thread.join()  # bounded by connect_timeout and handshake_timeout; Ctrl+C interrupts it
         with self._lock:
-            sock, self._sock = self._sock, None
-        if sock is None:
-            return None
-        if (time.monotonic() - self._opened > protocols.spec(self._settings.protocol).spare_max_age
-                or _readable(sock)):
-            log.debug("discarding the next part's stale connection")
-            sock.close()
-            return None
-        return sock
+            spare, self._spare = self._spare, None
+        return spare.take(self._settings) if spare is not None else None  # None if stale (`Spare.take`)
 
     def close(self) -> None:
         with self._lock:
             self._closed = True
-            raw, sock, self._sock = self._raw, self._sock, None
+            raw, spare, self._spare = self._raw, self._spare, None
         if raw is not None:
             _shut(raw)  # ends a wait for TCP, the proxy, TLS or the upgrade at once
         self._thread.join(self.JOIN_TIMEOUT)
-        if sock is not None:
-            sock.close()
+        if spare is not None:
+            spare.close()
 
 
 def _shut(raw: socket.socket) -> None:
