@@ -55,7 +55,7 @@ def check_fragment(fragment: Any) -> str:
     return fragment
 
 
-_TOKENS = re.compile(r"\S+|\s+")
+_WORD = re.compile(r"\S+")
 _UNIT_END = re.compile(r"(?<=[.!?\u2026\u3002\uff01\uff1f])\s|\n")
 
 
@@ -118,18 +118,19 @@ class WordSplitter:
         words: List[Spoken] = []
         for said, start, end in pieces:
             exact = len(said) == end - start  # each character stands for itself (else all for the whole span)
-            for token in _TOKENS.finditer(said):
-                if token.group()[0].isspace():
-                    if self._word:
-                        words.append(self._spoken())
-                    continue
-                first, last = (start + token.start(), start + token.end()) if exact else (start, end)
-                if self._word:
+            for token in _WORD.finditer(said):
+                at = token.start()
+                if self._word and at:  # a space came between the word held and this one
+                    words.append(self._spoken())
+                first, last = (start + at, start + token.end()) if exact else (start, end)
+                if self._word:  # the held word goes on in this piece
                     self._word += token.group()
                     if last > first:  # a period the text layer added stands for nothing more
                         self._span = (min(self._span[0], first), max(self._span[1], last))
                 else:
                     self._word, self._span = token.group(), (first, last)
+            if self._word and said and said[-1].isspace():
+                words.append(self._spoken())
         return words
 
     def _spoken(self) -> Spoken:
