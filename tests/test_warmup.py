@@ -182,15 +182,17 @@ def test_a_next_part_connection_that_failed_or_went_stale_is_not_handed_over(ser
     assert ahead.take() is None and client_threads() == []
 
 
-def test_closing_while_the_next_parts_upgrade_is_held_returns_at_once():
-    """A deployment scaling up holds the upgrade: a call that ends (Ctrl+C, a stop) must not wait for it."""
+@pytest.mark.parametrize("scheme", ["ws", "wss"])
+def test_closing_while_the_next_parts_upgrade_is_held_returns_at_once(scheme):
+    """A deployment scaling up holds the upgrade (or, over TLS, the handshake before it): a call that ends (Ctrl+C,
+    a stop) must not wait for it."""
     import socket
 
     from basetts import Synthesizer
     from basetts.net.spare import Ahead
 
     with socket.create_server(("127.0.0.1", 0)) as listener:  # takes the TCP connection, never answers
-        url = f"ws://127.0.0.1:{listener.getsockname()[1]}/environments/production/websocket"
+        url = f"{scheme}://127.0.0.1:{listener.getsockname()[1]}/environments/production/websocket"
         ahead = Ahead(Synthesizer(url=url, api_key="k", handshake_timeout=60).settings)
         time.sleep(0.2)  # connected, waiting for the upgrade's answer
         started = time.monotonic()

@@ -72,7 +72,7 @@ class Ahead:
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
         self._lock = threading.Lock()  # the fields below: the thread sets them, take() and close() clear them
-        self._raw: Optional[socket.socket] = None  # the TCP socket while the connection is being opened
+        self._raw: Optional[socket.socket] = None  # a duplicate of the TCP socket while the connection is opened
         self._spare: Optional[Spare] = None  # once it is open
         self._closed = False
         self._thread = threading.Thread(target=self._open, name="basetts-connect", daemon=True)
@@ -83,20 +83,25 @@ class Ahead:
             sock = transport.open_socket(self._settings, on_connected=self._connected)
         except Exception as exc:  # noqa: BLE001 - the next part opens its own connection and reports its failure
             log.debug("opening the next part's connection ahead failed: %s", exc)
-            return
+            sock = None
         with self._lock:
-            self._raw = None
-            if not self._closed:
-                self._spare = Spare(self._settings, sock)
-                return
-        sock.close()
+            raw, self._raw = self._raw, None
+            if sock is not None and not self._closed:
+                self._spare, sock = Spare(self._settings, sock), None
+        if raw is not None:
+            raw.close()
+        if sock is not None:
+            sock.close()
 
     def _connected(self, raw: socket.socket) -> None:
+        # A duplicate of the descriptor, as the multiplexer's connectors keep: TLS takes `raw` itself over (it is
+        # detached), and shutting the connection down through the duplicate reaches a wait inside OpenSSL too.
+        handle = raw.dup()
         with self._lock:
-            self._raw = raw
+            self._raw = handle
             closed = self._closed
         if closed:
-            _shut(raw)
+            _shut(handle)
 
     def take(self) -> Optional[transport.BoundedSocket]:
         self._thread.join()  # bounded by connect_timeout and handshake_timeout; Ctrl+C interrupts it
