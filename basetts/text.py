@@ -5,7 +5,7 @@ from __future__ import annotations
 import collections
 import re
 import threading
-from itertools import chain, islice
+from itertools import islice
 from typing import Any, Callable, Deque, Iterable, Iterator, List, Optional, Tuple, Union
 
 from .errors import ArgumentTypeError, ConfigurationError, InvalidText
@@ -154,23 +154,35 @@ _SLICE = 512
 class WholeText:
     """A whole text's words, read as they are asked for (the text a slice at a time: words and spans do not depend
     on where fragments are cut), so a long text's first words go out before the rest is read, as a short text's
-    do. Each pass reads it anew. A whole text, not one arriving over time: it never waits (`is_whole`). Raises
-    InvalidText at once if there is nothing to say in it."""
+    do. What is read is kept: a second pass (a retry, the next part, a recovery) reads no word twice, and a
+    text_format function sees each sentence once. A whole text, not one arriving over time: it never waits
+    (`is_whole`). Raises InvalidText at once if there is nothing to say in it."""
 
-    __slots__ = ("text", "text_format", "_primed")
+    __slots__ = ("text", "text_format", "_words", "_reader", "_lock")
 
     def __init__(self, text: str, text_format: TextFormat = "markdown") -> None:
         self.text, self.text_format = check_text(text), text_format
-        words = self._read()
-        first = next(words, None)
-        if first is None:
+        self._words: List[Spoken] = []
+        self._reader = self._read()
+        self._lock = threading.Lock()  # the reader: one pass at a time advances it
+        if not self._more():
             raise InvalidText("text has nothing to say once read as Markdown (code blocks, marks and emoji are "
                               "left out): pass text_format='plain' to send it as it is")
-        self._primed: Optional[Iterator[Spoken]] = chain([first], words)  # the first pass goes on from here
 
     def __iter__(self) -> Iterator[Spoken]:
-        primed, self._primed = self._primed, None
-        return primed if primed is not None else self._read()
+        index = 0
+        while index < len(self._words) or self._more():
+            yield self._words[index]
+            index += 1
+
+    def _more(self) -> bool:
+        """Read one more word; False at the text's end."""
+        with self._lock:
+            word = next(self._reader, None)
+            if word is None:
+                return False
+            self._words.append(word)
+            return True
 
     def _read(self) -> Iterator[Spoken]:
         splitter = WordSplitter(self.text_format)

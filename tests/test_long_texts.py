@@ -284,3 +284,20 @@ def test_a_long_texts_first_audio_comes_before_the_rest_of_it_is_read(serve: Any
     next(chunks)
     assert 0 < len(read) < 200  # of 2000
     chunks.close()
+
+
+def test_a_text_in_parts_reads_each_sentence_once(serve: Any) -> None:
+    """A long text over Orpheus's websocket goes as parts; the words each part carries on from were read once:
+    a text_format function sees each sentence once, and every word is spoken once."""
+    read: List[str] = []
+
+    def reading(sentence: str) -> str:
+        read.append(sentence)
+        return sentence
+
+    text = " ".join(f"Sentence {i} is read once." for i in range(60))
+    server = serve()
+    audio = synth_for(server, text_format=reading).synthesize(text)
+    assert len(server.conversations) > 2  # in parts
+    assert audio.pcm == server.expected_pcm(text)
+    assert [s.strip() for s in read] == [f"Sentence {i} is read once." for i in range(60)]
