@@ -474,6 +474,13 @@ def test_serve_say_batch_and_doctor_speak_orpheus_over_http(tmp_path, protocol):
         said = run("say", "Hello over HTTP. Two sentences.", "-o", str(out), env=env)
         assert said.returncode == 0, said.stderr
         assert read_wav(out) == LocalServer().expected_pcm("Hello over HTTP. Two sentences.")
+        if protocol == "orpheus-http":
+            # A websocket protocol asked of a predict URL: the URL rewritten is said once (the configuration's
+            # check and the call share one Synthesizer), and the error says no audio came, not "partial".
+            wrong = run("say", "hi", "-o", str(tmp_path / "wrong.wav"), "--protocol", "qwen3", env=env)
+            assert wrong.returncode == 1
+            assert wrong.stderr.count("is an HTTP URL; using its websocket URL") == 1, wrong.stderr
+            assert "no audio arrived" in wrong.stderr and "partial" not in wrong.stderr, wrong.stderr
         source = tmp_path / "in.txt"
         source.write_text("first text\nsecond text\n")
         batch = subprocess.run([sys.executable, "-m", "basetts", "batch", str(source), str(tmp_path / "b")],

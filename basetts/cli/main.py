@@ -108,8 +108,12 @@ def _devices(args: argparse.Namespace) -> int:
     return 0
 
 
+URL_HELP = "the deployment's URL: …/websocket, or …/predict for HTTP (default: BASETTS_URL, or BASETEN_MODEL_ID's)"
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="basetts", description="Text to speech through Baseten's websocket.")
+    parser = argparse.ArgumentParser(prog="basetts",
+                                     description="Text to speech through Baseten's text-to-speech deployments.")
     parser.add_argument("--debug", action="store_true", help="log details and show tracebacks")
     parser.add_argument("--version", action="version", version=f"basetts {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -126,7 +130,7 @@ def build_parser() -> argparse.ArgumentParser:
     say.add_argument("--voice", help=f"Orpheus: one of {', '.join(VOICES)} (default tara); Qwen3: a voice added "
                                      "(basetts voices add) or built in")
     endpoint = say.add_mutually_exclusive_group()
-    endpoint.add_argument("--url", help="websocket URL (default: BASETTS_URL, or BASETEN_MODEL_ID's)")
+    endpoint.add_argument("--url", help=URL_HELP)
     endpoint.add_argument("--model-id", help="the Baseten model id (default: BASETEN_MODEL_ID)")
     endpoint.add_argument("--local", action="store_true", help="start a local server for this call")
     say.add_argument("--environment", help="with --model-id: the deployment environment (default production)")
@@ -182,7 +186,7 @@ def build_parser() -> argparse.ArgumentParser:
     batch.add_argument("--concurrency", type=_positive(int), default=8,
                        help="texts at a time, each one connection (default 8)")
     batch_endpoint = batch.add_mutually_exclusive_group()
-    batch_endpoint.add_argument("--url", help="websocket URL (default: BASETTS_URL, or BASETEN_MODEL_ID's)")
+    batch_endpoint.add_argument("--url", help=URL_HELP)
     batch_endpoint.add_argument("--model-id", help="the Baseten model id (default: BASETEN_MODEL_ID)")
     batch_endpoint.add_argument("--local", action="store_true", help="start a local server for this run")
     batch.add_argument("--environment", help="with --model-id: the deployment environment (default production)")
@@ -214,7 +218,7 @@ def build_parser() -> argparse.ArgumentParser:
     doctor = commands.add_parser("doctor", help="check sound and endpoint, one verdict line per check")
     doctor.add_argument("--device", help="output device to check: an index or part of its name")
     endpoint = doctor.add_mutually_exclusive_group()
-    endpoint.add_argument("--url", help="websocket URL (default: BASETTS_URL or BASETEN_MODEL_ID)")
+    endpoint.add_argument("--url", help=URL_HELP)
     endpoint.add_argument("--local", action="store_true", help="measure against a local server")
     doctor.set_defaults(run=_doctor)
     return parser

@@ -103,6 +103,7 @@ def _output_format(args: argparse.Namespace) -> Optional[str]:
 
 
 def _say(args: argparse.Namespace) -> int:
+    text = None
     if args.text:
         text = " ".join(args.text)
         if not text.strip():
@@ -111,15 +112,24 @@ def _say(args: argparse.Namespace) -> int:
         print("basetts: reading the text from the terminal; end it with Ctrl+D (or pass it as arguments)",
               file=sys.stderr)
     output, fmt = args.output, _output_format(args)
-    if not args.local:
-        # The configuration is what to fix first: said (exit 2) before the sound card, and with it when
-        # both are missing, so one run names everything.
-        try:
-            _synthesizer(args, args.url, None).close()
-        except _Usage as exc:
-            problem = None if output is not None else _cannot_play(args.device)
-            raise _Usage(f"{exc}" + (f"; and cannot play here: {problem} (-o FILE writes the audio to a file "
-                                     "instead)" if problem is not None else "")) from None
+    with contextlib.ExitStack() as stack:
+        checked = None
+        if not args.local:
+            # The configuration is what to fix first: said (exit 2) before the sound card, and with it when
+            # both are missing, so one run names everything. The Synthesizer made for it is the one used (its
+            # warnings, a URL rewritten say, come once).
+            try:
+                checked = stack.enter_context(_synthesizer(args, args.url, None))
+            except _Usage as exc:
+                problem = None if output is not None else _cannot_play(args.device)
+                raise _Usage(f"{exc}" + (f"; and cannot play here: {problem} (-o FILE writes the audio to a file "
+                                         "instead)" if problem is not None else "")) from None
+        return _say_with(args, stack, checked, text, output, fmt)
+
+
+def _say_with(args: argparse.Namespace, stack: contextlib.ExitStack, synth: Any, text: Optional[str],
+              output: Optional[str], fmt: Optional[str]) -> int:
+    """`_say` once the configuration is known good: on `synth`, or (--local) a local server's."""
     if output is None:
         problem = _cannot_play(args.device)
         if problem is not None:
@@ -132,44 +142,40 @@ def _say(args: argparse.Namespace) -> int:
             output, fmt = os.path.abspath(args.fallback_output), ".wav"
             print(f"basetts: cannot play here ({problem}); writing {output} instead.", file=sys.stderr)
     progress = _Progress(sys.stderr.isatty())
-    with contextlib.ExitStack() as stack:
-        url, api_key = args.url, None
-        if args.local:
-
-            engine = "espeak" if shutil.which("espeak-ng") else "tone"
-            server = stack.enter_context(_local_server(args, engine=engine))
-            url, api_key = server.url, server.api_key
-            print(f"basetts: local server at {server.url} ({engine} engine)", file=sys.stderr)
-        synth = stack.enter_context(_synthesizer(args, url, api_key))
-        if args.text:
-            fragments: Iterable[str] = [text]
-        else:
-            # Connect while the first words are awaited (a language model thinking, a deployment
-            # starting), but request speech only once there are words: empty stdin is a usage error.
-            try:
-                synth.connect()
-            except BasetenTTSError as exc:  # the call connects again itself, retrying what is transient
-                logging.getLogger("basetts").debug("connecting ahead failed: %s", exc)
-            fragments = _once_there_are_words(_stdin_fragments())
-        words = progress.count_words(fragments, synth.settings.text_format)
-        waiting = threading.Timer(_WAITING_AFTER, lambda: print(
-            "basetts: waiting for the first audio (a deployment scaled to zero can take minutes to start)...",
-            file=sys.stderr, flush=True))
-        waiting.daemon = True
-        stack.callback(waiting.cancel)
-
-        def on_audio(chunk: bytes) -> None:
-            waiting.cancel()
-            progress.audio(chunk)
-
+    if args.local:
+        engine = "espeak" if shutil.which("espeak-ng") else "tone"
+        server = stack.enter_context(_local_server(args, engine=engine))
+        print(f"basetts: local server at {server.url} ({engine} engine)", file=sys.stderr)
+        synth = stack.enter_context(_synthesizer(args, server.url, server.api_key))
+    if text is not None:
+        fragments: Iterable[str] = [text]
+    else:
+        # Connect while the first words are awaited (a language model thinking, a deployment
+        # starting), but request speech only once there are words: empty stdin is a usage error.
         try:
-            waiting.start()
-            if output:
-                _write(synth, words, output, fmt or ".wav", on_audio)
-            else:
-                synth.speak(words, on_audio=on_audio, output_device=args.device)
-        finally:
-            progress.done()
+            synth.connect()
+        except BasetenTTSError as exc:  # the call connects again itself, retrying what is transient
+            logging.getLogger("basetts").debug("connecting ahead failed: %s", exc)
+        fragments = _once_there_are_words(_stdin_fragments())
+    words = progress.count_words(fragments, synth.settings.text_format)
+    waiting = threading.Timer(_WAITING_AFTER, lambda: print(
+        "basetts: waiting for the first audio (a deployment scaled to zero can take minutes to start)...",
+        file=sys.stderr, flush=True))
+    waiting.daemon = True
+    stack.callback(waiting.cancel)
+
+    def on_audio(chunk: bytes) -> None:
+        waiting.cancel()
+        progress.audio(chunk)
+
+    try:
+        waiting.start()
+        if output:
+            _write(synth, words, output, fmt or ".wav", on_audio)
+        else:
+            synth.speak(words, on_audio=on_audio, output_device=args.device)
+    finally:
+        progress.done()
     return 0
 
 
@@ -183,8 +189,9 @@ def _write(synth: Any, words: Iterable[str], output: str, extension: str,
             saved = synth.save(words, output, format=extension, on_audio=on_audio)
         except (BasetenTTSError, KeyboardInterrupt) as exc:
             audio = getattr(exc, "partial", None)
-            kept = (f"wrote the {audio.duration:.1f} s of audio that arrived to {output} (partial)" if audio
-                    else f"kept the audio that arrived in {output} (partial)")
+            kept = (f"kept the audio that arrived in {output} (partial)" if audio is None  # Ctrl+C: not counted
+                    else f"wrote the {audio.duration:.1f} s of audio that arrived to {output} (partial)" if audio
+                    else f"no audio arrived: {output} holds none")
             if isinstance(exc, KeyboardInterrupt):
                 print(f"\nbasetts: interrupted; {kept}", file=sys.stderr)
                 raise
