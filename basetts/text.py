@@ -118,20 +118,36 @@ class WordSplitter:
         words: List[Spoken] = []
         for said, start, end in pieces:
             exact = len(said) == end - start  # each character stands for itself (else all for the whole span)
-            for token in _WORD.finditer(said):
-                at = token.start()
-                if self._word and at:  # a space came between the word held and this one
-                    words.append(self._spoken())
-                first, last = (start + at, start + token.end()) if exact else (start, end)
-                if self._word:  # the held word goes on in this piece
-                    self._word += token.group()
-                    if last > first:  # a period the text layer added stands for nothing more
-                        self._span = (min(self._span[0], first), max(self._span[1], last))
-                else:
-                    self._word, self._span = token.group(), (first, last)
+            tokens = _WORD.finditer(said)
+            if self._word or not exact:
+                for token in tokens:
+                    self._add(words, token, start, end, exact)
+            else:  # no word held, each character its own: the common case, without the checks
+                held = None
+                for token in tokens:
+                    if held is not None:  # a space came after it
+                        word = Spoken(held.group())
+                        word.span = (start + held.start(), start + held.end())
+                        words.append(word)
+                    held = token
+                if held is not None:  # the last may go on in the next piece
+                    self._word, self._span = held.group(), (start + held.start(), start + held.end())
             if self._word and said and said[-1].isspace():
                 words.append(self._spoken())
         return words
+
+    def _add(self, words: List[Spoken], token: "re.Match[str]", start: int, end: int, exact: bool) -> None:
+        """One token of a piece: it ends the word held if a space came first, else goes on with it."""
+        at = token.start()
+        if self._word and at:  # a space came between the word held and this one
+            words.append(self._spoken())
+        first, last = (start + at, start + token.end()) if exact else (start, end)
+        if self._word:  # the held word goes on in this piece
+            self._word += token.group()
+            if last > first:  # a period the text layer added stands for nothing more
+                self._span = (min(self._span[0], first), max(self._span[1], last))
+        else:
+            self._word, self._span = token.group(), (first, last)
 
     def _spoken(self) -> Spoken:
         word = Spoken(self._word)
@@ -163,7 +179,7 @@ class WholeText:
     def __init__(self, text: str, text_format: TextFormat = "markdown") -> None:
         self.text, self.text_format = check_text(text), text_format
         self._words: List[Spoken] = []
-        self._reader = self._read()
+        self._reader = self._read()  # a slice's words at a time
         self._lock = threading.Lock()  # the reader: one pass at a time advances it
         if not self._more():
             raise InvalidText("text has nothing to say once read as Markdown (code blocks, marks and emoji are "
@@ -171,25 +187,28 @@ class WholeText:
 
     def __iter__(self) -> Iterator[Spoken]:
         index = 0
-        while index < len(self._words) or self._more():
+        while index < len(self._words) or self._more(index):
             yield self._words[index]
             index += 1
 
-    def _more(self) -> bool:
-        """Read one more word; False at the text's end."""
+    def _more(self, have: int = 0) -> bool:
+        """Read the words of the next slice that has any, unless there are more than `have` already; False at
+        the text's end."""
         with self._lock:
-            word = next(self._reader, None)
-            if word is None:
-                return False
-            self._words.append(word)
-            return True
+            if len(self._words) > have:
+                return True  # another pass read them meanwhile
+            for words in self._reader:
+                if words:
+                    self._words.extend(words)
+                    return True
+            return False
 
-    def _read(self) -> Iterator[Spoken]:
+    def _read(self) -> Iterator[List[Spoken]]:
         splitter = WordSplitter(self.text_format)
         text = self.text
         for start in range(0, len(text), _SLICE):
-            yield from splitter.feed(text[start:start + _SLICE])
-        yield from splitter.finish()
+            yield splitter.feed(text[start:start + _SLICE])
+        yield splitter.finish()
 
 
 def is_whole(words: Iterable[str]) -> bool:
