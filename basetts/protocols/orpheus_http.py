@@ -74,7 +74,8 @@ def prompts(words: Iterable[str], sentences: Sentences, whole: bool, limit: int 
     size = -1  # characters of " ".join(buffer)
     given = 0  # words whose every piece is in the buffer or sent
     for long_word in words:
-        pieces = [long_word[i:i + limit] for i in range(0, len(long_word), limit)] or [long_word]
+        pieces = (long_word,) if len(long_word) <= limit else [
+            long_word[i:i + limit] for i in range(0, len(long_word), limit)]
         for number, word in enumerate(pieces):
             while buffer and size + 1 + len(word) > limit:
                 cut = _cut(buffer, sentences)
