@@ -163,7 +163,7 @@ def test_a_failed_sentence_raises_with_its_index_and_the_audio_before_it_or_is_c
 
 def test_an_unknown_voice_says_how_to_give_the_model_one(serve: Any) -> None:
     server = qwen3_server(serve)
-    with pytest.raises(SentenceError, match="requires 'ref_audio'.*synth.voices.add"):
+    with pytest.raises(SentenceError, match="requires 'ref_audio'.*synth.voices.add.*--voice.*basetts voices add"):
         qwen3_synth(server, voice="nobody").synthesize("Hello.")
 
 
@@ -453,6 +453,29 @@ def test_the_cli_speaks_qwen3_and_manages_its_voices(serve: Any, tmp_path: Any) 
     result = cli("doctor", "--local", env={"BASETTS_PROTOCOL": "qwen3"})  # its local server speaks qwen3 too
     line = next(line for line in result.stdout.splitlines() if "time to first audio" in line)
     assert line.split()[0] == "ok", result.stdout
+
+
+def test_serve_says_its_qwen3_server_needs_a_voice_and_the_error_names_the_flag(tmp_path: Any) -> None:
+    """`basetts serve --protocol qwen3` is the real Base model: every sentence fails until a voice is given. It
+    says so (on stderr: its stdout is the lines a shell runs), and a `say` without one names what to pass."""
+    def serve(*extra: str) -> "subprocess.Popen[str]":
+        return subprocess.Popen([sys.executable, "-m", "basetts", "serve", "--protocol", "qwen3", *extra],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    bare, voiced = serve(), serve("--voice", "bob")
+    try:
+        lines = [bare.stdout.readline() for _ in range(4)]
+        env = dict(line.strip()[len("export "):].split("=", 1) for line in lines if line.startswith("export "))
+        assert sorted(env) == ["BASETEN_API_KEY", "BASETTS_PROTOCOL", "BASETTS_URL"]
+        said = cli("say", "Hi there.", "-o", str(tmp_path / "o.wav"), env=env)
+        assert said.returncode == 1 and "--voice" in said.stderr and "basetts voices add" in said.stderr
+        assert [voiced.stdout.readline() for _ in range(4)][-1].startswith("export BASETTS_PROTOCOL=")
+    finally:
+        told = []
+        for process in (bare, voiced):
+            process.terminate()
+            told.append(process.communicate(timeout=10)[1])  # what each said on stderr, said before its exports
+    assert "has none yet" in told[0] and "has none yet" not in told[1]
 
 
 def test_the_pytest_fixtures_have_a_qwen3_variant(basetts_qwen3_synthesizer: Any, basetts_qwen3_server: Any) -> None:

@@ -44,6 +44,11 @@ def _serve(args: argparse.Namespace) -> int:
         print(f"basetts local server ({server.protocol}, {server.engine} engine), Ctrl+C to stop; for clients in "
               f"a shell:\nexport BASETTS_URL={server.url}\nexport BASETEN_API_KEY={server.api_key}\n{protocol}",
               end="", flush=True)
+        if qwen3 and not args.voice and not args.speaker:
+            # As the real Base model: every sentence fails without a voice. Said on stderr: stdout is for scripts.
+            print("basetts: this server clones voices and has none yet: add one (basetts voices add NAME CLIP "
+                  "--consent ID) and speak with --voice NAME, or start it with --voice NAME (a voice it has) or "
+                  "--speaker NAME (built-in speakers)", file=sys.stderr, flush=True)
         with contextlib.suppress(KeyboardInterrupt):
             server.wait()
     return 0

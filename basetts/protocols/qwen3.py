@@ -439,8 +439,9 @@ class Qwen3Utterance(Conversing):
         self._words(event.get("timestamp_info"))
         self.unit_done()
         if error is not None and self.sentence_errors == "raise":
-            hint = (" This model clones voices: pass voice= (one added with synth.voices.add), or ref_audio= "
-                    "and ref_text=." if "requires 'ref_audio'" in error else "")
+            hint = (" This model clones voices: pass voice= (one added with synth.voices.add; the CLI: --voice, one "
+                    "added with basetts voices add), or ref_audio= and ref_text=." if "requires 'ref_audio'" in error
+                    else "")
             return True, SentenceError(
                 f"The server failed sentence {begun.index} ({begun.text[:60]!r}): {error}.{hint} "
                 "Pass sentence_errors='collect' to go on past failed sentences.",
