@@ -32,11 +32,12 @@ log = logging.getLogger("basetts")
 READ_SIZE = 65536
 MAX_UPGRADE_ANSWER = 4 * READ_SIZE
 """Bytes the upgrade's answer may take (headers, and frames read with them): more is not a websocket server."""
-# TLS: bytes written per turn of the TLS lock: fits in the room poll() reports for a socket, so the
-# write does not wait for room while holding the lock.
+# TLS: bytes written per turn of the TLS lock (written without waiting), so that a long write lets the
+# reader in between.
 _TLS_WRITE = 4096
 # How often a writer waiting for room looks at its stop flag.
 _POLL = 0.05
+_DONTWAIT = getattr(socket, "MSG_DONTWAIT", 0)
 
 
 # A proxy's answer to CONNECT: an HTTP response header.
@@ -196,20 +197,36 @@ class BoundedSocket:
 
     def write(self, data: memoryview, stop: threading.Event, give_up: Optional[float]) -> None:
         """Write all of `data`, waiting for room as long as it takes (the server reads no text while it
-        generates) until `stop` is set, or until `give_up` (monotonic time; then socket.timeout)."""
+        generates) until `stop` is set, or until `give_up` (monotonic time; then socket.timeout). The socket
+        is tried first: a write that fits (nearly all) costs one call, and only a full socket is polled."""
         sock = self.sock
         while data:
-            if not ready(sock, _POLL, write=True):
-                if give_up is not None and time.monotonic() > give_up:
-                    raise socket.timeout("no room to write")
-                if stop.is_set():
-                    return
+            sent = self._send_without_waiting(data)
+            if sent is not None:
+                data = data[sent:]
                 continue
+            if give_up is not None and time.monotonic() > give_up:
+                raise socket.timeout("no room to write")
+            if stop.is_set():
+                return
+            ready(sock, _POLL, write=True)
+
+    def _send_without_waiting(self, data: memoryview) -> Optional[int]:
+        """Bytes of `data` the socket took at once; None if it had no room."""
+        sock = self.sock
+        try:
             if self.tls_lock is None:
-                data = data[sock.send(data):]
-            else:
-                with self.tls_lock:
-                    data = data[sock.send(data[:_TLS_WRITE]):]
+                if not _DONTWAIT:  # no such flag here (Windows): look for room first
+                    return sock.send(data) if ready(sock, 0, write=True) else None
+                return sock.send(data, _DONTWAIT)
+            with self.tls_lock:
+                sock.settimeout(0)
+                try:
+                    return sock.send(data[:_TLS_WRITE])
+                finally:
+                    sock.settimeout(None)
+        except (BlockingIOError, ssl.SSLWantWriteError, ssl.SSLWantReadError):
+            return None
 
     def writable(self) -> bool:
         """Whether a small write would go out now."""
