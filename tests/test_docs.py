@@ -2,9 +2,11 @@
 inside a running event loop, as a Jupyter cell runs inside the kernel's."""
 from __future__ import annotations
 
+import ast
 import asyncio
 import os
 import runpy
+from typing import List
 
 import pytest
 
@@ -59,3 +61,54 @@ def test_the_api_reference_is_generated_from_the_current_docstrings():
     namespace = runpy.run_path(os.path.join(DOCS, "make_api.py"))
     with open(os.path.join(DOCS, "api.md"), encoding="utf-8") as committed:
         assert committed.read() == namespace["render"](), "docs/api.md is stale: run `make docs`"
+
+
+def _locks_in_the_package() -> List[str]:
+    """Every lock basetts creates (testing/ aside: the local server is not the SDK), as `Class.attribute` (or
+    `module.name` for a module's own); a condition made on a lock already counted is that lock's."""
+    package = os.path.join(os.path.dirname(__file__), "..", "basetts")
+    found = []
+
+    def is_lock(node: ast.AST) -> bool:
+        if isinstance(node, ast.IfExp):
+            return is_lock(node.body) or is_lock(node.orelse)
+        return (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+                and isinstance(node.func.value, ast.Name) and node.func.value.id == "threading"
+                and (node.func.attr in ("Lock", "RLock") or (node.func.attr == "Condition" and not node.args)))
+
+    for folder, _, files in os.walk(package):
+        if os.path.basename(folder) == "testing":
+            continue
+        for name in files:
+            if not name.endswith(".py"):
+                continue
+            with open(os.path.join(folder, name), encoding="utf-8") as source:
+                tree = ast.parse(source.read())
+            for cls in [tree] + [node for node in ast.walk(tree) if isinstance(node, ast.ClassDef)]:
+                owner = cls.name if isinstance(cls, ast.ClassDef) else name[:-3]
+                for node in ast.walk(cls):
+                    if not isinstance(node, (ast.Assign, ast.AnnAssign)) or node.value is None:
+                        continue
+                    targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+                    for target in targets:
+                        pairs = (zip(target.elts, node.value.elts) if isinstance(target, ast.Tuple)
+                                 and isinstance(node.value, ast.Tuple) else [(target, node.value)])
+                        for where, value in pairs:
+                            if not is_lock(value):
+                                continue
+                            if isinstance(where, ast.Attribute) and isinstance(cls, ast.ClassDef):
+                                found.append(f"{owner}.{where.attr}")
+                            elif isinstance(where, ast.Name) and not isinstance(cls, ast.ClassDef):
+                                found.append(f"{owner}.{where.id}")
+    return sorted(set(found))
+
+
+def test_the_design_doc_says_what_every_lock_guards():
+    with open(os.path.join(DOCS, "design.md"), encoding="utf-8") as design:
+        text = design.read()
+    table = text[text.index("## Locks"):]
+    table = table[:table.index("\n## ", 1)]
+    locks = _locks_in_the_package()
+    assert "Conversation._lock" in locks and "Session._changed" in locks and "portaudio._portaudio_lock" in locks
+    missing = [lock for lock in locks if f"`{lock}`" not in table]
+    assert not missing, f"docs/design.md's Locks table does not say what these guard: {missing}"
