@@ -8,19 +8,22 @@ from __future__ import annotations
 import asyncio
 import http.client
 import json
+import socket
 import sys
 import threading
 import time
 import types
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 from urllib.parse import urlsplit
 
+import h11
 import websocket
 
 from basetts import Synthesizer
 from basetts.protocols.flush import server_sentences
 from basetts.protocols.orpheus_http import prompts
+from basetts.text import words_of
 
 SEED = Path(__file__).resolve().parent.parent / ".." / "shared" / "seed" / "example_client.py"
 SETTINGS = {"voice": "tara", "max_tokens": 2000, "buffer_size": 10}  # what basetts and the example send
@@ -142,6 +145,57 @@ class BareHTTP:
 
     def close(self) -> None:
         self.connection.close()
+
+
+class H11Floor:
+    """What h11 and basetts's text layer cost on their own, without the rest of basetts: the same requests and
+    the same prompts as basetts (Markdown read, words and spans, pysbd's cuts), framed by h11 on one kept-alive
+    socket read in this thread. The row that says how much of basetts's time is its own machinery."""
+
+    def __init__(self, url: str, api_key: str) -> None:
+        parts = urlsplit(url)
+        self.path, self.host = parts.path, parts.netloc
+        self.sock = socket.create_connection((parts.hostname or "127.0.0.1", parts.port), timeout=60)
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.authorization = f"Api-Key {api_key}"
+        self.http = h11.Connection(h11.CLIENT)
+        self.sentences = server_sentences()
+
+    def _post(self, prompt: str) -> Iterator[bytes]:
+        body = json.dumps({"voice": "tara", "prompt": prompt}, ensure_ascii=False).encode("utf-8")
+        headers = [("Host", self.host), ("Authorization", self.authorization), ("Content-Type", "application/json"),
+                   ("Content-Length", str(len(body))), ("User-Agent", "bench")]
+        self.sock.sendall(b"".join(self.http.send(event) or b"" for event in (
+            h11.Request(method="POST", target=self.path, headers=headers), h11.Data(data=body), h11.EndOfMessage())))
+        while True:
+            event = self.http.next_event()
+            if event is h11.NEED_DATA:
+                self.http.receive_data(self.sock.recv(65536))
+            elif type(event) is h11.Data:
+                yield event.data
+            elif type(event) is h11.EndOfMessage:
+                self.http.start_next_cycle()
+                return
+
+    def first_byte(self, text: str) -> Tuple[float, int]:
+        started = time.perf_counter()
+        requests = prompts(words_of(text), self.sentences, whole=True)
+        audio = self._post(next(requests).text)
+        first = next(audio)
+        elapsed = time.perf_counter() - started
+        received = len(first) + sum(len(data) for data in audio)
+        for request in requests:
+            received += sum(len(data) for data in self._post(request.text))
+        return elapsed, received
+
+    def receive_all(self, text: str) -> Tuple[float, int]:
+        started = time.perf_counter()
+        received = sum(len(data) for request in prompts(words_of(text), self.sentences, whole=True)
+                       for data in self._post(request.text))
+        return time.perf_counter() - started, received
+
+    def close(self) -> None:
+        self.sock.close()
 
 
 # Qwen3-TTS: a bare websocket-client loop speaking its protocol ----------------------------------------

@@ -263,14 +263,18 @@ def measure_orpheus_http(plan: Plan) -> Dict[str, Any]:
     with procs.server(protocol="orpheus-http") as server:
         synth = Synthesizer(url=server.url, api_key=server.api_key)
         bare = clients.BareHTTP(server.url, server.api_key)
+        floor = clients.H11Floor(server.url, server.api_key)
         out = _against_bare(plan, "orpheus-http", {
             report.BARE_HTTP: lambda: bare.first_byte(short),
+            report.H11_FLOOR: lambda: floor.first_byte(short),
             "basetts stream()": lambda: clients.basetts_first_byte(synth, short),
         }, {
             report.BARE_HTTP: lambda: bare.receive_all(long),
+            report.H11_FLOOR: lambda: floor.receive_all(long),
             "basetts stream()": lambda: clients.basetts_receive_all(synth, long),
         })
         bare.close()
+        floor.close()
         synth.close()
     return out
 
@@ -285,14 +289,14 @@ def _against_bare(plan: Plan, label: str, first: Dict[str, Callable[[], Tuple[fl
     names = list(first)
     samples: Dict[str, List[float]] = {name: [] for name in names}
     for rep in range(plan.ttfb_reps):
-        for name in names[rep % 2:] + names[:rep % 2]:
+        for name in names[rep % len(names):] + names[:rep % len(names)]:
             elapsed, received = first[name]()
             if received != plan.ttfb_words * 2400 * 2:
                 raise RuntimeError(f"{label} {name} received {received} bytes")
             samples[name].append(elapsed)
     out["first_byte"] = samples
     for rep in range(plan.throughput_reps):
-        for name in names[rep % 2:] + names[:rep % 2]:
+        for name in names[rep % len(names):] + names[:rep % len(names)]:
             cpu = time.process_time()
             elapsed, received = whole[name]()
             cpu = time.process_time() - cpu
