@@ -191,6 +191,10 @@ def targets(s: Dict[str, Any], results: Dict[str, Any]) -> List[Tuple[str, str, 
                      f"{h['ttfb_ratio']:.3f}×", verdict(h["ttfb_ratio"] <= 1.05)))
         rows.append(("Orpheus over HTTP: throughput ≥ 0.95× the bare loop", f"{h['throughput_ratio']:.3f}×",
                      verdict(h["throughput_ratio"] >= 0.95)))
+        if H11_FLOOR in h["ttfb"]:
+            rows.append(("Orpheus over HTTP: time to first byte of h11 and basetts's text layer alone (no SDK), and "
+                         "basetts's against it", f"{h['ttfb'][H11_FLOOR] / h['ttfb'][BARE_HTTP]:.3f}× the bare loop; "
+                         f"basetts {h['ttfb'][OURS] / h['ttfb'][H11_FLOOR]:.3f}× it", "–"))
     if "long_first" in results:
         lf = results["long_first"]
         for protocol, first in lf["first_audio"].items():
