@@ -15,6 +15,7 @@ from .._version import __version__
 from ..errors import BasetenTTSError, BasettsWarning, ConfigurationError
 from ..protocols import NAMES
 from ..protocols.orpheus import EMOTION_TAGS, VOICES
+from ..settings import endpoint_of
 
 if TYPE_CHECKING:
     pass
@@ -39,7 +40,7 @@ def _serve(args: argparse.Namespace) -> int:
                          ping_interval=off(args.ping_interval), ping_timeout=off(args.ping_timeout), **extra)
     with server:
         # What the URL does not say by itself (a websocket URL means orpheus, a predict URL orpheus-http).
-        said = args.protocol in ("orpheus", "orpheus-http")
+        said = endpoint_of(server.url, None)[1] == server.protocol
         protocol = "" if said else f"export BASETTS_PROTOCOL={args.protocol}\n"
         print(f"basetts local server ({server.protocol}, {server.engine} engine), Ctrl+C to stop; for clients in "
               f"a shell:\nexport BASETTS_URL={server.url}\nexport BASETEN_API_KEY={server.api_key}\n{protocol}",
