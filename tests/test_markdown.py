@@ -3,6 +3,8 @@ each protocol), streamed fragments read exactly as the whole text, words mapped 
 from __future__ import annotations
 
 import re
+import threading
+import time
 from typing import Any, List, Tuple
 
 import pytest
@@ -128,6 +130,41 @@ def test_a_whole_text_read_a_slice_at_a_time_is_read_as_it_is_whole(text_format:
     words = WholeText(text, text_format)
     assert [(str(w), w.span) for w in words] == whole
     assert [(str(w), w.span) for w in words] == whole  # each pass reads it anew
+
+
+def test_a_pass_that_waits_for_another_reading_the_last_slice_still_gets_its_words() -> None:
+    """Two passes over one whole text at once (a conversation given up still reading while its recovery reads):
+    the one that waits for the other, which reads the text's last words, gets them too, though the text has no
+    slice left to read by then."""
+    from basetts.text import WholeText
+
+    entered, release = threading.Event(), threading.Event()
+
+    def say(sentence: str) -> str:
+        if sentence.startswith("final"):  # the text's last sentence: read only once the text ends
+            entered.set()
+            release.wait(10)
+        return sentence
+
+    text = " ".join(["word"] * 150) + ". final sentence here."
+    whole = WholeText(text, say)  # reads up to the first sentence's words, to check there is something to say
+    passes: List[List[str]] = [[], []]
+
+    def read(index: int) -> None:
+        passes[index].extend(whole)
+
+    first = threading.Thread(target=read, args=(0,))
+    first.start()
+    assert entered.wait(10)  # the first pass holds the reader, in the last sentence
+    second = threading.Thread(target=read, args=(1,))
+    second.start()
+    time.sleep(0.2)  # the second pass goes through the words read so far, then waits for the reader
+    release.set()
+    first.join(10)
+    second.join(10)
+    expected = text.split()
+    assert passes[0] == expected
+    assert passes[1] == expected
 
 
 def test_a_word_goes_out_as_soon_as_what_follows_it_decides_it() -> None:
