@@ -176,6 +176,8 @@ class H11Floor:
             elif type(event) is h11.EndOfMessage:
                 self.http.start_next_cycle()
                 return
+            elif type(event) is h11.ConnectionClosed:
+                raise ConnectionError("the local server closed the kept-alive connection")
 
     def first_byte(self, text: str) -> Tuple[float, int]:
         started = time.perf_counter()
