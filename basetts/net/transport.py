@@ -223,9 +223,12 @@ class BoundedSocket:
                 sock.settimeout(0)
                 try:
                     return sock.send(data[:_TLS_WRITE])
+                except ssl.SSLWantReadError:
+                    pass  # a renegotiation: this write must read first, which polling for room would never see
                 finally:
                     sock.settimeout(None)
-        except (BlockingIOError, ssl.SSLWantWriteError, ssl.SSLWantReadError):
+                return sock.send(data[:_TLS_WRITE])  # so it is made blocking, as every TLS write used to be
+        except (BlockingIOError, ssl.SSLWantWriteError):
             return None
 
     def writable(self) -> bool:
