@@ -132,6 +132,21 @@ def test_the_demos_fallback_writes_a_wav_and_says_where(tmp_path):
     assert len(read_wav(tmp_path / "basetts-demo.wav")) > 24000  # the sentence, spoken by the local server
 
 
+def test_local_serves_the_protocol_asked_for(tmp_path):
+    """`--local --protocol X` starts a local server that speaks X: an HTTP protocol's is a predict route (a
+    websocket server would have been posted to, and the call failed)."""
+    result = run("say", "--local", "--protocol", "orpheus-http", "-o", str(tmp_path / "o.wav"), "Hello there.")
+    assert result.returncode == 0, result.stderr
+    assert "/environments/production/predict" in result.stderr and len(read_wav(tmp_path / "o.wav")) > 24000
+    (tmp_path / "in.txt").write_text("One text.\nTwo texts.\n")
+    result = run("batch", "--local", "--protocol", "kokoro", str(tmp_path / "in.txt"), str(tmp_path / "out"))
+    assert result.returncode == 0, result.stderr
+    assert len(read_wav(tmp_path / "out" / "000002.wav")) > 0
+    result = run("doctor", "--local", env={"BASETTS_PROTOCOL": "xtts-streaming"})
+    assert re.search(r"ok  configuration: the local server at http://\S+/predict", result.stdout), result.stdout
+    assert re.search(r"ok  time to first audio", result.stdout), result.stdout
+
+
 @pytest.mark.playback
 @pytest.mark.parametrize("device", ["nonexistent", "99"])
 def test_a_bad_device_is_a_usage_error_listing_the_devices(pulse, device):

@@ -329,6 +329,23 @@ def test_a_websocket_to_the_http_deployment_says_it_serves_http(serve: Any) -> N
         basetts.Synthesizer(url=url, api_key=server.api_key, protocol="orpheus").synthesize(TEXT)
 
 
+def test_a_post_to_a_websocket_deployment_says_it_serves_a_websocket_and_is_not_retried(serve: Any) -> None:
+    """truss answers a POST to a websocket-only model's predict route with a 500 (its predict() asserts there is
+    one): a configuration error, said as one, not a deployment to wait for. vllm-omni's server has no such route."""
+    server = serve()
+    url = server.url.replace("ws://", "http://").replace("/websocket", "/predict")
+    with pytest.raises(basetts.UnexpectedResponse, match=r"has no predict route: it serves a websocket.*"
+                                                         r"protocol='orpheus'") as info:
+        basetts.Synthesizer(url=url, api_key=server.api_key, retries=3).synthesize(TEXT)
+    assert info.value.status == 500 and server.handshakes == 1 and info.value.partial.pcm == b""
+    assert basetts.Synthesizer(url=server.url, api_key=server.api_key).synthesize(TEXT).pcm == server.expected_pcm(TEXT)
+    qwen3 = serve(protocol="qwen3", voices=("v",))
+    url = qwen3.url.replace("ws://", "http://").replace("/websocket", "/predict")
+    with pytest.raises(basetts.ModelNotFoundError, match="HTTP 404"):
+        basetts.Synthesizer(url=url, api_key=qwen3.api_key, protocol="orpheus-http").synthesize(TEXT)
+    assert client_threads() == []
+
+
 # which deployment a model id is ----------------------------------------------------------------------------
 @pytest.fixture
 def model_ids(monkeypatch: Any) -> Any:

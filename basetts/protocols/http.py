@@ -17,6 +17,8 @@ from ..errors import (
 )
 
 REDIRECT_STATUSES = (301, 302, 303, 307, 308)
+NO_PREDICT = "`predict` must only be called if model has it"
+"""What truss says (in a 500) when a POST reaches the predict route of a model that has only a websocket."""
 UPGRADE = "the websocket upgrade"
 REQUEST = "the request"
 
@@ -59,6 +61,11 @@ def status_error(status: int, headers: Dict[str, str], url: str, refused: str = 
         return ModelNotFoundError(
             f"Nothing at {url} (HTTP 404). Check the model id and environment.{said}", status=status,
             headers=headers, retry_after=retry_after)
+    if refused == REQUEST and NO_PREDICT in body:
+        return UnexpectedResponse(
+            f"The deployment at {url} has no predict route: it serves a websocket (HTTP {status}: \"{NO_PREDICT}\"). "
+            "Use its …/websocket URL, or its model id, with protocol='orpheus' (or 'qwen3' for Qwen3-TTS).",
+            status=status, headers=headers, retry_after=retry_after)
     if status == 429 or status >= 500:
         verb = "the connection" if refused == UPGRADE else "the request"
         return ServerUnavailable(

@@ -3,7 +3,7 @@ the key check, the prompt cut into chunks of `max_chunk_size` (280) characters w
 as headerless 16-bit PCM ("audio/wav") in chunked encoding, X-Baseten-Input-Tokens, a 500 with a text body
 when predict() fails before the stream, a response cut off when the engine fails during it, uvicorn's
 keep-alive (a connection idle for 5 s is closed). docs/protocol.md, "Orpheus over HTTP", says what each
-comes from."""
+comes from. A websocket server's predict route answers here too: truss's 500 for a model without predict()."""
 from __future__ import annotations
 
 import array
@@ -60,6 +60,8 @@ KEEP_ALIVE = 5.0
 """uvicorn's timeout_keep_alive, which truss keeps: an idle kept-alive connection is closed after it."""
 MAX_BODY = 16 * 2 ** 20
 INTERNAL_ERROR = "An internal server error occurred while processing your request {}"
+NO_PREDICT = "Unhandled exception: AssertionError: `predict` must only be called if model has it."
+"""truss's answer (a 500, JSON) to a POST to the predict route of a model that has only `websocket()`."""
 
 
 class Stalled(Exception):
@@ -221,6 +223,13 @@ def _answer(server: Endpoint, sock: socket.socket, http: h11.Connection, request
         message = {"error": f"Invalid JSON payload: {exc}"}
         _respond(sock, http, record, 400, json.dumps(message).encode(), "application/json")
         return
+    if server.protocol == "orpheus":  # a websocket model under truss: its predict() asserts there is one
+        _respond(sock, http, record, 500, json.dumps({"error": NO_PREDICT}).encode(), "application/json",
+                 (("X-BASETEN-ERROR-SOURCE", "04"), ("X-BASETEN-ERROR-CODE", "500")))
+        return
+    if server.protocol == "qwen3":  # vllm-omni's server has no such route (FastAPI's answer)
+        _respond(sock, http, record, 404, b'{"detail":"Not Found"}', "application/json")
+        return
     if server.protocol == "xtts-streaming":
         _answer_xtts(server, sock, http, model_input, record, sender_class, faults)
         return
@@ -329,5 +338,5 @@ def wav_of(pcm: bytes, protocol: str) -> bytes:
     return wav_header(len(pcm), rate) + pcm
 
 
-__all__ = ["DEFAULTS", "INTERNAL_ERROR", "KEEP_ALIVE", "MAX_CHUNK_SIZE", "PATHS", "PROTOCOLS", "Stalled", "chunk_text",
-           "serve", "wav_of"]
+__all__ = ["DEFAULTS", "INTERNAL_ERROR", "KEEP_ALIVE", "MAX_CHUNK_SIZE", "NO_PREDICT", "PATHS", "PROTOCOLS", "Stalled",
+           "chunk_text", "serve", "wav_of"]

@@ -189,8 +189,8 @@ class LocalServer:
         """A server any Synthesizer of `protocol` speaks to as it is (`--local`): for Qwen3, a CustomVoice
         model with built-in speakers, so no voice has to be added or cloned first."""
         if protocol == "qwen3":
-            options = {"protocol": "qwen3", "speakers": cls.SPEAKERS, "task_type": "CustomVoice", **options}
-        return cls(**options)
+            options = {"speakers": cls.SPEAKERS, "task_type": "CustomVoice", **options}
+        return cls(protocol=protocol, **options)
 
     # lifecycle -------------------------------------------------------------------------------------
     @property
@@ -279,25 +279,27 @@ class LocalServer:
             worker.start()
 
     def _serve(self, sock: socket.socket, number: int) -> None:
-        """One connection: TLS, the upgrade, then the handler with uvicorn's websocket behaviour (or, for
-        orpheus-http, its requests, unless the first is an upgrade)."""
+        """One connection: TLS, the upgrade, then the handler with uvicorn's websocket behaviour (or HTTP requests,
+        unless the first is an upgrade: the predict route's, as `orpheus_http` serves them)."""
         try:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             if self.ssl_context is not None:
                 sock.settimeout(10)
                 sock = self.ssl_context.wrap_socket(sock, server_side=True)
-            received = b""
-            if self.protocol in orpheus_http.PROTOCOLS:
-                received = _head(sock)
-                if not received.lower().startswith(b"get ") or b"\r\nupgrade:" not in received.lower():
+            received = _head(sock)
+            head = received.lower()
+            # A websocket deployment answers a GET without an upgrade with the handshake's refusal, and any
+            # other request (a POST to its predict path) as truss's predict route does (`orpheus_http`).
+            if not head.startswith(b"get ") or (b"\r\nupgrade:" not in head
+                                                 and self.protocol in orpheus_http.PROTOCOLS):
+                with self._lock:
+                    self._sockets.add(sock)
+                try:
+                    orpheus_http.serve(self, sock, received, number)
+                finally:
                     with self._lock:
-                        self._sockets.add(sock)
-                    try:
-                        orpheus_http.serve(self, sock, received, number)
-                    finally:
-                        with self._lock:
-                            self._sockets.discard(sock)
-                    return
+                        self._sockets.discard(sock)
+                return
             connection = Connection(sock, max_size=MAX_MESSAGE, ping_interval=self.ping_interval,
                                     ping_timeout=self.ping_timeout, close_timeout=2.0, logger=_QUIET)
             with self._lock:
