@@ -441,9 +441,15 @@ def test_failures_are_one_line_exit_1_and_never_show_the_key(tmp_path):
 
 
 def test_voices():
-    result = run("voices")
-    assert result.returncode == 0
-    assert "tara" in result.stdout and "<laugh>" in result.stdout
+    """What --voice takes for the protocol asked: Orpheus's voices over HTTP too, each preset's from its model."""
+    for args, env in ((("voices",), None), (("voices", "--protocol", "orpheus-http"), None)):
+        result = run(*args, env=env)
+        assert result.returncode == 0
+        assert "tara" in result.stdout and "<laugh>" in result.stdout
+    result = run("voices", env={"BASETTS_PROTOCOL": "kokoro"})
+    assert result.returncode == 0 and "af_bella" in result.stdout and "tara" not in result.stdout
+    result = run("voices", "--protocol", "piper")
+    assert result.returncode == 0 and "piper-tts) reads no voice" in result.stdout
 
 
 def test_serve_prints_url_and_key_and_serves(tmp_path):

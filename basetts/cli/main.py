@@ -11,10 +11,11 @@ import sys
 import warnings
 from typing import TYPE_CHECKING, Any, Dict, List, Optional
 
+from .. import protocols
 from .._version import __version__
 from ..errors import BasetenTTSError, BasettsWarning, ConfigurationError
 from ..protocols import NAMES
-from ..protocols.orpheus import EMOTION_TAGS, VOICES
+from ..protocols.orpheus import VOICES
 from ..settings import endpoint_of
 
 if TYPE_CHECKING:
@@ -57,12 +58,13 @@ def _serve(args: argparse.Namespace) -> int:
 
 def _voices(args: argparse.Namespace) -> int:
     action = args.action or "list"
-    if _protocol(args) != "qwen3":
+    protocol = _protocol(args)
+    if protocol != "qwen3":
         if action != "list":
             raise _Usage(f"voices {action}: voices are added and removed on Qwen3-TTS: pass --protocol qwen3 "
                          "(or set BASETTS_PROTOCOL=qwen3)")
-        print("Voices:       " + " ".join(VOICES))
-        print("Emotion tags: " + " ".join(EMOTION_TAGS))
+        for line in protocols.spec(protocol).voices():
+            print(line)
         return 0
     synth = _synthesizer(args, args.url, None)
     if action == "list":
@@ -134,7 +136,7 @@ def build_parser() -> argparse.ArgumentParser:
     say.add_argument("--fallback-output", metavar="FILE",
                      help="if there is no way to play here, write FILE instead (without it: exit 1)")
     say.add_argument("--voice", help=f"Orpheus: one of {', '.join(VOICES)} (default tara); Qwen3: a voice added "
-                                     "(basetts voices add) or built in")
+                                     "(basetts voices add) or built in; others: basetts voices --protocol NAME")
     endpoint = say.add_mutually_exclusive_group()
     endpoint.add_argument("--url", help=URL_HELP)
     endpoint.add_argument("--model-id", help="the Baseten model id (default: BASETEN_MODEL_ID)")
@@ -212,7 +214,7 @@ def build_parser() -> argparse.ArgumentParser:
     voices.add_argument("--consent", metavar="ID", help="add: the id of the speaker's recorded consent")
     voices.add_argument("--ref-text", help="add: what the clip says (in-context cloning: a closer likeness)")
     voices.add_argument("--description", help="add: a description of the voice")
-    voices.add_argument("--protocol", choices=("orpheus", "qwen3"), help="default: BASETTS_PROTOCOL, or orpheus")
+    voices.add_argument("--protocol", choices=NAMES, help="default: BASETTS_PROTOCOL, or orpheus")
     voices_endpoint = voices.add_mutually_exclusive_group()
     voices_endpoint.add_argument("--url", help="websocket URL (default: BASETTS_URL, or BASETEN_MODEL_ID's)")
     voices_endpoint.add_argument("--model-id", help="the Baseten model id (default: BASETEN_MODEL_ID)")

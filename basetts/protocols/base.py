@@ -710,6 +710,10 @@ class Spec:
         """The voice as the server knows it."""
         return voice
 
+    def voices(self) -> List[str]:
+        """What `voice=` takes here, as lines for `basetts voices` (from the model's code: nothing is asked)."""
+        return ["Voices: the deployment's own (voice= is sent as it is)"]
+
     def check(self, settings: Any) -> None:
         """Its own settings' values, as its server checks them (ConfigurationError), before anything is sent."""
 

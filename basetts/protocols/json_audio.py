@@ -40,17 +40,22 @@ class Preset:
     voice_field: Optional[str] = None
     """Where `voice` goes (None: the model reads no voice, and voice= is refused)."""
     voice_is_number: bool = False
+    voices: Tuple[str, ...] = ()
+    """The voices its model.py names (the first its default), or nothing when it names none."""
     language_field: Optional[str] = None
     shell_quoted: bool = False
     """The model puts the text in a shell command between single quotes: an apostrophe would end it."""
 
 
 PRESETS: Tuple[Preset, ...] = (
-    Preset("kokoro", "kokoro", response_key="base64", voice_field="voice"),
+    Preset("kokoro", "kokoro", response_key="base64", voice_field="voice", voices=(
+        "af", "af_bella", "af_sarah", "af_nicole", "af_sky", "am_adam", "am_michael", "bf_emma", "bf_isabella",
+        "bm_george", "bm_lewis")),
     Preset("chatterbox", "chatterbox-tts", response_key="audio"),
     Preset("sesame", "sesame-csm-1b", voice_field="speaker", voice_is_number=True),
     Preset("piper", "piper-tts", shell_quoted=True),
-    Preset("xtts-v2", "xtts-v2-truss", voice_field="speaker_voice", language_field="language"),
+    Preset("xtts-v2", "xtts-v2-truss", voice_field="speaker_voice", voices=("Claribel Dervla",),
+           language_field="language"),
     Preset("metavoice", "metavoice-1b", response_key=None, text_field="prompt"),
 )
 CUSTOM = Preset("json-audio", "", response_key="output", voice_field="voice")
@@ -88,6 +93,18 @@ class JsonAudio(Spec):
         self.name = preset.name
         custom = ("text_field", "response_key", "request_fields")
         self.fields = custom if preset is CUSTOM else ("language",) if preset.language_field else ()
+
+    def voices(self) -> List[str]:
+        preset = self.preset
+        if preset.voice_field is None:
+            return [f"Voices: none to choose: its model ({preset.model}) reads no voice from the request"]
+        if preset.voice_is_number:
+            return ["Voices: a speaker number: 0 (the default), 1, …"]
+        if preset is CUSTOM:
+            return ['Voices: the deployment\'s own (voice= goes in the request\'s "voice" field)']
+        if len(preset.voices) == 1:
+            return [f"Voices: {preset.voices[0]!r} (the default), or another of its model's built-in speakers"]
+        return [f"Voices: {' '.join(preset.voices)} (the first is the default)"]
 
     def check(self, settings: Any) -> None:
         preset = self.preset

@@ -129,6 +129,9 @@ class Orpheus(Spec):
             return voice.strip().lower()
         return voice
 
+    def voices(self) -> List[str]:
+        return ["Voices:       " + " ".join(VOICES), "Emotion tags: " + " ".join(EMOTION_TAGS)]
+
     def check(self, settings: Any) -> None:
         voice = settings.voice
         if voice is not None and voice not in VOICES and voice not in _warned_voices:

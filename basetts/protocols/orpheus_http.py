@@ -406,6 +406,9 @@ class OrpheusHTTP(Spec):
     def voice(self, voice: Optional[str]) -> Optional[str]:
         return _ORPHEUS.voice(voice)
 
+    def voices(self) -> List[str]:
+        return _ORPHEUS.voices()
+
     def check(self, settings: Any) -> None:
         _ORPHEUS.check(settings)
 

@@ -4,7 +4,7 @@ application/octet-stream, chunked, no WAV header). The text goes in requests as 
 (`orpheus_http.prompts`: at most 280 characters, at sentence ends), on one kept-alive connection."""
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Dict, Iterable
+from typing import TYPE_CHECKING, Any, Dict, Iterable, List
 
 from ..errors import ConfigurationError
 from . import orpheus_http
@@ -30,6 +30,9 @@ class XTTSStreaming(Spec):
     upgrades = False
     schemes = ("http", "https")
     spare_max_age = orpheus_http.SPEC.spare_max_age
+
+    def voices(self) -> List[str]:
+        return [f"Voices: none to choose: the model speaks as {SPEAKER}, its one built-in speaker"]
 
     def check(self, settings: Any) -> None:
         if settings.voice is not None:
