@@ -136,6 +136,8 @@ def test_settings_a_model_cannot_take_are_refused_before_anything_is_sent(serve:
         synth_for(server, protocol="json-audio", request_fields={"x": object()})
     with pytest.raises(basetts.ConfigurationError, match="language must be one of XTTS's"):
         synth_for(server, protocol="xtts-v2", language="English")
+    with pytest.warns(basetts.BasettsWarning, match="'tara' is not one of kokoro's voices af, af_bella"):
+        synth_for(server, protocol="kokoro", voice="tara")  # its model would look for tara.pt: sent all the same
     assert server.handshakes == 0
 
 

@@ -11,9 +11,9 @@ import base64
 import binascii
 import dataclasses
 import json
-from typing import TYPE_CHECKING, Any, Dict, Iterable, List, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Dict, Iterable, List, Optional, Set, Tuple
 
-from ..errors import ConfigurationError
+from ..errors import ConfigurationError, warn
 from ..pcm import SAMPLE_RATE, resample, wav_to_pcm
 from ..text import is_whole
 from . import orpheus_http, xtts
@@ -41,7 +41,9 @@ class Preset:
     """Where `voice` goes (None: the model reads no voice, and voice= is refused)."""
     voice_is_number: bool = False
     voices: Tuple[str, ...] = ()
-    """The voices its model.py names (the first its default), or nothing when it names none."""
+    """Every voice its model has (the first its default): another is sent with a warning, as Orpheus's are."""
+    default_voice: Optional[str] = None
+    """Its default voice, when it has others it does not list (XTTS's built-in speakers)."""
     language_field: Optional[str] = None
     shell_quoted: bool = False
     """The model puts the text in a shell command between single quotes: an apostrophe would end it."""
@@ -54,10 +56,11 @@ PRESETS: Tuple[Preset, ...] = (
     Preset("chatterbox", "chatterbox-tts", response_key="audio"),
     Preset("sesame", "sesame-csm-1b", voice_field="speaker", voice_is_number=True),
     Preset("piper", "piper-tts", shell_quoted=True),
-    Preset("xtts-v2", "xtts-v2-truss", voice_field="speaker_voice", voices=("Claribel Dervla",),
+    Preset("xtts-v2", "xtts-v2-truss", voice_field="speaker_voice", default_voice=xtts.SPEAKER,
            language_field="language"),
     Preset("metavoice", "metavoice-1b", response_key=None, text_field="prompt"),
 )
+_warned: Set[Tuple[str, str]] = set()
 CUSTOM = Preset("json-audio", "", response_key="output", voice_field="voice")
 """A deployment of the same shape without a preset: `text_field`, `response_key` and `request_fields` say it."""
 
@@ -102,8 +105,8 @@ class JsonAudio(Spec):
             return ["Voices: a speaker number: 0 (the default), 1, …"]
         if preset is CUSTOM:
             return ['Voices: the deployment\'s own (voice= goes in the request\'s "voice" field)']
-        if len(preset.voices) == 1:
-            return [f"Voices: {preset.voices[0]!r} (the default), or another of its model's built-in speakers"]
+        if preset.default_voice is not None:
+            return [f"Voices: {preset.default_voice!r} (the default), or another of its model's built-in speakers"]
         return [f"Voices: {' '.join(preset.voices)} (the first is the default)"]
 
     def check(self, settings: Any) -> None:
@@ -115,6 +118,10 @@ class JsonAudio(Spec):
             if preset.voice_is_number and not settings.voice.isdigit():
                 raise ConfigurationError(f"protocol={preset.name!r}: voice is the model's speaker number (0, 1, …), "
                                          f"got {settings.voice!r}")
+            if preset.voices and settings.voice not in preset.voices and (preset.name, settings.voice) not in _warned:
+                _warned.add((preset.name, settings.voice))  # once: every call checks its settings
+                warn(f"voice {settings.voice!r} is not one of {preset.model}'s voices {', '.join(preset.voices)}; "
+                     "sending it anyway")
         if preset.language_field and settings.language is not None and settings.language not in xtts.LANGUAGES:
             raise ConfigurationError(f"language must be one of XTTS's {', '.join(xtts.LANGUAGES)}, "
                                      f"got {settings.language!r}")
