@@ -197,6 +197,26 @@ def test_an_unknown_path_is_model_not_found(serve: Any) -> None:
         basetts.Synthesizer(url=url, api_key=server.api_key, protocol="orpheus-http").synthesize(TEXT)
 
 
+def test_the_predict_route_answers_other_methods_as_fastapi_and_serves_on(serve: Any) -> None:
+    """HEAD and GET on the predict path: 405 (HEAD: the head alone), on the same kept-alive connection, which
+    then takes a POST; a websocket server's predict path answers them the same way."""
+    for server in (http_server(serve), serve()):
+        connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=5)
+        for method in ("HEAD", "GET"):
+            connection.request(method, "/environments/production/predict")
+            response = connection.getresponse()
+            body = response.read()
+            assert (response.status, response.getheader("Allow")) == (405, "POST")
+            assert body == (b"" if method == "HEAD" else b'{"detail":"Method Not Allowed"}')
+        connection.request("POST", "/environments/production/predict", json.dumps({"prompt": TEXT}),
+                           {"Authorization": f"Api-Key {server.api_key}", "Content-Type": "application/json"})
+        response = connection.getresponse()
+        assert response.status == (200 if server.protocol == "orpheus-http" else 500)
+        response.read()
+        connection.close()
+        assert server.connections == 1
+
+
 def test_a_deployment_starting_up_is_retried_before_any_audio(serve: Any) -> None:
     server = http_server(serve, faults=Faults(handshake_status=503, handshake_failures=2, retry_after=0.01))
     audio = synth_for(server, retries=3).synthesize(TEXT)

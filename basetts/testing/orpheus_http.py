@@ -194,12 +194,14 @@ def _header(request: h11.Request, name: bytes) -> Optional[str]:
     return None
 
 
-def _respond(sock: socket.socket, http: h11.Connection, record: ConversationRecord, status: int,
-             body: bytes, content_type: str, headers: Tuple[Tuple[str, str], ...] = ()) -> None:
+def _respond(sock: socket.socket, http: h11.Connection, record: ConversationRecord, status: int, body: bytes,
+             content_type: str, headers: Tuple[Tuple[str, str], ...] = (), head_only: bool = False) -> None:
+    """One whole answer; `head_only` (a HEAD request's): the head alone, its Content-Length included, as uvicorn's."""
     record.status = status
     response = h11.Response(status_code=status, headers=[
         ("Content-Type", content_type), ("Content-Length", str(len(body))), *headers])
-    sock.sendall(b"".join(http.send(event) or b"" for event in (response, h11.Data(data=body), h11.EndOfMessage())))
+    events = (response, h11.EndOfMessage()) if head_only else (response, h11.Data(data=body), h11.EndOfMessage())
+    sock.sendall(b"".join(http.send(event) or b"" for event in events))
 
 
 def _answer(server: Endpoint, sock: socket.socket, http: h11.Connection, request: h11.Request, body: bytes,
@@ -211,8 +213,13 @@ def _answer(server: Endpoint, sock: socket.socket, http: h11.Connection, request
         extra = (("Retry-After", f"{retry_after:g}"),) if retry_after is not None else ()
         _respond(sock, http, record, status, b"Refused by fault injection.\n", "text/plain", extra)
         return
-    if request.method != b"POST" or not any(p.match(path) for p in PATHS):
-        _respond(sock, http, record, 404, b'{"detail":"Not Found"}', "application/json")
+    head = request.method == b"HEAD"
+    if not any(p.match(path) for p in PATHS):
+        _respond(sock, http, record, 404, b'{"detail":"Not Found"}', "application/json", head_only=head)
+        return
+    if request.method != b"POST":  # FastAPI's answer on a POST route
+        _respond(sock, http, record, 405, b'{"detail":"Method Not Allowed"}', "application/json", (("Allow", "POST"),),
+                 head_only=head)
         return
     if not server._key_ok(record.authorization or ""):
         _respond(sock, http, record, 401, json.dumps({"error": "Invalid API key"}).encode(), "application/json")
