@@ -6,6 +6,8 @@ import gc
 import json
 import resource
 import socket
+import subprocess
+import sys
 import threading
 import time
 import wave
@@ -55,6 +57,43 @@ def test_save_writes_a_real_wav(tmp_path, basetts_server, basetts_synthesizer):
         assert wav.readframes(wav.getnframes()) == basetts_server.expected_pcm(TEXT)
     assert path.read_bytes()[:4] == b"RIFF"
     assert returned.audio() == Audio.from_wav(path) and returned.duration == Audio.from_wav(path).duration
+
+
+USERS_TESTS = """
+from basetts import Synthesizer
+
+SEEN = {}
+
+
+def test_http(basetts_http_synthesizer, basetts_http_server):
+    assert basetts_http_synthesizer.synthesize("Hello there.").pcm == basetts_http_server.expected_pcm("Hello there.")
+    SEEN["port"], SEEN["synth"] = basetts_http_server.port, basetts_http_synthesizer  # still referred to
+
+
+def test_its_kept_alive_connection_was_closed_with_it():
+    with open("/proc/net/tcp") as table:  # ESTABLISHED or CLOSE_WAIT to that server: a socket still open here
+        assert not [line for line in table.readlines()[1:] if int(line.split()[2].split(":")[1], 16) == SEEN["port"]
+                    and line.split()[3] in ("01", "08")]
+
+
+def test_any_protocol(basetts_make_server):
+    server = basetts_make_server(protocol="kokoro")
+    with Synthesizer(url=server.url, api_key=server.api_key, protocol="kokoro") as synth:
+        assert synth.synthesize("Hi there.").duration > 0
+    SEEN["kokoro"] = server
+
+
+def test_its_servers_were_stopped():
+    assert "stopped" in repr(SEEN["kokoro"])
+"""
+
+
+def test_the_pytest_plugin_gives_a_users_tests_servers_of_any_protocol_and_closes_what_it_opened(tmp_path):
+    """A user's test file, no conftest: the plugin comes with basetts (its entry point)."""
+    (tmp_path / "test_users.py").write_text(USERS_TESTS)
+    result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "test_users.py"],
+                            cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0 and "4 passed" in result.stdout, result.stdout + result.stderr
 
 
 def test_settings_words_and_sentinel_arrive_in_order_with_the_key_header(basetts_server):
