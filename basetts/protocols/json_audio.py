@@ -60,9 +60,9 @@ PRESETS: Tuple[Preset, ...] = (
            language_field="language"),
     Preset("metavoice", "metavoice-1b", response_key=None, text_field="prompt"),
 )
-_warned: Set[Tuple[str, str]] = set()
 CUSTOM = Preset("json-audio", "", response_key="output", voice_field="voice")
 """A deployment of the same shape without a preset: `text_field`, `response_key` and `request_fields` say it."""
+_warned: Set[Tuple[str, str]] = set()  # (preset, voice): an unknown voice is said once
 
 
 def decode_answer(body: bytes, key: Optional[str]) -> bytes:

@@ -224,6 +224,9 @@ def _answer(server: Endpoint, sock: socket.socket, http: h11.Connection, request
     if not server._key_ok(record.authorization or ""):
         _respond(sock, http, record, 401, json.dumps({"error": "Invalid API key"}).encode(), "application/json")
         return
+    if server.protocol == "qwen3":  # vllm-omni's server has no such route (FastAPI's answer)
+        _respond(sock, http, record, 404, b'{"detail":"Not Found"}', "application/json")
+        return
     try:
         model_input = json.loads(body)
     except ValueError as exc:  # truss's InputParsingError
@@ -233,9 +236,6 @@ def _answer(server: Endpoint, sock: socket.socket, http: h11.Connection, request
     if server.protocol == "orpheus":  # a websocket model under truss: its predict() asserts there is one
         _respond(sock, http, record, 500, json.dumps({"error": NO_PREDICT}).encode(), "application/json",
                  (("X-BASETEN-ERROR-SOURCE", "04"), ("X-BASETEN-ERROR-CODE", "500")))
-        return
-    if server.protocol == "qwen3":  # vllm-omni's server has no such route (FastAPI's answer)
-        _respond(sock, http, record, 404, b'{"detail":"Not Found"}', "application/json")
         return
     if server.protocol == "xtts-streaming":
         _answer_xtts(server, sock, http, model_input, record, sender_class, faults)
