@@ -89,12 +89,21 @@ def _endpoint(url: str, upgrades: bool) -> str:
     return parts._replace(scheme=scheme, path=path).geturl()
 
 
+def with_scheme(url: str) -> str:
+    """A Baseten URL copied without its scheme gets the one its path says (Baseten's are TLS: wss:// for a
+    …/websocket, else https://); any other URL is left as it is."""
+    bare = url.strip()
+    if "://" in bare or ".api.baseten.co" not in bare:
+        return url
+    return f"{'wss' if re.search(r'/websocket/?$', bare) else 'https'}://{bare}"
+
+
 def model_id_of(model_id: str, protocol: Optional[str] = None) -> Tuple[Optional[str], Optional[str]]:
     """(model id, url) from what users pass as a model id: "abc123", the host's "model-abc123", or a
     whole URL (copied from the dashboard: see `endpoint_of` for which protocol it means)."""
     value = model_id.strip()
     if "://" in value or ".api.baseten.co" in value:
-        return None, value if "://" in value else f"https://{value}"
+        return None, with_scheme(value)
     if value.startswith("model-") and len(value) > len("model-"):
         warn(f"model_id {value!r} is the host's name (model-{{id}}.api.baseten.co); using {value[6:]!r}")
         return value[6:], None
@@ -359,7 +368,7 @@ class Settings:
             model_id, url = model_id_of(model_id)
             guessed = guessed and not url  # a URL in model_id= says what it is
         if isinstance(url, str) and url:
-            url, protocol = endpoint_of(url, options.get("protocol"))
+            url, protocol = endpoint_of(with_scheme(url), options.get("protocol"))
             options["protocol"] = protocol
         if not url:
             assert model_id is not None
@@ -414,6 +423,10 @@ class Settings:
                                      f"got {self.protocol!r}")
         insecure, secure = protocols.spec(self.protocol).schemes
         parts = urlsplit(self.url)
+        if "://" not in self.url:
+            raise ConfigurationError(f"url needs its scheme: https://…/predict for an HTTP deployment, "
+                                     "wss://…/websocket for a websocket (http:// or ws:// to a server on this "
+                                     f"machine), got {self.url!r}")
         if parts.scheme not in (insecure, secure) or not parts.hostname:
             raise ConfigurationError(f"url must be {insecure}:// or {secure}:// with a host for "
                                      f"protocol={self.protocol!r}, got {self.url!r}")

@@ -307,6 +307,22 @@ def test_a_model_id_copied_from_the_host_or_the_dashboard_is_understood(
     assert (settings.url, settings.protocol) == (url, protocol)
 
 
+def test_a_baseten_url_copied_without_its_scheme_gets_the_one_its_path_says(tmp_path: Path) -> None:
+    """As a model id copied from the dashboard: https:// for a predict URL, wss:// for a websocket, and nothing
+    said (no URL was rewritten); a URL of another host without one names what to write."""
+    host = "model-abc123.api.baseten.co/environments/production"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for given in ({"url": f"{host}/predict "}, {"model_id": f"{host}/predict"}):
+            settings = resolve(tmp_path, {}, api_key=KEY, **given)
+            assert (settings.url, settings.protocol) == (f"https://{host}/predict", "orpheus-http")
+        for given in ({"url": f"{host}/websocket"}, {"model_id": f"{host}/websocket"}):
+            settings = resolve(tmp_path, {}, api_key=KEY, **given)
+            assert (settings.url, settings.protocol) == (f"wss://{host}/websocket", "orpheus")
+    with pytest.raises(ConfigurationError, match=r"url needs its scheme: https://…/predict .* wss://…/websocket"):
+        resolve(tmp_path, {}, api_key=KEY, url="127.0.0.1:8000/environments/production/predict")
+
+
 @pytest.mark.parametrize("path", ["/environments/production/predict", "/production/predict",
                                   "/development/predict", "/deployment/abc/predict", "/v1/models/model:predict"])
 def test_every_form_of_predict_url_means_orpheus_over_http(tmp_path: Path, path: str) -> None:
