@@ -2,11 +2,12 @@
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import ipaddress
 import logging
 import os
 import re
-from typing import Any, ClassVar, Dict, List, Mapping, Optional, Tuple, TypedDict
+from typing import Any, ClassVar, Dict, Iterable, List, Mapping, Optional, Tuple, TypedDict
 from urllib.parse import urlsplit
 
 from . import protocols
@@ -377,9 +378,7 @@ class Settings:
                 if not isinstance(value, str) or not _PATH_SEGMENT.match(value.strip()):
                     raise ConfigurationError(f"{name} must be letters, digits, '-' or '_', got {value!r}")
             url = baseten_url(model_id.strip(), environment.strip(), options.get("protocol") or PROTOCOLS[0])
-        unknown = set(options) - {f.name for f in dataclasses.fields(cls)}
-        if unknown:
-            raise ArgumentTypeError(f"unknown setting(s): {', '.join(sorted(unknown))}")
+        _known(options)
         options = {k: v for k, v in options.items() if v is not None}
         settings = cls(url=url, api_key=api_key, **options)
         settings.validate()
@@ -390,9 +389,7 @@ class Settings:
         """A copy with per-call overrides (None leaves a field as it is), validated."""
         if not overrides:
             return self
-        unknown = set(overrides) - {f.name for f in dataclasses.fields(self)}
-        if unknown:
-            raise ArgumentTypeError(f"unknown setting(s): {', '.join(sorted(unknown))}")
+        _known(overrides)
         changes = {k: v for k, v in overrides.items() if v is not None}
         if not changes:
             return self
@@ -494,6 +491,24 @@ class Settings:
     def bytes_per_sample(self) -> int:
         """Bytes per sample on the wire: 1 for μ-law, else 2."""
         return 1 if self.encoding == "pcm_mulaw" else 2
+
+
+def unknown_settings(names: Iterable[str], known: Iterable[str]) -> Optional[str]:
+    """The names that are not settings, each with the one meant when it is close to one ("voise (did you mean
+    'voice'?)"); None when all are known."""
+    known = list(known)
+    unknown = sorted(set(names) - set(known))
+    if not unknown:
+        return None
+    return ", ".join(name + "".join(f" (did you mean {close!r}?)" for close in difflib.get_close_matches(
+        name, known, 1)) for name in unknown)
+
+
+def _known(options: Mapping[str, Any]) -> None:
+    """ArgumentTypeError for a setting that does not exist, naming the one meant when it is close to one."""
+    unknown = unknown_settings(options, (f.name for f in dataclasses.fields(Settings)))
+    if unknown is not None:
+        raise ArgumentTypeError(f"unknown setting(s): {unknown} (help(basetts.Settings) lists them all)")
 
 
 def protocol_from_environment(dotenv_path: Optional[str] = None) -> str:

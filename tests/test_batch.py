@@ -191,8 +191,11 @@ def test_bad_batch_arguments_are_errors_before_anything_is_sent() -> None:
             list(synth.synthesize_many(["x"], concurrency=0))
         with pytest.raises(TypeError):
             list(synth.synthesize_many("one text", concurrency=2))
-        with pytest.raises(TypeError, match="voise"):
+        with pytest.raises(TypeError, match=r"voise \(did you mean 'voice'\?\)"):
             list(synth.synthesize_many(["x"], voise="leo"))
+        with pytest.raises(basetts.ArgumentTypeError, match=r"first_audio_timout \(did you mean 'first_audio_timeout'"
+                                                           r"\?\), speed \(help\(basetts.Settings\)"):
+            synth.synthesize("x", speed=1.2, first_audio_timout=3)
         assert server.conversations == []
 
 
@@ -207,7 +210,7 @@ def test_jsonl_lines_that_cannot_be_jobs_are_named_with_their_line_numbers() -> 
     assert [(j.id, j.problem is None) for j in jobs] == [("a", True), ("000003", False), ("b", False), ("c", False),
                                                           ("a", False), ("000007", True)]
     assert "line 3 is not JSON" in jobs[1].problem and "line 4 has no text" in jobs[2].problem
-    assert "unknown setting(s) voise" in jobs[3].problem and "used before" in jobs[4].problem
+    assert "unknown setting(s) voise (did you mean 'voice'?)" in jobs[3].problem and "used before" in jobs[4].problem
     assert jobs[5].settings == {"voice": "leo"}
 
 

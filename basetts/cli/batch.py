@@ -54,7 +54,7 @@ def read_jobs(lines: Iterable[str], kind: str, skipped: Optional[list] = None) -
     import csv
     import json
 
-    from ..settings import CallSettings
+    from ..settings import CallSettings, unknown_settings
 
     known = set(CallSettings.__annotations__)
     seen: Set[str] = set()
@@ -96,9 +96,9 @@ def read_jobs(lines: Iterable[str], kind: str, skipped: Optional[list] = None) -
                     continue
                 yield Job(number, ident, problem=f"line {number} has no text")
                 continue
-            unknown = sorted(set(fields) - known)
-            if unknown:
-                yield Job(number, ident, text, problem=f"line {number}: unknown setting(s) {', '.join(unknown)}")
+            unknown = unknown_settings(fields, known)
+            if unknown is not None:
+                yield Job(number, ident, text, problem=f"line {number}: unknown setting(s) {unknown}")
                 continue
             job = Job(number, ident, text, fields)
         if job.id in seen:
