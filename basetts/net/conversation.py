@@ -352,7 +352,9 @@ class Conversation:
         else:
             with self._changed:
                 self._queued -= len(item)
-                if ((self._writer_waiting and self._queued < ROOM_BYTES)
+                # Only as the queue falls below a bound: a writer waiting for the server (pacing) is not woken
+                # for each chunk taken, only the one that waits for room (or a full reader).
+                if ((self._writer_waiting and self._queued < ROOM_BYTES <= self._queued + len(item))
                         or self._queued + len(item) > MAX_QUEUED_BYTES):
                     self._changed.notify_all()  # the consumer caught up: the writer (or a full reader) goes on
             if self._sends_itself:
@@ -417,10 +419,14 @@ class Conversation:
         if sock is None or not self._utterance.controls or not self._write_lock.acquire(blocking=False):
             return
         try:
+            now = time.monotonic()
+            with self._lock:
+                if not self._utterance.wants_to_send(now):
+                    return  # nothing owed: no system call to ask the socket for room
             if not sock.writable():
                 return
             with self._lock:
-                write = self._utterance.data_to_send(time.monotonic())
+                write = self._utterance.data_to_send(now)
             if write is not None and sock.try_write(write.data):
                 self._trace.wrote(write)
         finally:

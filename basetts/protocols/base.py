@@ -558,10 +558,10 @@ class Conversing:
         the driver ends it without reading."""
         return False
 
-    @property
-    def wants_to_send(self) -> bool:
-        """A pong or a close answer waits (the keepalive is a matter of time: `data_to_send` checks it)."""
-        return self._ping is not None or self._close is not None
+    def wants_to_send(self, now: float) -> bool:
+        """`data_to_send` has something now: a pong or a close answer waits, or a keepalive is due."""
+        return self._ping is not None or self._close is not None or (
+            not self.ended and self.keepalive(now) is not None)
 
     def owe(self, words: int, batch_ended: bool, now: float) -> None:
         """What the server owes for what was just sent: here, audio every `buffer_size` words."""

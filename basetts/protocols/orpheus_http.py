@@ -231,8 +231,7 @@ class Utterance(Conversing):
     def data_to_send(self, now: float) -> Optional[Write]:
         return None  # HTTP has no pings, keepalives or close frames
 
-    @property
-    def wants_to_send(self) -> bool:
+    def wants_to_send(self, now: float) -> bool:
         return False
 
     # receiving --------------------------------------------------------------------------------------------
