@@ -536,12 +536,13 @@ def test_a_ping_flood_costs_one_pong_the_latest() -> None:
     """RFC 6455 5.5.3 lets a client answer only the latest ping: a server pinging without end while we
     cannot write costs no memory."""
     utterance = orpheus(["one"])
+    assert not utterance.wants_to_send(0.0)  # nothing owed: the driver does not even ask the socket for room
     flood = b"".join(server_frame(str(i).encode(), opcode=0x9) for i in range(10000))
     received = utterance.receive(flood, 0.0)
-    assert received.pings == 10000
+    assert received.pings == 10000 and utterance.wants_to_send(0.0)
     write = utterance.data_to_send(0.0)
     assert write is not None and write.pong == b"9999" and client_frames(write.data) == [(0xA, b"9999")]
-    assert utterance.data_to_send(0.0) is None  # answered once
+    assert utterance.data_to_send(0.0) is None and not utterance.wants_to_send(0.0)  # answered once
 
 
 @pytest.mark.parametrize("data, answer", [
@@ -553,6 +554,7 @@ def test_a_ping_flood_costs_one_pong_the_latest() -> None:
 def test_the_end_is_answered_with_a_close_unless_the_connection_dropped(data: bytes, answer: List[Any]) -> None:
     utterance = orpheus(["one"])
     assert utterance.receive(data, 0.0).ended
+    assert utterance.wants_to_send(0.0) == bool(answer)
     write = utterance.data_to_send(0.0)
     assert (client_frames(write.data) if write is not None else []) == answer
 

@@ -268,8 +268,8 @@ def test_events_of_unknown_types_are_ignored() -> None:
 def test_a_keepalive_goes_out_after_a_third_of_the_idle_timeout_until_input_done() -> None:
     state = utterance(idle_timeout=3.0)
     state.sent([next(state.messages).text], None, 100.0)  # the config
-    assert state.keepalive(100.5) is None
-    assert state.keepalive(101.0) == KEEPALIVE
+    assert state.keepalive(100.5) is None and not state.wants_to_send(100.5)
+    assert state.keepalive(101.0) == KEEPALIVE and state.wants_to_send(101.0)  # the driver asks the socket then
     state.sent([KEEPALIVE], None, 101.0)
     assert state.words_sent == 0 and state.keepalive(101.5) is None
     rest = [m.text for m in state.messages]
