@@ -309,9 +309,12 @@ def _answer_json(server: Endpoint, sock: socket.socket, http: h11.Connection, mo
                  record: ConversationRecord, preset: Preset, faults: Faults) -> None:
     """A truss whose predict() returns JSON with a base64 WAV: one answer once the audio is made (at `speed`,
     the time it takes), or truss's 500 when predict() raises (no text; piper: an apostrophe, which ends the
-    shell command the model builds)."""
+    shell command the model builds; kokoro: a voice it has no voicepack for)."""
     text = model_input.get(preset.text_field) if isinstance(model_input, dict) else None
-    if not isinstance(text, str) or server.faults.predict_error or (preset.shell_quoted and "'" in text):
+    voice = model_input.get(preset.voice_field or "", None) if isinstance(model_input, dict) else None
+    fails = (server.faults.predict_error or (preset.shell_quoted and "'" in str(text))
+             or (bool(preset.voices) and voice is not None and str(voice) not in preset.voices))
+    if not isinstance(text, str) or fails:
         _respond(sock, http, record, 500, INTERNAL_ERROR.format(uuid.uuid4()).encode(), "text/plain; charset=utf-8",
                  (("X-BASETEN-ERROR-SOURCE", "04"), ("X-BASETEN-ERROR-CODE", "700")))
         return
