@@ -509,3 +509,25 @@ def test_a_cut_after_n_bytes_delivers_n_bytes_to_a_client_reading_slowly(serve: 
     record = server.conversations[0]
     assert record.faulted and record.bytes_sent == cut
     assert received == cut
+
+
+@pytest.mark.parametrize("protocol", ["orpheus", "qwen3", "orpheus-http"])
+def test_bytes_that_are_not_http_get_uvicorns_400_and_the_server_serves_on(serve: Any, protocol: str) -> None:
+    """A request line or header h11 cannot parse is answered "400 Invalid HTTP request received." and closed, as
+    uvicorn's parser answers before any upgrade (the websocket servers crashed a thread on a bad header); a
+    thread's crash would fail this test (setup.cfg's filterwarnings)."""
+    import socket
+
+    server = serve(protocol=protocol, **({"voices": ("v",)} if protocol == "qwen3" else {}))
+    for data in (b"HELLO\r\n\r\n", b"GET /environments/production/websocket HTTP/1.1\r\nBad Header\r\n\r\n"):
+        with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
+            sock.sendall(data)
+            answer = b""
+            while True:
+                got = sock.recv(4096)
+                if not got:
+                    break
+                answer += got
+        assert answer.startswith(b"HTTP/1.1 400 ") and answer.endswith(b"Invalid HTTP request received.")
+    options = {"protocol": "qwen3", "voice": "v"} if protocol == "qwen3" else {}
+    assert Synthesizer(url=server.url, api_key=server.api_key, **options).synthesize("Still here.").duration > 0

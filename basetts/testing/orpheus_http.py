@@ -143,7 +143,10 @@ def serve(server: Endpoint, sock: socket.socket, received: bytes, number: int) -
     while not server._stopping.is_set():
         try:
             request, body = _read_request(sock, http)
-        except (OSError, h11.RemoteProtocolError):
+        except h11.RemoteProtocolError:  # not HTTP: uvicorn's 400, then the connection closes
+            _bad_request(sock, http)
+            return
+        except OSError:
             return
         if request is None:
             return
@@ -185,6 +188,17 @@ def _read_request(sock: socket.socket, http: h11.Connection) -> Tuple[Optional[h
             return request, bytes(body)
         elif isinstance(event, h11.ConnectionClosed) or event is h11.PAUSED:
             return None, b""
+
+
+def _bad_request(sock: socket.socket, http: h11.Connection) -> None:
+    """uvicorn's answer to bytes that are not an HTTP request (h11 lets a server answer after the client's error)."""
+    events = (h11.Response(status_code=400, headers=[("Content-Type", "text/plain; charset=utf-8"),
+                                                      ("Connection", "close")]),
+              h11.Data(data=b"Invalid HTTP request received."), h11.EndOfMessage())
+    try:
+        sock.sendall(b"".join(http.send(event) or b"" for event in events))
+    except (OSError, h11.LocalProtocolError):
+        pass  # the client is gone, or the head was half sent: nothing more to say
 
 
 def _header(request: h11.Request, name: bytes) -> Optional[str]:

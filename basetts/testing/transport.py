@@ -31,6 +31,9 @@ from . import faults
 READ_SIZE = 256 * 1024
 # Bytes queued for the socket before a handler's send waits (asyncio's default high-water mark).
 WRITE_HIGH_WATER = 64 * 1024
+BAD_REQUEST = (b"HTTP/1.1 400 Bad Request\r\ncontent-type: text/plain; charset=utf-8\r\nconnection: close\r\n"
+               b"content-length: 29\r\n\r\nInvalid HTTP request received.")
+"""uvicorn's answer to bytes that are not an HTTP request (its HTTP parser reads them before any upgrade)."""
 
 Message = Union[str, bytes]
 
@@ -89,10 +92,12 @@ class Connection:
                     self.request = event
             if self._protocol.handshake_exc is not None:
                 break
-        response = check(self.request) if self.request is not None else None
+        if self.request is None:  # not HTTP: websockets has given up on the connection (it sent its end)
+            self.socket.sendall(BAD_REQUEST)
+            return False
+        response = check(self.request)
         if response is None:
-            response = self._protocol.accept(self.request) if self.request is not None else \
-                self._protocol.reject(400, "Bad upgrade request.\n")
+            response = self._protocol.accept(self.request)
         self._protocol.send_response(response)
         self.socket.sendall(b"".join(self._protocol.data_to_send()))
         self.socket.settimeout(None)
