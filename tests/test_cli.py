@@ -142,9 +142,26 @@ def test_local_serves_the_protocol_asked_for(tmp_path):
     result = run("batch", "--local", "--protocol", "kokoro", str(tmp_path / "in.txt"), str(tmp_path / "out"))
     assert result.returncode == 0, result.stderr
     assert len(read_wav(tmp_path / "out" / "000002.wav")) > 0
-    result = run("doctor", "--local", env={"BASETTS_PROTOCOL": "xtts-streaming"})
-    assert re.search(r"ok  configuration: the local server at http://\S+/predict", result.stdout), result.stdout
-    assert re.search(r"ok  time to first audio", result.stdout), result.stdout
+    for args, env in ((("doctor", "--local"), {"BASETTS_PROTOCOL": "xtts-streaming"}),
+                      (("doctor", "--local", "--protocol", "kokoro"), None)):
+        result = run(*args, env=env)
+        assert re.search(r"ok  configuration: the local server at http://\S+/predict", result.stdout), result.stdout
+        assert re.search(r"ok  time to first audio", result.stdout), result.stdout
+
+
+def test_doctor_takes_the_endpoint_flags_say_takes(tmp_path, serve):
+    """--protocol, --model-id, --environment and --api-key-file, as say and batch take them; nothing configured
+    is a warning that says what to set, and the local server is measured instead; an unreadable key file exits 2."""
+    server = serve(protocol="xtts-streaming")
+    (tmp_path / "key").write_text(server.api_key)
+    result = run("doctor", "--url", server.url, "--protocol", "xtts-streaming", "--api-key-file", str(tmp_path / "key"))
+    assert f"ok  configuration: endpoint {server.url}, protocol xtts-streaming" in result.stdout, result.stdout
+    assert "ok  time to first audio" in result.stdout and server.begun == 1
+    result = run("doctor", env={"HOME": str(tmp_path)})
+    assert "warn  configuration: missing the endpoint: --model-id ID or --url URL" in result.stdout
+    assert "or --api-key-file FILE. Measuring against the local server instead." in result.stdout
+    result = run("doctor", "--model-id", "abc123", "--api-key-file", str(tmp_path / "nothing"))
+    assert result.returncode == 2 and "--api-key-file: cannot read" in result.stderr
 
 
 @pytest.mark.playback

@@ -12,6 +12,10 @@ class _Usage(Exception):
     """A usage or configuration error: exit 2 with this message."""
 
 
+class _Missing(_Usage):
+    """The endpoint or the key is nowhere (the flags, the environment, .env): what to set."""
+
+
 class _Failed(Exception):
     """The call failed, and the message says what was kept: exit 1."""
 
@@ -48,7 +52,7 @@ def _synthesizer(args: argparse.Namespace, url: Optional[str], api_key: Optional
     try:
         return Synthesizer(url=url, api_key=api_key, model_id=getattr(args, "model_id", None), **options)
     except MissingSettings as exc:
-        raise _Usage("missing " + "; and ".join(_MISSING[name] for name in exc.missing)) from None
+        raise _Missing("missing " + "; and ".join(_MISSING[name] for name in exc.missing)) from None
 
 
 def _protocol(args: argparse.Namespace) -> str:

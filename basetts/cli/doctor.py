@@ -79,7 +79,8 @@ def _sound_checks(device: Any) -> Iterator[Check]:
         portaudio.release(pa)
 
 
-def _endpoint_checks(make_synthesizer: Callable[..., Any], url: Optional[str], local: bool) -> Iterator[Check]:
+def _endpoint_checks(make_synthesizer: Callable[..., Any], url: Optional[str], local: bool,
+                     protocol: Optional[str] = None) -> Iterator[Check]:
     with contextlib.ExitStack() as stack:
         synth = None
         if not local:
@@ -88,12 +89,13 @@ def _endpoint_checks(make_synthesizer: Callable[..., Any], url: Optional[str], l
                 yield Check("configuration", OK, f"endpoint {synth.settings.url}, protocol "
                                                 f"{synth.settings.protocol} (API key set)")
             except ConfigurationError as exc:
-                yield Check("configuration", WARN, f"{exc} Measuring against the local server instead.")
+                yield Check("configuration", WARN,
+                            f"{str(exc).rstrip('.')}. Measuring against the local server instead.")
         if synth is None:
             from ..settings import protocol_from_environment
             from ..testing import LocalServer
 
-            server = stack.enter_context(LocalServer.ready_to_speak(protocol_from_environment()))
+            server = stack.enter_context(LocalServer.ready_to_speak(protocol or protocol_from_environment()))
             synth = make_synthesizer(url=server.url, api_key=server.api_key)
             if local:
                 yield Check("configuration", OK, f"the local server at {server.url} (--local)")
@@ -118,9 +120,10 @@ def _ms(seconds: Optional[float]) -> str:
 
 
 def run(device: Any = None, url: Optional[str] = None, local: bool = False,
-        make_synthesizer: Optional[Callable[..., Any]] = None) -> Iterator[Check]:
-    """Every check in order; a failed sound check does not stop the endpoint checks."""
+        make_synthesizer: Optional[Callable[..., Any]] = None, protocol: Optional[str] = None) -> Iterator[Check]:
+    """Every check in order; a failed sound check does not stop the endpoint checks. `protocol`: the local
+    server's when one is measured (default: BASETTS_PROTOCOL)."""
     from ..synthesizer import Synthesizer
 
     yield from _sound_checks(device)
-    yield from _endpoint_checks(make_synthesizer or Synthesizer, url, local)
+    yield from _endpoint_checks(make_synthesizer or Synthesizer, url, local, protocol)

@@ -21,7 +21,7 @@ from ..settings import endpoint_of
 if TYPE_CHECKING:
     pass
 from .batch import _batch
-from .common import _Failed, _positive, _protocol, _protocol_flags, _synthesizer, _Usage
+from .common import _Failed, _Missing, _positive, _protocol, _protocol_flags, _synthesizer, _Usage
 from .say import _play, _say
 
 
@@ -94,8 +94,16 @@ def _voices(args: argparse.Namespace) -> int:
 def _doctor(args: argparse.Namespace) -> int:
     from . import doctor
 
+    def make_synthesizer(url: Optional[str] = None, api_key: Optional[str] = None) -> Any:
+        """The configured Synthesizer (the flags, then the environment and .env), or the local server's."""
+        try:
+            return _synthesizer(args, url, api_key)
+        except _Missing as exc:  # nothing configured: doctor measures the local server instead, and says so
+            raise ConfigurationError(str(exc)) from None
+
     failed = 0
-    for check in doctor.run(device=args.device, url=args.url, local=args.local):
+    for check in doctor.run(device=args.device, url=args.url, local=args.local, make_synthesizer=make_synthesizer,
+                            protocol=_protocol(args)):
         print(check, flush=True)
         failed += check.status == doctor.FAIL
     print(f"verdict: {'all checks passed' if not failed else f'{failed} check(s) failed'}")
@@ -227,7 +235,12 @@ def build_parser() -> argparse.ArgumentParser:
     doctor.add_argument("--device", help="output device to check: an index or part of its name")
     endpoint = doctor.add_mutually_exclusive_group()
     endpoint.add_argument("--url", help=URL_HELP)
+    endpoint.add_argument("--model-id", help="the Baseten model id (default: BASETEN_MODEL_ID)")
     endpoint.add_argument("--local", action="store_true", help="measure against a local server")
+    doctor.add_argument("--environment", help="with --model-id: the deployment environment (default production)")
+    doctor.add_argument("--api-key-file", metavar="FILE", help="read the API key from FILE")
+    doctor.add_argument("--protocol", choices=NAMES, help="what the deployment speaks (default: BASETTS_PROTOCOL, "
+                                                          "else the URL's; with only a model id, found out)")
     doctor.set_defaults(run=_doctor)
     return parser
 
