@@ -62,7 +62,8 @@ class Synthesizer:
         self._init(Settings.resolve(api_key, model_id, environment, url, **options))
 
     def __repr__(self) -> str:
-        return f"Synthesizer(url={self.settings.url!r}, voice={self.settings.voice!r})"
+        settings = self.settings
+        return f"Synthesizer(url={settings.url!r}, protocol={settings.protocol!r}, voice={settings.voice!r})"
 
     def __getstate__(self) -> Dict[str, Any]:
         """Pickled (for multiprocessing, a process pool, Dask, Ray): the settings travel, key included, as

@@ -137,7 +137,8 @@ def test_settings_a_model_cannot_take_are_refused_before_anything_is_sent(serve:
     with pytest.raises(basetts.ConfigurationError, match="language must be one of XTTS's"):
         synth_for(server, protocol="xtts-v2", language="English")
     with pytest.warns(basetts.BasettsWarning, match="'tara' is not one of kokoro's voices af, af_bella"):
-        synth_for(server, protocol="kokoro", voice="tara")  # sent all the same
+        tara = synth_for(server, protocol="kokoro", voice="tara")  # sent all the same
+    assert repr(tara).endswith("/predict', protocol='kokoro', voice='tara')")  # a predict URL alone says orpheus-http
     assert server.handshakes == 0
     kokoro = serve(protocol="kokoro")  # its model looks for voices/tara.pt: predict() raises, truss's 500
     with pytest.raises(basetts.ServerError, match="HTTP 500"):
