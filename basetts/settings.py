@@ -368,7 +368,9 @@ class Settings:
         if isinstance(model_id, str) and model_id and not url:
             model_id, url = model_id_of(model_id)
             guessed = guessed and not url  # a URL in model_id= says what it is
-        if isinstance(url, str) and url:
+        if url is not None and not isinstance(url, str):
+            raise ArgumentTypeError(f"url must be a str, not {type(url).__name__}")
+        if url:
             url, protocol = endpoint_of(with_scheme(url), options.get("protocol"))
             options["protocol"] = protocol
         if not url:
@@ -419,6 +421,8 @@ class Settings:
             raise ConfigurationError(f"protocol must be one of {PROTOCOLS} (or set BASETTS_PROTOCOL), "
                                      f"got {self.protocol!r}")
         insecure, secure = protocols.spec(self.protocol).schemes
+        if not isinstance(self.url, str):
+            raise ArgumentTypeError(f"url must be a str, not {type(self.url).__name__}")
         parts = urlsplit(self.url)
         if "://" not in self.url:
             raise ConfigurationError(f"url needs its scheme: https://…/predict for an HTTP deployment, "

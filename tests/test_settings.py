@@ -126,6 +126,16 @@ def test_url_must_be_websocket_with_a_host(url: str) -> None:
         Settings(url=url, api_key=KEY).validate()
 
 
+@pytest.mark.parametrize("url", [123, b"wss://x/y"])
+def test_a_url_that_is_not_a_str_is_our_type_error(tmp_path: Path, url: Any) -> None:
+    """Ours (also a TypeError), not an AttributeError or TypeError from inside urlsplit."""
+    with pytest.raises(basetts.ArgumentTypeError, match="url must be a str"):
+        resolve(tmp_path, {}, api_key=KEY, url=url)
+    settings = resolve(tmp_path, {}, api_key=KEY, url="ws://127.0.0.1:1/x")
+    with pytest.raises(basetts.ArgumentTypeError, match="url must be a str"):
+        settings.replace(url=url)
+
+
 def test_plain_ws_only_to_loopback_unless_allowed() -> None:
     for url in ("ws://localhost:1/x", "ws://127.0.0.1:1/x", "ws://127.8.9.10/x", "ws://[::1]:1/x"):
         Settings(url=url, api_key=KEY).validate()
