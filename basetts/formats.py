@@ -10,7 +10,7 @@ import io
 import os
 from typing import Any, BinaryIO, Dict, Iterable, Iterator, List, Optional, Tuple, Union
 
-from .errors import ConfigurationError
+from .errors import ArgumentTypeError, ConfigurationError
 from .pcm import CHANNELS, SAMPLE_RATE, WavWriter, cut_end
 
 PathLike = Union[str, "os.PathLike[str]"]
@@ -27,6 +27,8 @@ _NEEDS_EXTRA = "pip install soundfile (the [formats] extra)"
 def format_of(path: PathLike, given: Optional[str] = None) -> str:
     """The extension `path` will be written as (or `given`: "wav", "mp3", ...), checked before anything is
     synthesized: a `ConfigurationError` for an unknown one, or for one whose library is missing."""
+    if not isinstance(path, (str, os.PathLike)):
+        raise ArgumentTypeError(f"path must be a str or an os.PathLike, not {type(path).__name__}")
     extension = f".{given.lower().lstrip('.')}" if given else os.path.splitext(os.fspath(path))[1].lower()
     if extension not in FORMATS:
         known = ", ".join(FORMATS)
@@ -39,6 +41,19 @@ def format_of(path: PathLike, given: Optional[str] = None) -> str:
             raise ConfigurationError(f"Writing {extension} files needs soundfile ({exc}): {_NEEDS_EXTRA}; "
                                      ".wav and .pcm need nothing") from None
     return extension
+
+
+def check_writable(path: PathLike) -> None:
+    """A `ConfigurationError` now, before anything is sent, if `path` cannot be created where it is (its folder
+    missing or not writable, or a folder of that name): a file written as the audio arrives is opened only then."""
+    full = os.path.abspath(os.fspath(path))
+    folder = os.path.dirname(full)
+    if os.path.isdir(full):
+        raise ConfigurationError(f"Cannot write {os.fspath(path)!r}: it is a folder")
+    if not os.path.isdir(folder):
+        raise ConfigurationError(f"Cannot write {os.fspath(path)!r}: the folder {folder} does not exist")
+    if not os.access(folder, os.W_OK) or (os.path.exists(full) and not os.access(full, os.W_OK)):
+        raise ConfigurationError(f"Cannot write {os.fspath(path)!r}: no permission to write there")
 
 
 HOLD_SECONDS = 60.0

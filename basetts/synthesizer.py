@@ -296,9 +296,10 @@ class Synthesizer:
         says (.wav, .pcm; .flac, .ogg, .opus, .mp3 with the [formats] extra) or `format`, checked before
         anything is sent. On failure the file holds what arrived (valid), and the error's ``.partial`` is
         that audio for .wav and .pcm. Returns a `Saved` (path, duration, stats)."""
-        from .formats import HOLD_SECONDS, AudioWriter, format_of
+        from .formats import HOLD_SECONDS, AudioWriter, check_writable, format_of
 
         extension = format_of(path, format)
+        check_writable(path)
         settings = self.settings.replace(**overrides)
         words = words_of(text, settings.text_format)
         stats = Stats()

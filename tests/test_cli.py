@@ -232,6 +232,10 @@ def test_an_unknown_output_extension_is_a_usage_error_before_anything_is_sent(tm
                  env={"BASETEN_API_KEY": basetts_server.api_key})
     assert result.returncode == 2 and ".wav, .pcm" in result.stderr and ".mp3" in result.stderr
     assert basetts_server.conversations == [] and not (tmp_path / "out.xyz").exists()
+    result = run("say", "hi", "-o", str(tmp_path / "missing" / "out.wav"), "--url", basetts_server.url,
+                 env={"BASETEN_API_KEY": basetts_server.api_key})
+    assert result.returncode == 2 and "missing does not exist" in result.stderr and "holds none" not in result.stderr
+    assert basetts_server.conversations == []
 
 
 def test_o_writes_the_format_the_name_says(tmp_path, basetts_server):

@@ -63,6 +63,21 @@ def test_a_name_that_says_no_known_format_is_refused_before_anything_is_sent(
     assert (tmp_path / "named.bin").read_bytes()[:4] == b"RIFF"
 
 
+def test_a_path_that_cannot_be_created_is_refused_before_anything_is_sent(
+        tmp_path: Any, basetts_server: LocalServer) -> None:
+    """The file is opened only when the first audio comes: a missing folder would be found after the request
+    (the server's work lost), so it is checked first; a path that is not one is our type error."""
+    synth = synth_for(basetts_server)
+    with pytest.raises(basetts.ConfigurationError, match=r"the folder .*missing does not exist"):
+        synth.save(TEXT, tmp_path / "missing" / "out.wav")
+    (tmp_path / "a.wav").mkdir()
+    with pytest.raises(basetts.ConfigurationError, match="it is a folder"):
+        synth.save(TEXT, tmp_path / "a.wav")
+    with pytest.raises(basetts.ArgumentTypeError, match="path must be a str or an os.PathLike, not int"):
+        synth.save(TEXT, 123)  # type: ignore[arg-type]
+    assert basetts_server.conversations == []
+
+
 def test_audio_save_follows_the_same_rule(tmp_path: Any) -> None:
     """`Audio.save()` writes the format the name says (never WAV bytes under another name), or says why not."""
     audio = basetts.Audio(bytes(range(256)) * 96)

@@ -94,10 +94,12 @@ def _output_format(args: argparse.Namespace) -> Optional[str]:
         if (args.format or "wav") not in ("wav", "pcm"):
             raise _Usage("-o - writes wav or pcm to stdout (--format wav|pcm)")
         return f".{args.format or 'wav'}"
-    from ..formats import format_of
+    from ..formats import check_writable, format_of
 
     try:
-        return format_of(args.output, args.format)
+        extension = format_of(args.output, args.format)
+        check_writable(args.output)
+        return extension
     except ConfigurationError as exc:
         raise _Usage(f"-o {args.output}: {exc}") from None
 
