@@ -9,7 +9,8 @@ import wave
 from typing import Any, Iterator, List, NamedTuple, Optional, Tuple, Union
 
 from . import errors
-from .errors import ConfigurationError
+from .checks import check_int
+from .errors import ArgumentTypeError, ConfigurationError
 from .formats import AudioWriter, format_of
 from .pcm import CHANNELS, SAMPLE_RATE, SAMPLE_WIDTH
 from .pcm import wav_header as wav_header  # its public home (docs/api.md)
@@ -114,6 +115,11 @@ class Audio:
         sample_width: int = SAMPLE_WIDTH,
         stats: Optional[Stats] = None,
     ) -> None:
+        if not isinstance(pcm, (bytes, bytearray, memoryview)):  # bytes(3) would be three zero bytes
+            raise ArgumentTypeError(f"pcm must be bytes of PCM, not {type(pcm).__name__}")
+        check_int("sample_rate", sample_rate, 1)
+        check_int("channels", channels, 1)
+        check_int("sample_width", sample_width, 1, 4)
         self.pcm = bytes(pcm)
         self.sample_rate = sample_rate
         self.channels = channels
@@ -229,11 +235,22 @@ class Audio:
 
     @classmethod
     def from_wav(cls, source: Union[bytes, str, "os.PathLike[str]"]) -> "Audio":
-        """Read a PCM WAV file (path or bytes)."""
-        file = io.BytesIO(source) if isinstance(source, bytes) else open(source, "rb")
-        with file, wave.open(file, "rb") as reader:
-            return cls(reader.readframes(reader.getnframes()), reader.getframerate(),
-                       reader.getnchannels(), reader.getsampwidth())
+        """Read a PCM WAV file (path or bytes). Not one: a `ConfigurationError` (a file that cannot be opened: the
+        `OSError` that says why)."""
+        if isinstance(source, (bytes, bytearray)):
+            file: Any = io.BytesIO(source)
+        elif isinstance(source, (str, os.PathLike)):  # not an int: open() would take it for a file descriptor
+            file = open(source, "rb")
+        else:
+            raise ArgumentTypeError(f"from_wav() takes a WAV file's path or its bytes, not {type(source).__name__}")
+        try:
+            with file, wave.open(file, "rb") as reader:
+                return cls(reader.readframes(reader.getnframes()), reader.getframerate(),
+                           reader.getnchannels(), reader.getsampwidth())
+        except (wave.Error, EOFError) as exc:
+            name = "the bytes given" if isinstance(source, (bytes, bytearray)) else repr(os.fspath(source))
+            why = str(exc) or "it ends too soon"
+            raise ConfigurationError(f"{name} is not a WAV file basetts can read ({why})") from None
 
     def _repr_html_(self) -> str:
         """An HTML5 player for Jupyter, without importing IPython."""

@@ -5,7 +5,13 @@ from __future__ import annotations
 import math
 from typing import Any, Optional
 
-from .errors import ConfigurationError
+from .errors import ArgumentTypeError, ConfigurationError
+
+
+def check_callable(name: str, value: Any) -> None:
+    """A callback must be callable (or None): said before anything is sent, not at the first chunk."""
+    if value is not None and not callable(value):
+        raise ArgumentTypeError(f"{name} must be a function (or None), not {type(value).__name__}")
 
 
 def is_utf8(text: str) -> bool:

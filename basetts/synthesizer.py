@@ -22,6 +22,7 @@ from typing import (
 )
 
 from .audio import Audio, Saved, Stats
+from .checks import check_callable
 from .errors import BasetenTTSError, ConfigurationError, attach_partial
 from .net.retry import Cancelled, open_conversation, replaying
 from .net.spare import Idle, Spare, probe
@@ -227,6 +228,7 @@ class Synthesizer:
                    **overrides: Unpack[CallSettings]) -> Audio:
         """The whole utterance as `Audio`, once the server has closed the stream. `on_audio(chunk)` runs
         in this thread with each chunk as it arrives."""
+        check_callable("on_audio", on_audio)
         settings = self.settings.replace(**overrides)
         words = words_of(text, settings.text_format)
         stats = Stats()
@@ -282,6 +284,7 @@ class Synthesizer:
         heard; `play=False` only collects it (`s.audio`, ``for``). `on_audio(chunk)` runs in the
         session's receiver thread with each chunk as it arrives.
         """
+        check_callable("on_audio", on_audio)
         settings = self._settled(self.settings.replace(**overrides))
         player = self._player(output_device, prebuffer, volume) if play else None
         session = Session(settings, player=player, take_spare=self._take_spare, on_audio=on_audio,
@@ -300,6 +303,7 @@ class Synthesizer:
 
         extension = format_of(path, format)
         check_writable(path)
+        check_callable("on_audio", on_audio)
         settings = self.settings.replace(**overrides)
         words = words_of(text, settings.text_format)
         stats = Stats()
@@ -366,6 +370,7 @@ class Synthesizer:
         from .playback import Playback
 
         started = time.monotonic()  # the stats count from here: opening the device is part of the wait
+        check_callable("on_audio", on_audio)
         settings = self.settings.replace(**overrides)
         words = words_of(text, settings.text_format)
         player = self._player(output_device, prebuffer, volume)

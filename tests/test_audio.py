@@ -8,6 +8,7 @@ import struct
 
 import pytest
 
+import basetts
 from basetts import Audio
 from basetts.audio import wav_header
 from basetts.playback.resample import Resampler, resample
@@ -102,3 +103,19 @@ def test_audio_joins_and_gives_its_samples_as_numpy() -> None:
     assert stereo.to_numpy().shape == (2, 2)
     with pytest.raises(ValueError, match="dtype"):
         joined.to_numpy("float64")
+
+
+def test_what_is_not_audio_is_said_as_ours(tmp_path) -> None:
+    """Audio(3) would be three zero bytes, from_wav(1) would read (and close) file descriptor 1: both refused;
+    what is not a WAV file is a ConfigurationError that says so, a missing one the OSError that says why."""
+    with pytest.raises(basetts.ArgumentTypeError, match="pcm must be bytes"):
+        basetts.Audio(3)  # type: ignore[arg-type]
+    with pytest.raises(basetts.ConfigurationError, match="sample_rate must be an integer >= 1"):
+        basetts.Audio(b"", sample_rate=0)
+    with pytest.raises(basetts.ArgumentTypeError, match="takes a WAV file's path or its bytes, not int"):
+        basetts.Audio.from_wav(1)  # type: ignore[arg-type]
+    for source in (b"RIFFxx", b"not a wav file at all"):
+        with pytest.raises(basetts.ConfigurationError, match=r"is not a WAV file basetts can read \(.+\)"):
+            basetts.Audio.from_wav(source)
+    with pytest.raises(FileNotFoundError):
+        basetts.Audio.from_wav(tmp_path / "missing.wav")

@@ -479,3 +479,16 @@ def test_no_threads_or_sockets_left_after_200_calls():
 def test_settings_message_is_json_object_first(basetts_server, basetts_synthesizer):
     basetts_synthesizer.synthesize("hi")
     assert json.loads(json.dumps(basetts_server.last().settings))["voice"] == "tara"
+
+
+def test_a_callback_that_is_not_a_function_is_refused_before_anything_is_sent(tmp_path, basetts_server,
+                                                                               basetts_synthesizer):
+    """on_audio=True would fail at the first chunk, the request made and its audio lost: said at once instead."""
+    calls = (lambda: basetts_synthesizer.synthesize("Hi.", on_audio=True),
+             lambda: basetts_synthesizer.save("Hi.", tmp_path / "a.wav", on_audio=1),
+             lambda: basetts_synthesizer.speak("Hi.", on_audio="print"),
+             lambda: basetts_synthesizer.session(on_audio=[]))
+    for call in calls:
+        with pytest.raises(basetts.ArgumentTypeError, match="on_audio must be a function"):
+            call()
+    assert basetts_server.conversations == [] and not (tmp_path / "a.wav").exists()

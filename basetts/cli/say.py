@@ -11,7 +11,6 @@ import shutil
 import sys
 import threading
 import time
-import wave
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, List, Optional
 
 from ..audio import Audio
@@ -244,8 +243,8 @@ def _play(args: argparse.Namespace) -> int:
         return 1
     try:
         audio = Audio.from_wav(args.file)
-    except (EOFError, wave.Error) as exc:
-        print(f"basetts: {args.file} is not a WAV file basetts can read ({exc})", file=sys.stderr)
+    except ConfigurationError as exc:  # not a WAV file basetts can read
+        print(f"basetts: {exc}", file=sys.stderr)
         return 2
     heard = play(audio, output_device=args.device, volume=args.volume)  # Ctrl+C: a fade, then exit 130
     print(f"basetts: played {heard.duration:.1f} s", file=sys.stderr)
