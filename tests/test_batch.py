@@ -300,6 +300,10 @@ def test_batch_refuses_an_outdir_it_cannot_use_before_anything_is_sent(tmp_path:
         result = run_batch(str(source), str(tmp_path / "a-file"), env=env)
         assert result.returncode == 2 and "is a file" in result.stderr
         assert server.conversations == []
+        (tmp_path / "latin1.txt").write_bytes("café crème\n".encode("latin-1"))  # not UTF-8: said so, naming it
+        result = run_batch(str(tmp_path / "latin1.txt"), str(tmp_path / "out"), env=env)
+        assert result.returncode == 2 and "INPUT" in result.stderr and "latin1.txt is not UTF-8 text" in result.stderr
+        assert "Traceback" not in result.stderr and server.conversations == []
 
 
 def test_batch_reads_stdin_and_csv_and_writes_the_format_asked(tmp_path: Path) -> None:

@@ -531,3 +531,10 @@ def test_bytes_that_are_not_http_get_uvicorns_400_and_the_server_serves_on(serve
         assert answer.startswith(b"HTTP/1.1 400 ") and answer.endswith(b"Invalid HTTP request received.")
     options = {"protocol": "qwen3", "voice": "v"} if protocol == "qwen3" else {}
     assert Synthesizer(url=server.url, api_key=server.api_key, **options).synthesize("Still here.").duration > 0
+
+
+def test_the_espeak_engine_speaks_any_text_a_nul_included(serve: Any) -> None:
+    """A NUL cannot go in espeak-ng's arguments: it crashed the handler's thread (the connection dropped)."""
+    server = serve(engine="espeak")
+    audio = Synthesizer(url=server.url, api_key=server.api_key).synthesize("Hello\x00 there.", text_format="plain")
+    assert audio.duration > 0.3 and server.last().close_code == 1000

@@ -230,6 +230,11 @@ def _batch(args: argparse.Namespace) -> int:
             print(f"basetts: stopped; {counts['done']} done, {counts['failed']} failed this run "
                   f"({counts['skipped']} already done). Run the same command again to go on.", file=sys.stderr)
             raise
+        except UnicodeDecodeError as exc:  # read as the texts are asked for: those before it are done
+            bar.close()
+            raise _Usage(f"INPUT {args.input} is not UTF-8 text (byte {exc.object[exc.start:exc.start + 1]!r} "
+                         f"{exc.reason}); {counts['done']} written before it. Save it as UTF-8 and run the same "
+                         "command again: what is done is skipped") from None
         bar.close()
     print(f"basetts: {counts['done']} written, {counts['skipped']} already done, {counts['failed']} failed, "
           f"{counts['bad']} bad input line(s), {len(skipped_blank)} blank line(s) skipped; manifest: "

@@ -36,8 +36,9 @@ def tone_pcm(word: str, samples: int = WINDOW_SAMPLES) -> bytes:
 
 
 def espeak_pcm(text: str, voice: str = "en-us") -> bytes:
-    """Speech from espeak-ng, at 24 kHz."""
-    result = subprocess.run(["espeak-ng", "--stdout", "-v", voice, "--", text],
+    """Speech from espeak-ng, at 24 kHz. A NUL in the text (which a command's arguments cannot hold) is a space:
+    the model reads whatever it is sent."""
+    result = subprocess.run(["espeak-ng", "--stdout", "-v", voice, "--", text.replace("\0", " ")],
                             capture_output=True, check=True, timeout=60)
     wav = result.stdout
     return resample(wav[44:], 22050, SAMPLE_RATE)  # espeak-ng writes a 44-byte header at 22050 Hz
