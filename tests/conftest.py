@@ -199,20 +199,10 @@ def _answering_server() -> Optional[str]:
 
 
 @pytest.fixture
-def serve() -> Iterator[Any]:
-    """Start LocalServers with any options; all stopped after the test."""
-    from basetts.testing import LocalServer
-
-    servers: List[LocalServer] = []
-
-    def start(**options: Any) -> LocalServer:
-        server = LocalServer(**options).start()
-        servers.append(server)
-        return server
-
-    yield start
-    for server in servers:
-        server.stop()
+def serve(basetts_make_server: Any) -> Any:
+    """Start LocalServers with any options; all stopped after the test (the plugin's `basetts_make_server`,
+    which users' tests get too)."""
+    return basetts_make_server
 
 
 @pytest.fixture(scope="session")
