@@ -9,7 +9,7 @@ import contextlib
 import logging
 import sys
 import warnings
-from typing import TYPE_CHECKING, Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional
 
 from .. import protocols
 from .._version import __version__
@@ -17,9 +17,6 @@ from ..errors import BasetenTTSError, BasettsWarning, ConfigurationError
 from ..protocols import NAMES
 from ..protocols.orpheus import VOICES
 from ..settings import endpoint_of
-
-if TYPE_CHECKING:
-    pass
 from .batch import _batch
 from .common import _Failed, _Missing, _positive, _protocol, _protocol_flags, _synthesizer, _Usage
 from .say import _play, _say
