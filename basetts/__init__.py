@@ -19,6 +19,7 @@ from .errors import (
     HandshakeTimeout,
     InvalidText,
     ModelNotFoundError,
+    OutputError,
     ReadTimeout,
     RedirectRefused,
     SentenceError,
@@ -56,4 +57,5 @@ __all__ = [
     "HandshakeError", "AuthenticationError", "ModelNotFoundError", "ServerUnavailable", "RedirectRefused",
     "UnexpectedResponse", "ServerError", "SentenceError", "VoiceError", "TimeoutError", "ConnectTimeout",
     "HandshakeTimeout", "FirstAudioTimeout", "ReadTimeout", "StreamInterrupted", "SessionEnded", "AudioDeviceError",
+    "OutputError",
 ]

@@ -216,14 +216,11 @@ class Audio:
         """Write a file in the format its name says (or `format`), as `Synthesizer.save()` does: .wav, .pcm;
         .flac, .ogg, .opus, .mp3 with the [formats] extra, else a `ConfigurationError` that names it."""
         extension = format_of(path, format)
-        if extension == ".wav":
-            with open(path, "wb") as file:
-                self._write_wav(file)
-            return
-        if extension not in (".pcm", ".raw") and (self.channels, self.sample_width) != (CHANNELS, SAMPLE_WIDTH):
+        if extension not in (".wav", ".pcm", ".raw") and (self.channels, self.sample_width) != (CHANNELS, SAMPLE_WIDTH):
             raise ConfigurationError(f"{extension} is written from 16-bit mono audio; this is {self.channels} "
                                      f"channel(s) of {8 * self.sample_width}-bit: save it as .wav")
-        with AudioWriter(path, extension, self.sample_rate) as writer:
+        with AudioWriter(path, extension, self.sample_rate, channels=self.channels,
+                         sample_width=self.sample_width) as writer:
             writer.write(self.pcm)
 
     def _write_wav(self, file: "io.BufferedIOBase | io.BytesIO") -> None:
@@ -273,8 +270,8 @@ class Saved:
         if self.path.lower().endswith(".wav"):
             return Audio.from_wav(self.path)
         if self.path.lower().endswith((".pcm", ".raw")):
-            with open(self.path, "rb") as file:
-                return Audio(file.read(), stats=self.stats)
+            with open(self.path, "rb") as file:  # what was written, not what the path reads (a device's)
+                return Audio(file.read(2 * round(self.duration * SAMPLE_RATE)), stats=self.stats)
         raise ConfigurationError(f"read {self.path} back with a decoder (soundfile.read), not Saved.audio()")
 
 

@@ -6,7 +6,7 @@ import logging
 import os
 import sys
 import warnings
-from typing import TYPE_CHECKING, Callable, Dict, Mapping, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Dict, Mapping, Optional, Tuple
 
 if TYPE_CHECKING:
     from .audio import Audio
@@ -76,6 +76,22 @@ class BasetenTTSError(Exception):
     @property
     def recoverable(self) -> bool:
         return False
+
+    def __reduce__(self) -> Tuple[Any, ...]:
+        """Pickled whole (to a worker process and back), though the subclasses' constructors take keywords."""
+        state = dict(self.__dict__)
+        if isinstance(self, OSError):  # fields of OSError's own, not in __dict__ (None: never set)
+            fields = {"errno": self.errno, "strerror": self.strerror, "filename": self.filename}
+            state.update({name: value for name, value in fields.items() if value is not None})
+        return _restore, (type(self), self.args, state)
+
+
+def _restore(cls: type, args: Tuple[Any, ...], state: Dict[str, Any]) -> BaseException:
+    exc: BaseException = cls.__new__(cls, *args)
+    exc.args = args
+    for name, value in state.items():
+        setattr(exc, name, value)
+    return exc
 
 
 class ConfigurationError(BasetenTTSError, ValueError):
@@ -262,6 +278,22 @@ class SessionEnded(BasetenTTSError, RuntimeError):
 
 class AudioDeviceError(BasetenTTSError):
     """Playback is impossible here: no PyAudio/PortAudio, or no usable output device."""
+
+
+class OutputError(BasetenTTSError, OSError):
+    """The audio could not be written to its file (a full disk, a file gone, the encoder failing): `path`, and
+    the system's `errno` and `strerror` when it said why. Also an `OSError`. The file is left a valid file of
+    what fitted in it, which ``partial`` holds (.wav and .pcm)."""
+
+    def __init__(self, path: str, cause: BaseException, *, partial: Optional["Audio"] = None) -> None:
+        why = getattr(cause, "strerror", None) or str(cause) or type(cause).__name__
+        super().__init__(f"Cannot write {path}: {why}", partial=partial)
+        self.path = self.filename = path
+        self.errno = getattr(cause, "errno", None)
+        self.strerror = why
+
+    def __str__(self) -> str:
+        return str(self.args[0])  # OSError's own would be "[Errno 28] ...: 'path'" once errno is set
 
 
 def attach_partial(exc: BaseException, partial: "Audio") -> None:

@@ -6,12 +6,14 @@ A file closed after a failure is a valid file of what arrived.
 """
 from __future__ import annotations
 
+import contextlib
+import errno
 import io
 import os
 from typing import Any, BinaryIO, Dict, Iterable, Iterator, List, Optional, Tuple, Union
 
-from .errors import ArgumentTypeError, ConfigurationError
-from .pcm import CHANNELS, SAMPLE_RATE, WavWriter, cut_end
+from .errors import ArgumentTypeError, ConfigurationError, OutputError
+from .pcm import CHANNELS, SAMPLE_RATE, SAMPLE_WIDTH, PcmWriter, WavWriter
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -66,83 +68,159 @@ class AudioWriter:
     """`write(pcm)` 16-bit mono PCM as it arrives; `close()` finishes a valid file. A context manager.
 
     `hold`: seconds of audio an encoder (.flac, .ogg, .opus, .mp3) is fed late, so that `take_back` can remove
-    them (.wav and .pcm files are cut back in place); 0 for a listener, who must get the audio at once."""
+    them (.wav and .pcm files are cut back in place); 0 for a listener, who must get the audio at once.
+    A failure to write (a full disk, the encoder's) is an `OutputError`; the file is then still finished, a
+    valid file of what fitted (.wav and .pcm exactly)."""
 
     def __init__(self, target: Union[PathLike, BinaryIO], extension: str, sample_rate: int = SAMPLE_RATE,
-                 hold: float = 0.0) -> None:
+                 hold: float = 0.0, channels: int = CHANNELS, sample_width: int = SAMPLE_WIDTH) -> None:
+        """`channels` and `sample_width` other than mono 16-bit: .wav and .pcm only."""
         self.extension = extension
         self.sample_rate = sample_rate
-        self.bytes_written = 0
+        self._frame = channels * sample_width
+        self.name = (os.fspath(target) if isinstance(target, (str, os.PathLike))
+                     else str(getattr(target, "name", "the output")))
         self._held = bytearray()  # audio not yet fed to the encoder
         self._hold = int(hold * sample_rate) * 2
-        self._sink: Any
+        self._encoded = 0  # bytes of audio given to the encoder, or held for it
+        self._closed = False
+        self._pcm: Optional[PcmWriter] = None
+        self._file: Optional[_Checked] = None
+        self._encoder: Any = None
         spec = FORMATS[extension]
-        if extension == ".wav":
-            self._sink = WavWriter(target, sample_rate)
-        elif spec is None:  # raw PCM
-            self._owned = isinstance(target, (str, os.PathLike))
-            self._sink = open(target, "wb") if isinstance(target, (str, os.PathLike)) else target
-        else:
-            import soundfile  # type: ignore[import-untyped]
+        try:
+            if spec is None:
+                self._pcm = (WavWriter(target, sample_rate, channels, sample_width) if extension == ".wav"
+                             else PcmWriter(target, self._frame))
+            else:
+                import soundfile  # type: ignore[import-untyped]
 
-            self._sink = soundfile.SoundFile(target, "w", samplerate=sample_rate, channels=CHANNELS,
-                                             format=spec[0], subtype=spec[1])
+                if isinstance(target, (str, os.PathLike)):
+                    self._file = _Checked(target)
+                self._encoder = soundfile.SoundFile(self._file or target, "w", samplerate=sample_rate,
+                                                    channels=CHANNELS, format=spec[0], subtype=spec[1])
+        except (OSError, RuntimeError) as exc:  # RuntimeError: soundfile's (libsndfile's) errors
+            if self._file is not None:
+                self._file.close()
+            raise self._failure(exc) from exc
+
+    @property
+    def bytes_written(self) -> int:
+        """Bytes of audio in the file (an encoder's: given to it, or held for it)."""
+        return self._pcm.bytes_written if self._pcm is not None else self._encoded
 
     @property
     def duration(self) -> float:
-        return self.bytes_written / 2 / self.sample_rate
+        return self.bytes_written / self._frame / self.sample_rate
 
     def write(self, pcm: bytes) -> None:
-        if self.extension in (".wav", ".pcm", ".raw"):
-            self._sink.write(pcm)
-        elif self._hold:
-            self._held += pcm
-            if len(self._held) > self._hold:
-                ready = len(self._held) - self._hold
-                self._sink.buffer_write(bytes(self._held[:ready]), dtype="int16")
-                del self._held[:ready]
-        else:
-            self._sink.buffer_write(pcm, dtype="int16")
-        self.bytes_written += len(pcm)
+        try:
+            if self._pcm is not None:
+                self._pcm.write(pcm)
+                return
+            if self._hold:
+                self._held += pcm
+                if len(self._held) > self._hold:
+                    ready = len(self._held) - self._hold
+                    self._encode(bytes(self._held[:ready]))
+                    del self._held[:ready]
+            else:
+                self._encode(pcm)
+            self._encoded += len(pcm)
+        except (OSError, RuntimeError) as exc:
+            raise self._failure(exc) from exc
+
+    def _encode(self, pcm: bytes) -> None:
+        try:
+            self._encoder.buffer_write(pcm, dtype="int16")
+        except Exception:
+            if self._file is not None and self._file.error is not None:  # what its failure came from
+                raise self._file.error from None
+            raise
+        if self._file is not None and self._file.error is not None:  # an encoder may not notice a short write
+            raise self._file.error
 
     def take_back(self, count: int) -> int:
         """Remove the last `count` bytes of audio written where the format allows (.wav and .pcm to a file
         that can seek; for an encoder, what it is still held back from it: `hold`); the bytes removed."""
-        if isinstance(self._sink, WavWriter):
-            taken = self._sink.take_back(count)
-        elif FORMATS[self.extension] is None and _seekable(self._sink):
-            taken = cut_end(self._sink, min(count, self.bytes_written))
-        elif self._held:
-            taken = min(count, len(self._held))
-            del self._held[len(self._held) - taken:]
-        else:
-            return 0
-        self.bytes_written -= taken
+        if self._pcm is not None:
+            return self._pcm.take_back(count)
+        taken = min(count, len(self._held))
+        del self._held[len(self._held) - taken:]
+        self._encoded -= taken
         return taken
 
     def close(self) -> None:
-        if self._held:
-            held, self._held = bytes(self._held), bytearray()
-            self._sink.buffer_write(held, dtype="int16")
-        if isinstance(self._sink, WavWriter) or FORMATS[self.extension] is not None:
-            self._sink.close()
-        elif getattr(self, "_owned", False):
-            self._sink.close()
-        else:
-            self._sink.flush()
+        """Finish the file; once (a second call does nothing)."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            if self._pcm is not None:
+                self._pcm.close()
+                return
+            try:
+                if self._held and (self._file is None or self._file.error is None):
+                    held, self._held = bytes(self._held), bytearray()
+                    self._encode(held)
+            finally:
+                try:
+                    self._encoder.close()
+                finally:
+                    if self._file is not None:
+                        self._file.close()
+            if self._file is not None and self._file.error is not None:
+                raise self._file.error
+        except (OSError, RuntimeError) as exc:
+            raise self._failure(exc) from exc
+
+    def _failure(self, exc: BaseException) -> OutputError:
+        cause = self._file.error if self._file is not None and self._file.error is not None else exc
+        return OutputError(self.name, cause)
 
     def __enter__(self) -> "AudioWriter":
         return self
 
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
+    def __exit__(self, exc_type: Optional[type], *exc_info: object) -> None:
+        if exc_type is None:
+            self.close()
+        else:  # what went wrong first is what the caller hears of
+            with contextlib.suppress(OutputError):
+                self.close()
 
 
-def _seekable(file: Any) -> bool:
-    try:
-        return bool(file.seekable())
-    except (AttributeError, OSError, ValueError):
-        return False
+class _Checked:
+    """The file an encoder (libsndfile) writes through: a write that fails is kept in `error`, for the writer
+    to raise as ours, and is a short write to the encoder (an exception cannot cross into its C code)."""
+
+    def __init__(self, path: PathLike) -> None:
+        self._file = open(path, "w+b", buffering=0)  # noqa: SIM115 - closed by close()
+        self.error: Optional[OSError] = None
+
+    def write(self, data: bytes) -> int:
+        view, written = memoryview(data), 0
+        while self.error is None and written < len(view):
+            try:
+                count = self._file.write(view[written:])
+            except OSError as exc:
+                self.error = exc
+                break
+            if not count:
+                self.error = OSError(errno.EIO, "the file took none of the bytes written")
+            written += count or 0
+        return written
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        return self._file.seek(offset, whence)
+
+    def tell(self) -> int:
+        return self._file.tell()
+
+    def readinto(self, buffer: Any) -> int:
+        return self._file.readinto(buffer) or 0
+
+    def close(self) -> None:
+        self._file.close()
 
 
 class _Pipe:

@@ -4,6 +4,7 @@ written as the audio arrives, a WAV of any sample format read back as that PCM; 
 from __future__ import annotations
 
 import array
+import errno
 import io
 import os
 import struct
@@ -38,31 +39,30 @@ def cut_end(file: BinaryIO, count: int) -> int:
     return count
 
 
-class WavWriter:
-    """A WAV file written as the audio arrives (flat memory). The header's sizes are filled in at
-    `close()`, so a file closed after a failure is a valid file of what arrived; on a stream that
-    cannot seek (a pipe) the header says "length unknown", which players read to the end."""
+class PcmWriter:
+    """Raw PCM written to a file as the audio arrives (flat memory). A file it opens is unbuffered, so
+    `bytes_written` is what the file holds even when a write fails (a full disk takes what fits), and
+    `close()` leaves it whole samples: a valid file of what arrived, or of what fitted."""
 
-    def __init__(self, target: Union[str, "os.PathLike[str]", BinaryIO], sample_rate: int = SAMPLE_RATE,
-                 channels: int = CHANNELS, sample_width: int = SAMPLE_WIDTH) -> None:
+    def __init__(self, target: Union[str, "os.PathLike[str]", BinaryIO], sample_width: int = SAMPLE_WIDTH) -> None:
         self._owned = isinstance(target, (str, os.PathLike))
-        self._file: BinaryIO = open(target, "wb") if isinstance(target, (str, os.PathLike)) else target
-        self._format = (sample_rate, channels, sample_width)
+        self._file: BinaryIO = open(target, "wb", buffering=0) if isinstance(target, (str, os.PathLike)) else target
+        self._width = sample_width
         try:
             self._seekable = self._file.seekable()
         except (AttributeError, OSError, ValueError):
             self._seekable = False
         self.bytes_written = 0
-        self._file.write(wav_header(0 if self._seekable else None, sample_rate, channels, sample_width))
-
-    @property
-    def duration(self) -> float:
-        rate, channels, width = self._format
-        return self.bytes_written / (rate * channels * width)
 
     def write(self, pcm: bytes) -> None:
-        self._file.write(pcm)
-        self.bytes_written += len(pcm)
+        view = memoryview(pcm)
+        while view:  # an unbuffered file may take part of it
+            count = self._file.write(view)
+            count = len(view) if count is None else count
+            if not count:
+                raise OSError(errno.EIO, "the file took none of the bytes written")
+            self.bytes_written += count
+            view = view[count:]
 
     def take_back(self, count: int) -> int:
         """Remove the last `count` bytes of audio written, if the file can seek; the bytes removed."""
@@ -72,26 +72,56 @@ class WavWriter:
         self.bytes_written -= count
         return count
 
+    def _finish(self) -> None:
+        if self._seekable and self.bytes_written % self._width:  # a write cut short mid-sample
+            self.take_back(self.bytes_written % self._width)
+
     def close(self) -> None:
-        """Fill in the sizes (when the file can seek) and close a file this writer opened."""
+        """Finish the file (whole samples; a WAV's sizes) and close it if this writer opened it."""
         if self._file.closed:
             return
         try:
-            if self._seekable:
-                size = self.bytes_written - self.bytes_written % self._format[2]
-                self._file.seek(0)
-                self._file.write(wav_header(size, *self._format))
-                self._file.seek(0, io.SEEK_END)
+            self._finish()
             self._file.flush()
         finally:
             if self._owned:
                 self._file.close()
 
-    def __enter__(self) -> "WavWriter":
+    def __enter__(self) -> "PcmWriter":
         return self
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+
+class WavWriter(PcmWriter):
+    """A WAV file written as the audio arrives. The header's sizes are filled in at `close()`, so a file
+    closed after a failure is a valid file of what arrived; on a stream that cannot seek (a pipe) the header
+    says "length unknown", which players read to the end."""
+
+    def __init__(self, target: Union[str, "os.PathLike[str]", BinaryIO], sample_rate: int = SAMPLE_RATE,
+                 channels: int = CHANNELS, sample_width: int = SAMPLE_WIDTH) -> None:
+        super().__init__(target, channels * sample_width)
+        self._format = (sample_rate, channels, sample_width)
+        try:
+            self.write(wav_header(0 if self._seekable else None, sample_rate, channels, sample_width))
+        except BaseException:
+            if self._owned:
+                self._file.close()
+            raise
+        self.bytes_written = 0  # audio only
+
+    @property
+    def duration(self) -> float:
+        rate, channels, width = self._format
+        return self.bytes_written / (rate * channels * width)
+
+    def _finish(self) -> None:
+        super()._finish()
+        if self._seekable:
+            self._file.seek(0)
+            self._file.write(wav_header(self.bytes_written, *self._format))  # over bytes already there
+            self._file.seek(0, io.SEEK_END)
 
 
 class Resampler:

@@ -1,6 +1,7 @@
 """`Synthesizer`: the blocking API (synthesize, stream, save, speak) over one conversation per call."""
 from __future__ import annotations
 
+import contextlib
 import io
 import logging
 import os
@@ -23,7 +24,7 @@ from typing import (
 
 from .audio import Audio, Saved, Stats
 from .checks import check_callable
-from .errors import BasetenTTSError, ConfigurationError, attach_partial
+from .errors import BasetenTTSError, ConfigurationError, OutputError, attach_partial
 from .net.retry import Cancelled, open_conversation, replaying
 from .net.spare import Idle, Spare, probe
 from .session import Session
@@ -321,18 +322,17 @@ class Synthesizer:
                     on_audio(chunk)
             if writer is None:
                 writer = AudioWriter(path, extension)  # no audio at all: an empty, valid file
-        except Exception as exc:  # ours, or the text iterable's or on_audio's (reaching the caller as it is)
+            writer.close()  # finishing the file can fail too (a full disk): this call's error then
+        except BaseException as exc:  # ours, the text iterable's or on_audio's (reaching the caller as is), Ctrl+C
             if writer is not None:
-                writer.close()
-                kept = Saved(os.fspath(path), writer.duration, stats)
-                try:
-                    attach_partial(exc, kept.audio())
-                except ValueError:
-                    attach_partial(exc, Audio(b"", stats=stats))
+                with contextlib.suppress(OutputError):
+                    writer.close()  # a valid file of what arrived (or fitted); what failed first is raised
+                if isinstance(exc, Exception):
+                    try:
+                        attach_partial(exc, Saved(os.fspath(path), writer.duration, stats).audio())
+                    except (ValueError, OSError):  # a compressed format: in the file only
+                        attach_partial(exc, Audio(b"", stats=stats))
             raise
-        finally:
-            if writer is not None:
-                writer.close()
         return Saved(os.fspath(path), writer.duration, stats)
 
     @overload

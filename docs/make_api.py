@@ -32,8 +32,8 @@ SECTIONS = [
         "BasetenTTSError", "ConfigurationError", "InvalidText", "ArgumentTypeError", "ConnectError",
         "HandshakeError", "AuthenticationError", "ModelNotFoundError", "ServerUnavailable", "RedirectRefused",
         "UnexpectedResponse", "ServerError", "SentenceError", "TimeoutError", "ConnectTimeout", "HandshakeTimeout",
-        "FirstAudioTimeout", "ReadTimeout", "StreamInterrupted", "SessionEnded", "AudioDeviceError", "VoiceError",
-        "BasettsWarning")]),
+        "FirstAudioTimeout", "ReadTimeout", "StreamInterrupted", "SessionEnded", "AudioDeviceError", "OutputError",
+        "VoiceError", "BasettsWarning")]),
     ("Testing: the local server", [testing.LocalServer, testing.Faults, ConversationRecord, testing.tone_pcm]),
     ("Diagnostics", [Check]),
 ]

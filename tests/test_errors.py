@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import email.utils
+import pickle
 import socket
 import time
 from typing import Any, Dict, Type
@@ -121,3 +122,32 @@ def test_a_predict_only_deployment_says_so_and_is_not_retried() -> None:
         assert info.value.close_code == 1003 and not info.value.retryable
         assert server.handshakes == 1 and server.last().close_code == 1003
         assert info.value.partial.pcm == b""
+
+
+def test_every_error_pickles_whole_to_another_process_and_back() -> None:
+    """A worker process's failure reaches the parent (ProcessPoolExecutor, Celery, multiprocessing pickle
+    it): every class, though its constructor takes keywords, comes back with what it carries."""
+    partial = basetts.Audio(b"\x01\x02" * 10)
+    errors = [
+        basetts.ServerUnavailable("busy", status=503, headers={"retry-after": "3"}, retry_after=3.0, partial=partial),
+        basetts.AuthenticationError("who", status=401), basetts.RedirectRefused("away", status=307),
+        basetts.UnexpectedResponse("page", status=200), basetts.ConnectError("down", transient=True),
+        basetts.SentenceError("bad", index=2, text="t", server_message="no"),
+        basetts.VoiceError("v", server_message="s"),
+        basetts.ServerError("closed", close_code=1011), basetts.StreamInterrupted("cut", recoverable=False),
+        basetts.ReadTimeout("late", partial=partial), basetts.OutputError("/x.wav", OSError(28, "No space left")),
+        basetts.InvalidText("empty"), basetts.ArgumentTypeError("int"), basetts.SessionEnded("over"),
+        basetts.AudioDeviceError("none"), basetts.ModelNotFoundError("where", status=404),
+        basetts.ConnectTimeout("c"), basetts.HandshakeTimeout("h"), basetts.FirstAudioTimeout("f"),
+    ]
+    exported = {getattr(basetts, name) for name in basetts.__all__}
+    leaves = {cls for cls in exported if isinstance(cls, type) and issubclass(cls, basetts.BasetenTTSError)
+              and not any(issubclass(other, cls) and other is not cls for other in exported if isinstance(other, type))}
+    assert leaves <= {type(error) for error in errors}, "an exported error class is not tried here"
+    for error in errors:
+        copy = pickle.loads(pickle.dumps(error))
+        assert type(copy) is type(error) and str(copy) == str(error) and copy.args == error.args
+        assert vars(copy) == {**vars(error), "partial": copy.partial} and copy.partial.pcm == error.partial.pcm
+        assert (copy.retryable, copy.recoverable) == (error.retryable, error.recoverable)
+        if isinstance(error, OSError):
+            assert (copy.errno, copy.strerror) == (error.errno, error.strerror)

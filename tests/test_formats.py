@@ -3,7 +3,9 @@
 what arrived when the stream fails. Decoded back with soundfile (libsndfile) to check what was written."""
 from __future__ import annotations
 
+import json
 import math
+import os
 import subprocess
 import sys
 import tracemalloc
@@ -136,3 +138,79 @@ def test_save_keeps_memory_flat_however_long_the_audio(tmp_path: Any) -> None:
     pcm_bytes = words * 48000
     assert peak < pcm_bytes / 5, f"peak {peak / 1e6:.1f} MB for {pcm_bytes / 1e6:.0f} MB of audio"
     assert math.isclose(soundfile.info(str(tmp_path / "long.wav")).duration, words, abs_tol=0.01)
+
+
+# A process whose files cannot grow past CAP bytes (RLIMIT_FSIZE: the kernel refuses the write that would, with
+# EFBIG, as a full disk refuses with ENOSPC; Python ignores the SIGXFSZ that comes with it).
+CAP = 65536
+_CAPPED = """
+import json, resource, sys, threading
+resource.setrlimit(resource.RLIMIT_FSIZE, ({cap}, {cap}))
+import basetts
+url, key, path = sys.argv[1:4]
+synth = basetts.Synthesizer(url=url, api_key=key, recoveries=0)
+try:
+    synth.{call}
+    print(json.dumps(None))
+except BaseException as exc:
+    print(json.dumps({{"type": [c.__name__ for c in type(exc).__mro__], "errno": getattr(exc, "errno", None),
+                      "message": str(exc), "partial": exc.partial.pcm.hex() if getattr(exc, "partial", None) else "",
+                      "threads": [t.name for t in threading.enumerate() if t is not threading.main_thread()]}}))
+"""
+
+
+def _capped(call: str, server: LocalServer, path: Any) -> Any:
+    result = subprocess.run([sys.executable, "-c", _CAPPED.format(cap=CAP, call=call), server.url, server.api_key,
+                             str(path)],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+LONG = " ".join(f"w{i}" for i in range(200))  # 200 tones of 4096 bytes: far past CAP
+
+
+@pytest.mark.parametrize("extension", [".wav", ".pcm", ".flac", ".mp3"])
+def test_a_file_that_cannot_grow_is_an_output_error_and_keeps_what_fitted(tmp_path: Any, basetts_server: LocalServer,
+                                                                          extension: str) -> None:
+    """A full disk mid-save: our `OutputError` (also an `OSError`, with the system's errno) naming the file, no
+    thread left, and the file a valid file of what fitted, which `.partial` holds. An encoder's failure to write
+    (libsndfile's, which says only "System error", or nothing at all) is the same error."""
+    path = tmp_path / f"capped{extension}"
+    error = _capped(f"save({LONG!r}, path)", basetts_server, path)
+    assert error is not None, "the save went through past the file size limit"
+    assert error["type"][:3] == ["OutputError", "BasetenTTSError", "OSError"]
+    assert error["errno"] == 27 and f"Cannot write {path}: File too large" in error["message"]  # EFBIG
+    assert [name for name in error["threads"] if name.startswith("basetts")] == []
+    expected = basetts_server.expected_pcm(LONG)
+    if extension == ".wav":
+        samples, rate = soundfile.read(str(path), dtype="int16")  # a valid WAV, its sizes those of what fitted
+        assert rate == 24000 and samples.tobytes() == expected[:CAP - 44] == bytes.fromhex(error["partial"])
+    elif extension == ".pcm":
+        assert path.read_bytes() == expected[:CAP] == bytes.fromhex(error["partial"])
+    else:
+        assert path.stat().st_size <= CAP
+
+
+def test_audio_save_and_the_cli_say_which_file_could_not_be_written(tmp_path: Any, basetts_server: LocalServer
+                                                                     ) -> None:
+    error = _capped(f"synthesize({LONG!r}).save(path)", basetts_server, tmp_path / "whole.wav")
+    env = {**os.environ, "BASETEN_API_KEY": basetts_server.api_key}
+    assert error["type"][0] == "OutputError" and "whole.wav: File too large" in error["message"]
+    limit = f"import resource, runpy, sys; resource.setrlimit(resource.RLIMIT_FSIZE, ({CAP}, {CAP})); "
+    say = subprocess.run(
+        [sys.executable, "-c", limit + "sys.argv[0] = 'basetts'; runpy.run_module('basetts', run_name='__main__')",
+         "say", "--url", basetts_server.url, "-o", str(tmp_path / "said.wav"), LONG],
+        capture_output=True, text=True, timeout=60, env=env)
+    assert say.returncode == 1
+    assert f"Cannot write {tmp_path / 'said.wav'}: File too large" in say.stderr
+    assert f"holds the first {(CAP - 44) / 48000:.1f} s of the audio" in say.stderr
+    (tmp_path / "texts.txt").write_text(f"{LONG}\n{LONG}\n")
+    batch = subprocess.run(
+        [sys.executable, "-c", limit + "sys.argv[0] = 'basetts'; runpy.run_module('basetts', run_name='__main__')",
+         "batch", "--url", basetts_server.url, str(tmp_path / "texts.txt"), str(tmp_path / "out")],
+        capture_output=True, text=True, timeout=60, env=env)
+    assert batch.returncode == 1
+    assert "cannot write 000001.wav" in batch.stderr and "File too large; 0 written this run" in batch.stderr
+    assert "run the same command again" in batch.stderr
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["manifest.jsonl"]  # no half file left

@@ -62,6 +62,19 @@ def test_a_synthesizer_handed_to_a_process_pool(method: str) -> None:
         synth.close()
 
 
+def test_a_workers_failure_reaches_the_parent_as_the_same_error() -> None:
+    """A call failing in a pool's worker (a wrong key here): the parent gets our error, its status and headers,
+    not a pool broken by an exception that could not be unpickled."""
+    with LocalServer() as server:
+        synth = basetts.Synthesizer(url=server.url, api_key="not-the-key", retries=0)
+        with concurrent.futures.ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("fork")) as pool:
+            with pytest.raises(basetts.AuthenticationError) as caught:
+                pool.submit(_synthesize_with, synth, TEXTS[0]).result(timeout=60)
+            right = basetts.Synthesizer(url=server.url, api_key=server.api_key)
+            assert pool.submit(_synthesize_with, right, TEXTS[1]).result(timeout=60) == server.expected_pcm(TEXTS[1])
+    assert caught.value.status == 401 and "API key" in str(caught.value) and caught.value.partial.pcm == b""
+
+
 def _speak_or_say_why(text: str) -> str:
     assert _synth is not None
     try:

@@ -6,17 +6,15 @@ import contextlib
 import dataclasses
 import os
 import sys
-from typing import TYPE_CHECKING, Any, Dict, Iterable, Iterator, List, Optional, Set, Tuple
+from typing import Any, Dict, Iterable, Iterator, List, Optional, Set, Tuple
 
+from ..errors import OutputError
 from .common import (
+    _Failed,
     _local_server,
     _synthesizer,
     _Usage,
 )
-
-if TYPE_CHECKING:
-    pass
-
 
 
 # --- basetts batch: inputs, file names, the manifest -----------------------------------------------------
@@ -230,6 +228,11 @@ def _batch(args: argparse.Namespace) -> int:
             print(f"basetts: stopped; {counts['done']} done, {counts['failed']} failed this run "
                   f"({counts['skipped']} already done). Run the same command again to go on.", file=sys.stderr)
             raise
+        except OutputError as exc:  # a full disk: every item after it would fail the same way
+            bar.close()
+            raise _Failed(f"cannot write {name} in {outdir}: {exc.strerror}; {counts['done']} written this run "
+                          f"({counts['skipped']} already done). Make room and run the same command again: what "
+                          "is done is skipped") from exc
         except UnicodeDecodeError as exc:  # read as the texts are asked for: those before it are done
             bar.close()
             raise _Usage(f"INPUT {args.input} is not UTF-8 text (byte {exc.object[exc.start:exc.start + 1]!r} "

@@ -11,10 +11,10 @@ import shutil
 import sys
 import threading
 import time
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, List, Optional
+from typing import Any, Callable, Iterable, Iterator, List, Optional
 
 from ..audio import Audio
-from ..errors import AudioDeviceError, BasetenTTSError, ConfigurationError
+from ..errors import AudioDeviceError, BasetenTTSError, ConfigurationError, OutputError
 from ..text import TextFormat, WordSplitter
 from .common import (
     _WAITING_AFTER,
@@ -24,8 +24,6 @@ from .common import (
     _Usage,
 )
 
-if TYPE_CHECKING:
-    pass
 
 def _stdin_fragments() -> Iterator[str]:
     """Text from stdin as it arrives (not line by line), so a piped LLM is spoken while it writes."""
@@ -191,6 +189,7 @@ def _write(synth: Any, words: Iterable[str], output: str, extension: str,
         except (BasetenTTSError, KeyboardInterrupt) as exc:
             audio = getattr(exc, "partial", None)
             kept = (f"kept the audio that arrived in {output} (partial)" if audio is None  # Ctrl+C: not counted
+                    else f"{output} holds the first {audio.duration:.1f} s of the audio" if isinstance(exc, OutputError)
                     else f"wrote the {audio.duration:.1f} s of audio that arrived to {output} (partial)" if audio
                     else f"no audio arrived: {output} holds none")
             if isinstance(exc, KeyboardInterrupt):
@@ -208,7 +207,8 @@ def _write(synth: Any, words: Iterable[str], output: str, extension: str,
             on_audio(chunk)
             sys.stdout.buffer.flush()
     except (BasetenTTSError, KeyboardInterrupt) as exc:
-        writer.close()
+        with contextlib.suppress(OutputError):  # stdout itself may be what failed (a closed pipe)
+            writer.close()
         partial = f"wrote the {writer.duration:.1f} s of audio that arrived to stdout (partial)"
         if isinstance(exc, KeyboardInterrupt):
             print(f"\nbasetts: interrupted; {partial}", file=sys.stderr)
