@@ -3,6 +3,7 @@ that names the setting."""
 from __future__ import annotations
 
 import math
+import os
 from typing import Any, Optional
 
 from .errors import ArgumentTypeError, ConfigurationError
@@ -12,6 +13,21 @@ def check_callable(name: str, value: Any) -> None:
     """A callback must be callable (or None): said before anything is sent, not at the first chunk."""
     if value is not None and not callable(value):
         raise ArgumentTypeError(f"{name} must be a function (or None), not {type(value).__name__}")
+
+
+def check_writable(path: "os.PathLike[str] | str", setting: str = "") -> None:
+    """A `ConfigurationError` now, before anything is sent, if `path` cannot be created where it is (its folder
+    missing or not writable, or a folder of that name): a file written as a call goes is opened only then.
+    `setting`: what the message names as the place the path came from."""
+    full = os.path.abspath(os.fspath(path))
+    folder = os.path.dirname(full)
+    what = f"Cannot write {os.fspath(path)!r}" + (f" ({setting})" if setting else "")
+    if os.path.isdir(full):
+        raise ConfigurationError(f"{what}: it is a folder")
+    if not os.path.isdir(folder):
+        raise ConfigurationError(f"{what}: the folder {folder} does not exist")
+    if not os.access(folder, os.W_OK) or (os.path.exists(full) and not os.access(full, os.W_OK)):
+        raise ConfigurationError(f"{what}: no permission to write there")
 
 
 def is_utf8(text: str) -> bool:

@@ -45,19 +45,6 @@ def format_of(path: PathLike, given: Optional[str] = None) -> str:
     return extension
 
 
-def check_writable(path: PathLike) -> None:
-    """A `ConfigurationError` now, before anything is sent, if `path` cannot be created where it is (its folder
-    missing or not writable, or a folder of that name): a file written as the audio arrives is opened only then."""
-    full = os.path.abspath(os.fspath(path))
-    folder = os.path.dirname(full)
-    if os.path.isdir(full):
-        raise ConfigurationError(f"Cannot write {os.fspath(path)!r}: it is a folder")
-    if not os.path.isdir(folder):
-        raise ConfigurationError(f"Cannot write {os.fspath(path)!r}: the folder {folder} does not exist")
-    if not os.access(folder, os.W_OK) or (os.path.exists(full) and not os.access(full, os.W_OK)):
-        raise ConfigurationError(f"Cannot write {os.fspath(path)!r}: no permission to write there")
-
-
 HOLD_SECONDS = 60.0
 """Audio an encoder is fed this late when the file may have to give some back (`AudioWriter(hold=)`): more than a
 unit of text makes (an HTTP request, a sentence, a part of a text over Orpheus's websocket), so what a lost

@@ -11,7 +11,7 @@ from typing import Any, ClassVar, Dict, Iterable, List, Mapping, Optional, Tuple
 from urllib.parse import urlsplit
 
 from . import protocols
-from .checks import check_int, check_number, is_utf8
+from .checks import check_int, check_number, check_writable, is_utf8
 from .errors import ArgumentTypeError, ConfigurationError, keep_secret, warn
 from .text import TextFormat, check_text_format
 
@@ -465,8 +465,10 @@ class Settings:
                 f"Refusing to send the API key unencrypted through the proxy {proxy_host}: the tunnel is not TLS, "
                 f"so the proxy would read it. Use {secure}://, proxy='' for none, or allow_insecure=True if you "
                 "really mean it.")
-        if self.trace is not None and not isinstance(self.trace, (str, os.PathLike)):
-            raise ConfigurationError("trace must be a file path")
+        if self.trace is not None:
+            if not isinstance(self.trace, (str, os.PathLike)):
+                raise ConfigurationError("trace must be a file path")
+            check_writable(self.trace, f"trace=, or {ENV_TRACE}")
         check_number("retry_backoff", self.retry_backoff, low=0.0, high=MAX_TIMEOUT, low_open=False, required=True)
         check_text_format(self.text_format)
 

@@ -23,7 +23,7 @@ from typing import (
 )
 
 from .audio import Audio, Saved, Stats
-from .checks import check_callable
+from .checks import check_callable, check_writable
 from .errors import BasetenTTSError, ConfigurationError, OutputError, attach_partial
 from .net.retry import Cancelled, open_conversation, replaying
 from .net.spare import Idle, Spare, probe
@@ -300,7 +300,7 @@ class Synthesizer:
         says (.wav, .pcm; .flac, .ogg, .opus, .mp3 with the [formats] extra) or `format`, checked before
         anything is sent. On failure the file holds what arrived (valid), and the error's ``.partial`` is
         that audio for .wav and .pcm. Returns a `Saved` (path, duration, stats)."""
-        from .formats import HOLD_SECONDS, AudioWriter, check_writable, format_of
+        from .formats import HOLD_SECONDS, AudioWriter, format_of
 
         extension = format_of(path, format)
         check_writable(path)

@@ -56,3 +56,18 @@ def test_a_connect_failure_is_traced(tmp_path: Any) -> None:
     lines = events(path)
     assert lines[-1]["event"] == "error" and lines[-1]["kind"] == "ConnectError"
     assert "secret-key" not in path.read_text()
+
+
+@pytest.mark.parametrize("where", ["argument", "environment"])
+def test_a_trace_that_cannot_be_written_is_refused_when_the_synthesizer_is_made(
+        tmp_path: Any, monkeypatch: pytest.MonkeyPatch, where: str) -> None:
+    """A trace path in a folder that does not exist, or a folder: said at once, naming the setting and the
+    variable, not an OSError from the first call."""
+    for path, why in ((tmp_path / "missing" / "trace.jsonl", "does not exist"), (tmp_path, "it is a folder")):
+        options: Dict[str, Any] = {"url": "ws://127.0.0.1:1/v1/websocket", "api_key": "k"}
+        if where == "environment":
+            monkeypatch.setenv("BASETTS_TRACE", str(path))
+        else:
+            options["trace"] = str(path)
+        with pytest.raises(basetts.ConfigurationError, match=f"trace=, or BASETTS_TRACE.*{why}"):
+            basetts.Synthesizer(**options)

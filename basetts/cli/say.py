@@ -91,7 +91,8 @@ def _output_format(args: argparse.Namespace) -> Optional[str]:
         if (args.format or "wav") not in ("wav", "pcm"):
             raise _Usage("-o - writes wav or pcm to stdout (--format wav|pcm)")
         return f".{args.format or 'wav'}"
-    from ..formats import check_writable, format_of
+    from ..checks import check_writable
+    from ..formats import format_of
 
     try:
         extension = format_of(args.output, args.format)
