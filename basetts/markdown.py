@@ -47,6 +47,11 @@ _SENTENCE_END = frozenset(".!?:;…。！？")
 _TRAILING = ".,:;!?'\"*_~"
 _ENDS_LINE = ("heading", "item", "table")  # lines that end a sentence when they end
 _PUNCTUATION = frozenset("!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~")
+_THINKING = re.compile(r"<(think|thinking)>", re.IGNORECASE)
+"""A reasoning model's thinking (DeepSeek-R1, Qwen3, QwQ write it inline): left out, all of it, up to its end tag."""
+_BREAKS = frozenset("br p div li ul ol dl dt dd tr td th table thead tbody hr h1 h2 h3 h4 h5 h6 blockquote pre "
+                    "section article header footer".split())
+"""Tags that break a line or a block: between two words, a space (an inline tag, <b>, stays inside a word)."""
 _URL_PREFIXES = ("https://", "http://", "www.")
 
 
@@ -78,6 +83,7 @@ class Markdown:
         self._fence: Optional[Tuple[str, int]] = None  # inside a fenced code block: its character and length
         self._spoke = False  # the current line said something
         self._last = ""  # the last character said (not a space)
+        self._thinking: Optional["re.Pattern[str]"] = None  # inside a reasoning model's thinking: what ends it
 
     def feed(self, fragment: str) -> List[Piece]:
         """What `fragment` (after those before) decides; the rest is held until more comes."""
@@ -91,6 +97,13 @@ class Markdown:
     def _run(self, final: bool) -> List[Piece]:
         text, i, out = self._buffer, 0, []  # type: str, int, List[Piece]
         while i < len(text):
+            if self._thinking is not None:
+                end = self._thinking.search(text, i)
+                if end is None:  # left out as it comes, but for what may be the start of its end tag
+                    i = len(text) if final else max(i, len(text) - len("</thinking>"))
+                    break
+                i, self._thinking = end.end(), None
+                continue
             newline = text.find("\n", i)
             stop = len(text) if newline < 0 else newline
             more = newline < 0 and not final
@@ -125,6 +138,8 @@ class Markdown:
                     continue
                 self._line, self._spoke = kind, False
             i = self._inline(text, i, stop, more, self._line, out)
+            if self._thinking is not None:
+                continue
             if i < stop or (newline < 0 and not final):
                 break
             self._end_line(out, i)
@@ -240,8 +255,9 @@ class Markdown:
         return "item", j
 
     def _inline(self, text: str, i: int, stop: int, more: bool, kind: str, out: List[Piece]) -> int:
-        """Say what text[i:stop] (part of one line) says; where it stopped (before `stop`: waiting for more)."""
-        while i < stop:
+        """Say what text[i:stop] (part of one line) says; where it stopped (before `stop`: waiting for more, or
+        at thinking, which `_run` leaves out)."""
+        while i < stop and self._thinking is None:
             prose = _PROSE.match(text, i, stop)
             if prose is not None:
                 end = prose.end()
@@ -389,6 +405,7 @@ class Markdown:
             if paren >= 0:
                 end = paren + 1
         self._inline(text, i + 1, close, False, "text", out)
+        self._thinking = None  # "<think>" inside a link's text: a tag, not a reasoning model's thinking
         return end
 
     def _tag(self, text: str, i: int, stop: int, more: bool, out: List[Piece]) -> Optional[int]:
@@ -410,7 +427,18 @@ class Markdown:
                 if link is not None:
                     self._say(out, host_of(link.group(1)), i, close + 1)
                     return close + 1
+                thinking = _THINKING.fullmatch(tag)
+                if thinking is not None:
+                    self._thinking = re.compile(f"</{thinking.group(1)}>", re.IGNORECASE)
+                    return close + 1
                 if _TAG.fullmatch(tag):
+                    name = tag.strip("</>").split(None, 1)[0].rstrip("/").lower() if tag[1] not in "!" else ""
+                    if name in _BREAKS:
+                        if close + 1 == stop and more:
+                            return None  # a space only between two words: the next character decides
+                        previous = text[i - 1] if i else self._previous
+                        if not previous.isspace() and close + 1 < stop and not text[close + 1].isspace():
+                            self._say(out, " ", i, close + 1)
                     return close + 1
         self._say(out, "<", i, i + 1)
         return i + 1

@@ -49,6 +49,13 @@ CORPUS = {
     "nested emphasis": (
         "This is ***very*** important and **really _deeply_ nested** text, __underlined__ too, ~~struck~~.",
         "This is very important and really deeply nested text, underlined too, struck."),
+    "reasoning": (  # a reasoning model's thinking, written inline before its answer
+        "<think>\nThe user wants tips. Keep it **short**.\n\n- maybe water?\n</think>\n\nDrink water.<think>"
+        "again</think> Sleep well. <THINKING>x</THINKING>Walk.<think>cut off mid-thought",
+        "\n\nDrink water. Sleep well. Walk."),
+    "html breaks": (  # a break between two words is a space; an inline tag stays inside its word
+        "| Step | Note |\n|-|-|\n| one<br>two | a<br/>b |\n\nline<p>next <b>bo</b>ld",
+        "Step, Note.\none two, a b.\n\nline next bold"),
     "quote and rule": (
         "> To be or not to be.\n> That is the question.\n\n---\n\nSaid Hamlet.",
         "To be or not to be.\nThat is the question.\n\n\n\nSaid Hamlet."),
@@ -103,7 +110,8 @@ def test_what_only_looks_like_markdown_stays_text() -> None:
 # streamed fragments ---------------------------------------------------------------------------------------------
 markdownish = st.lists(st.sampled_from(
     ["**", "*", "_", "__", "~~", "`", "```", "\n", " ", "# ", "- ", "1. ", "| ", "|", "---", "[", "](", ")", "]",
-     "![", "<laugh>", "<b>", "</b>", "<", ">", "https://", "www.", "example.com/a", ".", "!", "🎉", "\u200d",
+     "![", "<laugh>", "<b>", "</b>", "<br>", "<think>", "</think>",
+     "<", ">", "https://", "www.", "example.com/a", ".", "!", "🎉", "\u200d",
      "word", "Other", "\\", "x_y", "2*3"]), max_size=40).map("".join)
 
 
@@ -218,6 +226,23 @@ def test_no_markdown_reaches_the_server_and_every_word_of_the_prose_does(serve: 
         for token in tokens:
             session.send(token)
     assert session.audio.pcm == audio.pcm and session.text == ANSWER
+
+
+def test_a_reasoning_models_thinking_never_reaches_the_server(serve: Any) -> None:
+    """An answer streamed by a reasoning model (its thinking inline, in <think> tags, tokens cut anywhere): only
+    the answer is spoken, and what was heard maps back into the text as written."""
+    server = serve(protocol="orpheus-http")
+    thinking = "<think>\nOkay, the user asks for a greeting. " + "Let me think about this carefully. " * 40 + \
+        "\n</think>\n\n"
+    answer = "Hello there! Nice to **meet** you."
+    text = thinking + answer
+    with synth_for(server).session() as session:
+        for start in range(0, len(text), 3):
+            session.send(text[start:start + 3])
+    received = [w for r in server.conversations for w in r.words]
+    assert received == ["Hello", "there!", "Nice", "to", "meet", "you."]
+    assert session.audio.pcm == server.expected_pcm(" ".join(received))
+    assert session.text == text
 
 
 def test_plain_sends_exactly_what_was_given_per_synthesizer_per_call_and_per_item(serve: Any) -> None:
