@@ -47,6 +47,8 @@ _SENTENCE_END = frozenset(".!?:;…。！？")
 _TRAILING = ".,:;!?'\"*_~"
 _ENDS_LINE = ("heading", "item", "table")  # lines that end a sentence when they end
 _PUNCTUATION = frozenset("!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~")
+_REFERENCE = re.compile(r"\^[^\]\s]+|\d+(?:[ \t]*[,\u2013-][ \t]*\d+)*")
+"""What brackets hold when they are a reference, not words: a footnote's ("[^1]") or a source's ("[1]", "[2, 3]")."""
 _THINKING = re.compile(r"<(think|thinking)>", re.IGNORECASE)
 """A reasoning model's thinking (DeepSeek-R1, Qwen3, QwQ write it inline): left out, all of it, up to its end tag."""
 _BREAKS = frozenset("br p div li ul ol dl dt dd tr td th table thead tbody hr h1 h2 h3 h4 h5 h6 blockquote pre "
@@ -386,7 +388,8 @@ class Markdown:
         return closing.end()
 
     def _link(self, text: str, start: int, i: int, stop: int, more: bool, out: List[Piece]) -> Optional[int]:
-        """[text](destination) and ![alt](source): the text; brackets that are not a link: what they hold."""
+        """[text](destination) and ![alt](source): the text; a footnote or a source cited ([^1], [1]): left out;
+        other brackets that are not a link: what they hold."""
         window = min(stop, i + WINDOW)
         close = _matching(text, i, window, "[", "]")
         if close < 0:
@@ -398,6 +401,9 @@ class Markdown:
         if close + 1 == stop and more:
             return None
         end = close + 1
+        if start == i and (end == stop or text[end] != "(") and _REFERENCE.fullmatch(text, i + 1, close):
+            # A footnote or a source cited ("capital [1][2]."): left out, not read as a number ("12").
+            return end + 1 if text[i + 1] == "^" and not self._spoke and text[end:end + 1] == ":" else end
         if end < stop and text[end] == "(":
             paren = _matching(text, end, window, "(", ")")
             if paren < 0 and window == stop and more:

@@ -53,6 +53,10 @@ CORPUS = {
         "<think>\nThe user wants tips. Keep it **short**.\n\n- maybe water?\n</think>\n\nDrink water.<think>"
         "again</think> Sleep well. <THINKING>x</THINKING>Walk.<think>cut off mid-thought",
         "\n\nDrink water. Sleep well. Walk."),
+    "references": (  # sources cited and footnotes: left out, never read as numbers ("[1][2]" is not "12")
+        "Paris is the capital of France [1][2], home to 2 million people[3, 4] and the Louvre [^a].\n\n"
+        "[^a]: The largest art museum.",
+        "Paris is the capital of France , home to 2 million people and the Louvre .\n\n The largest art museum."),
     "html breaks": (  # a break between two words is a space; an inline tag stays inside its word
         "| Step | Note |\n|-|-|\n| one<br>two | a<br/>b |\n\nline<p>next <b>bo</b>ld",
         "Step, Note.\none two, a b.\n\nline next bold"),
@@ -110,7 +114,7 @@ def test_what_only_looks_like_markdown_stays_text() -> None:
 # streamed fragments ---------------------------------------------------------------------------------------------
 markdownish = st.lists(st.sampled_from(
     ["**", "*", "_", "__", "~~", "`", "```", "\n", " ", "# ", "- ", "1. ", "| ", "|", "---", "[", "](", ")", "]",
-     "![", "<laugh>", "<b>", "</b>", "<br>", "<think>", "</think>",
+     "![", "<laugh>", "<b>", "</b>", "<br>", "<think>", "</think>", "[1]", "[^", "2",
      "<", ">", "https://", "www.", "example.com/a", ".", "!", "🎉", "\u200d",
      "word", "Other", "\\", "x_y", "2*3"]), max_size=40).map("".join)
 
