@@ -9,6 +9,7 @@ text's length. What each element becomes: docs/guide.md, "Text ready for speech"
 """
 from __future__ import annotations
 
+import html
 import re
 from typing import List, NamedTuple, Optional, Tuple
 
@@ -31,7 +32,7 @@ class Piece(NamedTuple):
 _WORD = re.compile(r"[^\W_]+")
 # Prose that no rule touches (words, spaces between them, punctuation that starts nothing), said in one piece;
 # it ends on a word or a mark, never a space (a line's trailing spaces are the rules' to decide).
-_TOKEN = r"(?:[^\W_]+|[,.;:?'\"()/&%$@+=\-\u2014\u2013\u2026\u2019\u2018\u201c\u201d\u3002\u3001\uff0c\uff1f])"
+_TOKEN = r"(?:[^\W_]+|[,.;:?'\"()/%$@+=\-\u2014\u2013\u2026\u2019\u2018\u201c\u201d\u3002\u3001\uff0c\uff1f])"
 _PROSE = re.compile(_TOKEN + r"(?:[ \t]*" + _TOKEN + r")*")
 _URL_BEGUN = re.compile(r"(?<![\w/@.\-])(?:h(?:t(?:t(?:p(?:s?(?::/?/?)?)?)?)?)?|w(?:w(?:w\.?)?)?)$", re.IGNORECASE)
 _URL_START = re.compile(r"(?<![\w/@.\-])(?:https?://|www\.)", re.IGNORECASE)
@@ -49,6 +50,8 @@ _ENDS_LINE = ("heading", "item", "table")  # lines that end a sentence when they
 _PUNCTUATION = frozenset("!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~")
 _REFERENCE = re.compile(r"\^[^\]\s]+|\d+(?:[ \t]*[,\u2013-][ \t]*\d+)*")
 """What brackets hold when they are a reference, not words: a footnote's ("[^1]") or a source's ("[1]", "[2, 3]")."""
+_ENTITY = re.compile(r"&(?:#[0-9]{1,7}|#[xX][0-9a-fA-F]{1,6}|[A-Za-z][A-Za-z0-9]{1,31});")
+_ENTITY_SO_FAR = re.compile(r"&(?:#[0-9]{0,7}|#[xX][0-9a-fA-F]{0,6}|[A-Za-z][A-Za-z0-9]{0,31})?")
 _THINKING = re.compile(r"<(think|thinking)>", re.IGNORECASE)
 """A reasoning model's thinking (DeepSeek-R1, Qwen3, QwQ write it inline): left out, all of it, up to its end tag."""
 _BREAKS = frozenset("br p div li ul ol dl dt dd tr td th table thead tbody hr h1 h2 h3 h4 h5 h6 blockquote pre "
@@ -332,6 +335,16 @@ class Markdown:
                 return self._link(text, i, i + 1, stop, more, out)
         elif char == "<":
             return self._tag(text, i, stop, more, out)
+        elif char == "&":
+            entity = _ENTITY.match(text, i, stop)
+            if entity is None:
+                if more and _ENTITY_SO_FAR.fullmatch(text, i, stop):
+                    return None  # "&am": an entity, perhaps
+            else:
+                said = html.unescape(entity.group())
+                if said != entity.group():  # "&amp;" is "&", "&nbsp;" a space; an unknown name stays as written
+                    self._say(out, said, i, entity.end())
+                    return entity.end()
         elif char == "#" and kind == "heading":
             return self._closing_hashes(text, i, stop, more, out)
         elif _is_emoji(char) or (char == "\u200d" and _is_emoji(previous)):
