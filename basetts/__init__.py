@@ -1,4 +1,5 @@
-"""basetts: text to speech through Baseten's streaming websockets (Orpheus TTS, Qwen3-TTS), in one blocking call."""
+"""basetts: text to speech through Baseten's text-to-speech deployments (Orpheus TTS over its websocket or HTTP,
+Qwen3-TTS, the HTTP TTS trusses), in one blocking call."""
 import logging
 from typing import List
 
