@@ -151,3 +151,25 @@ def test_every_error_pickles_whole_to_another_process_and_back() -> None:
         assert (copy.retryable, copy.recoverable) == (error.retryable, error.recoverable)
         if isinstance(error, OSError):
             assert (copy.errno, copy.strerror) == (error.errno, error.strerror)
+
+
+def test_a_deployment_of_another_protocol_is_named_at_once(serve: Any) -> None:
+    """protocol= that does not fit the deployment (or none, for a Qwen3-TTS one): an error at the first answer
+    that says which protocol to use or to check, not a wait for read_timeout on each of recoveries' connections,
+    nor "a deployment scaled to zero may be starting"."""
+    qwen3 = serve(protocol="qwen3")
+    with pytest.raises(basetts.ServerError, match="protocol='qwen3'"):
+        basetts.Synthesizer(url=qwen3.url, api_key=qwen3.api_key).synthesize("Hello there.")
+    orpheus = serve()
+    with pytest.raises(basetts.ServerError, match="does not speak Qwen3-TTS's protocol.*protocol='orpheus'"):
+        basetts.Synthesizer(url=orpheus.url, api_key=orpheus.api_key, protocol="qwen3", read_timeout=1,
+                            first_audio_timeout=1).synthesize("Hello there.")
+    assert len(orpheus.conversations) == 1, "tried again, or waited for audio that was never coming"
+    for server_protocol, protocol in (("kokoro", "orpheus-http"), ("orpheus-http", "kokoro")):
+        model = serve(protocol=server_protocol)
+        with pytest.raises(basetts.ServerUnavailable, match="The model failed on the request.*check protocol=") as info:
+            basetts.Synthesizer(url=model.url, api_key=model.api_key, protocol=protocol, retries=0).synthesize("Hi.")
+        assert "scaled to zero" not in str(info.value) and info.value.status == 500
+    streaming = serve(protocol="xtts-streaming")
+    with pytest.raises(basetts.StreamInterrupted, match="Before any audio.*protocol= fits the deployment"):
+        basetts.Synthesizer(url=streaming.url, api_key=streaming.api_key, retries=0, recoveries=0).synthesize("Hi.")

@@ -595,6 +595,9 @@ class Conversing:
         acknowledged = False
         for opcode, payload in messages:
             if opcode == OPCODE_BINARY:
+                stray = self.unexpected_audio()
+                if stray is not None:
+                    return self._end(stray, b"".join(audio), pings, acknowledged, answer=POLICY_VIOLATION)
                 self.audio_messages += 1
                 self.audio_bytes += len(payload)
                 if payload:  # an empty message is no progress: it resets no deadline
@@ -640,6 +643,11 @@ class Conversing:
             f"The server sent {self.audio_bytes / 1e6:.1f} MB of audio for {max(1, self.units_sent)} unit(s) of text, "
             f"over {ALLOWANCE_SLACK} times what their token budget can make (max_tokens; Qwen3: max_new_tokens): it "
             "is broken, or something in the way is. The audio so far is in .partial.")
+
+    def unexpected_audio(self) -> Optional[BasetenTTSError]:
+        """The error when an audio message cannot come now, as the protocol has it (a server that speaks
+        another protocol); None when it can."""
+        return None
 
     def binary(self, payload: bytes) -> bytes:
         """An audio message: its whole 16-bit samples."""

@@ -19,6 +19,8 @@ from ..errors import (
 REDIRECT_STATUSES = (301, 302, 303, 307, 308)
 NO_PREDICT = "`predict` must only be called if model has it"
 """What truss says (in a 500) when a POST reaches the predict route of a model that has only a websocket."""
+MODEL_FAILED = ("Internal Server Error (in model/chainlet)", "An internal server error occurred while processing")
+"""What a 500 says when the model raised: truss's own word, and the Orpheus HTTP model's (its predict() catches)."""
 UPGRADE = "the websocket upgrade"
 REQUEST = "the request"
 
@@ -66,6 +68,11 @@ def status_error(status: int, headers: Dict[str, str], url: str, refused: str = 
             f"The deployment at {url} has no predict route: it serves a websocket (HTTP {status}: \"{NO_PREDICT}\"). "
             "Use its …/websocket URL, or its model id, with protocol='orpheus' (or 'qwen3' for Qwen3-TTS).",
             status=status, headers=headers, retry_after=retry_after)
+    if refused == REQUEST and status == 500 and any(said_so in body for said_so in MODEL_FAILED):
+        return ServerUnavailable(
+            f"The model failed on the request (HTTP 500): the deployment's logs say why. A model that is not the "
+            f"one protocol= names fails so on a request it cannot read: check protocol= (the README lists which "
+            f"deployment speaks what).{said}", status=status, headers=headers, retry_after=retry_after)
     if status == 429 or status >= 500:
         verb = "the connection" if refused == UPGRADE else "the request"
         return ServerUnavailable(

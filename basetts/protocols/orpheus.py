@@ -112,8 +112,10 @@ class Utterance(Conversing):
         return error
 
     def text(self, text: str, now: float) -> Tuple[bool, Optional[BasetenTTSError]]:
-        # The protocol has no text messages: one is an error from a proxy or a newer server.
-        return True, ServerError(f"The server sent a message instead of audio: {text[:300]!r}")
+        # The protocol has no text messages: one is an error from a proxy, a newer server, or another protocol's.
+        hint = (" It answers as Qwen3-TTS does: a Qwen3-TTS deployment takes protocol='qwen3'."
+                if "session.config" in text else "")
+        return True, ServerError(f"The server sent a message instead of audio: {text[:300]!r}.{hint}")
 
 
 _warned_voices: Set[str] = set()

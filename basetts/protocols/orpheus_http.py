@@ -350,9 +350,11 @@ class Utterance(Conversing):
         if self._sent_at is not None:
             return StreamInterrupted("The connection dropped before the server answered the next request: "
                                      "the audio is incomplete.")
+        unread = (" Before any audio: a streaming model fails so on a request it cannot read, so check that protocol="
+                  " fits the deployment (the README lists which speaks what)." if not self.audio_bytes else "")
         return StreamInterrupted(
             "The server cut the response off before its end (no final chunk): the audio is incomplete. The "
-            "model failed mid-stream or the connection broke; check the deployment's logs if it persists.")
+            f"model failed mid-stream or the connection broke; check the deployment's logs if it persists.{unread}")
 
     def _over(self, error: Optional[BasetenTTSError], audio: bytes) -> Received:
         self.ended = True

@@ -362,6 +362,14 @@ class Qwen3Utterance(Conversing):
         return KEEPALIVE if quiet and not self.all_sent and not self.ended else None
 
     # receiving --------------------------------------------------------------------------------------------
+    def unexpected_audio(self) -> Optional[BasetenTTSError]:
+        """The server sends a sentence's audio between its audio.start and audio.done, always: audio outside
+        a sentence comes from a server that speaks another protocol (Orpheus's, which answers words with it)."""
+        if self._sentence is not None:
+            return None
+        return ServerError("The server sent audio outside a sentence (no audio.start before it): it does not speak "
+                           "Qwen3-TTS's protocol. An Orpheus TTS deployment takes protocol='orpheus' (the default).")
+
     def binary(self, payload: bytes) -> bytes:
         pcm = self.decoder.feed(payload)
         self._samples += len(pcm) // 2

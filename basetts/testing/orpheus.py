@@ -29,6 +29,7 @@ log = logging.getLogger("basetts.server")
 DEFAULTS = {"voice": "tara", "max_tokens": 6144, "temperature": 0.6, "top_p": 0.8,
             "repetition_penalty": 1.3, "buffer_size": 10, "encoding": "pcm_s16le"}
 HANDLER_ERROR = "Internal Server Error (in model/chainlet)."
+"""truss's word for a model that raised: its close reason (1011), and its 500's JSON on the predict route."""
 
 
 def sampling_problem(settings: Dict[str, Any]) -> Optional[str]:

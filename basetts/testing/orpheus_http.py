@@ -21,6 +21,7 @@ from ..pcm import resample, wav_header
 from ..protocols.json_audio import CUSTOM, PRESETS, Preset
 from ..protocols.xtts import LANGUAGES as XTTS_LANGUAGES
 from .faults import ConversationRecord, Dropped, Faults, blackhole, reset
+from .orpheus import HANDLER_ERROR
 
 
 class Endpoint(Protocol):
@@ -293,13 +294,19 @@ def _answer(server: Endpoint, sock: socket.socket, http: h11.Connection, request
     sock.sendall(http.send(h11.EndOfMessage()) or b"")
 
 
+def _model_raised(sock: socket.socket, http: h11.Connection, record: ConversationRecord) -> None:
+    """truss's answer when predict() raises (a model other than Orpheus's, which answers with its own 500 text):
+    its UserCodeError, a 500 whose JSON says only that the model failed (the logs say why)."""
+    _respond(sock, http, record, 500, json.dumps({"error": HANDLER_ERROR}).encode(), "application/json",
+             (("X-BASETEN-ERROR-SOURCE", "04"), ("X-BASETEN-ERROR-CODE", "600")))
+
+
 def _answer_xtts(server: Endpoint, sock: socket.socket, http: h11.Connection, model_input: Any,
                  record: ConversationRecord, sender_class: Any, faults: Faults) -> None:
     """The xtts-streaming truss: predict() is a generator, so truss answers 200 (application/octet-stream) before
     the model runs; text the model cannot take (none, or a language it does not know) cuts the body off."""
     if not isinstance(model_input, dict) or server.faults.predict_error:
-        _respond(sock, http, record, 500, INTERNAL_ERROR.format(uuid.uuid4()).encode(), "text/plain; charset=utf-8",
-                 (("X-BASETEN-ERROR-SOURCE", "04"), ("X-BASETEN-ERROR-CODE", "700")))
+        _model_raised(sock, http, record)
         return
     text, language = model_input.get("text"), model_input.get("language", "en")
     record.settings = {k: v for k, v in model_input.items() if k != "text"}
@@ -329,8 +336,7 @@ def _answer_json(server: Endpoint, sock: socket.socket, http: h11.Connection, mo
     fails = (server.faults.predict_error or (preset.shell_quoted and "'" in str(text))
              or (bool(preset.voices) and voice is not None and str(voice) not in preset.voices))
     if not isinstance(text, str) or fails:
-        _respond(sock, http, record, 500, INTERNAL_ERROR.format(uuid.uuid4()).encode(), "text/plain; charset=utf-8",
-                 (("X-BASETEN-ERROR-SOURCE", "04"), ("X-BASETEN-ERROR-CODE", "700")))
+        _model_raised(sock, http, record)
         return
     record.settings = {k: v for k, v in model_input.items() if k != preset.text_field}
     record.messages.append(text)
