@@ -304,6 +304,9 @@ def test_batch_refuses_an_outdir_it_cannot_use_before_anything_is_sent(tmp_path:
         result = run_batch(str(tmp_path / "latin1.txt"), str(tmp_path / "out"), env=env)
         assert result.returncode == 2 and "INPUT" in result.stderr and "latin1.txt is not UTF-8 text" in result.stderr
         assert "Traceback" not in result.stderr and server.conversations == []
+        (tmp_path / "blank.txt").write_text("\n  \n")  # an empty input (a step before it failed): not a success
+        result = run_batch(str(tmp_path / "blank.txt"), str(tmp_path / "out"), env=env)
+        assert result.returncode == 2 and "blank.txt holds no texts (2 blank line(s))" in result.stderr
 
 
 def test_batch_reads_stdin_and_csv_and_writes_the_format_asked(tmp_path: Path) -> None:

@@ -239,6 +239,8 @@ def _batch(args: argparse.Namespace) -> int:
                          f"{exc.reason}); {counts['done']} written before it. Save it as UTF-8 and run the same "
                          "command again: what is done is skipped") from None
         bar.close()
+    if not any(counts.values()):  # an empty input (a step before it failed?): nothing was asked, say so
+        raise _Usage(f"INPUT {args.input} holds no texts ({len(skipped_blank)} blank line(s)): nothing to write")
     print(f"basetts: {counts['done']} written, {counts['skipped']} already done, {counts['failed']} failed, "
           f"{counts['bad']} bad input line(s), {len(skipped_blank)} blank line(s) skipped; manifest: "
           f"{manifest_path}", file=sys.stderr)
