@@ -406,6 +406,8 @@ class Synthesizer:
         the same player as `speak()`; `stop()` stops it too. Returns as `speak()` does."""
         from .playback import playback_of
 
+        if isinstance(audio, (str, os.PathLike)):  # the file's trouble is said before the sound card's
+            audio = Audio.from_wav(audio)
         try:
             playback, chunks = playback_of(audio, output_device=output_device, prebuffer=prebuffer,
                                            volume=volume, hold=self._hold())

@@ -503,7 +503,7 @@ def test_synthesize_stream_and_save_never_import_pyaudio(serve: Any, tmp_path: A
     assert result.stdout.strip() == "[]", result.stderr
 
 
-def test_without_pyaudio_speak_says_what_to_install(serve: Any) -> None:
+def test_without_pyaudio_speak_says_what_to_install(serve: Any, tmp_path: Any) -> None:
     server = serve()
     result = _run(f"""
         import sys
@@ -516,6 +516,12 @@ def test_without_pyaudio_speak_says_what_to_install(serve: Any) -> None:
                 call()
             except basetts.AudioDeviceError as exc:
                 print("ERROR", exc)
+        for missing in ({str(tmp_path / 'missing.wav')!r}, {str(tmp_path)!r}):  # the file's trouble, said first
+            for play in (synth.play, basetts.play):
+                try:
+                    play(missing)
+                except OSError as exc:
+                    print("FILE", type(exc).__name__)
     """)
     lines = result.stdout.splitlines()
     assert lines[0] == str(len(server.expected_pcm("still works"))), result.stderr
@@ -525,6 +531,8 @@ def test_without_pyaudio_speak_says_what_to_install(serve: Any) -> None:
         assert "pip install pyaudio" in error and "portaudio" in error.lower()
         assert "synthesize" in error and "save" in error
     assert len(server.conversations) == 1  # speak() sent nothing
+    assert [line for line in lines if line.startswith("FILE")] == ["FILE FileNotFoundError"] * 2 + \
+        ["FILE IsADirectoryError"] * 2
 
 
 # --- the Player's rules, with a fake PortAudio -------------------------------------------------------------

@@ -233,8 +233,8 @@ def playback_of(source: Union[Audio, str, "os.PathLike[str]"], *, output_device:
                 hold: Optional[PortAudioHold] = None) -> Tuple[Playback, Iterator[bytes]]:
     """A `Playback` of an `Audio` or a WAV file (any rate, channels and width: made 16-bit mono, then
     resampled to what the device takes), and the chunks for its `run()` or `start()`."""
+    audio = playable(source)  # what is wrong with the file is said first: it is the caller's to mend either way
     portaudio.import_pyaudio()
-    audio = playable(source)
     player = Player(output_device, rate=audio.sample_rate, prebuffer=prebuffer, volume=volume, hold=hold)
     return Playback(player, Stats()), _opened(player, audio.chunks(4096))
 
