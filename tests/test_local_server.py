@@ -538,3 +538,19 @@ def test_the_espeak_engine_speaks_any_text_a_nul_included(serve: Any) -> None:
     server = serve(engine="espeak")
     audio = Synthesizer(url=server.url, api_key=server.api_key).synthesize("Hello\x00 there.", text_format="plain")
     assert audio.duration > 0.3 and server.last().close_code == 1000
+
+
+def test_a_text_message_that_is_not_utf8_is_closed_with_1007_and_the_server_serves_on(serve: Any) -> None:
+    """As uvicorn's websockets answers it: a close with 1007 (it crashed the connection's reading thread)."""
+    server = serve()
+    ws = websocket.create_connection(server.url, header=[f"Authorization: Api-Key {server.api_key}"], timeout=5)
+    try:
+        ws.send(json.dumps({"voice": "tara"}))
+        ws.send(b"caf\xe9", opcode=websocket.ABNF.OPCODE_TEXT)  # Latin-1, not UTF-8
+        opcode, frame = ws.recv_data_frame(control_frame=True)
+        while opcode != websocket.ABNF.OPCODE_CLOSE:
+            opcode, frame = ws.recv_data_frame(control_frame=True)
+        assert int.from_bytes(frame.data[:2], "big") == 1007
+    finally:
+        ws.shutdown()
+    assert Synthesizer(url=server.url, api_key=server.api_key).synthesize("Still here.").duration > 0

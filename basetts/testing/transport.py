@@ -16,6 +16,7 @@ import collections
 import logging
 import os
 import socket
+import ssl
 import threading
 import time
 from typing import Callable, Deque, List, Optional, Union
@@ -25,10 +26,13 @@ from websockets.http11 import Request, Response
 from websockets.protocol import State
 from websockets.server import ServerProtocol
 
+from ..net.transport import ready
 from . import faults
 
 # uvicorn's transport asks for this much per read.
 READ_SIZE = 256 * 1024
+# At most a TLS record's worth of plaintext per TLS write, so the lock is held briefly.
+TLS_WRITE = 16 * 1024
 # Bytes queued for the socket before a handler's send waits (asyncio's default high-water mark).
 WRITE_HIGH_WATER = 64 * 1024
 BAD_REQUEST = (b"HTTP/1.1 400 Bad Request\r\ncontent-type: text/plain; charset=utf-8\r\nconnection: close\r\n"
@@ -52,6 +56,9 @@ class Connection:
     def __init__(self, sock: socket.socket, *, max_size: int, ping_interval: Optional[float],
                  ping_timeout: Optional[float], close_timeout: float, logger: logging.Logger) -> None:
         self.socket = sock
+        # TLS: the reader and the writer must not be in OpenSSL at once (it corrupts the connection's state, as
+        # the client's BoundedSocket says): each waits for the socket outside this lock and reads or writes under it.
+        self._tls = threading.Lock() if isinstance(sock, ssl.SSLSocket) else None
         self.request: Optional[Request] = None
         self.ping_interval = ping_interval
         self.ping_timeout = ping_timeout
@@ -169,6 +176,8 @@ class Connection:
     # threads --------------------------------------------------------------------------------------------
     def serve(self, handler: Callable[["Connection"], None], name: str) -> None:
         """Run `handler` in its own thread, the writer in another, and read in this one until the end."""
+        if self._tls is not None:
+            self.socket.settimeout(0)  # each side waits with poll(), outside the TLS lock
         threads = [threading.Thread(target=self._write_loop, name=f"{name}-writer", daemon=True),
                    threading.Thread(target=self._run_handler, args=(handler,), name=f"{name}-handler",
                                     daemon=True)]
@@ -202,7 +211,7 @@ class Connection:
                 while self._inbox and not self._closing and self._then is None and not self._broken:
                     self._changed.wait()
             try:
-                data = self.socket.recv(READ_SIZE)
+                data = self._receive()
             except OSError:
                 data = b""
             with self._changed:
@@ -222,6 +231,49 @@ class Connection:
                 if not data or self._protocol.state is State.CLOSED:
                     return
 
+    def _receive(self) -> bytes:
+        """What the socket holds (up to READ_SIZE; b"" at the end), waiting for it. Over TLS the socket is
+        non-blocking (`serve`): every record already there is read in one turn of the lock."""
+        sock = self.socket
+        if not isinstance(sock, ssl.SSLSocket) or self._tls is None:
+            return sock.recv(READ_SIZE)
+        while True:
+            pieces: List[bytes] = []
+            size = 0
+            with self._tls:
+                while size < READ_SIZE:
+                    try:
+                        piece = sock.recv(READ_SIZE - size)
+                    except (ssl.SSLWantReadError, ssl.SSLWantWriteError):
+                        break
+                    if not piece:  # the end: said now, or by the next call once what came before is taken
+                        return b"".join(pieces)
+                    pieces.append(piece)
+                    size += len(piece)
+            if pieces:
+                return b"".join(pieces)
+            ready(sock, 3600.0)
+
+    def _send_all(self, data: bytes) -> None:
+        """Write all of `data`, waiting for room as long as it takes (an abort ends it with an OSError)."""
+        sock = self.socket
+        if self._tls is None:
+            sock.sendall(data)
+            return
+        view = memoryview(data)
+        while view:
+            wait_to_read = False
+            with self._tls:
+                try:
+                    sent = sock.send(view[:TLS_WRITE])  # after a want-write, the same bytes again, as OpenSSL needs
+                except ssl.SSLWantWriteError:
+                    sent = 0
+                except ssl.SSLWantReadError:
+                    sent, wait_to_read = 0, True
+            view = view[sent:]
+            if not sent:
+                ready(sock, 0.05, write=not wait_to_read)
+
     def _take_events(self) -> None:
         for frame in self._protocol.events_received():
             if not isinstance(frame, Frame):
@@ -234,8 +286,14 @@ class Connection:
                 if frame.fin:
                     data = b"".join(self._fragments)
                     self._fragments = []
-                    text = self._fragment_opcode is Opcode.TEXT
-                    self._inbox.append(data.decode("utf-8") if text else data)
+                    if self._fragment_opcode is not Opcode.TEXT:
+                        self._inbox.append(data)
+                        continue
+                    try:
+                        self._inbox.append(data.decode("utf-8"))
+                    except UnicodeDecodeError:  # as uvicorn's websockets does: 1007, and nothing more is read
+                        self._protocol.fail(1007, "invalid UTF-8 in a text message")
+                        return
             elif opcode is Opcode.PONG and self._ping is not None and frame.data == self._ping:
                 self._ping = None
                 self._last_pong = time.monotonic()
@@ -263,10 +321,12 @@ class Connection:
                 self._changed.notify_all()  # a handler waiting for room goes on
             try:
                 if data and done != "blackhole":
-                    self.socket.sendall(data)
+                    self._send_all(data)
                 if then != done:
                     if then == "eof":
-                        self.socket.shutdown(socket.SHUT_WR)
+                        # TCP's half-close: SSLSocket.shutdown() would end TLS for the reader too (it drops the
+                        # SSL object, and the reader would get the records' raw bytes as data).
+                        socket.socket.shutdown(self.socket, socket.SHUT_WR)
                     elif then == "blackhole":
                         pass  # nothing more goes out: see _then
                     elif then is not None:
