@@ -35,9 +35,9 @@ def test_the_sdist_and_wheel_pass_twine_and_the_wheel_runs_from_a_fresh_venv(tmp
     assert {"README.md", "setup.cfg", "setup.py", "basetts/__init__.py"} <= members
 
     venv = tmp_path / "venv"
-    run(sys.executable, "-m", "venv", venv)
+    run(sys.executable, "-m", "venv", "--without-pip", venv)  # pip is this venv's (--python): 5 s less
     python = venv / "bin" / "python"
-    run(python, "-m", "pip", "install", "--quiet", "--no-index", "--no-deps", wheels[0])
+    run(sys.executable, "-m", "pip", "--python", python, "install", "--quiet", "--no-index", "--no-deps", wheels[0])
     # The dependencies come from this venv's site-packages (no network); basetts must come from the wheel.
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(site.getsitepackages())}
     shown = run(python, "-c", "import basetts, basetts.testing; print(basetts.__version__, basetts.__file__)",
