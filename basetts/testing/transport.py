@@ -235,7 +235,7 @@ class Connection:
         """What the socket holds (up to READ_SIZE; b"" at the end), waiting for it. Over TLS the socket is
         non-blocking (`serve`): every record already there is read in one turn of the lock."""
         sock = self.socket
-        if not isinstance(sock, ssl.SSLSocket) or self._tls is None:
+        if self._tls is None:
             return sock.recv(READ_SIZE)
         while True:
             pieces: List[bytes] = []
