@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import queue
 import threading
+import time
 import weakref
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, List, Optional
 
@@ -93,13 +94,14 @@ class Session:
             raise SessionEnded("this session has ended; open a new one")
         settings, stats, release, current = self.settings, self.stats, self._release, self._current
         feed = Kept(_Feed(self._words, self._aborted)).since(0)
+        started = time.monotonic()  # the stats count from here on every connection
         try:
             spare = self._take_spare(settings) if self._take_spare is not None else None
             # The device opens while the server answers the upgrade (see speak()); no sound card: an
             # AudioDeviceError before any text is sent.
             self._conversation = open_conversation(
                 settings, feed, stats, spare, on_upgrade=self._player.open if self._player is not None else None,
-                release=release)
+                release=release, started=started)
         except BaseException:
             self._aborted.set()  # a session that could not open is over: the next send() says so
             self._close()
@@ -110,7 +112,7 @@ class Session:
                    ) -> Conversation:
             """After a lost connection (`replaying`): the text goes on on a new one (`spare`, if opened ahead)."""
             conversation = open_conversation(settings, words, stats, spare, already=tried, release=release,
-                                             resumed_at=resumed_at)
+                                             resumed_at=resumed_at, started=started)
             current[:] = [conversation]
             return conversation
 

@@ -204,7 +204,9 @@ class Synthesizer:
         """The audio of `words` (`_converse`) over as many connections as it takes (`replaying`): a whole text
         refused before any audio with a close that asks to come back (1012, 1013) is sent again, one whose
         connection is lost after audio began goes on on a new one. `take_back(count)` removes the last
-        `count` bytes handed on, where the caller can (the bytes removed)."""
+        `count` bytes handed on, where the caller can (the bytes removed). The stats count from the call's
+        start (`started`, default now) on every connection."""
+        options.setdefault("started", time.monotonic())
         return replaying(lambda tried, rest, resumed_at, spare: self._converse(
             settings, rest, stats, already=tried, resumed_at=resumed_at, spare=spare, **options), words,
             options.get("cancel"), take_back)

@@ -299,10 +299,12 @@ def generated(results: Dict[str, Any], s: Dict[str, Any], plot: Optional[str]) -
                   table(["client", "audio s per s", "vs bare loop", "client CPU ms per audio s"], rows), ""]
         if ONE_CONNECTION in s["throughput"]:
             parts += ["basetts sends a text of more than 60 words as parts, a connection each, so that a lost "
-                      "connection costs one part (docs/reliability.md); each part's connection is opened while the "
-                      "part before is heard, but the model starts afresh on it. Unpaced, where a part's audio takes "
-                      "milliseconds, that start is what the default row pays over `recoveries=0`; at 20x real time "
-                      "it is hidden (the recovery rows below).", ""]
+                      "connection costs one part (docs/reliability.md); each part is begun while the part before "
+                      "is heard. Unpaced, the server is the bottleneck (one Python process at a full core), and "
+                      "each connection costs it about 4 ms of CPU: that is what the default row pays over "
+                      "`recoveries=0`, for a part every 6 s of this bench's audio (its words are 0.1 s; spoken "
+                      "words give a part every ~25 s). At 20x real time it is hidden (the recovery rows below).",
+                      ""]
     if "qwen3" in s:
         q, qw = s["qwen3"], results["qwen3"]
         rows = [[name, fmt(q["ttfb"][name] * 1000), f"{q['ttfb'][name] / q['ttfb'][BARE]:.2f}×",

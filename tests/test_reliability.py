@@ -46,9 +46,11 @@ def test_client_errors_are_never_retried(status):
         assert server.handshakes == 1
 
 
-def test_retry_after_is_honoured():
-    with LocalServer(faults=Faults(handshake_status=429, handshake_failures=1, retry_after=0.4)) as server:
-        audio = synth_for(server, retries=1, retry_backoff=0.0).synthesize(TEXT)
+@pytest.mark.parametrize("protocol", ["orpheus", "orpheus-http"])
+def test_retry_after_is_honoured(protocol):
+    with LocalServer(protocol=protocol,
+                     faults=Faults(handshake_status=429, handshake_failures=1, retry_after=0.4)) as server:
+        audio = synth_for(server, retries=1, retry_backoff=0.0, protocol=protocol).synthesize(TEXT)
         first, second = server.handshake_times
     assert second - first >= 0.4
     # The stats count from the call, not from the attempt that succeeded: the wait is part of it.

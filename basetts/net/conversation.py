@@ -92,16 +92,20 @@ class Conversation:
                  sock: Optional[transport.BoundedSocket] = None, started: Optional[float] = None,
                  on_upgrade: Optional[Callable[[], object]] = None,
                  release: Optional[Callable[[Settings, transport.BoundedSocket], None]] = None,
-                 resumed_at: int = 0) -> None:
+                 resumed_at: int = 0, ahead: bool = False) -> None:
         """`sock`: an already connected websocket (from `connect`) to use instead of connecting; the
         conversation owns it from here on and closes it, or hands it to `release` when it ended normally and
         the protocol may use it again (HTTP keep-alive). `started`: the monotonic time the user's
         call began, which the stats count from (default: now). `on_upgrade`: runs in open()'s thread
         while the server answers the upgrade (at once on `sock`), before any text is sent; what it raises,
-        open() raises. `resumed_at`: the bytes of audio earlier connections of the call made (`replaying`)."""
+        open() raises. `resumed_at`: the bytes of audio earlier connections of the call made (`replaying`). `ahead`: a
+        long text's next part, opened while the current part is heard: it counts nothing in `stats` until the
+        call takes it up (`adopt`)."""
         self.settings = settings
         self.stats = stats if stats is not None else Stats()
         self._before = (self.stats.bytes_received, self.stats.frames_received)
+        self._counting = not ahead  # in `stats`: an ahead part's audio is counted from `adopt` on
+        self._timed_connect = False  # this conversation set `stats.connect_time`
         self._words = words
         self._queue: "queue.SimpleQueue[Union[bytes, _End]]" = queue.SimpleQueue()
         self._queued = 0  # bytes of audio in the queue (under _lock): see ROOM_BYTES
@@ -158,6 +162,17 @@ class Conversation:
         return self._utterance.resumable
 
     @property
+    def started(self) -> float:
+        """The monotonic time the call began: its stats count from there."""
+        return self._started
+
+    @property
+    def part_words(self) -> Optional[int]:
+        """Once a part's text is all sent (`continues`): the words it carries, where the next part begins."""
+        with self._lock:
+            return self._utterance.part_words
+
+    @property
     def continues(self) -> bool:
         """It carried a part of the text: the words after its `resume_point` go on on a new connection."""
         with self._lock:
@@ -180,6 +195,8 @@ class Conversation:
         except BaseException as exc:
             if isinstance(exc, BasetenTTSError):
                 self._trace.event("error", error=str(exc), kind=type(exc).__name__)
+            if self._timed_connect:
+                self.stats.connect_time = None  # refused: the attempt that is answered (a retry) sets it
             self.close()  # also wakes and joins a reader started during the upgrade
             raise
         return self
@@ -195,7 +212,9 @@ class Conversation:
         else:
             self._sock = transport.open_socket(self.settings, while_waiting=self._while_upgrading)
         self._sockets.append(self._sock)
-        self.stats.connect_time = self._elapsed()
+        if self._counting and self.stats.connect_time is None:  # the call's first connection that served it
+            self.stats.connect_time = self._elapsed()
+            self._timed_connect = True
         self._trace.event("open")
         # A whole text (a list of words) starts from this thread, not the writer's: the first batch goes
         # out before the reader touches the connection, so no GIL hand-off delays the server's first
@@ -578,8 +597,23 @@ class Conversation:
             self._send_next()
         return None
 
+    def adopt(self, resumed_at: int) -> None:
+        """A part opened ahead (`ahead`) becomes the call's current conversation: its audio so far is counted in
+        `stats`, after that of the parts before, and goes on from `resumed_at` bytes of audio (`replaying`)."""
+        with self._lock:
+            self._before = (self.stats.bytes_received, self.stats.frames_received)
+            if resumed_at:
+                self._utterance.resume_from(resumed_at)
+            self._counting = True
+            if self._utterance.audio_messages:
+                count_audio(self.stats, self._utterance, self._started, time.monotonic(), audio=True,
+                            before=self._before)
+
     def _on_audio(self, pcm: bytes, now: float, consumer: bool = False) -> None:
-        first = count_audio(self.stats, self._utterance, self._started, now, audio=True, before=self._before)
+        # An ahead part's reader counts nothing until `adopt`, which counts what it read by then: only the reader
+        # changes the utterance's counts, so whichever of the two counts last counts them all.
+        first = self._counting and count_audio(self.stats, self._utterance, self._started, now, audio=True,
+                                               before=self._before)
         if not pcm:
             return
         self._put(pcm)

@@ -15,7 +15,7 @@ from ..settings import Settings
 from ..text import is_whole
 from ..trace import Trace
 from .conversation import Conversation
-from .spare import Ahead
+from .spare import Ahead, PartAhead
 from .transport import BoundedSocket
 
 log = logging.getLogger("basetts")
@@ -196,7 +196,9 @@ def replaying(open_: Opener, words: Iterable[str], cancel: Optional[threading.Ev
     `resume_point`), and the audio after that point is taken back from the caller (`take_back(count)` says how
     much it could: what it could not is heard again, and said; a protocol that knows no units resumes only
     when everything can be taken back). A text's next part (`Conversing.continues`) gets its connection opened
-    while the current part is heard (`Ahead`), and so does a recovery that comes first. A `cancel` set meanwhile
+    while the current part is heard (`Ahead`), and so does a recovery that comes first; a whole text's next part
+    is begun on it too (`PartAhead`), and waits while a recovery makes the current part again (which ends where it
+    begins: the server speaks no word twice). A `cancel` set meanwhile
     ends the audio there. `first`: the first conversation, opened already on `words` (a `Kept`'s, for text
     arriving over time: `Session`)."""
     whole = is_whole(words)
@@ -212,12 +214,12 @@ def replaying(open_: Opener, words: Iterable[str], cancel: Optional[threading.Ev
     drops: Deque[float] = collections.deque(maxlen=MAX_DROPS)
     stats: Optional[Stats] = None
     part = False  # the conversation to open carries the next part of the text (`Conversing.continues`)
-    ahead: Optional[Ahead] = None  # the next part's connection, being opened
+    ahead: Optional[Ahead] = None  # the next part's connection (a whole text's: its conversation), being opened
     delay: Optional[float] = 0.0
     try:
         while True:
-            conversation = _next(open_, words, attempts, began_at, stats, lost, part, first, ahead)
-            first = ahead = None
+            conversation, ahead = _next(open_, words, attempts, began_at, stats, lost, part, first, ahead, offset)
+            first = None
             settings, stats = conversation.settings, conversation.stats
             if kept is not None and (settings.recoveries == 0 or (not conversation.resumable and take_back is None)):
                 kept.forget_all()  # no recovery, or no unit to resume at and nothing to take back
@@ -230,7 +232,7 @@ def replaying(open_: Opener, words: Iterable[str], cancel: Optional[threading.Ev
                         if kept is not None:
                             kept.forget(offset + conversation.resume_point[0])
                         if ahead is None and conversation.continues:
-                            ahead = Ahead(settings)  # the part's text is all sent: the next part's connection
+                            ahead = _ahead(conversation, words, offset, stats)  # the part's text is all sent
                         delivered += len(chunk)
                         yield chunk
                     if not conversation.continues:
@@ -271,22 +273,40 @@ def replaying(open_: Opener, words: Iterable[str], cancel: Optional[threading.Ev
             ahead.close()
 
 
+def _ahead(conversation: Conversation, words: Iterable[str], offset: int, stats: Stats) -> Ahead:
+    """The next part's connection, opened now that the current part's text is all sent; a whole text's next part
+    is begun on it (`PartAhead`): it can be cut from the text at once. `offset`: where the current part begins."""
+    through = conversation.part_words
+    if not is_whole(words) or through is None:
+        return Ahead(conversation.settings)
+    return PartAhead(conversation.settings, list(words)[through:], offset + through, stats, conversation.started)
+
+
 def _next(open_: Opener, words: Iterable[str], attempts: int, began_at: int, stats: Optional[Stats],
-          lost: Optional[BasetenTTSError], part: bool, first: Optional[Conversation], ahead: Optional[Ahead]
-          ) -> Conversation:
+          lost: Optional[BasetenTTSError], part: bool, first: Optional[Conversation], ahead: Optional[Ahead],
+          offset: int) -> Tuple[Conversation, Optional[Ahead]]:
     """The next conversation of `replaying`: after a loss, a part's end, or the first (given, or opened now); on
-    the connection opened ahead, if there is one."""
+    the connection opened ahead, if there is one, or the part begun on it (`offset`: where it must begin). With
+    it, the part begun ahead that still waits: after a loss, for the current part made again."""
+    if isinstance(ahead, PartAhead):
+        if lost is not None and stats is not None:
+            return _reopen(open_, words, began_at, stats, f"{lost} A new connection to finish it failed"), ahead
+        begun = ahead.take_part(offset, began_at) if part else None
+        if begun is not None:
+            return begun, None
+        ahead.close()  # it failed, or begins elsewhere: the part opens its own connection
+        ahead = None
     spare = ahead.take() if ahead is not None else None
     if lost is not None and stats is not None:
-        return _reopen(open_, words, began_at, stats, f"{lost} A new connection to finish it failed", spare=spare)
+        return _reopen(open_, words, began_at, stats, f"{lost} A new connection to finish it failed", spare=spare), None
     if part and stats is not None:
         return _reopen(open_, words, began_at, stats, "A new connection for the rest of the text failed (a long "
-                       "text goes on several, one after another)", count=False, spare=spare)
+                       "text goes on several, one after another)", count=False, spare=spare), None
     if first is not None:
         if spare is not None:
             spare.close()
-        return first
-    return open_(attempts, words, 0, spare)
+        return first, None
+    return open_(attempts, words, 0, spare), None
 
 
 def _reopen(open_: Opener, words: Iterable[str], began_at: int, stats: Stats, failed: str, count: bool = True,

@@ -1,6 +1,6 @@
 """Connections for the next conversation: `Spare`, one opened ahead (`Synthesizer.connect`); `Ahead`, the next part's
-of a long text, opened while the current part is heard; and `Idle`, those an HTTP protocol's conversations left open
-and reusable (keep-alive)."""
+of a long text, opened while the current part is heard (`PartAhead`: with the part's conversation on it); and `Idle`,
+those an HTTP protocol's conversations left open and reusable (keep-alive)."""
 from __future__ import annotations
 
 import logging
@@ -8,12 +8,14 @@ import os
 import socket
 import threading
 import time
-from typing import List, Optional, Tuple
+from typing import Iterable, List, Optional, Tuple
 
 from .. import protocols
+from ..audio import Stats
 from ..protocols import base
 from ..settings import Settings
 from . import transport
+from .conversation import Conversation
 
 log = logging.getLogger("basetts")
 
@@ -92,6 +94,10 @@ class Ahead:
             raw.close()
         if sock is not None:
             sock.close()
+        self._opened()
+
+    def _opened(self) -> None:
+        """Runs in the thread once the connection is open (or failed): `PartAhead` starts the part on it."""
 
     def _connected(self, raw: socket.socket) -> None:
         # A duplicate of the descriptor, as the multiplexer's connectors keep: TLS takes `raw` itself over (it is
@@ -118,6 +124,59 @@ class Ahead:
         self._thread.join(self.JOIN_TIMEOUT)
         if spare is not None:
             spare.close()
+
+
+class PartAhead(Ahead):
+    """A whole text's next part, begun while the current part is heard: its connection opened (`Ahead`), and the
+    part's conversation opened on it, so the server makes its first audio while the current part's last is heard
+    (a part otherwise waits for a model's first audio, each time). What it reads waits in its queue (`ROOM_BYTES`
+    holds its text back as for any conversation), counted in the call's `stats` once `take()` hands it over.
+    `take()` gives None if it failed (the part opens its own, with the call's retries) or begins elsewhere."""
+
+    def __init__(self, settings: Settings, words: Iterable[str], start: int, stats: Stats, started: float) -> None:
+        self._words, self._start, self._stats, self._started = words, start, stats, started
+        self._conversation: Optional[Conversation] = None
+        super().__init__(settings)
+
+    def _opened(self) -> None:
+        with self._lock:
+            spare, self._spare = self._spare, None
+        sock = spare.take(self._settings) if spare is not None else None
+        if sock is None:
+            return
+        try:
+            begun: Optional[Conversation] = Conversation(self._settings, self._words, stats=self._stats, sock=sock,
+                                                         started=self._started, ahead=True).open()
+        except Exception as exc:  # noqa: BLE001 - the next part opens its own connection and reports its failure
+            log.debug("beginning the next part ahead failed: %s", exc)
+            return
+        with self._lock:
+            if not self._closed:
+                self._conversation, begun = begun, None
+        if begun is not None:
+            begun.close()
+
+    def take_part(self, start: int, resumed_at: int) -> Optional[Conversation]:
+        """The part's conversation, adopted as the call's, if it begins at word `start` of the text; else None
+        (and closed). `resumed_at`: the bytes of audio the parts before made."""
+        self._thread.join()  # bounded by connect_timeout and handshake_timeout; Ctrl+C interrupts it
+        with self._lock:
+            conversation, self._conversation = self._conversation, None
+        if conversation is None:
+            return None
+        if start != self._start:
+            log.debug("the part begun ahead begins at word %d, not %d: not used", self._start, start)
+            conversation.close()
+            return None
+        conversation.adopt(resumed_at)
+        return conversation
+
+    def close(self) -> None:
+        super().close()
+        with self._lock:
+            conversation, self._conversation = self._conversation, None
+        if conversation is not None:
+            conversation.close()
 
 
 def _shut(raw: socket.socket) -> None:

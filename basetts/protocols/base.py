@@ -407,6 +407,9 @@ class Conversing:
         self.continues = False
         """This conversation carries a part of the text: once it ends normally, the words after its
         `resume_point` go on on a new connection (the drivers open it)."""
+        self.part_words: Optional[int] = None
+        """Once a part's last message is sent (`continues`): the words of the text it carries, where the next
+        part begins (`resume_point` reaches it when the part ends normally)."""
         self.all_sent = False
         self.audio_messages = 0
         self.audio_bytes = 0

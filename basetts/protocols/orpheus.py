@@ -103,6 +103,7 @@ class Utterance(Conversing):
         if messages and messages[-1].last:
             self.unit_sent(messages[-1].through)
             self.continues = messages[-1].more
+            self.part_words = messages[-1].through
         return super().send(messages, now)
 
     def closed(self, code: int, reason: str) -> Optional[BasetenTTSError]:

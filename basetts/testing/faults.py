@@ -156,6 +156,10 @@ class ConversationRecord:
     """orpheus-http: the response's status."""
     faulted: bool = False
     """The fault plan cut this conversation short (drop_after_bytes: a cut, or its close_code)."""
+    first_message_at: Optional[float] = None
+    """Orpheus's websocket: when (`time.monotonic()`) its settings message came."""
+    ended_at: Optional[float] = None
+    """When (`time.monotonic()`) the conversation ended, for the server."""
 
     @property
     def text(self) -> str:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import time
 from typing import TYPE_CHECKING, Any, Dict, List, Optional, Protocol
 
 from ..protocols import flush
@@ -59,6 +60,7 @@ def serve(server: Model, connection: Connection, record: ConversationRecord, sen
     try:
         try:
             first = connection.recv()
+            record.first_message_at = time.monotonic()
             params = json.loads(first) if isinstance(first, str) else None
             if not isinstance(params, dict):
                 raise ValueError("the first message must be a JSON object")

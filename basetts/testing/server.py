@@ -430,6 +430,7 @@ class LocalServer:
             record.close_code = 1011
         with self._lock:
             self._accepted.discard(connection)
+        record.ended_at = time.monotonic()
         record.done.set()
 
 
