@@ -2,10 +2,13 @@
 
 Off by default. It holds the settings sent (never the key), each message sent with its time, each read
 with its size and what it brought (audio, pings, pongs, the close), and the end or the error. Times are
-seconds since the conversation started (`t`), plus the wall clock once (`started`).
+seconds since the conversation started (`t`), plus the wall clock once (`started`). Conversations at once (a
+text's parts, a batch, threads sharing a Synthesizer) share the file: each line says whose it is (`conversation`,
+numbered in the process), and lines are written as they happen.
 """
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import threading
@@ -22,6 +25,8 @@ if TYPE_CHECKING:
 # A message or setting longer than this (a voice clip sent inline, as a data: URI) is cut in the trace.
 MAX_TRACED = 1000
 
+_numbers = itertools.count(1)  # each Trace's `conversation` (next() on it is atomic in CPython)
+
 
 def shortened(text: str) -> str:
     """`text`, or its start and its length when it is too long to trace (a clip is not a bug report's)."""
@@ -31,11 +36,12 @@ def shortened(text: str) -> str:
 class Trace:
     """Appends events to the trace file; every method is a no-op when tracing is off."""
 
-    def __init__(self, file: Optional[IO[str]]) -> None:
+    def __init__(self, file: Optional[IO[str]], number: Optional[int] = None) -> None:
         self._file = file
         self._lock = threading.Lock()
         self._started = time.monotonic()
-        if file is not None:
+        self.number = number if number is not None else next(_numbers) if file is not None else 0
+        if file is not None and number is None:  # not when it adds to a conversation's lines
             self.event("start", started=time.strftime("%Y-%m-%dT%H:%M:%S%z"), pid=os.getpid())
 
     @property
@@ -44,18 +50,22 @@ class Trace:
         return self._file is not None
 
     @classmethod
-    def open(cls, settings: "Settings") -> "Trace":
+    def open(cls, settings: "Settings", number: Optional[int] = None) -> "Trace":
+        """The settings' trace file, for a new conversation (or the `number`ed one's, to add to its lines)."""
         if not settings.trace:
-            return cls(None)
-        return cls(open(settings.trace, "a", encoding="utf-8"))  # noqa: SIM115 - closed by close()
+            return cls(None, number)
+        # Line-buffered: each line reaches the file as it is made, so the lines of conversations at once are in
+        # the order they happened (block-buffered, each conversation's came in 8 kB clumps), and a process that
+        # dies leaves every line up to then.
+        return cls(open(settings.trace, "a", encoding="utf-8", buffering=1), number)  # noqa: SIM115 - closed by close()
 
     def event(self, name: str, **fields: Any) -> None:
         if self._file is None:
             return
         if isinstance(fields.get("settings"), dict):
             fields["settings"] = {k: shortened(v) if isinstance(v, str) else v for k, v in fields["settings"].items()}
-        line = redact(json.dumps({"t": round(time.monotonic() - self._started, 6), "event": name, **fields},
-                                 ensure_ascii=False))  # a close reason may echo the key
+        line = redact(json.dumps({"t": round(time.monotonic() - self._started, 6), "conversation": self.number,
+                                  "event": name, **fields}, ensure_ascii=False))  # a close reason may echo the key
         with self._lock:
             if self._file is not None:
                 self._file.write(line + "\n")

@@ -425,6 +425,9 @@ def test_each_recovery_is_traced_with_its_cause(serve: Any, tmp_path: Any) -> No
     events = [json.loads(line) for line in trace.read_text().splitlines()]
     recoveries = [e for e in events if e.get("event") == "recovery"]
     assert len(recoveries) == 1 and recoveries[0]["kind"] == "StreamInterrupted"
+    # Among the lines of the conversation it was lost on: the one whose end was that loss.
+    lost = [e["conversation"] for e in events if e["event"] == "end" and e["error"]]
+    assert lost == [recoveries[0]["conversation"]]
     assert recoveries[0]["words_done"] == 3 * 7 and recoveries[0]["audio_bytes"] == ends[2]
     # Word times and sentences count on across the connections, as if nothing had happened.
     assert [w.text for w in audio.words] == TEXT.split()

@@ -31,10 +31,37 @@ def test_a_trace_has_every_event_of_a_call_and_never_the_key(tmp_path: Any) -> N
     assert sum(line["audio"] for line in reads) == len(server.expected_pcm(text))
     assert any(line["acknowledged"] for line in reads)
     closed = [line for line in lines if line["event"] == "closed"]
-    assert closed == [{"t": closed[0]["t"], "event": "closed", "close_code": 1000, "reason": "", "error": None}]
+    assert closed == [{"t": closed[0]["t"], "conversation": lines[0]["conversation"], "event": "closed",
+                       "close_code": 1000, "reason": "", "error": None}]
+    assert {line["conversation"] for line in lines} == {lines[0]["conversation"]}  # one conversation
     assert names[-1] == "end"
     assert all(b >= a for a, b in zip([line["t"] for line in lines], [line["t"] for line in lines][1:]))
     assert server.api_key not in path.read_text()
+
+
+def test_conversations_at_once_share_the_trace_each_line_saying_whose_it_is_in_the_order_they_happened(
+        tmp_path: Any) -> None:
+    """A text in parts (each begun while the part before is heard) and a batch: every line whole, each
+    conversation's lines from its start to its end, and the next part's connection traced before the end of the
+    part before, as it happened (not when that conversation's lines were flushed)."""
+    path = tmp_path / "trace.jsonl"
+    text = " ".join(f"Sentence number {i} is a short one." for i in range(20))
+    with LocalServer(speed=20) as server:
+        synth = basetts.Synthesizer(url=server.url, api_key=server.api_key, trace=str(path))
+        synth.synthesize(text)
+        parts = len(server.conversations)
+        results = list(synth.synthesize_many([f"Text {i} is short." for i in range(12)], concurrency=12))
+    assert parts > 2 and all(result.error is None for result in results)
+    lines = events(path)
+    numbers = list(dict.fromkeys(line["conversation"] for line in lines))
+    assert len(numbers) == parts + 12
+    for number in numbers:
+        own = [line for line in lines if line["conversation"] == number]
+        assert [own[0]["event"], own[-1]["event"]] == ["start", "end"] and own[-1]["error"] is None
+        assert all(b["t"] >= a["t"] for a, b in zip(own, own[1:]))
+    order = [(line["conversation"], line["event"]) for line in lines]
+    for first, second in zip(numbers[:parts], numbers[1:parts]):
+        assert order.index((second, "connect")) < order.index((first, "end"))
 
 
 def test_a_failed_call_traces_its_error(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:

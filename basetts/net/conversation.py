@@ -162,6 +162,11 @@ class Conversation:
         return self._utterance.resumable
 
     @property
+    def trace(self) -> Trace:
+        """This conversation's lines in the trace file (`trace=`): a recovery from its loss is said there."""
+        return self._trace
+
+    @property
     def started(self) -> float:
         """The monotonic time the call began: its stats count from there."""
         return self._started

@@ -429,7 +429,7 @@ class Multiplexer:
         resumed.offset += words_done
         if resumed.lost_at is None:
             resumed.lost_at = time.monotonic()
-        trace_recovery(stream.settings, error, resumed.offset, stream.pcm.tell(), taken)
+        trace_recovery(stream.settings, error, resumed.offset, stream.pcm.tell(), taken, stream.trace)
         try:
             self._connect.submit(self._open, stream.settings, stream.words[words_done:], stream.done, stream.cancel,
                                  stream.stats, backoff(stream.settings, stream.stats.recoveries), resumed)

@@ -263,7 +263,7 @@ def replaying(open_: Opener, words: Iterable[str], cancel: Optional[threading.Ev
                             lost, lost_at = exc, time.monotonic()
                         stats.recoveries += 1
                         delay = backoff(settings, stats.recoveries)
-                        trace_recovery(settings, exc, offset, delivered, taken)
+                        trace_recovery(settings, exc, offset, delivered, taken, conversation.trace)
             if delay and (cancel or threading.Event()).wait(delay):
                 return
             if cancel is not None and cancel.is_set():
@@ -366,14 +366,15 @@ def backoff(settings: Settings, recoveries: int) -> float:
 
 def trace_recovery(settings: Settings, exc: BasetenTTSError, words: int, at: int, taken: int,
                    trace: Optional[Trace] = None) -> None:
-    """Says a recovery: an INFO line, and a `recovery` event in the trace (`trace`, else the settings' file)."""
+    """Says a recovery: an INFO line, and a `recovery` event in the trace, among the lost conversation's lines
+    (`trace`: its own, or the settings' file under its number once it is closed)."""
     log.info("connection lost (%s); resuming after %d word(s), %.1f s of audio, on a new one",
              exc, words, at / (SAMPLE_RATE * SAMPLE_WIDTH))
-    if trace is not None:
+    if trace is not None and trace.on:
         trace.event("recovery", error=str(exc), kind=type(exc).__name__, words_done=words, audio_bytes=at,
                     taken_back=taken)
         return
-    trace = Trace.open(settings)
+    trace = Trace.open(settings, None if trace is None else trace.number)
     try:
         trace.event("recovery", error=str(exc), kind=type(exc).__name__, words_done=words, audio_bytes=at,
                     taken_back=taken)
