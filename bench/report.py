@@ -303,7 +303,8 @@ def generated(results: Dict[str, Any], s: Dict[str, Any], plot: Optional[str]) -
                       "is heard. Unpaced, the server is the bottleneck (one Python process at a full core), and "
                       "each connection costs it about 4 ms of CPU: that is what the default row pays over "
                       "`recoveries=0`, for a part every 6 s of this bench's audio (its words are 0.1 s; spoken "
-                      "words give a part every ~25 s). At 20x real time it is hidden (the recovery rows below).",
+                      "words give a part every ~25 s). At 20x real time the parts are faster than one connection: the "
+                      "server makes two at once (the recovery rows below).",
                       ""]
     if "qwen3" in s:
         q, qw = s["qwen3"], results["qwen3"]
