@@ -64,11 +64,11 @@ class Trace:
             return
         if isinstance(fields.get("settings"), dict):
             fields["settings"] = {k: shortened(v) if isinstance(v, str) else v for k, v in fields["settings"].items()}
-        line = redact(json.dumps({"t": round(time.monotonic() - self._started, 6), "conversation": self.number,
-                                  "event": name, **fields}, ensure_ascii=False))  # a close reason may echo the key
-        with self._lock:
+        with self._lock:  # the time taken under it too: the reader's and the writer's lines go in the order of `t`
             if self._file is not None:
-                self._file.write(line + "\n")
+                self._file.write(redact(json.dumps(  # a close reason may echo the key
+                    {"t": round(time.monotonic() - self._started, 6), "conversation": self.number, "event": name,
+                     **fields}, ensure_ascii=False)) + "\n")
 
     def wrote(self, write: "Write") -> None:
         """What a write carried: the messages, our pacing ping, a pong, the close."""

@@ -129,9 +129,10 @@ class Ahead:
 class PartAhead(Ahead):
     """A whole text's next part, begun while the current part is heard: its connection opened (`Ahead`), and the
     part's conversation opened on it, so the server makes its first audio while the current part's last is heard
-    (a part otherwise waits for a model's first audio, each time). What it reads waits in its queue (`ROOM_BYTES`
-    holds its text back as for any conversation), counted in the call's `stats` once `take()` hands it over.
-    `take()` gives None if it failed (the part opens its own, with the call's retries) or begins elsewhere."""
+    (a part otherwise waits for a model's first audio, each time). What it reads waits in its queue (about one
+    part's audio at most), counted in the call's `stats` once `take_part()` hands it
+    over. `take_part()` gives None if it failed (the part opens its own, with the call's retries) or begins
+    elsewhere."""
 
     def __init__(self, settings: Settings, words: Iterable[str], start: int, stats: Stats, started: float) -> None:
         self._words, self._start, self._stats, self._started = words, start, stats, started
