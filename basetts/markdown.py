@@ -13,6 +13,8 @@ import html
 import re
 from typing import List, NamedTuple, Optional, Tuple
 
+from .errors import warn
+
 EMOTION_TAGS = ("<laugh>", "<chuckle>", "<sigh>", "<cough>", "<sniffle>", "<groan>", "<yawn>", "<gasp>")
 """Orpheus's emotion tags: written inline as words, they pass through the text layer untouched."""
 
@@ -41,6 +43,8 @@ _URL_END = re.compile(r"[\s<>\"]")
 _RULE = re.compile(r"([-*_=])(?:[ \t]*\1)*[ \t]*")
 _DELIMITER_SO_FAR = re.compile(r"\|[ \t:|-]*")
 _DELIMITER = re.compile(r"\|?[ \t]*:?-+:?[ \t]*(?:\|[ \t]*:?-+:?[ \t]*)*\|?[ \t]*")
+_UNDERLINE = re.compile(r" {0,3}(?:=+|-+)[ \t]*")
+_UNDERLINE_SO_FAR = re.compile(r" {0,3}(?:=+[ \t]*|-+[ \t]*)?")
 _TAG = re.compile(r"</?[A-Za-z][A-Za-z0-9-]*(?:\s[^<>]*)?/?>|<!--.*?-->|<![^<>]*>", re.DOTALL)
 _AUTOLINK = re.compile(r"<((?:https?://|www\.)[^\s<>]+)>", re.IGNORECASE)
 _EMOTIONS = frozenset(EMOTION_TAGS)
@@ -54,6 +58,7 @@ _ENTITY = re.compile(r"&(?:#[0-9]{1,7}|#[xX][0-9a-fA-F]{1,6}|[A-Za-z][A-Za-z0-9]
 _ENTITY_SO_FAR = re.compile(r"&(?:#[0-9]{0,7}|#[xX][0-9a-fA-F]{0,6}|[A-Za-z][A-Za-z0-9]{0,31})?")
 _THINKING = re.compile(r"<(think|thinking)>", re.IGNORECASE)
 """A reasoning model's thinking (DeepSeek-R1, Qwen3, QwQ write it inline): left out, all of it, up to its end tag."""
+_THINKING_END = re.compile(r"</(?:think|thinking)>", re.IGNORECASE)
 _BREAKS = frozenset("br p div li ul ol dl dt dd tr td th table thead tbody hr h1 h2 h3 h4 h5 h6 blockquote pre "
                     "section article header footer".split())
 """Tags that break a line or a block: between two words, a space (an inline tag, <b>, stays inside a word)."""
@@ -89,6 +94,8 @@ class Markdown:
         self._spoke = False  # the current line said something
         self._last = ""  # the last character said (not a space)
         self._thinking: Optional["re.Pattern[str]"] = None  # inside a reasoning model's thinking: what ends it
+        self._underlined = False  # the line before was text that a setext underline ("===", "---") makes a heading
+        self._warned = False  # about an end of thinking that nothing opened
 
     def feed(self, fragment: str) -> List[Piece]:
         """What `fragment` (after those before) decides; the rest is held until more comes."""
@@ -123,6 +130,18 @@ class Markdown:
                 i += 1
                 continue
             if self._line is None:
+                if self._underlined:
+                    underlined = _underline(text[i:stop], more)
+                    if underlined is None:
+                        break
+                    self._underlined = False
+                    if underlined:  # the heading's sentence ends here (its words are out already): the line left out
+                        out.append(self._piece(".", i, stop))
+                        i = stop
+                        if newline >= 0:
+                            out.append(self._piece("\n", i, i + 1))
+                            i += 1
+                        continue
                 if i == stop and newline >= 0:  # an empty line
                     out.append(self._piece("\n", i, i + 1))
                     i += 1
@@ -147,6 +166,7 @@ class Markdown:
                 continue
             if i < stop or (newline < 0 and not final):
                 break
+            self._underlined = self._line == "text" and self._spoke and self._last not in _SENTENCE_END
             self._end_line(out, i)
             if newline >= 0:
                 out.append(self._piece("\n", i, i + 1))
@@ -450,6 +470,11 @@ class Markdown:
                 if thinking is not None:
                     self._thinking = re.compile(f"</{thinking.group(1)}>", re.IGNORECASE)
                     return close + 1
+                if _THINKING_END.fullmatch(tag) and not self._warned:
+                    self._warned = True
+                    warn(f"{tag} with no opening tag before it: the text before it was read as the answer. A reasoning "
+                         "model whose chat template opens the thinking in the prompt (DeepSeek-R1) writes only the end "
+                         "tag: leave its thinking out of the text, or give basetts only the answer")
                 if _TAG.fullmatch(tag):
                     name = tag.strip("</>").split(None, 1)[0].rstrip("/").lower() if tag[1] not in "!" else ""
                     if name in _BREAKS:
@@ -491,10 +516,17 @@ class Markdown:
         if _run_of(text, i + run, stop, " \t") == stop:
             if more:
                 return None
-            if i and text[i - 1] in " \t":
+            if (text[i - 1] if i else self._previous) in " \t":
                 return stop
         self._say(out, text[i:i + run], i, i + run)
         return i + run
+
+
+def _underline(line: str, more: bool) -> Optional[bool]:
+    """Whether `line` underlines the one before as a heading ("===", "---"; None: not known yet)."""
+    if more:
+        return None if _UNDERLINE_SO_FAR.fullmatch(line) else False
+    return _UNDERLINE.fullmatch(line) is not None
 
 
 def _run_of(text: str, i: int, stop: int, chars: str) -> int:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import threading
 import time
+import warnings
 from typing import Any, List, Tuple
 
 import pytest
@@ -107,6 +108,14 @@ def test_a_heading_a_list_item_and_a_table_row_end_their_sentence() -> None:
     assert speakable("|a|b|\n|-|-|\n|1||") == "a, b.\n1."
 
 
+def test_a_heading_underlined_ends_its_sentence_and_its_underline_is_left_out() -> None:
+    """Its words went out before the underline came (a line is read as it arrives): the period is a word alone."""
+    assert speakable("Getting Started\n===\nRun it.\nNext steps\n-\nRead on.") == \
+        "Getting Started\n.\nRun it.\nNext steps\n.\nRead on."
+    assert speakable("Done.\n---\nTitle 🎉\n==") == "Done.\n\nTitle \n."
+    assert speakable("one\n- two\nthree\n=x\n\n---\nfour") == "one\ntwo.\nthree\n=x\n\n\nfour"
+
+
 def test_what_only_looks_like_markdown_stays_text() -> None:
     assert speakable("2024. A year.\n-5 degrees\n#hashtag\n***\n*not closed") == \
         "2024. A year.\n-5 degrees\n#hashtag\n\nnot closed"
@@ -118,10 +127,11 @@ def test_what_only_looks_like_markdown_stays_text() -> None:
 markdownish = st.lists(st.sampled_from(
     ["**", "*", "_", "__", "~~", "`", "```", "\n", " ", "# ", "- ", "1. ", "| ", "|", "---", "[", "](", ")", "]",
      "![", "<laugh>", "<b>", "</b>", "<br>", "<think>", "</think>", "[1]", "[^", "2", "&", "&amp;", "amp;",
-     "<", ">", "https://", "www.", "example.com/a", ".", "!", "🎉", "\u200d",
+     "<", ">", "https://", "www.", "example.com/a", ".", "!", "🎉", "\u200d", "=",
      "word", "Other", "\\", "x_y", "2*3"]), max_size=40).map("".join)
 
 
+@pytest.mark.filterwarnings("ignore:</think> with no opening tag")  # "</think>" alone is among the pieces
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(text=st.one_of(markdownish, st.sampled_from([ANSWER] + [w for w, _ in CORPUS.values()])),
        cuts=st.lists(st.integers(min_value=0, max_value=600), max_size=30))
@@ -190,6 +200,18 @@ def test_a_word_goes_out_as_soon_as_what_follows_it_decides_it() -> None:
         if char == " ":
             assert sent and sent[-1] in ("A", "bold", "move,", "see", "example.com", "now", "and", "code", "here.")
     assert sent == "A bold move, see example.com now and code here.".split() * 3
+
+
+def test_an_end_of_thinking_that_nothing_opened_is_a_warning() -> None:
+    with pytest.warns(basetts.BasettsWarning, match="</think> with no opening tag"):
+        assert speakable("The user asks. </think> The answer. </think>") == "The user asks.  The answer. "
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert speakable("<think>x</think> The answer.") == " The answer."
+
+
+def test_a_headings_closing_hashes_are_left_out_wherever_the_text_is_cut() -> None:
+    assert words_with_spans(["# ", "#", " \nText"]) == words_with_spans(["# # \nText"]) == [("Text", (5, 9))]
 
 
 def test_what_is_held_back_is_bounded_by_the_window() -> None:
