@@ -103,12 +103,15 @@ class BoundedSocket:
         self.deadline = deadline
         self.tls_lock: Optional[threading.Lock] = threading.Lock() if isinstance(sock, ssl.SSLSocket) else None
         self._buffer = b""
+        self._at = 0  # what of _buffer was taken
         self.received = b""  # everything read while `recording`
         self.recording = True
         self.on_sent: Optional[Callable[[], None]] = None  # runs once, after the first complete send
 
     # what websocket-client calls ---------------------------------------------------------------------
     def gettimeout(self) -> Optional[float]:
+        if self._at < len(self._buffer):
+            return 0.0  # a read takes from memory: websocket-client then calls recv() straight away
         return None if self.deadline is None else max(0.0, self.deadline - time.monotonic())
 
     def settimeout(self, timeout: Optional[float]) -> None:
@@ -136,23 +139,24 @@ class BoundedSocket:
         return sent
 
     def recv(self, size: int) -> bytes:
-        while not self._buffer:
+        at = self._at
+        if at < len(self._buffer):  # websocket-client reads the upgrade's answer a byte at a time
+            self._at = at + size
+            return self._buffer[at:at + size]
+        while True:
             remaining = self.gettimeout()
             data = self.read(READ_SIZE, remaining if remaining is not None else 3600.0)
             if data is None:  # nothing yet (or only TLS records that are not data, e.g. session tickets)
                 if remaining is not None and self.gettimeout() == 0:
                     raise socket.timeout("the read timed out")
                 continue
-            if not data:
-                return b""
-            if self.recording:
+            if self.recording and data:
                 if len(self.received) + len(data) > MAX_UPGRADE_ANSWER:
                     raise ConnectError(f"The server's answer to the websocket upgrade ran past {MAX_UPGRADE_ANSWER} "
                                        "bytes without ending its headers: not a websocket server.")
                 self.received += data
-            self._buffer = data
-        data, self._buffer = self._buffer[:size], self._buffer[size:]
-        return data
+            self._buffer, self._at = data, size
+            return data[:size]
 
     def shutdown(self, how: int = socket.SHUT_RDWR) -> None:
         try:
@@ -166,11 +170,11 @@ class BoundedSocket:
     # ours ------------------------------------------------------------------------------------------------
     def unread(self, data: bytes) -> None:
         """Put bytes read ahead back, for the next reader (`take_buffered`)."""
-        self._buffer = data + self._buffer
+        self._buffer, self._at = data + self._buffer[self._at:], 0
 
     def take_buffered(self) -> bytes:
         """What was read but not yet taken (the start of the first frame, after the upgrade)."""
-        data, self._buffer = self._buffer, b""
+        data, self._buffer, self._at = self._buffer[self._at:], b"", 0
         self.recording = False
         return data
 
