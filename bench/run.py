@@ -212,7 +212,30 @@ def measure_throughput(plan: Plan) -> Dict[str, Any]:
                 entry = results.setdefault(name, {"audio_per_second": [], "cpu_per_audio_second": []})
                 entry["audio_per_second"].append(audio / elapsed)
                 entry["cpu_per_audio_second"].append(cpu / audio)
-    return {"audio_seconds": plan.throughput_words * 0.1, "results": results}
+    return {"audio_seconds": plan.throughput_words * 0.1, "results": results, "spoken": _spoken_throughput(plan)}
+
+
+def _spoken_throughput(plan: Plan) -> Dict[str, List[float]]:
+    """The same minutes of audio in words of a spoken word's length (a part every ~25 s of audio, as speech has,
+    where the row above makes one every 6 s): each client's audio seconds per second."""
+    text = clients.words(int(plan.throughput_words * 0.1 * 24000 / LONG_SAMPLES_PER_WORD))
+    rates: Dict[str, List[float]] = {}
+    with procs.server(samples_per_word=LONG_SAMPLES_PER_WORD) as server:
+        synth = Synthesizer(url=server.url, api_key=server.api_key)
+        whole = Synthesizer(url=server.url, api_key=server.api_key, recoveries=0)
+        runners = {
+            report.BARE: lambda: clients.bare_receive_all(server.url, server.api_key, text),
+            report.OURS: lambda: clients.basetts_receive_all(synth, text),
+            report.ONE_CONNECTION: lambda: clients.basetts_receive_all(whole, text),
+        }
+        for run in runners.values():
+            run()
+        for rep in range(plan.throughput_reps):
+            names = list(runners)
+            for name in names[rep % len(names):] + names[:rep % len(names)]:
+                elapsed, received = runners[name]()
+                rates.setdefault(name, []).append(received / BYTES_PER_SECOND / elapsed)
+    return rates
 
 
 def measure_encodings(plan: Plan) -> Dict[str, Any]:
