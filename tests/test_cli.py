@@ -272,6 +272,19 @@ def test_model_id_environment_and_timeouts_are_flags_and_the_key_comes_from_a_fi
     assert run("say", "hi", "--read-timeout", "0").returncode == 2
 
 
+@pytest.mark.parametrize("command", ["say", "batch", "voices", "doctor"])
+def test_a_key_given_as_a_flag_is_refused_saying_where_it_goes_and_never_read_as_a_file(tmp_path, command):
+    """argparse took `--api-key KEY` for an abbreviation of --api-key-file: "cannot read KEY", the key echoed."""
+    (tmp_path / "secret-k").write_text("not a key file")  # were the flag a file's name, this would be read
+    args = {"say": ["hi", "-o", "o.wav"], "batch": ["in.txt", "out"], "voices": [], "doctor": []}[command]
+    result = subprocess.run([sys.executable, "-m", "basetts.cli", command, *args, "--api-key", "secret-k"],
+                            capture_output=True, text=True, cwd=tmp_path, timeout=60)
+    assert result.returncode == 2, result.stderr
+    assert "BASETEN_API_KEY" in result.stderr and "--api-key-file FILE" in result.stderr
+    assert "secret-k" not in result.stderr + result.stdout
+    assert not (tmp_path / "o.wav").exists() and not (tmp_path / "out").exists()
+
+
 def test_bad_option_values_are_clear_usage_errors():
     result = run("serve", "--fault", "drop_after_bytes=abc")
     assert result.returncode == 2 and "drop_after_bytes='abc': expected a whole number" in result.stderr

@@ -26,6 +26,17 @@ _MISSING = {
                 "environment or .env",
     "api_key": "the API key: BASETEN_API_KEY in the environment or .env, or --api-key-file FILE",
 }
+NO_KEY_FLAG = ("--api-key: a key on the command line is seen by every user of this machine (ps) and kept in the "
+               "shell's history; set BASETEN_API_KEY in the environment or .env, or use --api-key-file FILE")
+
+
+def _key_flags(parser: argparse.ArgumentParser, help: str = "read the API key from FILE") -> None:
+    """--api-key-file, and --api-key refused saying what to use instead (unrefused, argparse would take it for an
+    abbreviation of --api-key-file and read the key as a file's name)."""
+    parser.add_argument("--api-key-file", metavar="FILE", help=help)
+    parser.add_argument("--api-key", dest="refused_api_key", help=argparse.SUPPRESS)
+
+
 # Flags that are settings of the same name, passed on when given.
 _SETTING_FLAGS = ("connect_timeout", "handshake_timeout", "first_audio_timeout", "read_timeout", "voice",
                   "buffer_size", "protocol", "language", "instructions", "ref_audio", "ref_text", "text_format")

@@ -18,7 +18,17 @@ from ..protocols import NAMES
 from ..protocols.orpheus import VOICES
 from ..settings import endpoint_of
 from .batch import _batch
-from .common import _Failed, _Missing, _positive, _protocol, _protocol_flags, _synthesizer, _Usage
+from .common import (
+    NO_KEY_FLAG,
+    _Failed,
+    _key_flags,
+    _Missing,
+    _positive,
+    _protocol,
+    _protocol_flags,
+    _synthesizer,
+    _Usage,
+)
 from .say import _play, _say
 
 
@@ -147,8 +157,7 @@ def build_parser() -> argparse.ArgumentParser:
     endpoint.add_argument("--model-id", help="the Baseten model id (default: BASETEN_MODEL_ID)")
     endpoint.add_argument("--local", action="store_true", help="start a local server for this call")
     say.add_argument("--environment", help="with --model-id: the deployment environment (default production)")
-    say.add_argument("--api-key-file", metavar="FILE",
-                     help="read the API key from FILE (default: BASETEN_API_KEY or .env; never a flag ps shows)")
+    _key_flags(say, "read the API key from FILE (default: BASETEN_API_KEY or .env; never a flag ps shows)")
     say.add_argument("--buffer-size", type=_positive(int), help="Orpheus: words per forced flush (default 10)")
     _protocol_flags(say)
     for name, default in (("connect", 10), ("handshake", 300), ("first-audio", 60), ("read", 30)):
@@ -203,7 +212,7 @@ def build_parser() -> argparse.ArgumentParser:
     batch_endpoint.add_argument("--model-id", help="the Baseten model id (default: BASETEN_MODEL_ID)")
     batch_endpoint.add_argument("--local", action="store_true", help="start a local server for this run")
     batch.add_argument("--environment", help="with --model-id: the deployment environment (default production)")
-    batch.add_argument("--api-key-file", metavar="FILE", help="read the API key from FILE")
+    _key_flags(batch)
     batch.add_argument("--voice", help="the default voice (a JSONL or CSV item may name its own)")
     batch.add_argument("--buffer-size", type=_positive(int), help="Orpheus: words per forced flush (default 10)")
     _protocol_flags(batch)
@@ -224,7 +233,7 @@ def build_parser() -> argparse.ArgumentParser:
     voices_endpoint.add_argument("--url", help="websocket URL (default: BASETTS_URL, or BASETEN_MODEL_ID's)")
     voices_endpoint.add_argument("--model-id", help="the Baseten model id (default: BASETEN_MODEL_ID)")
     voices.add_argument("--environment", help="with --model-id: the deployment environment (default production)")
-    voices.add_argument("--api-key-file", metavar="FILE", help="read the API key from FILE")
+    _key_flags(voices)
     voices.set_defaults(run=_voices)
     commands.add_parser("devices", help="list audio output devices").set_defaults(run=_devices)
 
@@ -235,7 +244,7 @@ def build_parser() -> argparse.ArgumentParser:
     endpoint.add_argument("--model-id", help="the Baseten model id (default: BASETEN_MODEL_ID)")
     endpoint.add_argument("--local", action="store_true", help="measure against a local server")
     doctor.add_argument("--environment", help="with --model-id: the deployment environment (default production)")
-    doctor.add_argument("--api-key-file", metavar="FILE", help="read the API key from FILE")
+    _key_flags(doctor)
     doctor.add_argument("--protocol", choices=NAMES, help="what the deployment speaks (default: BASETTS_PROTOCOL, "
                                                           "else the URL's; with only a model id, found out)")
     doctor.set_defaults(run=_doctor)
@@ -260,6 +269,9 @@ def _show_warning(message: Any, category: Any, filename: str, lineno: int, file:
 
 
 def _run(args: argparse.Namespace) -> int:
+    if getattr(args, "refused_api_key", None) is not None:
+        print(f"basetts: {NO_KEY_FLAG}", file=sys.stderr)
+        return 2
     try:
         return int(args.run(args))
     except KeyboardInterrupt:
