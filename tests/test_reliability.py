@@ -15,7 +15,7 @@ import basetts
 from basetts import Synthesizer
 from basetts.testing import Faults, LocalServer
 
-from .helpers import open_fds, raw_server, server_process, synth_for
+from .helpers import all_threads_gone, open_fds, raw_server, server_process, synth_for
 
 TEXT = "Every failure is ours to explain, and nothing received is dropped along the way."
 
@@ -444,6 +444,16 @@ def test_wss_end_to_end_while_text_and_audio_cross_on_one_tls_connection(monkeyp
             for word in words[:300]:
                 session.send(word + " ")
         assert session.audio.pcm == server.expected_pcm(" ".join(words[:300]))
+    # A whole text in parts: the next part's TLS connection opened, and the part begun on it, while the part before
+    # is heard (a model at 20x: its last segment takes longer than a TLS upgrade).
+    with LocalServer(ssl_context=context, speed=20.0) as server:
+        text = " ".join(words[:300])
+        audio = synth_for(server).synthesize(text)
+        assert audio.pcm == server.expected_pcm(text) and audio.stats.recoveries == 0
+        parts = server.conversations
+        assert server.most_at_once == 2 and len(parts) > 2
+        assert any(later.first_message_at < earlier.ended_at for earlier, later in zip(parts, parts[1:]))
+    assert all_threads_gone()
 
 
 def test_a_redirect_is_not_followed_with_the_key(basetts_server):
