@@ -210,7 +210,12 @@ def test_jsonl_lines_that_cannot_be_jobs_are_named_with_their_line_numbers() -> 
     assert blank == [2]
     assert [(j.id, j.problem is None) for j in jobs] == [("a", True), ("000003", False), ("b", False), ("c", False),
                                                           ("a", False), ("000007", True)]
-    assert "line 3 is not JSON" in jobs[1].problem and "line 4 has no text" in jobs[2].problem
+    assert "line 3 is not JSON" in jobs[1].problem
+    assert 'line 4 has no text (no "text" field; it has: id)' in jobs[2].problem
+    named = list(read_jobs(['{"txt": "hello"}\n', '{"text": " "}\n'], "jsonl"))
+    assert [job.problem for job in named] == ['line 1 has no text (no "text" field; it has: txt)', "line 2 has no text"]
+    columns = list(read_jobs(["words,voice\n", "hello,leo\n"], "csv"))
+    assert columns[0].problem == 'line 2 has no text (no "text" column; it has: words, voice)'
     assert "unknown setting(s) voise (did you mean 'voice'?)" in jobs[3].problem and "used before" in jobs[4].problem
     assert jobs[5].settings == {"voice": "leo"}
 

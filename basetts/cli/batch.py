@@ -92,7 +92,9 @@ def read_jobs(lines: Iterable[str], kind: str, skipped: Optional[list] = None) -
                     if skipped is not None:
                         skipped.append(number)
                     continue
-                yield Job(number, ident, problem=f"line {number} has no text")
+                where = "" if "text" in row else (f' (no "text" {"column" if kind == "csv" else "field"}; it has: '
+                                                   f'{", ".join(map(str, row)) or "none"})')
+                yield Job(number, ident, problem=f"line {number} has no text{where}")
                 continue
             unknown = unknown_settings(fields, known)
             if unknown is not None:
