@@ -19,7 +19,7 @@ import pytest
 
 import basetts
 from basetts.batch import Progress
-from basetts.cli.batch import file_name, read_jobs
+from basetts.cli.batch import NoTextColumn, file_name, read_jobs
 from basetts.testing import Faults, LocalServer
 
 from .helpers import client_threads, synth_for
@@ -214,8 +214,9 @@ def test_jsonl_lines_that_cannot_be_jobs_are_named_with_their_line_numbers() -> 
     assert 'line 4 has no text (no "text" field; it has: id)' in jobs[2].problem
     named = list(read_jobs(['{"txt": "hello"}\n', '{"text": " "}\n'], "jsonl"))
     assert [job.problem for job in named] == ['line 1 has no text (no "text" field; it has: txt)', "line 2 has no text"]
-    columns = list(read_jobs(["words,voice\n", "hello,leo\n"], "csv"))
-    assert columns[0].problem == 'line 2 has no text (no "text" column; it has: words, voice)'
+    with pytest.raises(NoTextColumn) as caught:  # not one row could be a job: said once, before any is read
+        next(read_jobs(["words,voice\n", "hello,leo\n"], "csv"))
+    assert caught.value.args[0] == ["words", "voice"]
     assert "unknown setting(s) voise (did you mean 'voice'?)" in jobs[3].problem and "used before" in jobs[4].problem
     assert jobs[5].settings == {"voice": "leo"}
 
@@ -295,6 +296,14 @@ def test_batch_reports_bad_lines_and_failures_and_exits_1(tmp_path: Path) -> Non
     assert result.returncode == 1 and "1 failed" in result.stderr
     assert any("ModelNotFoundError" in (e.get("error") or "") for e in manifest(tmp_path / "out2"))
     assert not (tmp_path / "out2" / "ok.wav").exists()
+    # A CSV whose header has no text column: said once, exit 2, before anything is sent (not a bad line per row).
+    table = tmp_path / "in.csv"
+    table.write_text("sentence,voice\nhello,leo\nbye,tara\n")
+    with LocalServer() as server:
+        result = run_batch(str(table), str(tmp_path / "out3"),
+                           env={"BASETTS_URL": server.url, "BASETEN_API_KEY": server.api_key})
+        assert result.returncode == 2 and 'no "text" column (it has: sentence, voice)' in result.stderr, result.stderr
+        assert server.handshakes == 0 and not manifest(tmp_path / "out3")
 
 
 def test_batch_refuses_an_outdir_it_cannot_use_before_anything_is_sent(tmp_path: Path) -> None:

@@ -46,6 +46,10 @@ def input_kind(path: str, given: Optional[str] = None) -> str:
     return "jsonl" if lowered.endswith((".jsonl", ".ndjson")) else "csv" if lowered.endswith(".csv") else "text"
 
 
+class NoTextColumn(ValueError):
+    """A CSV input whose header has no `text` column: not one row could be a job."""
+
+
 def read_jobs(lines: Iterable[str], kind: str, skipped: Optional[list] = None) -> Iterator[Job]:
     """The jobs of an input, lazily. Blank lines are skipped (their numbers appended to `skipped`); a line
     that cannot be a job (not JSON, no text, an unknown setting, a repeated id) is a Job with a `problem`."""
@@ -59,6 +63,8 @@ def read_jobs(lines: Iterable[str], kind: str, skipped: Optional[list] = None) -
     rows: Iterator[Tuple[int, Any]]
     if kind == "csv":
         reader = csv.DictReader(lines)
+        if reader.fieldnames is not None and "text" not in reader.fieldnames:
+            raise NoTextColumn(list(reader.fieldnames))
         rows = ((reader.line_num, row) for row in reader)
     else:
         rows = enumerate(lines, 1)
@@ -92,8 +98,7 @@ def read_jobs(lines: Iterable[str], kind: str, skipped: Optional[list] = None) -
                     if skipped is not None:
                         skipped.append(number)
                     continue
-                where = "" if "text" in row else (f' (no "text" {"column" if kind == "csv" else "field"}; it has: '
-                                                   f'{", ".join(map(str, row)) or "none"})')
+                where = "" if "text" in row else f' (no "text" field; it has: {", ".join(row) or "none"})'
                 yield Job(number, ident, problem=f"line {number} has no text{where}")
                 continue
             unknown = unknown_settings(fields, known)
@@ -235,6 +240,10 @@ def _batch(args: argparse.Namespace) -> int:
             raise _Failed(f"cannot write {name} in {outdir}: {exc.strerror}; {counts['done']} written this run "
                           f"({counts['skipped']} already done). Make room and run the same command again: what "
                           "is done is skipped") from exc
+        except NoTextColumn as exc:
+            bar.close()
+            raise _Usage(f"INPUT {args.input}: its header has no \"text\" column (it has: {', '.join(exc.args[0])}); "
+                         "the texts go in a column named text") from None
         except UnicodeDecodeError as exc:  # read as the texts are asked for: those before it are done
             bar.close()
             raise _Usage(f"INPUT {args.input} is not UTF-8 text (byte {exc.object[exc.start:exc.start + 1]!r} "
