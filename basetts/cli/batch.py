@@ -52,7 +52,8 @@ class NoTextColumn(ValueError):
 
 def read_jobs(lines: Iterable[str], kind: str, skipped: Optional[list] = None) -> Iterator[Job]:
     """The jobs of an input, lazily. Blank lines are skipped (their numbers appended to `skipped`); a line
-    that cannot be a job (not JSON, no text, an unknown setting, a repeated id) is a Job with a `problem`."""
+    that cannot be a job (not JSON, no text, an unknown setting, a repeated id) is a Job with a `problem`; a CSV
+    whose header has no text column raises `NoTextColumn` before the first job."""
     import csv
     import json
 
