@@ -19,7 +19,7 @@ import pytest
 
 import basetts
 from basetts.batch import Progress
-from basetts.cli.batch import NoTextColumn, file_name, read_jobs
+from basetts.cli.batch import NoTextColumn, UnknownColumns, file_name, read_jobs
 from basetts.testing import Faults, LocalServer
 
 from .helpers import client_threads, synth_for
@@ -227,6 +227,18 @@ def test_csv_and_text_inputs() -> None:
                                                           ("x2", "second", {})]
     assert [(j.id, j.text) for j in read_jobs(["one\n", "\n", "two\n"], "text")] == [("000001", "one"),
                                                                                   ("000003", "two")]
+    # Columns and fields of the user's own start with _ and are left out (as synthesize_many's keys); a space
+    # after a comma is not part of a name or a value; a row with more values than the header is a bad line.
+    jobs = list(read_jobs(["id, text, voice, _notes\n", 'a, "Hello, there.", mia, mine\n', "b,Hello, there,mia,mine\n"],
+                          "csv"))
+    assert [(j.id, j.text, j.settings, j.problem) for j in jobs[:1]] == [("a", "Hello, there.", {"voice": "mia"}, None)]
+    assert jobs[1].id == "b" and jobs[1].problem == ("line 3 has 5 values where the header names 4 (a comma in a "
+                                                     "text? put the text in double quotes)")
+    job, = read_jobs(['{"text": "hi", "_row": 7, "voice": "leo"}\n'], "jsonl")
+    assert (job.text, job.settings, job.problem) == ("hi", {"voice": "leo"}, None)
+    with pytest.raises(UnknownColumns) as unknown:  # every row would be a bad line: said once, before any is read
+        next(read_jobs(["text,notes,voise\n", "hello,x,leo\n"], "csv"))
+    assert unknown.value.args[0] == "notes, voise (did you mean 'voice'?)"
 
 
 def test_file_names_come_from_ids_or_their_hashes_never_from_the_text() -> None:
@@ -304,6 +316,12 @@ def test_batch_reports_bad_lines_and_failures_and_exits_1(tmp_path: Path) -> Non
                            env={"BASETTS_URL": server.url, "BASETEN_API_KEY": server.api_key})
         assert result.returncode == 2 and 'no "text" column (it has: sentence, voice)' in result.stderr, result.stderr
         assert server.handshakes == 0 and not manifest(tmp_path / "out3")
+        table.write_text("text,notes\nhello,mine\n")  # a column that is not a setting: the same, naming it
+        result = run_batch(str(table), str(tmp_path / "out4"),
+                           env={"BASETTS_URL": server.url, "BASETEN_API_KEY": server.api_key})
+        assert result.returncode == 2 and "not settings: notes; a column of your own is left out when its name " \
+            "starts with _" in result.stderr, result.stderr
+        assert server.handshakes == 0 and not manifest(tmp_path / "out4")
 
 
 def test_batch_refuses_an_outdir_it_cannot_use_before_anything_is_sent(tmp_path: Path) -> None:

@@ -46,14 +46,23 @@ def input_kind(path: str, given: Optional[str] = None) -> str:
     return "jsonl" if lowered.endswith((".jsonl", ".ndjson")) else "csv" if lowered.endswith(".csv") else "text"
 
 
-class NoTextColumn(ValueError):
-    """A CSV input whose header has no `text` column: not one row could be a job."""
+class BadHeader(ValueError):
+    """A CSV header that makes every row a bad line: said once, before any row is read."""
+
+
+class NoTextColumn(BadHeader):
+    """A CSV input whose header has no `text` column (args[0]: the columns it has)."""
+
+
+class UnknownColumns(BadHeader):
+    """A CSV column that is neither `id`, `text`, a setting nor yours (`_`-prefixed); args[0] names them."""
 
 
 def read_jobs(lines: Iterable[str], kind: str, skipped: Optional[list] = None) -> Iterator[Job]:
     """The jobs of an input, lazily. Blank lines are skipped (their numbers appended to `skipped`); a line
-    that cannot be a job (not JSON, no text, an unknown setting, a repeated id) is a Job with a `problem`; a CSV
-    whose header has no text column raises `NoTextColumn` before the first job."""
+    that cannot be a job (not JSON, no text, an unknown setting, a repeated id) is a Job with a `problem`; a field
+    or column whose name starts with `_` is the user's and left out (as in `synthesize_many`). A CSV whose header
+    has no text column, or a column that is not a setting, raises a `BadHeader` before the first job."""
     import csv
     import json
 
@@ -63,9 +72,13 @@ def read_jobs(lines: Iterable[str], kind: str, skipped: Optional[list] = None) -
     seen: Set[str] = set()
     rows: Iterator[Tuple[int, Any]]
     if kind == "csv":
-        reader = csv.DictReader(lines)
+        reader = csv.DictReader(lines, skipinitialspace=True)
         if reader.fieldnames is not None and "text" not in reader.fieldnames:
             raise NoTextColumn(list(reader.fieldnames))
+        unknown = unknown_settings([name for name in reader.fieldnames or () if not name.startswith("_")],
+                                   known | {"id", "text"})
+        if unknown is not None:
+            raise UnknownColumns(unknown)
         rows = ((reader.line_num, row) for row in reader)
     else:
         rows = enumerate(lines, 1)
@@ -78,6 +91,11 @@ def read_jobs(lines: Iterable[str], kind: str, skipped: Optional[list] = None) -
                 continue
             job = Job(number, f"{number:06d}", text)
         else:
+            if kind == "csv" and None in row:  # more values than the header has names
+                yield Job(number, str(row.get("id") or f"{number:06d}"),
+                          problem=f"line {number} has {len(row) - 1 + len(row[None])} values "
+                          f"where the header names {len(row) - 1} (a comma in a text? put the text in double quotes)")
+                continue
             if kind == "jsonl":
                 if not str(row).strip():
                     if skipped is not None:
@@ -91,7 +109,8 @@ def read_jobs(lines: Iterable[str], kind: str, skipped: Optional[list] = None) -
                 if not isinstance(row, dict):
                     yield Job(number, f"{number:06d}", problem=f"line {number} is not a JSON object")
                     continue
-            fields = {k: v for k, v in row.items() if v not in (None, "") or k == "text"}
+            fields = {k: v for k, v in row.items()
+                      if (v not in (None, "") or k == "text") and not str(k).startswith("_")}
             ident = str(fields.pop("id", "") or f"{number:06d}")
             text = fields.pop("text", None)
             if not isinstance(text, str) or not text.strip():
@@ -245,6 +264,10 @@ def _batch(args: argparse.Namespace) -> int:
             bar.close()
             raise _Usage(f"INPUT {args.input}: its header has no \"text\" column (it has: {', '.join(exc.args[0])}); "
                          "the texts go in a column named text") from None
+        except UnknownColumns as exc:
+            bar.close()
+            raise _Usage(f"INPUT {args.input}: its header has column(s) that are not settings: {exc.args[0]}; "
+                         "a column of your own is left out when its name starts with _") from None
         except UnicodeDecodeError as exc:  # read as the texts are asked for: those before it are done
             bar.close()
             raise _Usage(f"INPUT {args.input} is not UTF-8 text (byte {exc.object[exc.start:exc.start + 1]!r} "
