@@ -81,21 +81,27 @@ system-deps:
 	fi
 
 # The transport, protocol and local-server tests run again on the oldest websocket-client, websockets,
-# python-dotenv and pysbd that setup.cfg allows (its `>=` floors), in a venv of their own.
+# python-dotenv and pysbd that setup.cfg allows (its `>=` floors), in a venv of their own, on the oldest
+# Python it allows (python_requires) when this machine has it on PATH or as a pyenv version, else $(PYTHON).
 OLDEST_VENV := .venv-oldest
+OLDEST_PYTHON_VERSION := $(shell sed -n 's/^python_requires = >=\([0-9.]*\).*/\1/p' setup.cfg)
+OLDEST_PYTHON ?= $(firstword $(foreach p,python$(OLDEST_PYTHON_VERSION) \
+	$(wildcard $(HOME)/.pyenv/versions/$(OLDEST_PYTHON_VERSION).*/bin/python$(OLDEST_PYTHON_VERSION)),\
+	$(shell $(p) -c '' 2>/dev/null && echo $(p))) $(PYTHON))
+OLDEST_STAMP := $(OLDEST_VENV)/.installed-$(notdir $(OLDEST_PYTHON))
 OLDEST := $(shell sed -n 's/^ *\(websocket-client\|websockets\|python-dotenv\|pysbd\|h11\)>=\([0-9.]*\).*/\1==\2/p' setup.cfg | sort -u)
 OLDEST_TESTS := tests/test_protocol.py tests/test_qwen3_protocol.py tests/test_orpheus_http_protocol.py tests/test_transport.py tests/test_local_server.py tests/test_sending.py \
 	tests/test_proxy.py tests/test_trace.py tests/test_drivers.py tests/test_errors.py \
 	tests/test_recovery.py::test_a_cut_anywhere_is_mended_byte_for_byte \
 	tests/test_recovery.py::test_a_path_gone_silent_is_found_by_read_timeout_and_recovered
 
-test: install-dev $(OLDEST_VENV)/.installed
+test: install-dev $(OLDEST_STAMP)
 	$(PY) -m pytest
-	@echo "Again on the oldest dependencies allowed: $(OLDEST)"
+	@echo "Again on the oldest dependencies allowed: $(OLDEST), on $$($(OLDEST_VENV)/bin/python -V)"
 	$(OLDEST_VENV)/bin/python -m pytest -p no:cacheprovider $(OLDEST_TESTS)
 
-$(OLDEST_VENV)/.installed: setup.cfg setup.py $(VENV)/.dev-installed
-	$(PYTHON) -m venv $(OLDEST_VENV)
+$(OLDEST_STAMP): setup.cfg setup.py $(VENV)/.dev-installed
+	$(OLDEST_PYTHON) -m venv --clear $(OLDEST_VENV)
 	$(OLDEST_VENV)/bin/python -m pip install --quiet --upgrade pip
 	$(OLDEST_VENV)/bin/python -m pip install --quiet $(OLDEST) 'pytest>=7' 'hypothesis>=6' 'pytest-timeout>=2.1'
 	$(OLDEST_VENV)/bin/python -m pip install --quiet --no-deps -e .
