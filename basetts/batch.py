@@ -155,8 +155,8 @@ def synthesize_many(settings: "Settings", texts: Iterable[Item], *, concurrency:
     batch = _Batch(settings, concurrency, overrides)
     window = 2 * concurrency  # texts read ahead of the oldest one not yet yielded: memory stays flat
     source = iter(texts)
-    pending: Set[Future] = set()
-    completed: "queue.Queue[Future]" = queue.Queue()  # each future puts itself here when done: O(1) a result
+    pending: "Set[Future[Result]]" = set()
+    completed: "queue.Queue[Future[Result]]" = queue.Queue()  # each future puts itself here when done: O(1) a result
     finished: Dict[int, Result] = {}
     state = Progress()
     started = time.monotonic()

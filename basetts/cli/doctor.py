@@ -12,8 +12,8 @@ import math
 import time
 from typing import Any, Callable, Iterator, Optional
 
-from ..audio import SAMPLE_RATE
 from ..errors import BasetenTTSError, ConfigurationError
+from ..pcm import SAMPLE_RATE
 
 OK, WARN, FAIL = "ok", "warn", "FAIL"
 TEXT = "Hello from basetts doctor, checking how soon the first audio arrives."

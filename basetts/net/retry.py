@@ -9,8 +9,9 @@ import threading
 import time
 from typing import Callable, Deque, Iterable, Iterator, List, Optional, Tuple, TypeVar
 
-from ..audio import SAMPLE_RATE, SAMPLE_WIDTH, Stats
+from ..audio import Stats
 from ..errors import BasetenTTSError, StreamInterrupted, warn
+from ..pcm import SAMPLE_RATE, SAMPLE_WIDTH
 from ..settings import Settings
 from ..text import is_whole
 from ..trace import Trace

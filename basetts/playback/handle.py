@@ -9,8 +9,9 @@ import time
 import weakref
 from typing import Callable, Iterable, Iterator, List, Literal, Optional, Tuple, Union, overload
 
-from ..audio import SAMPLE_WIDTH, Audio, Stats, Word
+from ..audio import Audio, Stats, Word
 from ..errors import AudioDeviceError, BasetenTTSError, ConfigurationError, TimeoutError, attach_partial
+from ..pcm import SAMPLE_WIDTH
 from . import portaudio
 from .player import DEFAULT_PREBUFFER, Player
 from .portaudio import DeviceSpec, PortAudioHold

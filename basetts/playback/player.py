@@ -15,8 +15,8 @@ import threading
 import time
 from typing import Any, Mapping, Optional, Tuple
 
-from ..audio import SAMPLE_RATE, SAMPLE_WIDTH
 from ..errors import AudioDeviceError, ConfigurationError
+from ..pcm import SAMPLE_RATE, SAMPLE_WIDTH
 from . import portaudio
 from .portaudio import Device, DeviceSpec, PortAudioHold
 from .resample import Resampler

@@ -8,8 +8,8 @@ import collections
 import math
 from typing import TYPE_CHECKING, Any, Deque, Dict, Iterable, Iterator, List, NamedTuple, Optional, Tuple
 
-from ..audio import SAMPLE_WIDTH
 from ..errors import BasetenTTSError, FirstAudioTimeout, ReadTimeout, ServerError, StreamInterrupted
+from ..pcm import SAMPLE_WIDTH
 from .websocket import (
     GOING_AWAY,
     NORMAL_CLOSE,

@@ -15,7 +15,7 @@ import os
 import re
 from typing import TYPE_CHECKING, Any, Callable, Deque, Dict, Iterable, Iterator, List, Optional, Tuple
 
-from ..audio import SAMPLE_RATE, SAMPLE_WIDTH, Sentence, Timeline, Word
+from ..audio import Sentence, Timeline, Word
 from ..checks import check_int, check_number, is_utf8
 from ..errors import (
     BasetenTTSError,
@@ -26,6 +26,7 @@ from ..errors import (
     StreamInterrupted,
     VoiceError,
 )
+from ..pcm import SAMPLE_RATE, SAMPLE_WIDTH
 from ..text import Aligner
 from .base import Conversing, Outgoing, Spec, close_error
 from .websocket import (

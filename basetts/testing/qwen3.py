@@ -22,7 +22,7 @@ import time
 import wave
 from typing import Any, Dict, List, NoReturn, Optional, Protocol, Tuple
 
-from ..audio import SAMPLE_RATE
+from ..pcm import SAMPLE_RATE
 from ..protocols.qwen3 import (
     CONFIG_TIMEOUT,
     IDLE_TIMEOUT,

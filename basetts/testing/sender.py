@@ -11,7 +11,7 @@ import time
 import zlib
 from typing import List, Optional, Protocol
 
-from ..audio import SAMPLE_RATE
+from ..pcm import SAMPLE_RATE
 from ..playback.resample import resample
 from .faults import ConversationRecord, Dropped, Faults
 from .transport import Connection
