@@ -199,6 +199,14 @@ class Audio:
             samples = samples.reshape(-1, self.channels)
         return samples.astype(numpy.float32) / 32768.0 if dtype == "float32" else samples.astype(numpy.int16)
 
+    def __array__(self, dtype: Any = None, copy: Any = None) -> Any:
+        """NumPy's hook: `numpy.asarray(audio)` (and libraries that call it, such as soundfile's `write`) get
+        the int16 samples of `to_numpy()`, not an object array."""
+        if copy is False:  # NumPy 2's "never copy": the samples are always a new array
+            raise ConfigurationError("Audio's samples are made into a new array: a copy cannot be avoided")
+        samples = self.to_numpy()
+        return samples if dtype is None else samples.astype(dtype)
+
     def chunks(self, size: int = 4096) -> Iterator[bytes]:
         """The PCM in pieces of `size` bytes (rounded down to whole samples)."""
         frame = self.sample_width * self.channels

@@ -101,6 +101,11 @@ def test_audio_joins_and_gives_its_samples_as_numpy() -> None:
     assert joined.to_numpy("float32").tolist() == [0.0, 0.5, -1.0, 5 / 32768]
     stereo = Audio(array.array("h", [1, 2, 3, 4]).tobytes(), channels=2)
     assert stereo.to_numpy().shape == (2, 2)
+    # numpy.asarray (what soundfile.write, librosa and matplotlib call) gets the samples, not an object array.
+    assert numpy.asarray(joined).tolist() == [0, 16384, -32768, 5] and numpy.asarray(joined).dtype == numpy.int16
+    assert numpy.asarray(joined, dtype=numpy.float64).dtype == numpy.float64 and numpy.array(stereo).shape == (2, 2)
+    with pytest.raises(ValueError, match="copy"):
+        numpy.asarray(joined, copy=False)
     with pytest.raises(ValueError, match="dtype"):
         joined.to_numpy("float64")
 
