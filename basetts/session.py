@@ -8,7 +8,7 @@ import weakref
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, List, Optional
 
 from .audio import Audio, Stats
-from .errors import SessionEnded, attach_partial
+from .errors import SessionEnded, attach_partial, warn
 from .net.conversation import Conversation
 from .net.retry import Kept, open_conversation, replaying
 from .net.transport import BoundedSocket
@@ -18,6 +18,10 @@ from .text import WordSplitter
 if TYPE_CHECKING:
     from .net.transport import BoundedSocket
     from .playback import Playback, Player
+
+# Seconds an iteration waits with nothing arriving, in the thread that sends and has not ended the session,
+# before it warns that nothing will end the wait.
+SELF_WAIT = 5.0
 
 _DONE = object()
 _ABANDONED = object()  # the session was closed or garbage-collected: the word feed stops
@@ -65,6 +69,7 @@ class Session:
         self._changed = threading.Condition()
         self._ended = False
         self._finishing = False
+        self._sender: Optional[int] = None  # the thread that last sent: iterating there cannot end the wait
         self._error: Optional[BaseException] = None
         self._conversation: Optional[Conversation] = None
         self._current: List[Conversation] = []  # the conversation now open (another after a recovery)
@@ -152,6 +157,7 @@ class Session:
             self._close()  # the session is over: its threads and connection go now, not at finish()
             raise
         words = self._splitter.feed(fragment)  # checks the fragment before anything is opened
+        self._sender = threading.get_ident()
         self._given.append(fragment)
         self.open()
         for word in words:
@@ -234,12 +240,21 @@ class Session:
             return Audio(b"".join(self._chunks), stats=self.stats)
 
     def __iter__(self) -> Iterator[bytes]:
-        """Chunks as they arrive (from the first), until the end of the stream."""
+        """Chunks as they arrive (from the first), until the end of the stream: the session's end, so iterate
+        from another thread than the one sending, or after `finish()`."""
         index = 0
+        warned = False
         while True:
             with self._changed:
+                since = time.monotonic()
                 while index >= len(self._chunks) and not self._ended:
                     self._changed.wait(0.1)
+                    if (not warned and not self._finishing and self._sender == threading.get_ident()
+                            and time.monotonic() - since > SELF_WAIT):
+                        warned = True
+                        warn("iterating a session waits for the session's end, and this thread sends its text "
+                             "and has not ended it: call finish() (or leave the with block) before iterating, "
+                             "iterate from another thread, or give the text to synth.stream(tokens)")
                 if index >= len(self._chunks):
                     if self._error is not None and not self._aborted.is_set():
                         raise self._error

@@ -4,6 +4,7 @@ from __future__ import annotations
 import gc
 import threading
 import time
+import warnings
 
 import pytest
 
@@ -58,6 +59,35 @@ def test_iterating_a_session_yields_the_audio_as_it_arrives(basetts_server, base
         reader.start()
         session.send(TEXT)
     reader.join(10)
+    assert b"".join(chunks) == basetts_server.expected_pcm(TEXT)
+
+
+def test_iterating_a_session_in_the_thread_that_sends_it_and_has_not_ended_it_warns(basetts_server,
+                                                                                   basetts_synthesizer,
+                                                                                   monkeypatch):
+    # `for chunk in session` inside the with block, in the thread that sends: nothing ends the session, so the
+    # iteration would wait forever in silence. It says so (after SELF_WAIT seconds with nothing arriving).
+    monkeypatch.setattr(basetts.session, "SELF_WAIT", 0.3)
+    session = basetts_synthesizer.session()
+    session.send(TEXT)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", basetts.BasettsWarning)  # the warning ends the wait here, as an exception
+        with pytest.raises(basetts.BasettsWarning, match=r"this thread sends its text.*finish\(\)"):
+            for _ in session:
+                pass
+    session.abort()
+    # Iterated from another thread while this one sends, with pauses longer than SELF_WAIT: nothing to say.
+    chunks = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", basetts.BasettsWarning)
+        with basetts_synthesizer.session() as session:
+            reader = threading.Thread(target=lambda: chunks.extend(session))
+            reader.start()
+            for word in TEXT.split(" "):
+                session.send(word + " ")
+                time.sleep(0.05)
+            time.sleep(0.8)
+        reader.join(10)
     assert b"".join(chunks) == basetts_server.expected_pcm(TEXT)
 
 
