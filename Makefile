@@ -95,15 +95,19 @@ OLDEST_TESTS := tests/test_protocol.py tests/test_qwen3_protocol.py tests/test_o
 	tests/test_recovery.py::test_a_cut_anywhere_is_mended_byte_for_byte \
 	tests/test_recovery.py::test_a_path_gone_silent_is_found_by_read_timeout_and_recovered
 
+# The tests wait far more than they compute (servers paced in real time, sound played): TEST_WORKERS
+# processes run them side by side (pytest-xdist), each with its own PulseAudio daemon and servers.
+TEST_WORKERS ?= 2
 test: install-dev $(OLDEST_STAMP)
-	$(PY) -m pytest
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist worksteal
 	@echo "Again on the oldest dependencies allowed: $(OLDEST), on $$($(OLDEST_VENV)/bin/python -V)"
-	$(OLDEST_VENV)/bin/python -m pytest -p no:cacheprovider $(OLDEST_TESTS)
+	$(OLDEST_VENV)/bin/python -m pytest -p no:cacheprovider -n $(TEST_WORKERS) --dist worksteal $(OLDEST_TESTS)
 
 $(OLDEST_STAMP): setup.cfg setup.py $(VENV)/.dev-installed
 	$(OLDEST_PYTHON) -m venv --clear $(OLDEST_VENV)
 	$(OLDEST_VENV)/bin/python -m pip install --quiet --upgrade pip
-	$(OLDEST_VENV)/bin/python -m pip install --quiet $(OLDEST) 'pytest>=7' 'hypothesis>=6' 'pytest-timeout>=2.1'
+	$(OLDEST_VENV)/bin/python -m pip install --quiet $(OLDEST) 'pytest>=7' 'hypothesis>=6' 'pytest-timeout>=2.1' \
+	  'pytest-xdist>=3.2'
 	$(OLDEST_VENV)/bin/python -m pip install --quiet --no-deps -e .
 	@touch $@
 

@@ -12,11 +12,13 @@ from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 import pytest
 
-SINK = "basetts_null"
+# One sink per pytest-xdist worker: in a pulse server that already answers, workers share the server.
+SINK = "basetts_null" + os.environ.get("PYTEST_XDIST_WORKER", "")
 SINK_RATE = 24000
 
 # Why PulseAudio could not start, if it could not: printed loudly at the end of the run.
 _PULSE_UNAVAILABLE: List[str] = []
+PULSE_SKIP = "PULSEAUDIO COULD NOT START"
 
 
 class Recording:
@@ -242,12 +244,16 @@ def pulse() -> Iterator[PulseAudio]:
 
 def _pulse_unavailable(reason: str) -> None:
     _PULSE_UNAVAILABLE.append(reason)
-    pytest.skip(f"PULSEAUDIO COULD NOT START, playback tests NOT RUN: {reason}")
+    pytest.skip(f"{PULSE_SKIP}, playback tests NOT RUN: {reason}")
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config):  # type: ignore[no-untyped-def]
-    if _PULSE_UNAVAILABLE:
+    # Under pytest-xdist the skips happened in the workers: their reports carry the reason here.
+    reasons = _PULSE_UNAVAILABLE + [str(report.longrepr[2]).split("NOT RUN: ", 1)[-1]
+                                    for report in terminalreporter.stats.get("skipped", [])
+                                    if isinstance(report.longrepr, tuple) and PULSE_SKIP in str(report.longrepr[2])]
+    if reasons:
         terminalreporter.section("WARNING: playback was NOT tested", sep="!", red=True, bold=True)
-        terminalreporter.line(f"PulseAudio could not start: {_PULSE_UNAVAILABLE[0]}", red=True, bold=True)
+        terminalreporter.line(f"PulseAudio could not start: {reasons[0]}", red=True, bold=True)
         terminalreporter.line("Every test that plays sound was skipped. Install pulseaudio and "
                               "pulseaudio-utils (make system-deps) and run make test again.", red=True)

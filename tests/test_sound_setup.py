@@ -61,3 +61,17 @@ def test_the_playback_tests_use_a_pulse_server_that_already_answers() -> None:
     finally:
         desktop.stop()
         shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.mark.parametrize("workers", [[], ["-n", "2"]], ids=["serial", "two-workers"])
+def test_playback_tests_that_could_not_run_are_said_loudly_at_the_end(tmp_path: Path, workers: list) -> None:
+    # No pulse tools on PATH: the playback tests are skipped, and the run ends with a warning naming why,
+    # also when pytest-xdist's workers did the skipping (make test runs two).
+    env = {**os.environ, "PATH": str(tmp_path)}
+    env.pop("PULSE_SERVER", None)
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *workers,
+         "tests/test_playback.py::test_speak_plays_the_servers_audio_in_order_without_gaps"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert "WARNING: playback was NOT tested" in result.stdout, result.stdout + result.stderr
+    assert "PulseAudio could not start: pulseaudio, pactl, parec not installed" in result.stdout, result.stdout
