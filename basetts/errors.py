@@ -108,11 +108,14 @@ class ArgumentTypeError(ConfigurationError, TypeError):
 
 
 class ConnectError(BasetenTTSError):
-    """The host could not be reached (DNS, refused, TLS)."""
+    """The host could not be reached (DNS, refused, TLS). `unanswered`: an HTTP connection closed before the server
+    answered the request sent on it (what a kept-alive connection the server closed meanwhile does)."""
 
-    def __init__(self, message: str, *, transient: bool = False, partial: Optional["Audio"] = None) -> None:
+    def __init__(self, message: str, *, transient: bool = False, unanswered: bool = False,
+                 partial: Optional["Audio"] = None) -> None:
         super().__init__(message, partial=partial)
         self.transient = transient
+        self.unanswered = unanswered
 
     @property
     def retryable(self) -> bool:

@@ -151,6 +151,28 @@ def test_calls_reuse_the_connection_kept_alive_and_never_one_the_server_closed(s
     assert client_threads() == []
 
 
+def test_a_kept_alive_connection_closed_as_the_request_went_out_is_replaced_at_once(serve: Any, caplog: Any) -> None:
+    # The server (or a proxy) closes the idle connection just as the next request goes out, unanswered: that says
+    # nothing of the server, so the request goes again at once on a new connection, not counted among the retries
+    # (retries=0 still succeeds) and without their backoff. A new connection closed so is a failure: retried.
+    server = http_server(serve, faults=Faults(close_on_request=2))
+    synth = synth_for(server, retries=0)
+    synth.synthesize("First call.")
+    caplog.set_level("DEBUG", logger="basetts")
+    audio = synth.synthesize(TEXT)
+    assert audio.pcm == server.expected_pcm(TEXT) and audio.stats.attempts == 1
+    assert server.connections == 2 and [r.messages for r in server.conversations][1:] == [[TEXT]]
+    assert "closed before the server answered: again on a new one" in caplog.text
+    assert "retrying in" not in caplog.text
+    fresh = http_server(serve, faults=Faults(close_on_request=1))
+    with pytest.raises(basetts.ConnectError, match="closed before the server answered"):
+        synth_for(fresh, retries=0).synthesize(TEXT)
+    fresh = http_server(serve, faults=Faults(close_on_request=1))
+    audio = synth_for(fresh, retry_backoff=0.01).synthesize(TEXT)
+    assert audio.pcm == fresh.expected_pcm(TEXT) and audio.stats.attempts == 2
+    synth.close()
+
+
 def test_a_kept_alive_connection_is_never_used_after_fork(serve: Any) -> None:
     import os
 

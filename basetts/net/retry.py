@@ -10,7 +10,7 @@ import time
 from typing import Callable, Deque, Iterable, Iterator, List, Optional, Tuple, TypeVar
 
 from ..audio import Stats
-from ..errors import BasetenTTSError, StreamInterrupted, warn
+from ..errors import BasetenTTSError, ConnectError, StreamInterrupted, warn
 from ..pcm import SAMPLE_RATE, SAMPLE_WIDTH
 from ..settings import Settings
 from ..text import is_whole
@@ -92,7 +92,17 @@ def open_conversation(settings: Settings, words: Iterable[str], stats: Stats,
 
     def attempt() -> Conversation:
         sock, offered[0] = offered[0], None  # the spare, for the first attempt only
-        return Conversation(settings, words, stats=stats, sock=sock, started=started,
+        try:
+            return Conversation(settings, words, stats=stats, sock=sock, started=started,
+                                on_upgrade=on_upgrade, release=release, resumed_at=resumed_at).open()
+        except ConnectError as exc:
+            if sock is None or not exc.unanswered:
+                raise
+        # A kept-alive connection (or connect()'s) that the server closed as the request went out says nothing of
+        # the server: again at once on a new one, as HTTP clients do with a pool's stale connection, neither
+        # waiting nor counted among the retries.
+        log.debug("the connection opened earlier was closed before the server answered: again on a new one")
+        return Conversation(settings, words, stats=stats, sock=None, started=started,
                             on_upgrade=on_upgrade, release=release, resumed_at=resumed_at).open()
 
     def drop_spare() -> None:

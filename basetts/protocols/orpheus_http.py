@@ -344,9 +344,10 @@ class Utterance(Conversing):
         if not self._in_flight:
             return StreamInterrupted("The server closed the connection before the rest of the text was sent: "
                                      "the audio is incomplete.")
-        if not self.answered:  # nothing heard yet: tried again at once (a kept-alive connection the server
-            # closed as the request went out does this)
-            return ConnectError("The connection closed before the server answered the request.", transient=True)
+        if not self.answered:  # nothing heard yet (a kept-alive connection the server closed as the request went
+            # out does this: `open_conversation` then tries again at once on a new one)
+            return ConnectError("The connection closed before the server answered the request.", transient=True,
+                                unanswered=True)
         if self._sent_at is not None:
             return StreamInterrupted("The connection dropped before the server answered the next request: "
                                      "the audio is incomplete.")

@@ -53,6 +53,9 @@ class Faults:
     """Refuse (503) an upgrade while another conversation is running."""
     idle_timeout: Optional[float] = None
     """Close with 1001 "idle timeout" when no message comes for this long, as some proxies do."""
+    close_on_request: Optional[int] = None
+    """HTTP: close the connection without a word when the Nth request (counted over the server's life, from 1)
+    arrives, as a server or a proxy closing a kept-alive connection just as the client uses it does."""
     fail_sentence: Optional[int] = None
     """Qwen3: the model fails the sentence of this index (an error event, then audio.done error: true)."""
     predict_error: bool = False

@@ -169,8 +169,9 @@ class LocalServer:
         self._stopping = threading.Event()
         self._lock = threading.Lock()
         self.handshakes = 0
-        self.begun = 0  # conversations begun (the records may keep only the last `history`)
         """Upgrades (and, for orpheus-http, requests) answered, refusals included."""
+        self.begun = 0  # conversations begun (the records may keep only the last `history`)
+        self._requests = 0  # HTTP requests that arrived, for Faults.close_on_request
         self.connections = 0
         """TCP connections accepted: a client that keeps its connections alive opens fewer than its calls."""
         self.handshake_times: List[float] = []
@@ -355,6 +356,12 @@ class LocalServer:
         if self.faults.handshake_status is not None and (failures is None or attempt <= failures):
             return self.faults.handshake_status, self.faults.retry_after
         return None
+
+    def _closes_unanswered(self) -> bool:
+        """Counts an HTTP request that arrived; True when `Faults.close_on_request` closes it unanswered."""
+        with self._lock:
+            self._requests += 1
+            return self.faults.close_on_request == self._requests
 
     def _key_ok(self, authorization: str) -> bool:
         scheme, _, key = authorization.partition(" ")
