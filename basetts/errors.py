@@ -264,11 +264,19 @@ class ReadTimeout(TimeoutError):
 
 class StreamInterrupted(BasetenTTSError):
     """The connection ended before the server's normal close: the audio is incomplete. `recoverable` unless
-    what ended it would end a new connection too (a server breaking the protocol) or was ours (a close)."""
+    what ended it would end a new connection too (a server breaking the protocol) or was ours (a close).
+    `unanswered`: it dropped before the server sent anything at all (a replica gone, a proxy closing it), so the
+    same call may succeed on a new connection (`retryable`)."""
 
-    def __init__(self, message: str, *, recoverable: bool = True, partial: Optional["Audio"] = None) -> None:
+    def __init__(self, message: str, *, recoverable: bool = True, unanswered: bool = False,
+                 partial: Optional["Audio"] = None) -> None:
         super().__init__(message, partial=partial)
         self._recoverable = recoverable
+        self.unanswered = unanswered
+
+    @property
+    def retryable(self) -> bool:
+        return self.unanswered
 
     @property
     def recoverable(self) -> bool:

@@ -17,6 +17,7 @@ from .websocket import (
     OPCODE_CLOSE,
     OPCODE_PING,
     OPCODE_PONG,
+    OPCODE_TEXT,
     POLICY_VIOLATION,
     PROTOCOL_ERROR,
     UNSUPPORTED_DATA,
@@ -394,6 +395,7 @@ class Conversing:
         self.read_timeout = read_timeout
         self.frames = FrameReader(max_message_size)
         self.decoder: "AudioDecoder" = AudioDecoder()
+        self.heard = False  # a message from the server (audio or text; pings and pongs are not the model's)
         self.words_sent = 0
         self.messages_sent = 0
         self.units_sent = 0
@@ -597,6 +599,8 @@ class Conversing:
         pings = 0
         acknowledged = False
         for opcode, payload in messages:
+            if opcode in (OPCODE_BINARY, OPCODE_TEXT):
+                self.heard = True
             if opcode == OPCODE_BINARY:
                 stray = self.unexpected_audio()
                 if stray is not None:
@@ -665,8 +669,13 @@ class Conversing:
         return close_error(code, reason, self.deadlines.sentinel_sent)
 
     def dropped(self) -> Optional[BasetenTTSError]:
-        """What the end of the connection without a close frame means."""
-        return close_error(None, "", self.deadlines.sentinel_sent)
+        """What the end of the connection without a close frame means: before the server sent any message (audio
+        or text; a close would have said why), nothing was made of the text, so the call may go again
+        (`unanswered`)."""
+        error = close_error(None, "", self.deadlines.sentinel_sent)
+        if isinstance(error, StreamInterrupted) and not self.heard:
+            error.unanswered = True
+        return error
 
     def _end(self, error: Optional[BasetenTTSError], audio: bytes = b"", pings: int = 0, acknowledged: bool = False,
              close: Optional[Tuple[int, str]] = None, answer: Optional[int] = NORMAL_CLOSE) -> Received:
