@@ -73,60 +73,40 @@ def test_never_retried_after_audio_began():
     assert len(info.value.partial.pcm) == 5000
 
 
-@pytest.mark.parametrize("code", [1012, 1013])
-def test_a_close_asking_to_come_back_before_any_audio_is_retried(code):
-    """1012 "Service Restart" and 1013 "Try Again Later" before any audio: nothing was spoken, so a whole
-    text goes again on a new connection (every call, the batch too); a text arriving over time cannot."""
-    faults = Faults(drop_after_bytes=0, close_code=code, stream_failures=2)
+@pytest.mark.parametrize("code, cut", [(1012, "reset"), (1013, "reset"), (None, "reset"), (None, "eof")],
+                         ids=["1012", "1013", "dropped", "dropped-eof"])
+def test_a_close_asking_to_come_back_or_a_drop_before_any_message_is_retried(code, cut):
+    """1012 "Service Restart" and 1013 "Try Again Later" before any audio, or Orpheus's websocket dropped (no close
+    frame) before the server sent any message (a replica gone, a proxy closing it; over HTTP, a request closed
+    unanswered is the same): nothing was spoken, so a whole text goes again on a new connection (every call, the
+    batch too); a text arriving over time cannot."""
+    faults = Faults(drop_after_bytes=0, close_code=code, cut=cut, stream_failures=2)
+    error = basetts.ServerError if code else basetts.StreamInterrupted
     with LocalServer(faults=faults) as server:
         synth = synth_for(server, retries=2, retry_backoff=0.01)
         audio = synth.synthesize(TEXT)
         assert audio.pcm == server.expected_pcm(TEXT) and audio.stats.attempts == 3
         server.last()  # its handler has finished
-        assert [r.close_code for r in server.conversations] == [code, code, 1000]
+        if code:
+            assert [r.close_code for r in server.conversations] == [code, code, 1000]
         faults.stream_failures = server.begun + 1
         assert b"".join(synth.stream(TEXT)) == server.expected_pcm(TEXT)
         faults.stream_failures = server.begun + 1
         [result] = synth.synthesize_many([TEXT])
         assert result.audio.pcm == server.expected_pcm(TEXT)
         faults.stream_failures = server.begun + 3
-        with pytest.raises(basetts.ServerError) as info:
+        with pytest.raises(error) as info:
             synth.synthesize(TEXT)
-        assert info.value.close_code == code and info.value.retryable
+        assert info.value.retryable and (info.value.close_code == code if code else info.value.unanswered)
         faults.stream_failures = server.begun + 1
-        with pytest.raises(basetts.ServerError):
+        with pytest.raises(error):
             synth.synthesize(iter(TEXT.split()))
         assert server.begun == faults.stream_failures  # not sent again: the iterable is consumed
-
-
-@pytest.mark.parametrize("cut", ["reset", "eof"])
-def test_a_drop_before_the_server_said_anything_is_retried(cut):
-    """Orpheus's websocket dropped (no close frame) before the server sent anything at all (a replica gone, a proxy
-    closing the connection): nothing was made of the text, so a whole text goes again on a new connection, as a
-    request closed unanswered does over HTTP (every call, the batch too); a text arriving over time cannot."""
-    faults = Faults(drop_after_bytes=0, cut=cut, stream_failures=1)
-    with LocalServer(faults=faults) as server:
-        synth = synth_for(server, retries=2, retry_backoff=0.01)
-        audio = synth.synthesize(TEXT)
-        assert audio.pcm == server.expected_pcm(TEXT) and audio.stats.attempts == 2
-        faults.stream_failures = server.begun + 1
-        assert b"".join(synth.stream(TEXT)) == server.expected_pcm(TEXT)
-        faults.stream_failures = server.begun + 1
-        [result] = synth.synthesize_many([TEXT])
-        assert result.audio.pcm == server.expected_pcm(TEXT)
-        faults.stream_failures = server.begun + 1
-        with pytest.raises(basetts.StreamInterrupted) as info:
-            synth.synthesize(TEXT, retries=0)
-        assert info.value.retryable and info.value.unanswered and info.value.recoverable
-        faults.stream_failures = server.begun + 1
-        with pytest.raises(basetts.StreamInterrupted):
-            synth.synthesize(iter(TEXT.split()))
-        assert server.begun == faults.stream_failures  # not sent again: the iterable is consumed
-    # Once the server has spoken (audio here), a drop is no longer retried as a whole but recovered from.
-    with LocalServer(faults=Faults(drop_after_bytes=4096, cut=cut, stream_failures=1)) as server:
-        with pytest.raises(basetts.StreamInterrupted) as info:
-            synth_for(server, retries=2, recoveries=0).synthesize(TEXT)
-        assert not info.value.retryable and server.begun == 1
+    if code is None:  # once the server has spoken (audio here), a drop is recovered from, not retried as a whole
+        with LocalServer(faults=Faults(drop_after_bytes=4096, cut=cut, stream_failures=1)) as server:
+            with pytest.raises(basetts.StreamInterrupted) as info:
+                synth_for(server, retries=2, recoveries=0).synthesize(TEXT)
+            assert not info.value.retryable and server.begun == 1
 
 
 def test_refused_connections_are_retried(caplog):
