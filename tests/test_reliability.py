@@ -78,8 +78,8 @@ def test_never_retried_after_audio_began():
 def test_a_close_asking_to_come_back_or_a_drop_before_any_message_is_retried(code, cut):
     """1012 "Service Restart" and 1013 "Try Again Later" before any audio, or Orpheus's websocket dropped (no close
     frame) before the server sent any message (a replica gone, a proxy closing it; over HTTP, a request closed
-    unanswered is the same): nothing was spoken, so a whole text goes again on a new connection (every call, the
-    batch too); a text arriving over time cannot."""
+    unanswered is the same): nothing was spoken, so the text goes again on a new connection (every call, the batch
+    too; text arriving over time from the words kept of it)."""
     faults = Faults(drop_after_bytes=0, close_code=code, cut=cut, stream_failures=2)
     error = basetts.ServerError if code else basetts.StreamInterrupted
     with LocalServer(faults=faults) as server:
@@ -98,9 +98,19 @@ def test_a_close_asking_to_come_back_or_a_drop_before_any_message_is_retried(cod
         with pytest.raises(error) as info:
             synth.synthesize(TEXT)
         assert info.value.retryable and (info.value.close_code == code if code else info.value.unanswered)
+        # Text arriving over time goes again from the words kept of it (for recovery); with recoveries=0 none are
+        # kept, and the iterable is consumed: not sent again.
+        faults.stream_failures = server.begun + 1
+        audio = synth.synthesize(iter([word + " " for word in TEXT.split()]))
+        assert audio.pcm == server.expected_pcm(TEXT) and audio.stats.attempts == 2
+        faults.stream_failures = server.begun + 1
+        with synth.session() as session:
+            for word in TEXT.split():
+                session.send(word + " ")
+        assert session.audio.pcm == server.expected_pcm(TEXT)
         faults.stream_failures = server.begun + 1
         with pytest.raises(error):
-            synth.synthesize(iter(TEXT.split()))
+            synth.synthesize(iter(TEXT.split()), recoveries=0)
         assert server.begun == faults.stream_failures  # not sent again: the iterable is consumed
     if code is None:  # once the server has spoken (audio here), a drop is recovered from, not retried as a whole
         with LocalServer(faults=Faults(drop_after_bytes=4096, cut=cut, stream_failures=1)) as server:

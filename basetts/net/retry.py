@@ -137,6 +137,11 @@ class Kept:
                 del self._kept[:before - self._first]
                 self._first = before
 
+    @property
+    def keeping(self) -> bool:
+        """Whether words are kept to be sent again (not after `forget_all`)."""
+        return self._keeping
+
     def forget_all(self) -> None:
         """Nothing will be sent again (no recovery is possible): keep no word from now on."""
         with self._lock:
@@ -201,7 +206,8 @@ def replaying(open_: Opener, words: Iterable[str], cancel: Optional[threading.Ev
     """The audio of `words`, over as many conversations as it takes (`open_`).
 
     Before any audio, one that ends with a retryable error (a close 1012 "Service Restart" or 1013 "Try Again
-    Later") is opened again while the retries last, if its words can be sent again whole (a whole text).
+    Later", a drop before any message) is opened again while the retries last, if its words can be sent again
+    (a whole text, or text arriving over time while its words are kept).
     After audio began, a connection lost (`BasetenTTSError.recoverable`) is recovered, `recoveries` times at
     most: the text goes on, on a new connection, after the last unit whose audio came whole (the protocol's
     `resume_point`), and the audio after that point is taken back from the caller (`take_back(count)` says how
@@ -257,9 +263,14 @@ def replaying(open_: Opener, words: Iterable[str], cancel: Optional[threading.Ev
                     if cancel is not None and cancel.is_set():
                         raise
                     if not conversation.audio_out and lost is None and not part:
-                        delay = retry_delay(settings, attempts - 1, exc) if whole else None
+                        # Nothing heard: a whole text goes again as it is; text arriving over time, from what was
+                        # kept of it (all of it: nothing is forgotten before audio), unless nothing is kept.
+                        again = whole or (kept is not None and kept.keeping)
+                        delay = retry_delay(settings, attempts - 1, exc) if again else None
                         if delay is None:
                             raise
+                        if kept is not None:
+                            words = kept.since(offset)
                     else:
                         part = False
                         resume = _resumption(conversation, exc, drops, delivered - began_at, take_back)
