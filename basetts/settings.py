@@ -341,6 +341,8 @@ class Settings:
                     return value
             return None
 
+        if isinstance(api_key, str):  # a key read from a file ends with its newline; the environment's are stripped
+            api_key = api_key.strip()
         if not api_key:
             for source in sources:
                 api_key = lookup(source, *ENV_API_KEY)

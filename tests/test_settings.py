@@ -150,6 +150,14 @@ def test_api_key_must_be_one_line_of_text(api_key: Any) -> None:
         Settings(url=LOCAL, api_key=api_key).validate()
 
 
+def test_a_key_read_from_a_file_loses_its_newline_and_spaces(tmp_path: Path) -> None:
+    # open("key.txt").read() ends with the newline; a key pasted between quotes may carry spaces. The key itself
+    # goes in the header as it is; a line break inside it is still refused (above).
+    (tmp_path / "key.txt").write_text(KEY + "\n")
+    for given in ((tmp_path / "key.txt").read_text(), f"  {KEY}\r\n", f" {KEY} "):
+        assert Settings.resolve(api_key=given, url=LOCAL, environ={}, dotenv_path=str(tmp_path / "none")).api_key == KEY
+
+
 # validation --------------------------------------------------------------------------------------------
 BAD = [
     ("voice", ""), ("voice", "   "), ("voice", 3), ("voice", "tara\ud800"),
