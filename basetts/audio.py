@@ -12,7 +12,7 @@ from . import errors
 from .checks import check_int
 from .errors import ArgumentTypeError, ConfigurationError
 from .formats import AudioWriter, format_of
-from .pcm import CHANNELS, SAMPLE_RATE, SAMPLE_WIDTH
+from .pcm import CHANNELS, SAMPLE_RATE, SAMPLE_WIDTH, wav_to_pcm
 from .pcm import wav_header as wav_header  # its public home (docs/api.md)
 
 
@@ -240,8 +240,9 @@ class Audio:
 
     @classmethod
     def from_wav(cls, source: Union[bytes, str, "os.PathLike[str]"]) -> "Audio":
-        """Read a PCM WAV file (path or bytes). Not one: a `ConfigurationError` (a file that cannot be opened: the
-        `OSError` that says why)."""
+        """Read a WAV file (path or bytes): integer PCM as it is; float samples, or a WAVE_FORMAT_EXTENSIBLE file
+        Python's `wave` cannot read, as 16-bit mono (what numpy, soundfile and torchaudio often write). Not one: a
+        `ConfigurationError` (a file that cannot be opened: the `OSError` that says why)."""
         if isinstance(source, (bytes, bytearray)):
             file: Any = io.BytesIO(source)
         elif isinstance(source, (str, os.PathLike)):  # not an int: open() would take it for a file descriptor
@@ -253,6 +254,16 @@ class Audio:
                 return cls(reader.readframes(reader.getnframes()), reader.getframerate(),
                            reader.getnchannels(), reader.getsampwidth())
         except (wave.Error, EOFError) as exc:
+            if isinstance(source, (bytes, bytearray)):
+                data = bytes(source)
+            else:
+                with open(source, "rb") as again:
+                    data = again.read()
+            try:
+                pcm, rate = wav_to_pcm(data)
+                return cls(pcm, rate)
+            except ValueError:
+                pass
             name = "the bytes given" if isinstance(source, (bytes, bytearray)) else repr(os.fspath(source))
             why = str(exc) or "it ends too soon"
             raise ConfigurationError(f"{name} is not a WAV file basetts can read ({why})") from None

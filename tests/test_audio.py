@@ -39,6 +39,14 @@ def test_wav_round_trip(tmp_path):
     audio.save(tmp_path / "a.wav")
     assert Audio.from_wav(tmp_path / "a.wav") == audio
     assert audio.wav()[:4] == b"RIFF" and audio.wav()[8:12] == b"WAVE"
+    # A float WAV (numpy's, soundfile's, torchaudio's), which Python's wave cannot read, comes as 16-bit mono, exact
+    # for 16-bit audio written as float (from_wav's files go to play() too).
+    import array
+
+    from basetts.pcm import wav_header
+    floats = array.array("f", (s / 32768 for s in array.array("h", audio.pcm))).tobytes()
+    (tmp_path / "float.wav").write_bytes(wav_header(len(floats), sample_width=4, float_samples=True) + floats)
+    assert Audio.from_wav(tmp_path / "float.wav") == audio
 
 
 def test_notebook_player_embeds_the_wav():
