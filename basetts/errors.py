@@ -265,8 +265,8 @@ class ReadTimeout(TimeoutError):
 class StreamInterrupted(BasetenTTSError):
     """The connection ended before the server's normal close: the audio is incomplete. `recoverable` unless
     what ended it would end a new connection too (a server breaking the protocol) or was ours (a close).
-    `unanswered`: it dropped before the server sent anything at all (a replica gone, a proxy closing it), so the
-    same call may succeed on a new connection (`retryable`)."""
+    `unanswered`: it dropped before the server sent any message (audio or text: a replica gone, a proxy closing
+    it), so the same call may succeed on a new connection (`retryable`)."""
 
     def __init__(self, message: str, *, recoverable: bool = True, unanswered: bool = False,
                  partial: Optional["Audio"] = None) -> None:

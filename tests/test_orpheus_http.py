@@ -171,6 +171,21 @@ def test_a_kept_alive_connection_closed_as_the_request_went_out_is_replaced_at_o
     audio = synth_for(fresh, retry_backoff=0.01).synthesize(TEXT)
     assert audio.pcm == fresh.expected_pcm(TEXT) and audio.stats.attempts == 2
     synth.close()
+    # Text arriving over time sends its request later, from the reader: the same close is met there, and the same
+    # at once on a new connection, with its words, uncounted.
+    for feed in ("iterable", "session"):
+        server = http_server(serve, faults=Faults(close_on_request=2))
+        synth = synth_for(server, retries=0)
+        synth.synthesize("First call.")
+        if feed == "iterable":
+            audio = synth.synthesize(iter([word + " " for word in TEXT.split()]))
+        else:
+            with synth.session() as session:
+                for word in TEXT.split():
+                    session.send(word + " ")
+            audio = session.audio
+        assert audio.pcm == server.expected_pcm(TEXT) and audio.stats.attempts == 1 and server.connections == 2
+        synth.close()
 
 
 def test_a_kept_alive_connection_is_never_used_after_fork(serve: Any) -> None:

@@ -123,6 +123,8 @@ class Conversation:
                               settings.idle_timeout / 10)  # Qwen3's keepalive is due every third of it
         self._sock: Optional[transport.BoundedSocket] = None
         self._preopened = sock
+        self.preopened = sock is not None
+        """It goes on a connection opened earlier (kept alive, connect()'s, a part's opened ahead)."""
         self._on_upgrade = on_upgrade
         self._release = release
         self._clean_end = False  # chunks() saw the normal end

@@ -74,6 +74,16 @@ def retry_delay(settings: Settings, tried: int, exc: BaseException) -> Optional[
     return float(delay)
 
 
+def stale(exc: BaseException, preopened: bool) -> bool:
+    """Whether `exc` is a connection opened earlier (kept alive, or connect()'s) that the server closed as the
+    request went out, unanswered. That says nothing of the server: the request goes again at once on a new one, as
+    HTTP clients do with a pool's stale connection, neither waiting nor counted among the retries."""
+    if preopened and isinstance(exc, ConnectError) and exc.unanswered:
+        log.debug("the connection opened earlier was closed before the server answered: again on a new one")
+        return True
+    return False
+
+
 def open_conversation(settings: Settings, words: Iterable[str], stats: Stats,
                       spare: Optional[BoundedSocket] = None,
                       cancel: Optional[threading.Event] = None, started: Optional[float] = None,
@@ -96,12 +106,8 @@ def open_conversation(settings: Settings, words: Iterable[str], stats: Stats,
             return Conversation(settings, words, stats=stats, sock=sock, started=started,
                                 on_upgrade=on_upgrade, release=release, resumed_at=resumed_at).open()
         except ConnectError as exc:
-            if sock is None or not exc.unanswered:
+            if not stale(exc, sock is not None):
                 raise
-        # A kept-alive connection (or connect()'s) that the server closed as the request went out says nothing of
-        # the server: again at once on a new one, as HTTP clients do with a pool's stale connection, neither
-        # waiting nor counted among the retries.
-        log.debug("the connection opened earlier was closed before the server answered: again on a new one")
         return Conversation(settings, words, stats=stats, sock=None, started=started,
                             on_upgrade=on_upgrade, release=release, resumed_at=resumed_at).open()
 
@@ -266,7 +272,10 @@ def replaying(open_: Opener, words: Iterable[str], cancel: Optional[threading.Ev
                         # Nothing heard: a whole text goes again as it is; text arriving over time, from what was
                         # kept of it (all of it: nothing is forgotten before audio), unless nothing is kept.
                         again = whole or (kept is not None and kept.keeping)
-                        delay = retry_delay(settings, attempts - 1, exc) if again else None
+                        if again and stale(exc, conversation.preopened):
+                            attempts, delay = attempts - 1, 0.0  # not counted: the next attempt has its number
+                        else:
+                            delay = retry_delay(settings, attempts - 1, exc) if again else None
                         if delay is None:
                             raise
                         if kept is not None:
