@@ -8,7 +8,7 @@ import pytest
 
 from basetts.net import transport
 from basetts.protocols import orpheus
-from basetts.testing import LocalServer
+from basetts.testing import Faults, LocalServer
 
 from .helpers import client_threads, synth_for
 
@@ -116,6 +116,17 @@ def test_a_spare_the_server_closed_is_not_used(server):
     spare.sock.sock.shutdown(2)  # as if the server or a proxy had closed it
     assert synth.synthesize(TEXT).pcm == server.expected_pcm(TEXT)
     assert len(server.conversations) == 2
+
+
+def test_a_spare_the_server_drops_before_answering_is_replaced_at_once():
+    # connect()'s connection, dropped by the server (or a proxy) as the call's first messages go out, before any
+    # answer: the call goes on at once on a new connection, not counted among the retries (retries=0 succeeds).
+    with LocalServer(faults=Faults(drop_after_bytes=0, stream_failures=1)) as server:
+        with synth_for(server, retries=0) as synth:
+            synth.connect()
+            audio = synth.synthesize("hello there")
+            assert audio.pcm == server.expected_pcm("hello there") and audio.stats.attempts == 1
+            assert server.connections == 2 and len(server.conversations) == 2
 
 
 def test_another_endpoint_does_not_get_the_spare(server):

@@ -75,10 +75,11 @@ def retry_delay(settings: Settings, tried: int, exc: BaseException) -> Optional[
 
 
 def stale(exc: BaseException, preopened: bool) -> bool:
-    """Whether `exc` is a connection opened earlier (kept alive, or connect()'s) that the server closed as the
-    request went out, unanswered. That says nothing of the server: the request goes again at once on a new one, as
-    HTTP clients do with a pool's stale connection, neither waiting nor counted among the retries."""
-    if preopened and isinstance(exc, ConnectError) and exc.unanswered:
+    """Whether `exc` is a connection opened earlier (kept alive, or connect()'s) that ended as the request (or the
+    websocket's first messages) went out, unanswered. That says little of the server: the text goes again at once
+    on a new one, as HTTP clients do with a pool's stale connection, neither waiting nor counted among the retries
+    (a new connection that fails so is a failure: retried as any)."""
+    if preopened and isinstance(exc, (ConnectError, StreamInterrupted)) and exc.unanswered:
         log.debug("the connection opened earlier was closed before the server answered: again on a new one")
         return True
     return False
