@@ -240,6 +240,7 @@ def replaying(open_: Opener, words: Iterable[str], cancel: Optional[threading.Ev
     part = False  # the conversation to open carries the next part of the text (`Conversing.continues`)
     ahead: Optional[Ahead] = None  # the next part's connection (a whole text's: its conversation), being opened
     delay: Optional[float] = 0.0
+    forgiven = False  # a stale connection's failure was not counted (`stale`)
     try:
         while True:
             conversation, ahead = _next(open_, words, attempts, began_at, stats, lost, part, first, ahead, offset)
@@ -273,8 +274,10 @@ def replaying(open_: Opener, words: Iterable[str], cancel: Optional[threading.Ev
                         # Nothing heard: a whole text goes again as it is; text arriving over time, from what was
                         # kept of it (all of it: nothing is forgotten before audio), unless nothing is kept.
                         again = whole or (kept is not None and kept.keeping)
-                        if again and stale(exc, conversation.preopened):
-                            attempts, delay = attempts - 1, 0.0  # not counted: the next attempt has its number
+                        if again and not forgiven and stale(exc, conversation.preopened):
+                            # Once a call (the next may take another kept-alive connection, as stale): not counted,
+                            # the next attempt has its number.
+                            attempts, delay, forgiven = attempts - 1, 0.0, True
                         else:
                             delay = retry_delay(settings, attempts - 1, exc) if again else None
                         if delay is None:
