@@ -119,6 +119,26 @@ def test_a_close_asking_to_come_back_or_a_drop_before_any_message_is_retried(cod
             assert not info.value.retryable and server.begun == 1
 
 
+@pytest.mark.parametrize("protocol", ["orpheus", "qwen3"])
+def test_a_connection_cut_as_the_conversation_begins_is_retried(protocol):
+    """Both websockets: a connection cut before the server sent any message (Qwen3's sends nothing before a
+    sentence's audio.start either) goes again, a whole text and text arriving over time alike."""
+    faults = Faults(drop_at_start=True, stream_failures=1)
+    voice = {"voice": "alice"} if protocol == "qwen3" else {}
+    with LocalServer(protocol=protocol, faults=faults, voices=("alice",)) as server:
+        synth = synth_for(server, retries=2, retry_backoff=0.01, protocol=protocol, **voice)
+        audio = synth.synthesize(TEXT)
+        assert audio.pcm == server.expected_pcm(TEXT) and audio.stats.attempts == 2
+        faults.stream_failures = server.begun + 1
+        with synth.session() as session:
+            session.send(TEXT)
+        assert session.audio.pcm == server.expected_pcm(TEXT)
+        faults.stream_failures = server.begun + 1
+        with pytest.raises(basetts.StreamInterrupted) as info:
+            synth.synthesize(TEXT, retries=0)
+        assert info.value.unanswered and info.value.retryable
+
+
 def test_refused_connections_are_retried(caplog):
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))

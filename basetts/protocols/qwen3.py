@@ -478,7 +478,7 @@ class Qwen3Utterance(Conversing):
         if self.done:
             return None
         return StreamInterrupted("The connection dropped before the server's session.done (no close frame): "
-                                 "the audio is incomplete.")
+                                 "the audio is incomplete.", unanswered=not self.heard)
 
 
 # voices -------------------------------------------------------------------------------------------------

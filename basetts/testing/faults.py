@@ -53,6 +53,9 @@ class Faults:
     """Refuse (503) an upgrade while another conversation is running."""
     idle_timeout: Optional[float] = None
     """Close with 1001 "idle timeout" when no message comes for this long, as some proxies do."""
+    drop_at_start: bool = False
+    """Websocket: cut the connection (`cut`) as the conversation begins, before any message (a replica gone, a
+    proxy closing a connection as it is used); which conversations as for the stream's faults."""
     close_on_request: Optional[int] = None
     """HTTP: close the connection without a word when the Nth request (counted over the server's life, from 1)
     arrives, as a server or a proxy closing a kept-alive connection just as the client uses it does."""
@@ -85,8 +88,8 @@ class Faults:
         within = self.stream_failures is None or since // every < self.stream_failures
         if since >= 0 and since % every == 0 and within:
             return self
-        return dataclasses.replace(self, silent=False, drop_after_bytes=None, drop_after_messages=None,
-                                   drop_after_seconds=None,
+        return dataclasses.replace(self, silent=False, drop_at_start=False, drop_after_bytes=None,
+                                   drop_after_messages=None, drop_after_seconds=None,
                                    close_code=None, frame_sizes=None, stall_after_bytes=None, random_frames=None,
                                    text_frame=None)
 
@@ -105,7 +108,7 @@ class Faults:
                     values[name] = [int(v) for v in raw.split(",")]
                 except ValueError:
                     raise ValueError(f"fault frame_sizes={raw!r}: expected whole numbers, comma-separated") from None
-            elif name in ("silent", "one_at_a_time", "predict_error"):
+            elif name in ("silent", "one_at_a_time", "predict_error", "drop_at_start"):
                 values[name] = raw.strip().lower() in ("", "1", "true", "yes")
             elif name in ("close_reason", "text_frame", "cut"):
                 values[name] = raw

@@ -151,13 +151,13 @@ class Sender:
         if late or counted:
             if faults.close_code is not None:
                 self._close_with_fault()
-            self._drop()
+            self.drop()
         if faults.drop_after_bytes is not None:
             room = faults.drop_after_bytes - sent
             if room <= 0:
                 if faults.close_code is not None:
                     self._close_with_fault()
-                self._drop()
+                self.drop()
             frame = frame[:room]
         if (faults.stall_after_bytes is not None and not self._stalled
                 and sent + len(frame) > faults.stall_after_bytes):
@@ -172,7 +172,7 @@ class Sender:
         self.record.faulted = True
         raise Dropped()
 
-    def _drop(self) -> None:
+    def drop(self) -> None:
         """Cut TCP with no close frame: a reset (RST), as a crashed server or broken network would, or a FIN."""
         self.record.faulted = True
         self.connection.end(self.faults.cut)

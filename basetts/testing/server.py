@@ -418,6 +418,14 @@ class LocalServer:
             self._finished(connection, record)
             return
         sender = Sender(self, connection, record, self.faults.for_conversation(number))
+        if sender.faults.drop_at_start:
+            try:
+                sender.drop()
+            except Dropped:
+                pass
+            finally:
+                self._finished(connection, record)
+            return
         if self.protocol == "qwen3":
             try:
                 qwen3.Qwen3Session(self, connection, record, sender).run()
