@@ -114,7 +114,7 @@ $(OLDEST_STAMP): setup.cfg setup.py $(VENV)/.dev-installed
 demo: install
 	$(BIN)/basetts say --local --fallback-output basetts-demo.wav "Hello! This is basetts, speaking through a local test server."
 
-# `make bench`: docs/performance.md and .png (~36 minutes); `make bench QUICK=1`: a ~1 minute smoke run
+# `make bench`: docs/performance.md and .png (~36 minutes); `make bench QUICK=1`: a smoke run of ~8 minutes
 # written to build/bench-quick/ instead.
 bench: install-dev $(VENV)/.bench-installed
 	$(PY) -m bench $(if $(QUICK),--quick)
